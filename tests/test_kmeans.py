@@ -1,0 +1,220 @@
+"""Tests of conr.kmeans against known blob structure, brute force and scikit-learn."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans as SkKMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from conr.kmeans import KMeansResult, assign, kmeans
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny problems: one thread avoids OpenMP oversubscription on a busy machine."""
+    from threadpoolctl import threadpool_limits
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- data
+def euclidean_blobs(n=400, k=5, d=6, std=0.4, seed=0):
+    x, y = make_blobs(n_samples=n, centers=k, n_features=d, cluster_std=std,
+                      center_box=(-10.0, 10.0), random_state=seed)
+    return torch.from_numpy(x.astype(np.float32)), y
+
+
+def directional_blobs(n_per=60, k=4, d=8, noise=0.08, seed=0):
+    """Points around k orthogonal directions with random positive scales: clusters
+    are defined by direction only, so only the cosine metric can recover them."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    dirs = q[:k]
+    y = rng.permutation(np.repeat(np.arange(k), n_per))
+    x = dirs[y] + noise * rng.standard_normal((y.size, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x *= rng.uniform(0.2, 6.0, size=(y.size, 1))
+    return torch.from_numpy(x.astype(np.float32)), y
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+# ------------------------------------------------------------------ known answers
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_well_separated_blobs_recovered(metric, seed):
+    # Euclidean: make_blobs clusters; cosine: clusters that differ by direction only.
+    x, y = euclidean_blobs(seed=seed) if metric == "euclidean" else directional_blobs(seed=seed)
+    res = kmeans(x, int(y.max()) + 1, metric=metric, seed=seed)
+    assert isinstance(res, KMeansResult)
+    assert res.labels.dtype == torch.int64 and res.labels.shape == (x.shape[0],)
+    assert res.centers.shape == (int(y.max()) + 1, x.shape[1])
+    assert adjusted_rand_score(y, res.labels.numpy()) == 1.0
+    assert 1 <= res.n_iter <= 300
+
+
+def test_cosine_ignores_row_scale_euclidean_does_not():
+    x, y = directional_blobs(seed=5)
+    cos = kmeans(x, 4, metric="cosine", seed=0)
+    assert adjusted_rand_score(y, cos.labels.numpy()) == 1.0
+    # Rescaling rows by positive factors leaves cosine k-means unchanged.
+    scale = torch.from_numpy(np.random.default_rng(1).uniform(0.1, 10.0, size=(x.shape[0], 1)).astype(np.float32))
+    cos2 = kmeans(x * scale, 4, metric="cosine", seed=0)
+    assert adjusted_rand_score(cos.labels.numpy(), cos2.labels.numpy()) == 1.0
+    # Euclidean k-means on these wildly scaled points is fooled by the norms.
+    euc = kmeans(x * scale, 4, metric="euclidean", seed=0)
+    assert adjusted_rand_score(y, euc.labels.numpy()) < 0.9
+
+
+# ------------------------------------------------------------------- centres
+def test_euclidean_centers_are_member_means():
+    x, y = euclidean_blobs(seed=3)
+    res = kmeans(x, 5, metric="euclidean", seed=0)
+    xn = x.numpy().astype(np.float64)
+    lab = res.labels.numpy()
+    for c in range(5):
+        np.testing.assert_allclose(res.centers[c].numpy(), xn[lab == c].mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_cosine_centers_are_means_of_normalised_members_not_renormalised():
+    x, y = directional_blobs(seed=4)
+    res = kmeans(x, 4, metric="cosine", seed=0)
+    xn = _unit(x.numpy().astype(np.float64))
+    lab = res.labels.numpy()
+    for c in range(4):
+        mean = xn[lab == c].mean(0)
+        np.testing.assert_allclose(res.centers[c].numpy(), mean, rtol=1e-4, atol=1e-5)
+    norms = np.linalg.norm(res.centers.numpy(), axis=1)
+    assert np.all(norms < 0.999) and np.all(norms > 0.9)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_labels_are_nearest_final_centre_and_inertia_consistent(metric):
+    """Overlapping data (a hard case): whatever the run converges to, every label is
+    the nearest final centre (brute force), and inertia is the documented sum."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((150, 5)).astype(np.float32)
+    res = kmeans(torch.from_numpy(x), 6, metric=metric, seed=3)
+    xs = x.astype(np.float64)
+    if metric == "cosine":
+        xs = _unit(xs)
+    c = res.centers.numpy().astype(np.float64)
+    total = 0.0
+    for i in range(xs.shape[0]):
+        if metric == "euclidean":
+            d = [float(np.sum((xs[i] - c[j]) ** 2)) for j in range(6)]
+        else:
+            d = [1.0 - float(np.dot(xs[i], c[j]) / np.linalg.norm(c[j])) for j in range(6)]
+        best = min(d)
+        assert d[int(res.labels[i])] <= best + 1e-5
+        total += d[int(res.labels[i])]
+    assert res.inertia == pytest.approx(total, rel=1e-4, abs=1e-4)
+
+
+# ------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_same_seed_same_result(metric):
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((200, 4)).astype(np.float32))
+    a = kmeans(x, 7, metric=metric, seed=123, n_init=2)
+    b = kmeans(x, 7, metric=metric, seed=123, n_init=2)
+    assert torch.equal(a.labels, b.labels)
+    assert torch.equal(a.centers, b.centers)
+    assert a.inertia == b.inertia and a.n_iter == b.n_iter
+
+
+def test_different_seeds_explore_different_inits():
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.standard_normal((200, 2)).astype(np.float32))
+    results = {tuple(kmeans(x, 8, metric="euclidean", seed=s).labels.tolist()) for s in range(6)}
+    assert len(results) > 1
+
+
+# ------------------------------------------------------------------ vs scikit-learn
+def test_inertia_comparable_to_sklearn_on_blobs():
+    x, y = euclidean_blobs(n=500, k=6, d=5, std=1.0, seed=11)
+    res = kmeans(x, 6, metric="euclidean", seed=0, n_init=3)
+    sk = SkKMeans(n_clusters=6, n_init=10, random_state=0).fit(x.numpy().astype(np.float64))
+    assert res.inertia <= sk.inertia_ * 1.01
+    assert res.inertia >= sk.inertia_ * 0.99  # sklearn's optimum is not beaten by much either
+    assert adjusted_rand_score(sk.labels_, res.labels.numpy()) > 0.99
+
+
+def test_inertia_close_to_sklearn_on_overlapping_data():
+    x, _ = euclidean_blobs(n=400, k=4, d=3, std=3.0, seed=2)
+    res = kmeans(x, 4, metric="euclidean", seed=0, n_init=5)
+    sk = SkKMeans(n_clusters=4, n_init=10, random_state=0).fit(x.numpy().astype(np.float64))
+    assert res.inertia <= sk.inertia_ * 1.03
+
+
+def test_n_clusters_equal_n_points():
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [-3.0, 2.0], [2.0, -4.0]])
+    res = kmeans(x, 6, metric="euclidean", seed=0)
+    assert sorted(res.labels.tolist()) == list(range(6))
+    assert res.inertia == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------------ errors
+@pytest.mark.parametrize("k", [1, 0, 21])
+def test_bad_n_clusters(k):
+    x = torch.randn(20, 3)
+    with pytest.raises(ValueError):
+        kmeans(x, k)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_input(bad):
+    x = torch.randn(20, 3)
+    x[4, 1] = bad
+    with pytest.raises(ValueError):
+        kmeans(x, 3)
+    with pytest.raises(ValueError):
+        kmeans(x, 3, metric="euclidean")
+
+
+def test_bad_metric_and_shape():
+    with pytest.raises(ValueError):
+        kmeans(torch.randn(20, 3), 3, metric="manhattan")
+    with pytest.raises(ValueError):
+        kmeans(torch.randn(20), 3)
+
+
+# ------------------------------------------------------------------------ assign
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_assign_brute_force(metric):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((70, 5)) * rng.uniform(0.3, 3.0, size=(70, 1))
+    centers = rng.standard_normal((6, 5)) * 0.7
+    labels, dists = assign(torch.from_numpy(x.astype(np.float32)),
+                           torch.from_numpy(centers.astype(np.float32)), metric)
+    assert labels.shape == (70,) and dists.shape == (70,)
+    for i in range(70):
+        if metric == "euclidean":
+            d = [float(np.sum((x[i] - centers[j]) ** 2)) for j in range(6)]
+        else:
+            xi = x[i] / np.linalg.norm(x[i])
+            d = [1.0 - float(np.dot(xi, centers[j]) / np.linalg.norm(centers[j])) for j in range(6)]
+        srt = sorted(d)
+        if srt[1] - srt[0] > 1e-4:
+            assert int(labels[i]) == int(np.argmin(d))
+        assert float(dists[i]) == pytest.approx(srt[0], rel=1e-4, abs=1e-4)
+
+
+def test_assign_hand_made():
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.tensor([[1.0, 1.0], [9.0, 1.0], [1.0, 8.0], [6.0, 0.0]])
+    labels, dists = assign(x, centers, "euclidean")
+    assert labels.tolist() == [0, 1, 2, 1]
+    torch.testing.assert_close(dists, torch.tensor([2.0, 2.0, 5.0, 16.0]))
+    # cosine: direction only, whatever the norms of points and centres.
+    centers_c = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    xc = torch.tensor([[6.0, 0.5], [0.1, 0.2], [-5.0, 1.0], [1.0, 0.9]])
+    labels_c, _ = assign(xc, centers_c, "cosine")
+    assert labels_c.tolist() == [0, 1, 2, 0]

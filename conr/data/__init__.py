@@ -1,0 +1,28 @@
+"""Datasets (in-memory uint8 images + labels) and the batched augmentation."""
+from __future__ import annotations
+
+import torch
+
+from .augment import AugmentConfig, BatchAugment, eval_transform
+from .base import DATASETS, NORMALIZATION, ImageData, load_dataset, register_dataset
+from . import digits as _digits  # noqa: F401  (registers digits)
+from . import folder as _folder  # noqa: F401  (registers imagefolder)
+
+__all__ = ["AugmentConfig", "BatchAugment", "eval_transform", "ImageData", "DATASETS", "NORMALIZATION",
+           "load_dataset", "register_dataset", "build_data"]
+
+
+def build_data(data_cfg, seed: int = 0) -> ImageData:
+    """Load the dataset a DataConfig names, with its optional seeded subset."""
+    data = load_dataset(data_cfg.name, root=data_cfg.root, split=data_cfg.split,
+                        image_size=data_cfg.image_size, download=data_cfg.download,
+                        on_bad_image=data_cfg.on_bad_image)
+    if data_cfg.normalization is not None:
+        if data_cfg.normalization not in NORMALIZATION and data_cfg.normalization != "auto":
+            raise ValueError(f"data.normalization={data_cfg.normalization!r}: choose auto or one of "
+                             f"{sorted(NORMALIZATION)}")
+        data.normalization = data_cfg.normalization
+    if data_cfg.subset is not None and data_cfg.subset < len(data):
+        g = torch.Generator().manual_seed(seed)
+        data = data.subset(torch.randperm(len(data), generator=g)[: data_cfg.subset].sort().values)
+    return data

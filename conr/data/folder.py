@@ -1,0 +1,198 @@
+"""Folders of image files: an ImageFolder tree (one sub-folder per class) or any
+nested/flat folder of a user's photos, decoded once into memory.
+
+Images of any size and mode are converted to RGB, resized so the shorter side is
+``image_size`` and centre-cropped square. Unreadable files are reported and
+skipped, or fatal with ``on_bad_image="fail"``. Decoded folders are cached
+(keyed by the files' paths, sizes and modification times) so a second run starts
+at once; set CONR_CACHE=off to disable, or a path to move the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import atomic_write_bytes
+from .base import ImageData, register_dataset
+
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "load_image_folder", "BadImageError"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class BadImageError(ValueError):
+    """Unreadable image files with on_bad_image='fail'."""
+
+
+def scan_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive, hidden entries skipped), sorted."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {root} does not exist; check data.root / the PATH argument")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is a file, not a folder of images")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(Path(dirpath) / f)
+    return found
+
+
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """One file -> uint8 [3, size, size]: RGB, shorter side resized to ``size``, centre crop."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        im = im.convert("RGB")
+        w, h = im.size
+        if (w, h) != (size, size):
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def _decode_chunk(args):
+    paths, size = args
+    out, bad = [], []
+    for p in paths:
+        try:
+            out.append(decode_image(p, size))
+        except Exception as exc:  # PIL raises many types for broken files
+            out.append(None)
+            bad.append((str(p), f"{type(exc).__name__}: {exc}"))
+    return out, bad
+
+
+def _cache_dir() -> Path | None:
+    where = os.environ.get("CONR_CACHE", "")
+    if where.lower() in ("off", "0", "none", "false"):
+        return None
+    return Path(where) if where else Path.home() / ".cache" / "conr"
+
+
+def _cache_key(files: list[Path], size: int) -> str:
+    h = hashlib.sha256(f"v1|{size}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def decode_files(files: list[Path], size: int, workers: int | None = None):
+    """Decode in parallel; returns (uint8 array of the readable ones, kept mask, bad list)."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    chunk = max(64, len(files) // (workers * 8) + 1)
+    jobs = [(files[i:i + chunk], size) for i in range(0, len(files), chunk)]
+    results = []
+    if workers > 1 and len(files) > 256:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_decode_chunk, jobs))
+    else:
+        results = [_decode_chunk(j) for j in jobs]
+    arrays, bad = [], []
+    for out, b in results:
+        arrays.extend(out)
+        bad.extend(b)
+    kept = np.array([a is not None for a in arrays], dtype=bool)
+    good = [a for a in arrays if a is not None]
+    stacked = np.stack(good) if good else np.zeros((0, 3, size, size), np.uint8)
+    return stacked, kept, bad
+
+
+def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "auto",
+                      on_bad_image: str = "skip", name: str | None = None,
+                      normalization: str = "imagenet") -> ImageData:
+    """Decode every image under ``root``.
+
+    labels: "folders" = the first path component under root is the class (the
+    ImageFolder layout); "none" = unlabelled; "auto" = folders when every image
+    sits in one of at least two class folders, else none.
+    """
+    if labels not in ("auto", "folders", "none"):
+        raise ValueError(f"labels={labels!r}: choose auto, folders or none")
+    if on_bad_image not in ("skip", "fail"):
+        raise ValueError(f"on_bad_image={on_bad_image!r}: choose skip or fail")
+    root = Path(root)
+    files = scan_images(root)
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
+                         f"point data.root / PATH at a folder that contains images")
+    rel = [f.relative_to(root) for f in files]
+    top = [r.parts[0] if len(r.parts) > 1 else None for r in rel]
+    classes = sorted({t for t in top if t is not None})
+    use_folders = labels == "folders" or (labels == "auto" and None not in top and len(classes) >= 2)
+    if labels == "folders" and None in top:
+        loose = [str(r) for r, t in zip(rel, top) if t is None][:3]
+        raise ValueError(f"ImageFolder layout expected under {root} (one sub-folder per class), but "
+                         f"images lie directly in it: {loose}")
+
+    cache = _cache_dir()
+    stacked = kept = bad = None
+    cache_file = cache / f"folder-{_cache_key(files, image_size)}.npz" if cache else None
+    if cache_file is not None and cache_file.exists():
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                stacked, kept = z["images"], z["kept"]
+                bad = [tuple(x.split("\t", 1)) for x in z["bad"].tolist()]
+        except Exception:
+            stacked = None
+    if stacked is None:
+        stacked, kept, bad = decode_files(files, image_size)
+        if cache_file is not None:
+            try:
+                buf = io.BytesIO()
+                np.savez(buf, images=stacked, kept=kept, bad=np.array(["\t".join(b) for b in bad], dtype=str))
+                atomic_write_bytes(cache_file, buf.getvalue())
+            except OSError:
+                pass  # a cache that cannot be written is no error
+    if bad and on_bad_image == "fail":
+        listing = "\n  ".join(f"{p} ({why})" for p, why in bad[:20])
+        raise BadImageError(f"{len(bad)} unreadable image file(s) under {root}:\n  {listing}\n"
+                            f"remove or repair them, or pass data.on_bad_image=skip to leave them out")
+    if not kept.any():
+        raise ValueError(f"none of the {len(files)} image files under {root} could be read")
+    kept_files = [f for f, k in zip(files, kept) if k]
+    if use_folders:
+        index = {c: i for i, c in enumerate(classes)}
+        y = [index[t] for t, k in zip(top, kept) if k]
+    else:
+        classes, y = [], [-1] * len(kept_files)
+    return ImageData(images=torch.from_numpy(stacked), labels=torch.tensor(y, dtype=torch.long),
+                     classes=classes, paths=[str(f) for f in kept_files], name=name or root.name,
+                     normalization=normalization, skipped=list(bad))
+
+
+@register_dataset("imagefolder")
+def _imagefolder(root: str | None = None, split: str = "all", image_size: int = 32,
+                 on_bad_image: str = "skip", normalization: str | None = None, **_):
+    """Any folder; with split train/test/train+test it reads those sub-folders
+    (the layout of the CIFAR-10 JPEG copy: root/train/<class>/..., root/test/<class>/...)."""
+    if root is None:
+        raise ValueError("data.root must name the image folder for data.name=imagefolder")
+    root_p = Path(root)
+    norm = normalization or "imagenet"
+    parts = split.split("+") if split not in ("all", "") else []
+    if parts and all((root_p / p).is_dir() for p in parts):
+        loaded = [load_image_folder(root_p / p, image_size, "auto", on_bad_image, root_p.name, norm) for p in parts]
+        classes = loaded[0].classes
+        for p, d in zip(parts, loaded):
+            if d.classes != classes:
+                raise ValueError(f"{root_p / p} has classes {d.classes} but {root_p / parts[0]} has {classes}")
+        return ImageData.concat(loaded)
+    if parts:
+        missing = [p for p in parts if not (root_p / p).is_dir()]
+        raise FileNotFoundError(f"split {split!r} needs the sub-folder(s) {missing} under {root_p}; "
+                                f"use data.split=all to read the whole folder")
+    return load_image_folder(root_p, image_size, "auto", on_bad_image, root_p.name, norm)

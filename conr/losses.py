@@ -1,0 +1,33 @@
+"""Loss terms as pure functions of tensors (spec 2 and 4d)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["byol_loss", "neighborhood_loss"]
+
+
+def byol_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Instance concordance: -2 · mean_i cos(pred_i, target_i); the target gets no gradient."""
+    return -2.0 * F.cosine_similarity(pred, target.detach(), dim=-1).mean()
+
+
+def neighborhood_loss(pred: Tensor, targets: Tensor, neighbors: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Group-aware concordance of CoNR (spec 4d) for one view order.
+
+    loss = -2 / (B·k) · Σ_i Σ_{j ∈ neighbors[i]} keep_i · cos(pred_i, targets_j)
+
+    Args:
+        pred: [B, D] online predictions (any scale; cosine is taken).
+        targets: [B, D] target features of the other view; no gradient flows into them.
+        neighbors: [B, k] indices into ``targets`` (the anchor itself normally included).
+        keep: optional [B] bool/float mask of anchors kept by the boundary filter;
+            dropped anchors still count in the B·k denominator, as in the official code.
+    """
+    p = F.normalize(pred, dim=-1)
+    t = F.normalize(targets.detach(), dim=-1)[neighbors]  # [B, k, D]
+    cos = torch.einsum("bd,bkd->bk", p, t.to(p.dtype))
+    if keep is not None:
+        cos = cos * keep.to(cos.dtype).unsqueeze(1)
+    return -2.0 * cos.mean()

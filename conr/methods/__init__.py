@@ -1,0 +1,9 @@
+"""Registry of training methods. A new method is one module that registers a
+:class:`~conr.methods.base.Method` subclass here, plus one config file."""
+from __future__ import annotations
+
+from .base import METHODS, Method, StepContext, build_method, register_method
+from . import byol as _byol  # noqa: F401  (registers byol)
+from . import conr as _conr  # noqa: F401  (registers conr)
+
+__all__ = ["METHODS", "Method", "StepContext", "build_method", "register_method"]

@@ -1,0 +1,93 @@
+"""What a training method is: networks, a loss per step, parameter groups, and
+the features used for clustering."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["METHODS", "Method", "StepContext", "register_method", "build_method", "identity"]
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register_method(name: str):
+    def wrap(cls):
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return wrap
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass
+class StepContext:
+    """Everything a loss may need besides the two views."""
+    epoch: int                               # 1-based epoch being trained
+    iteration: int                           # global iteration, 0-based
+    total_iterations: int
+    indices: Tensor                          # [b] dataset indices of this process's batch
+    pseudo_labels: Tensor | None = None      # [N] k-means labels of the whole dataset (last epoch)
+    centers: Tensor | None = None            # [K, D] k-means centres (last epoch)
+    true_labels: Tensor | None = None        # [N] ground truth, for monitors only (never in the loss)
+    keep_fraction: float = 1.0               # boundary filter's kept fraction this epoch
+    # distributed helpers; identities in a single process
+    gather: Callable[[Tensor], Tensor] = identity            # concat over ranks, no gradient
+    gather_with_grad: Callable[[Tensor], Tensor] = identity  # concat over ranks, gradient to own slice
+    shuffle_bn: Callable | None = None       # (module, x) -> module(x) with the batch shuffled over ranks
+    world_size: int = 1
+    stats: dict = field(default_factory=dict)  # monitors written by the loss (detached tensors)
+
+
+class Method(nn.Module):
+    """Base class. Subclasses build their networks in ``__init__(cfg, in_channels)``."""
+
+    name = "method"
+    description = ""
+
+    def training_loss(self, view1: Tensor, view2: Tensor, ctx: StepContext) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, ctx: StepContext) -> None:
+        """Called after each optimiser step (e.g. the EMA target update)."""
+
+    @torch.no_grad()
+    def features(self, x: Tensor) -> Tensor:
+        """L2-normalised features clustered by k-means and used for evaluation."""
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """Optimiser parameter groups, each with a ``name``."""
+        return [{"name": "all", "params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def lr_multipliers(self, epoch: int) -> dict[str, float]:
+        """LR multiplier per parameter group name at ``epoch`` (1-based)."""
+        return {g["name"]: 1.0 for g in self.param_groups()}
+
+    def crop_scale(self, epoch: int) -> tuple[float, float] | None:
+        """Crop-area range of the training views at ``epoch``; None = the config's."""
+        return None
+
+    def needs_clusters(self, epoch: int) -> bool:
+        """Whether the loss at ``epoch`` uses the pseudo-labels of the last clustering step."""
+        return False
+
+    def uses_keep_fraction(self) -> bool:
+        return False
+
+    def sampling_weights(self, epoch: int, pseudo_labels: Tensor | None) -> Tensor | None:
+        """Per-image sampling weights [N] for ``epoch`` (None = uniform shuffling).
+        The trainer then draws the epoch's order with replacement in proportion."""
+        return None
+
+
+def build_method(cfg, in_channels: int) -> Method:
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[cfg.method](cfg, in_channels)

@@ -1,0 +1,476 @@
+"""The training loop: data order, augmentation, optimiser and schedules, the
+per-epoch clustering step, logging and atomic checkpoints. The method supplies
+the loss; this file only composes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .boundary import boundary_ratio, relaxed_fraction
+from .config import Config, ConfigError, config_to_dict
+from .data import AugmentConfig, BatchAugment, ImageData, build_data, eval_transform
+from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable
+from .kmeans import kmeans
+from .methods import StepContext, build_method
+from .metrics import evaluate
+
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "load_checkpoint"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; training stopped before saving bad weights."""
+
+
+@dataclass
+class TrainResult:
+    labels: Tensor                    # [N] final cluster of every image
+    centers: Tensor                   # [K, D] final k-means centres
+    features: Tensor                  # [N, D] final L2-normalised features
+    metrics: dict                     # last epoch's record (nmi/acc/ari when labels are known)
+    history: list = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu")
+    return dev
+
+
+def lr_at(iteration: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up over ``warmup`` iterations, then cosine to 0 at ``total``."""
+    if warmup > 0 and iteration < warmup:
+        return base * (iteration + 1) / warmup
+    span = max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; give a run folder or a .pt file written by conr")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable conr checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or "method_state" not in ckpt:
+        raise ValueError(f"{path} is not a conr checkpoint (no method_state)")
+    return ckpt
+
+
+class Trainer:
+    """Trains one method on one dataset and clusters it.
+
+    Args:
+        cfg: the run configuration.
+        data: images to train on (default: the dataset ``cfg.data`` names).
+        run_dir: folder for logs and checkpoints (default: runs/<name>); None with
+            ``write=False`` trains without touching the disk.
+        resume: continue from ``run_dir``'s checkpoint.
+        init_from: start from another run's checkpoint (e.g. a stage-1 BYOL run);
+            training continues at the epoch after it.
+    """
+
+    def __init__(self, cfg: Config, data: ImageData | None = None, run_dir: str | Path | None = None,
+                 resume: bool = False, init_from: str | Path | None = None, write: bool = True,
+                 log=print):
+        self.cfg = cfg
+        self.log = log
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.device = resolve_device(t.device)
+        from .distributed import dist_info
+
+        self.dist = dist_info()
+        self.data = data if data is not None else build_data(cfg.data, seed=t.seed)
+        self._check_data()
+        self.mean, self.std = self.data.mean_std()
+
+        torch.manual_seed(t.seed)
+        self.method = build_method(cfg, self.data.channels).to(self.device)
+        if t.channels_last:
+            self.method = self.method.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.method.param_groups(), lr=0.0, momentum=t.momentum,
+                                         weight_decay=t.weight_decay)
+        self.images = self.data.images.to(self.device)
+        has_truth = self.data.has_labels
+        self.true_labels = self.data.labels.to(self.device) if has_truth else None
+
+        self.local_batch = t.batch_size // self.dist.world_size
+        self.iters_per_epoch = len(self.data) // t.batch_size
+        self.total_iters = self.iters_per_epoch * t.epochs
+        self.base_lr = t.lr * t.batch_size / 256.0
+
+        self.epoch = 0
+        self.pseudo_labels: Tensor | None = None
+        self.centers: Tensor | None = None
+        self.cluster_epoch = -1
+        self.history: list[dict] = []
+        self.write = write and self.dist.is_main
+        self.run_dir = None
+        self._tb = None
+        self.init_note = None
+        self._aug_cache: dict = {}
+        self._last_features: Tensor | None = None
+        if write:
+            self.run_dir = Path(run_dir) if run_dir is not None else self._default_run_dir()
+        if resume:
+            if self.run_dir is None or not (self.run_dir / CHECKPOINT_NAME).exists():
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}; start without --resume "
+                                        f"or point --run-dir at the run to continue")
+            self._restore(load_checkpoint(self.run_dir, self.device), full=True)
+        elif init_from is not None:
+            self._restore(load_checkpoint(init_from, self.device), full=False)
+        if self.write:
+            self._prepare_run_dir(resume)
+
+    # ------------------------------------------------------------------ setup
+    def _check_data(self) -> None:
+        n, t, k = len(self.data), self.cfg.train, self.cfg.cluster.n_clusters
+        if n == 0:
+            raise ValueError("the dataset is empty; point data.root at a folder with images")
+        if k > n:
+            raise ConfigError(f"cluster.n_clusters={k} exceeds the number of images ({n}); lower K")
+        if t.batch_size > n:
+            raise ConfigError(f"train.batch_size={t.batch_size} exceeds the number of images ({n}); "
+                              f"lower train.batch_size to at most {n}")
+        if t.batch_size % self.dist.world_size:
+            raise ConfigError(f"train.batch_size={t.batch_size} is the global batch and must divide by "
+                              f"the number of processes ({self.dist.world_size})")
+        for path, why in self.data.skipped[:5]:
+            self.log(f"warning: skipped unreadable image {path} ({why})")
+        if len(self.data.skipped) > 5:
+            self.log(f"warning: ... and {len(self.data.skipped) - 5} more unreadable images skipped")
+
+    def _default_run_dir(self) -> Path:
+        r = self.cfg.run
+        name = r.name or f"{self.cfg.data.name}-{self.cfg.method}-{datetime.now():%Y%m%d-%H%M%S}"
+        return Path(r.out_dir) / name
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        params = sum(p.numel() for p in self.method.parameters())
+        need = 3 * 4 * params + len(self.data) * 64  # two weight copies + momentum + labels, roughly
+        if not resume and (self.run_dir / "metrics.jsonl").exists():
+            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
+                                  f"choose another run.name")
+        check_writable(self.run_dir, need_bytes=need * 2)
+        import yaml
+
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+
+    def _tensorboard(self):
+        if self._tb is None and self.write and self.cfg.run.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except Exception as exc:  # TensorBoard missing or broken: keep training
+                self.log(f"warning: TensorBoard logging off ({exc})")
+                self.cfg.run.tensorboard = False
+        return self._tb
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": config_to_dict(self.cfg),
+            "epoch": self.epoch,
+            "method": self.cfg.method,
+            "method_state": self.method.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "pseudo_labels": None if self.pseudo_labels is None else self.pseudo_labels.cpu(),
+            "centers": None if self.centers is None else self.centers.cpu(),
+            "cluster_epoch": self.cluster_epoch,
+            "history": self.history,
+            "data": {"name": self.data.name, "n": len(self.data), "channels": self.data.channels},
+        }
+
+    def _restore(self, ckpt: dict, full: bool) -> None:
+        info = ckpt.get("data", {})
+        if info.get("channels", self.data.channels) != self.data.channels:
+            raise ValueError(f"checkpoint was trained on {info.get('channels')}-channel images, this data has "
+                             f"{self.data.channels}")
+        missing, unexpected = self.method.load_state_dict(ckpt["method_state"], strict=False)
+        if missing and full:
+            raise ValueError(f"checkpoint does not match method {self.cfg.method!r}: missing {missing[:5]}")
+        if unexpected and full:
+            raise ValueError(f"checkpoint does not match method {self.cfg.method!r}: unexpected {unexpected[:5]}")
+        self.epoch = int(ckpt["epoch"])
+        same_data = info.get("n") == len(self.data)
+        if full:
+            if not same_data:
+                raise ValueError(f"checkpoint was trained on {info.get('n')} images, this data has "
+                                 f"{len(self.data)}; resume with the same data config")
+            self.optimizer.load_state_dict(ckpt["optimizer_state"])
+            self.history = list(ckpt.get("history", []))
+        if same_data and ckpt.get("pseudo_labels") is not None:
+            self.pseudo_labels = ckpt["pseudo_labels"].to(self.device)
+            self.centers = ckpt["centers"].to(self.device)
+            self.cluster_epoch = int(ckpt.get("cluster_epoch", -1))
+        if not full:
+            src = ckpt.get("config", {})
+            self.init_note = (f"initialised from a {ckpt.get('method')} checkpoint at epoch {self.epoch} "
+                              f"(data {info.get('name')}, backbone {src.get('model', {}).get('backbone')}, "
+                              f"seed {src.get('train', {}).get('seed')})")
+            self.log(self.init_note)
+            if self.epoch >= self.cfg.train.epochs:
+                raise ConfigError(f"the init checkpoint is at epoch {self.epoch} but train.epochs="
+                                  f"{self.cfg.train.epochs}; raise train.epochs to train further")
+
+    def save_checkpoint(self) -> None:
+        if not self.write:
+            return
+        state = self.state_dict()
+        atomic_torch_save(state, self.run_dir / CHECKPOINT_NAME)
+        r = self.cfg.run
+        if r.save_every and self.epoch % r.save_every == 0:
+            atomic_torch_save(state, self.run_dir / f"epoch{self.epoch:04d}.pt")
+        if self.cfg.method == "conr" and self.epoch == self.cfg.stage2.start_epoch:
+            atomic_torch_save(state, self.run_dir / "stage1.pt")
+
+    # -------------------------------------------------------------- features
+    @torch.no_grad()
+    def extract_features(self, images: Tensor | None = None) -> Tensor:
+        """L2-normalised features of ``images`` (default: the whole dataset), test transform."""
+        images = self.images if images is None else images
+        was_training = self.method.training
+        self.method.eval()
+        out = []
+        bs = self.cfg.cluster.eval_batch_size
+        for start in range(0, images.shape[0], bs):
+            x = eval_transform(images[start:start + bs].to(self.device), self.cfg.data.image_size,
+                               self.mean, self.std)
+            if self.cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out.append(self.method.features(x).float())
+        self.method.train(was_training)
+        return F.normalize(torch.cat(out), dim=1)
+
+    @torch.no_grad()
+    def cluster_step(self) -> dict:
+        """k-means on the whole dataset's features -> pseudo-labels, centres, scores."""
+        c = self.cfg.cluster
+        start = time.perf_counter()
+        feats = self.extract_features()
+        if not torch.isfinite(feats).all():
+            raise NonFiniteLossError(f"features became NaN/inf at epoch {self.epoch}; the model diverged "
+                                     f"(lower train.lr); the last good checkpoint is kept")
+        result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
+                        n_init=c.n_init, seed=self.cfg.train.seed)
+        self.pseudo_labels, self.centers = result.labels, result.centers
+        self.cluster_epoch = self.epoch
+        self._last_features = feats
+        record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
+                  "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
+        if self.true_labels is not None:
+            record.update(evaluate(self.data.labels, result.labels.cpu()))
+        return record
+
+    # -------------------------------------------------------------- training
+    def _autocast(self):
+        if self.cfg.train.precision == "bf16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, enabled=False)
+
+    def _augmenter(self, epoch: int) -> BatchAugment:
+        """The view distribution at ``epoch`` (the method may change the crop scale by stage)."""
+        a = self.cfg.augment
+        scale = tuple(self.method.crop_scale(epoch) or a.scale)
+        if scale not in self._aug_cache:
+            self._aug_cache[scale] = BatchAugment(AugmentConfig(
+                size=self.cfg.data.image_size, scale=scale, ratio=tuple(a.ratio), hflip_p=a.hflip_p,
+                jitter=tuple(a.jitter), jitter_p=a.jitter_p, gray_p=a.gray_p, blur_p=a.blur_p,
+                blur_sigma=tuple(a.blur_sigma), rotation=a.rotation, mean=self.mean, std=self.std))
+        return self._aug_cache[scale]
+
+    def _epoch_generators(self, epoch: int):
+        """Data order (shared by all ranks) and augmentation randomness (per rank),
+        both functions of (seed, epoch): a resumed epoch replays exactly."""
+        seed = self.cfg.train.seed
+        order = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        aug = torch.Generator(device=self.device).manual_seed((seed * 1_000_003 + epoch) * 7919 + self.dist.rank)
+        return order, aug
+
+    def _keep_fraction(self, epoch: int) -> float:
+        s = self.cfg.stage2
+        if not s.boundary_filter:
+            return 1.0
+        if not s.relax:
+            return s.fr0
+        return relaxed_fraction(epoch, s.start_epoch, s.t_end, s.fr0)
+
+    def _context(self, epoch: int, iteration: int, indices: Tensor, keep_fraction: float) -> StepContext:
+        return StepContext(epoch=epoch, iteration=iteration, total_iterations=self.total_iters,
+                           indices=indices, pseudo_labels=self.pseudo_labels, centers=self.centers,
+                           true_labels=self.true_labels, keep_fraction=keep_fraction)
+
+    def train_step(self, view1: Tensor, view2: Tensor, ctx: StepContext) -> Tensor:
+        """One optimiser step on a pair of views; returns the detached loss (no host sync)."""
+        mults = self.method.lr_multipliers(ctx.epoch)
+        lr = lr_at(ctx.iteration, self.total_iters, self.cfg.train.warmup_epochs * self.iters_per_epoch,
+                   self.base_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * mults[group["name"]]
+        with self._autocast():
+            loss = self.method.training_loss(view1, view2, ctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.method.after_step(ctx)
+        ctx.stats["lr"] = lr
+        return loss.detach()
+
+    def _check_finite(self, loss_sum: Tensor, epoch: int, it: int) -> None:
+        if not torch.isfinite(loss_sum):
+            where = self.run_dir / CHECKPOINT_NAME if self.write and self.run_dir else None
+            kept = (f"the last good checkpoint (epoch {self.epoch}) is kept at {where}"
+                    if where and where.exists() else "no checkpoint was overwritten")
+            raise NonFiniteLossError(
+                f"loss became NaN/inf in epoch {epoch} (by iteration {it}); {kept}. Lower train.lr, "
+                f"check the input images, or use train.precision=fp32")
+
+    def train_epoch(self, epoch: int, progress=None) -> dict:
+        t = self.cfg.train
+        self.method.train()
+        order_gen, aug_gen = self._epoch_generators(epoch)
+        weights = self.method.sampling_weights(epoch, self.pseudo_labels)
+        if weights is None:
+            perm = torch.randperm(len(self.data), generator=order_gen).to(self.device)
+        else:
+            perm = torch.multinomial(weights.double().cpu(), len(self.data), replacement=True,
+                                     generator=order_gen).to(self.device)
+        augment = self._augmenter(epoch)
+        keep_fraction = self._keep_fraction(epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        stat_sums: dict[str, Tensor] = {}
+        lo, hi = self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch
+        log_every = max(1, self.cfg.run.log_every)
+        last_lr = 0.0
+        for i in range(self.iters_per_epoch):
+            it = (epoch - 1) * self.iters_per_epoch + i
+            batch = perm[i * t.batch_size:(i + 1) * t.batch_size]
+            local = batch[lo:hi]
+            x = self.images[local]
+            v1, v2 = augment(x, aug_gen), augment(x, aug_gen)
+            if t.channels_last:
+                v1 = v1.contiguous(memory_format=torch.channels_last)
+                v2 = v2.contiguous(memory_format=torch.channels_last)
+            ctx = self._context(epoch, it, local, keep_fraction)
+            loss = self.train_step(v1, v2, ctx)
+            loss_sum += loss
+            last_lr = ctx.stats.pop("lr")
+            for k, v in ctx.stats.items():
+                if isinstance(v, Tensor):
+                    stat_sums[k] = stat_sums.get(k, 0) + v.detach().float()
+            if (i + 1) % log_every == 0 or i + 1 == self.iters_per_epoch:
+                self._check_finite(loss_sum, epoch, i + 1)
+                if progress is not None:
+                    progress.set_postfix(epoch=epoch, loss=f"{float(loss_sum) / (i + 1):.4f}", refresh=False)
+                tb = self._tensorboard()
+                if tb is not None:
+                    tb.add_scalar("train/loss", float(loss), it)
+                    tb.add_scalar("train/lr", last_lr, it)
+            if progress is not None:
+                progress.update(1)
+        n = max(1, self.iters_per_epoch)
+        record = {"epoch": epoch, "loss": float(loss_sum) / n, "lr": last_lr,
+                  "stage": 2 if getattr(self.method, "in_stage2", lambda e: False)(epoch) else 1}
+        if self.method.uses_keep_fraction() and record["stage"] == 2:
+            record["keep_fraction"] = keep_fraction
+        for k, v in stat_sums.items():
+            record[f"batch_{k}"] = float(v) / n
+        return record
+
+    def _cluster_due(self, epoch: int) -> bool:
+        T = self.cfg.train.epochs
+        every = max(1, self.cfg.cluster.eval_every)
+        return epoch % every == 0 or epoch == T or self.method.needs_clusters(epoch + 1)
+
+    def fit(self) -> TrainResult:
+        t, r = self.cfg.train, self.cfg.run
+        if self.write:
+            self.log(f"run folder: {self.run_dir}")
+        if self.init_note and self.write:
+            append_jsonl(self.run_dir / "events.jsonl", {"event": "init_from", "note": self.init_note})
+        start_time = time.perf_counter()
+        remaining = (t.epochs - self.epoch) * self.iters_per_epoch
+        progress = None
+        if r.progress and self.dist.is_main and remaining > 0:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=remaining, unit="it", dynamic_ncols=True, desc=f"{self.cfg.method}")
+        try:
+            while self.epoch < t.epochs:
+                epoch = self.epoch + 1
+                if self.method.needs_clusters(epoch) and self.cluster_epoch != epoch - 1:
+                    self.cluster_step()
+                epoch_start = time.perf_counter()
+                record = self.train_epoch(epoch, progress)
+                record["epoch_seconds"] = time.perf_counter() - epoch_start
+                self.epoch = epoch
+                if self._cluster_due(epoch):
+                    record.update(self.cluster_step())
+                self.history.append(record)
+                self._log_epoch(record)
+                self.save_checkpoint()
+                if r.max_epoch_minutes is not None and (time.perf_counter() - start_time) / 60 > r.max_epoch_minutes:
+                    self.log(f"time limit of {r.max_epoch_minutes} min reached after epoch {epoch}; stopping")
+                    break
+        finally:
+            if progress is not None:
+                progress.close()
+            if self._tb is not None:
+                self._tb.flush()
+        return self.result()
+
+    def _log_epoch(self, record: dict) -> None:
+        if not self.write:
+            return
+        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        tb = self._tensorboard()
+        if tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    tb.add_scalar(f"epoch/{k}", v, record["epoch"])
+        if {"nmi", "acc", "ari"} <= record.keys():
+            self.log(f"epoch {record['epoch']}: loss={record['loss']:.4f} nmi={record['nmi']:.4f} "
+                     f"acc={record['acc']:.4f} ari={record['ari']:.4f}")
+
+    def result(self) -> TrainResult:
+        if self.cluster_epoch != self.epoch or self.pseudo_labels is None:
+            rec = self.cluster_step()
+            if self.history and self.history[-1].get("epoch") == self.epoch:
+                self.history[-1].update(rec)
+        feats = self._last_features
+        if feats is None:
+            feats = self.extract_features()
+        metrics = dict(self.history[-1]) if self.history else {}
+        if self.true_labels is not None:
+            metrics.update(evaluate(self.data.labels, self.pseudo_labels.cpu()))
+        return TrainResult(labels=self.pseudo_labels.cpu(), centers=self.centers.cpu(), features=feats.cpu(),
+                           metrics=metrics, history=list(self.history), run_dir=self.run_dir)
+
+    def boundary_ratios(self) -> Tensor:
+        """Boundary ratio of every image under the current clustering (for reports)."""
+        feats = self.extract_features()
+        return boundary_ratio(feats, self.centers, self.pseudo_labels, self.cfg.stage2.ratio_variant).cpu()

@@ -7,6 +7,12 @@ from .augment import AugmentConfig, BatchAugment, eval_transform
 from .base import DATASETS, NORMALIZATION, ImageData, load_dataset, register_dataset
 from . import digits as _digits  # noqa: F401  (registers digits)
 from . import folder as _folder  # noqa: F401  (registers imagefolder)
+from . import cifar as _cifar  # noqa: F401  (registers cifar10, cifar100, cifar20)
+from . import stl10 as _stl10  # noqa: F401  (registers stl10)
+from . import imagenet as _imagenet  # noqa: F401  (registers imagenet10, imagenet_dogs)
+from . import tiny_imagenet as _tiny_imagenet  # noqa: F401  (registers tiny_imagenet)
+from . import mnist as _mnist  # noqa: F401  (registers mnist, fashion_mnist)
+from . import arrays as _arrays  # noqa: F401  (registers numpy)
 
 __all__ = ["AugmentConfig", "BatchAugment", "eval_transform", "ImageData", "DATASETS", "NORMALIZATION",
            "load_dataset", "register_dataset", "build_data"]

@@ -20,7 +20,8 @@ import yaml
 
 __all__ = [
     "Config", "DataConfig", "AugmentSection", "ModelConfig", "TrainConfig", "Stage2Config",
-    "ClusterConfig", "RunConfig", "ConfigError", "load_config", "config_from_dict", "apply_overrides",
+    "ClusterConfig", "RunConfig", "HaDisConfig", "SimSiamConfig", "MoCoConfig", "ConfigError", "load_config",
+    "config_from_dict", "apply_overrides",
     "config_to_dict", "packaged_config_dir", "resolve_config_path", "validate_config",
 ]
 
@@ -106,6 +107,39 @@ class Stage2Config:
 
 
 @dataclass
+class HaDisConfig:
+    """HaDis (spec 6): loss = L_BYOL(noisy) + hsd_weight·L_HSD + proto_weight·L_proto."""
+    latent_std: float = 0.001        # σ of the diffused sampling alignment (noise on the online projection)
+    hsd_weight: float = 1.0          # weight of the hardness-aware self-distillation term
+    hsd_temperature: float = 0.5     # τ of the two-logit cross-entropy
+    proto_weight: float = 0.1        # w: 0.1 CIFAR-10 / STL-10 / ImageNet-Dogs, 0.05 CIFAR-20 / ImageNet-10
+    proto_temperature: float = 0.5   # temperature of the InfoNCE over cluster centres
+    warmup_epochs: int | None = None  # noise and prototype term off up to this epoch; None = train.warmup_epochs
+    resample: bool = False           # draw images with weights ∝ 1 / pseudo-cluster size (CIFAR-20)
+    absent_logit: float | None = None  # None: clusters absent from the batch are removed exactly;
+                                       # -10 reproduces the ProPos code's fill value
+
+
+@dataclass
+class SimSiamConfig:
+    """SimSiam heads (CIFAR variant of the SimSiam paper: 2-layer projector)."""
+    proj_hidden_dim: int = 2048      # projector hidden width
+    proj_dim: int = 2048             # projector output (z) width
+    proj_layers: int = 2             # 2 (CIFAR) or 3 (ImageNet) Linear-BN layers in the projector
+    pred_hidden_dim: int = 512       # predictor bottleneck width
+
+
+@dataclass
+class MoCoConfig:
+    """MoCo v2: momentum key encoder, a queue of negative keys, InfoNCE."""
+    dim: int = 128                   # output width of the MLP head
+    hidden_dim: int | None = None    # MLP head hidden width; None = the backbone's feature width (MoCo v2)
+    queue_size: int = 4096           # number of negative keys (the MoCo CIFAR-10 recipe)
+    temperature: float = 0.2         # InfoNCE temperature T (MoCo v2)
+    momentum: float = 0.99           # key-encoder EMA momentum (the MoCo CIFAR-10 recipe)
+
+
+@dataclass
 class ClusterConfig:
     n_clusters: int = 10             # K
     metric: str = "cosine"
@@ -135,6 +169,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    hadis: HaDisConfig = field(default_factory=HaDisConfig)
+    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    moco: MoCoConfig = field(default_factory=MoCoConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -33,6 +33,11 @@ class CoNR(BYOL):
     @staticmethod
     def validate_config(cfg) -> None:
         s = cfg.stage2
+        if s.start_epoch >= cfg.train.epochs:
+            from ..config import ConfigError
+
+            raise ConfigError(f"stage2.start_epoch={s.start_epoch} leaves no stage-2 epoch in train.epochs="
+                              f"{cfg.train.epochs}; lower start_epoch or use method=byol")
         if s.neighborhood != "self":
             check_neighborhood_sizes(cfg.train.batch_size, k=s.k,
                                      k1=s.k1 if s.neighborhood == "conaff" else None,

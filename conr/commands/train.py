@@ -1,0 +1,41 @@
+"""conr train: train any registered method from a YAML config."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import methods_listing, print_metrics
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..train import Trainer
+
+    if args.list_methods:
+        print(methods_listing())
+        return 0
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.resume:
+        if run_dir is None:
+            raise ValueError("--resume needs --run-dir RUN_FOLDER (the folder holding checkpoint.pt)")
+        cfg = load_config(args.config or (run_dir / "config.yaml"), args.overrides)
+    elif args.config is None:
+        raise ValueError("conr train needs --config FILE (or a shipped config name such as cifar10)")
+    else:
+        cfg = load_config(args.config, args.overrides)
+    result = Trainer(cfg, run_dir=run_dir, resume=args.resume, init_from=args.init_from).fit()
+    print(f"run folder: {result.run_dir}")
+    print_metrics(result.metrics)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a method from a YAML config", epilog=methods_listing(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file, or the name of a shipped config (e.g. cifar10)")
+    p.add_argument("--run-dir", help="run folder (default: run.out_dir/run.name)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.add_argument("--init-from", help="start from another run's checkpoint (e.g. a stage-1 BYOL run)")
+    p.add_argument("--list-methods", action="store_true", help="list the known methods and exit")
+    p.add_argument("overrides", nargs="*", help="config overrides: section.key=value (e.g. stage2.k=20)")
+    p.set_defaults(func=run)

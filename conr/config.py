@@ -250,7 +250,8 @@ def _build(cls, raw: Any, where: str):
     for key, value in raw.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in types_:
-            raise ConfigError(f"unknown config key {name!r}{_suggest(str(key), types_)}")
+            options = [f"{where}.{k}" if where else k for k in types_]
+            raise ConfigError(f"unknown config key {name!r}{_suggest(name, options)}")
         kwargs[key] = _coerce(value, types_[key], name)
     return cls(**kwargs)
 

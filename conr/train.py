@@ -143,6 +143,25 @@ class Trainer:
         if self.write:
             self._prepare_run_dir(resume)
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, data: ImageData | None = None, device: str | None = None,
+                        overrides: list[str] | None = None, log=print) -> "Trainer":
+        """A read-only trainer holding a saved run's weights and last clustering, for
+        evaluation, plots and reports. ``path``: a run folder or a checkpoint file."""
+        from .config import apply_overrides, config_from_dict
+
+        ckpt = load_checkpoint(path, "cpu")
+        raw = apply_overrides(ckpt["config"], list(overrides or []) + ["run.progress=false"])
+        if device is not None:
+            raw = apply_overrides(raw, [f"train.device={device}"])
+        cfg = config_from_dict(raw)
+        trainer = cls(cfg, data=data, write=False, log=log)
+        trainer._restore(ckpt, full=False, quiet=True)
+        trainer.history = list(ckpt.get("history", []))
+        src = Path(path)
+        trainer.run_dir = src if src.is_dir() else src.parent
+        return trainer
+
     # ------------------------------------------------------------------ setup
     def _check_data(self) -> None:
         n, t, k = len(self.data), self.cfg.train, self.cfg.cluster.n_clusters
@@ -204,7 +223,7 @@ class Trainer:
             "data": {"name": self.data.name, "n": len(self.data), "channels": self.data.channels},
         }
 
-    def _restore(self, ckpt: dict, full: bool) -> None:
+    def _restore(self, ckpt: dict, full: bool, quiet: bool = False) -> None:
         info = ckpt.get("data", {})
         if info.get("channels", self.data.channels) != self.data.channels:
             raise ValueError(f"checkpoint was trained on {info.get('channels')}-channel images, this data has "
@@ -226,7 +245,7 @@ class Trainer:
             self.pseudo_labels = ckpt["pseudo_labels"].to(self.device)
             self.centers = ckpt["centers"].to(self.device)
             self.cluster_epoch = int(ckpt.get("cluster_epoch", -1))
-        if not full:
+        if not full and not quiet:
             src = ckpt.get("config", {})
             self.init_note = (f"initialised from a {ckpt.get('method')} checkpoint at epoch {self.epoch} "
                               f"(data {info.get('name')}, backbone {src.get('model', {}).get('backbone')}, "

@@ -202,8 +202,16 @@ class BatchAugment:
         return theta
 
     def color(self, x: Tensor, generator) -> Tensor:
+        """Colour jitter (random order per sample), grayscale and blur.
+
+        On a GPU every operation runs on the whole batch with per-sample factors
+        (identity where a sample does not draw it) and is selected with ``where``:
+        no data-dependent shapes, so the step never waits for the host. On the CPU,
+        where arithmetic is the cost, each operation runs only on the samples that
+        drew it. Both paths draw the same random numbers."""
         cfg = self.cfg
         n, device = x.shape[0], x.device
+        sync_free = x.device.type != "cpu"
         b, c, s, h = cfg.jitter
         if cfg.jitter_p > 0 and any(v > 0 for v in cfg.jitter):
             apply = torch.rand(n, generator=generator, device=device) < cfg.jitter_p
@@ -213,23 +221,33 @@ class BatchAugment:
                 _uniform(n, max(0.0, 1 - s), 1 + s, generator, device),
                 _uniform(n, -h, h, generator, device),
             ]
+            identity = (1.0, 1.0, 1.0, 0.0)
             order = torch.rand(n, 4, generator=generator, device=device).argsort(dim=1)
-            active = [v > 0 for v in (b, c, s, h)]
+            active = [v > 0 and (op < 2 or x.shape[1] == 3) for op, v in enumerate((b, c, s, h))]
             for slot in range(4):
                 for op in range(4):
                     if not active[op]:
                         continue
-                    sel = ((order[:, slot] == op) & apply).nonzero().flatten()
-                    if sel.numel():
-                        x[sel] = _jitter_op(op, x[sel], factors[op][sel])
+                    chosen = (order[:, slot] == op) & apply
+                    if sync_free:
+                        factor = torch.where(chosen, factors[op], torch.full_like(factors[op], identity[op]))
+                        x = torch.where(chosen.view(-1, 1, 1, 1), _jitter_op(op, x, factor), x)
+                    else:
+                        sel = chosen.nonzero().flatten()
+                        if sel.numel():
+                            x[sel] = _jitter_op(op, x[sel], factors[op][sel])
         if cfg.gray_p > 0 and x.shape[1] == 3:
             gray = torch.rand(n, generator=generator, device=device) < cfg.gray_p
             x = torch.where(gray.view(-1, 1, 1, 1), rgb_to_gray(x).expand_as(x), x)
         if cfg.blur_p > 0:
-            blur = (torch.rand(n, generator=generator, device=device) < cfg.blur_p).nonzero().flatten()
-            if blur.numel():
-                sigma = _uniform(blur.numel(), *cfg.blur_sigma, generator, device)
-                x[blur] = _gaussian_blur(x[blur], sigma)
+            blur = torch.rand(n, generator=generator, device=device) < cfg.blur_p
+            sigma = _uniform(n, *cfg.blur_sigma, generator, device)
+            if sync_free:
+                x = torch.where(blur.view(-1, 1, 1, 1), _gaussian_blur(x, sigma), x)
+            else:
+                sel = blur.nonzero().flatten()
+                if sel.numel():
+                    x[sel] = _gaussian_blur(x[sel], sigma[sel])
         return x
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -36,9 +36,11 @@ class StepContext:
     centers: Tensor | None = None            # [K, D] k-means centres (last epoch)
     true_labels: Tensor | None = None        # [N] ground truth, for monitors only (never in the loss)
     keep_fraction: float = 1.0               # boundary filter's kept fraction this epoch
-    # distributed helpers; identities in a single process
+    # distributed helpers (conr/distributed.py); identities in a single process. A loss term computed
+    # on gathered tensors is computed identically on every rank; the trainer averages the gradients.
     gather: Callable[[Tensor], Tensor] = identity            # concat over ranks, no gradient
-    gather_with_grad: Callable[[Tensor], Tensor] = identity  # concat over ranks, gradient to own slice
+    gather_with_grad: Callable[[Tensor], Tensor] = identity  # concat over ranks, gradient into the own slice
+                                                             # (global or per_rank: train.grad_scale_mode)
     shuffle_bn: Callable | None = None       # (module, x) -> module(x) with the batch shuffled over ranks
     world_size: int = 1
     stats: dict = field(default_factory=dict)  # monitors written by the loss (detached tensors)
@@ -69,6 +71,11 @@ class Method(nn.Module):
     def lr_multipliers(self, epoch: int) -> dict[str, float]:
         """LR multiplier per parameter group name at ``epoch`` (1-based)."""
         return {g["name"]: 1.0 for g in self.param_groups()}
+
+    def fixed_lr_groups(self) -> frozenset[str]:
+        """Parameter groups kept at the base LR (times their multiplier) instead of
+        following the warm-up + cosine schedule (e.g. SimSiam's predictor)."""
+        return frozenset()
 
     def crop_scale(self, epoch: int) -> tuple[float, float] | None:
         """Crop-area range of the training views at ``epoch``; None = the config's."""

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..boundary import boundary_ratio, keep_mask
 from ..config import ConfigError
+from ..losses import full_precision
 from ..method_losses import simsiam_loss, simsiam_neighborhood_loss
 from ..models import build_backbone
 from ..neighbors import check_neighborhood_sizes
@@ -59,6 +60,7 @@ class ConNRPlugin:
         factors = {"online": s.lr_factor, "predictor": s.predictor_lr_factor}
         return {name: factors.get(name, s.lr_factor) for name in base}
 
+    @full_precision
     def stage2_neighbors(self, feats: Tensor, ctx: StepContext) -> tuple[Tensor, Tensor | None]:
         """[B, k] neighbourhoods of the gathered L2-normalised ``feats`` and the
         boundary filter's [B] keep mask (None when the filter is off)."""
@@ -147,6 +149,9 @@ class SimSiam(Method):
 
     def lr_multipliers(self, epoch: int) -> dict[str, float]:
         return {"online": 1.0, "predictor": self.cfg.train.predictor_lr_mult}
+
+    def fixed_lr_groups(self) -> frozenset[str]:
+        return frozenset({"predictor"}) if self.cfg.simsiam.fix_predictor_lr else frozenset()
 
 
 @register_method("simsiam_connr")

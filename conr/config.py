@@ -127,6 +127,7 @@ class SimSiamConfig:
     proj_dim: int = 2048             # projector output (z) width
     proj_layers: int = 2             # 2 (CIFAR) or 3 (ImageNet) Linear-BN layers in the projector
     pred_hidden_dim: int = 512       # predictor bottleneck width
+    fix_predictor_lr: bool = True    # predictor at the base LR, not the cosine schedule (SimSiam paper)
 
 
 @dataclass

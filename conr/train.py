@@ -258,13 +258,26 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if not self.write:
             return
+        self._check_weights_finite()
         state = self.state_dict()
-        atomic_torch_save(state, self.run_dir / CHECKPOINT_NAME)
         r = self.cfg.run
+        # the extra files first and checkpoint.pt last: a kill in between replays this epoch on
+        # resume and writes them again
         if r.save_every and self.epoch % r.save_every == 0:
             atomic_torch_save(state, self.run_dir / f"epoch{self.epoch:04d}.pt")
-        if self.cfg.method == "conr" and self.epoch == self.cfg.stage2.start_epoch:
+        if hasattr(self.method, "in_stage2") and self.epoch == self.cfg.stage2.start_epoch:
             atomic_torch_save(state, self.run_dir / "stage1.pt")
+        atomic_torch_save(state, self.run_dir / CHECKPOINT_NAME)
+
+    def _check_weights_finite(self) -> None:
+        """A finite last loss can still leave NaN/inf weights (the last step diverged): never save those."""
+        for name, value in self.method.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                where = self.run_dir / CHECKPOINT_NAME if self.write and self.run_dir else None
+                kept = (f"the last good checkpoint is kept at {where}" if where and where.exists()
+                        else "no checkpoint was written")
+                raise NonFiniteLossError(f"weights became NaN/inf at epoch {self.epoch} ({name}); {kept}. "
+                                         f"Lower train.lr or use train.precision=fp32")
 
     # -------------------------------------------------------------- features
     @torch.no_grad()
@@ -348,8 +361,9 @@ class Trainer:
         mults = self.method.lr_multipliers(ctx.epoch)
         lr = lr_at(ctx.iteration, self.total_iters, self.cfg.train.warmup_epochs * self.iters_per_epoch,
                    self.base_lr)
+        fixed = self.method.fixed_lr_groups()
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * mults[group["name"]]
+            group["lr"] = (self.base_lr if group["name"] in fixed else lr) * mults[group["name"]]
         with self._autocast():
             loss = self.method.training_loss(view1, view2, ctx)
         self.optimizer.zero_grad(set_to_none=True)

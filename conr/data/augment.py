@@ -14,10 +14,13 @@ distributions as torchvision's transforms:
 * optional Gaussian blur with sigma ~ U(sigma_min, sigma_max), applied with p;
 * normalisation by the dataset's mean and std.
 
-Images come in as uint8 [N, C, H, W] (C = 1 or 3) and leave as float32. Crop,
-flip and rotation are one affine resampling (``grid_sample``, bilinear), which
-equals torchvision's bilinear resize whenever the crop is enlarged, as it is when
-images are stored at the training size.
+Images come in as uint8 [N, C, H, W] (C = 1 or 3) and leave as float32. Crop
+and flip are one bilinear resampling (``grid_sample``) whose source coordinates
+are clamped to each sample's crop box, exactly as ``F.interpolate`` (and so
+torchvision's ``resized_crop``) treats the edges of the cropped image: the two
+agree to float rounding whenever the crop is enlarged, as it is when images are
+stored at the training size (tests/test_augment.py checks it). With a rotation the
+resampling is one affine ``grid_sample`` (zeros outside the image).
 """
 from __future__ import annotations
 
@@ -176,8 +179,33 @@ def _gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
 class BatchAugment:
     """Callable: uint8 or float [N, C, H, W] images -> augmented, normalised float32 views."""
 
-    def __init__(self, cfg: AugmentConfig):
+    def __init__(self, cfg: AugmentConfig, sync_free: bool | None = None):
         self.cfg = cfg
+        # None: whole-batch selection with ``where`` on accelerators, per-subset ops on the CPU
+        self.sync_free = sync_free
+
+    def sample_grid(self, n: int, height: int, width: int, generator, device) -> Tensor:
+        """``grid_sample`` grid [n, size, size, 2] of crop + flip (+ rotation) for n samples.
+
+        Without rotation, output pixel i of a crop (top, h) reads the source row
+        top + (i + 0.5)·h/size - 0.5 clamped to [top, top + h - 1] (the rule of
+        ``F.interpolate(..., align_corners=False)`` on the cropped image), likewise for
+        columns, reversed when flipped. Draws the same random numbers as ``geometry``."""
+        cfg = self.cfg
+        if cfg.rotation > 0:
+            theta = self.geometry(n, height, width, generator, device)
+            return F.affine_grid(theta, [n, 1, cfg.size, cfg.size], align_corners=False)
+        boxes = sample_crop_boxes(n, height, width, cfg.scale, cfg.ratio, generator, device)
+        flip = torch.rand(n, generator=generator, device=device) < cfg.hflip_p
+        top, left, h, w = (b.unsqueeze(1) for b in boxes.unbind(1))
+        steps = torch.arange(cfg.size, device=device, dtype=torch.float32) + 0.5
+        ys = torch.minimum(torch.maximum(top + steps * (h / cfg.size) - 0.5, top), top + h - 1)
+        xs = torch.minimum(torch.maximum(left + steps * (w / cfg.size) - 0.5, left), left + w - 1)
+        xs = torch.where(flip.unsqueeze(1), xs.flip(1), xs)
+        gy = (2 * ys + 1) / height - 1  # pixel coordinate -> grid_sample's [-1, 1] (align_corners=False)
+        gx = (2 * xs + 1) / width - 1
+        size = cfg.size
+        return torch.stack([gx.unsqueeze(1).expand(n, size, size), gy.unsqueeze(2).expand(n, size, size)], dim=3)
 
     def geometry(self, n: int, height: int, width: int, generator, device) -> Tensor:
         """Affine matrices [n, 2, 3] (normalised coords) for crop + flip + rotation."""
@@ -211,7 +239,7 @@ class BatchAugment:
         drew it. Both paths draw the same random numbers."""
         cfg = self.cfg
         n, device = x.shape[0], x.device
-        sync_free = x.device.type != "cpu"
+        sync_free = self.sync_free if self.sync_free is not None else x.device.type != "cpu"
         b, c, s, h = cfg.jitter
         if cfg.jitter_p > 0 and any(v > 0 for v in cfg.jitter):
             apply = torch.rand(n, generator=generator, device=device) < cfg.jitter_p
@@ -253,8 +281,7 @@ class BatchAugment:
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         x = to_float(images)
         n, _, height, width = x.shape
-        theta = self.geometry(n, height, width, generator, x.device)
-        grid = F.affine_grid(theta, [n, x.shape[1], self.cfg.size, self.cfg.size], align_corners=False)
+        grid = self.sample_grid(n, height, width, generator, x.device)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         x = self.color(x.clamp_(0.0, 1.0), generator)
         return normalize(x, self.cfg.mean, self.cfg.std)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .losses import full_precision
+
 __all__ = [
     "simsiam_loss",
     "simsiam_neighborhood_loss",
@@ -38,11 +40,13 @@ def _masked_slot_mean(values: Tensor, keep: Tensor | None) -> Tensor:
 
 # ----------------------------------------------------------------------------- SimSiam
 
+@full_precision
 def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
     """SimSiam's D(p, z) = -mean_i cos(p_i, stopgrad(z_i))."""
     return -F.cosine_similarity(p, z.detach(), dim=-1).mean()
 
 
+@full_precision
 def simsiam_neighborhood_loss(p: Tensor, z: Tensor, neighbors: Tensor, keep: Tensor | None = None) -> Tensor:
     """ConNR* for SimSiam, one view order (paper App. A.2):
     mean over the neighbourhood N(i) of D(p_i, stopgrad(z_j)), i.e.
@@ -64,6 +68,7 @@ def simsiam_neighborhood_loss(p: Tensor, z: Tensor, neighbors: Tensor, keep: Ten
 
 # ----------------------------------------------------------------------------- MoCo v2
 
+@full_precision
 def moco_neighborhood_infonce(q: Tensor, keys: Tensor, queue: Tensor, temperature: float,
                               neighbors: Tensor, keep: Tensor | None = None) -> Tensor:
     """ConNR* for MoCo v2 (paper App. A.2): InfoNCE where the positives of query i
@@ -90,6 +95,7 @@ def moco_neighborhood_infonce(q: Tensor, keys: Tensor, queue: Tensor, temperatur
     return _masked_slot_mean(losses, keep)
 
 
+@full_precision
 def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
     """MoCo's InfoNCE: cross-entropy of [q·k₊, q·queue] / T with the positive as class 0."""
     own = torch.arange(q.shape[0], device=q.device).unsqueeze(1)
@@ -104,6 +110,7 @@ def _pairwise_distance(a: Tensor, b: Tensor) -> Tensor:
     return sq.clamp_min(1e-12).sqrt()
 
 
+@full_precision
 def hsd_mining(teacher: Tensor, student: Tensor) -> dict[str, Tensor]:
     """Hardest negative / positive of every anchor for HaDis' self-distillation (spec 6).
 
@@ -135,6 +142,7 @@ def hsd_mining(teacher: Tensor, student: Tensor) -> dict[str, Tensor]:
             "w_an": w_an, "w_ap": w_ap, "has_neg": has_neg}
 
 
+@full_precision
 def hsd_loss(teacher: Tensor, student: Tensor, temperature: float = 0.5) -> Tensor:
     """Hardness-aware self-distillation of HaDis (spec 6): per anchor the logits
     [w_an·D[i,an]/τ, w_ap·D[i,ap]/τ], cross-entropy with target class 0, averaged.
@@ -152,6 +160,7 @@ def hsd_loss(teacher: Tensor, student: Tensor, temperature: float = 0.5) -> Tens
 
 # ----------------------------------------------------------------------- HaDis: prototypes
 
+@full_precision
 def cluster_centers(x: Tensor, labels: Tensor, n_clusters: int) -> tuple[Tensor, Tensor]:
     """Per-cluster mean of the rows of ``x`` under ``labels`` (L1-normalised one-hot
     weights), then L2-normalised. Clusters without a member get a zero row.
@@ -159,13 +168,15 @@ def cluster_centers(x: Tensor, labels: Tensor, n_clusters: int) -> tuple[Tensor,
     Returns ``(centers [K, D], present [K] bool)``.
     """
     labels = labels.long()
-    weight = F.one_hot(labels, n_clusters).to(x.dtype).t()   # [K, N]
+    # one-hot rows by comparison: F.one_hot's range check reads the labels back to the host
+    weight = (labels.unsqueeze(0) == torch.arange(n_clusters, device=labels.device).unsqueeze(1)).to(x.dtype)  # [K, N]
     counts = weight.sum(dim=1)
     weight = weight / counts.clamp_min(1.0).unsqueeze(1)      # L1 normalisation per cluster
     centers = F.normalize(weight @ x, dim=1)
     return centers, counts > 0
 
 
+@full_precision
 def prototype_contrast_loss(q_centers: Tensor, k_centers: Tensor, present: Tensor,
                             temperature: float = 0.5, absent_logit: float | None = None) -> Tensor:
     """ProPos' prototype scattering as used by HaDis (spec 6): InfoNCE over clusters.
@@ -195,6 +206,7 @@ def prototype_contrast_loss(q_centers: Tensor, k_centers: Tensor, present: Tenso
     return per_cluster.sum() / present.sum().clamp_min(1)
 
 
+@full_precision
 def prototype_loss(q: Tensor, k: Tensor, labels: Tensor, n_clusters: int, temperature: float = 0.5,
                    absent_logit: float | None = None) -> Tensor:
     """Prototypical contrast on a batch: centres of L2-normalised online projections

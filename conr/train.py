@@ -21,6 +21,7 @@ from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writab
 from .kmeans import kmeans
 from .methods import StepContext, build_method
 from .metrics import evaluate
+from .speed import compile_networks, make_sgd, set_sgd_impl
 
 __all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "load_checkpoint"]
 
@@ -109,8 +110,11 @@ class Trainer:
         self.method = build_method(cfg, self.data.channels).to(self.device)
         if t.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.method.param_groups(), lr=0.0, momentum=t.momentum,
-                                         weight_decay=t.weight_decay)
+        # fused SGD on CUDA, foreach elsewhere: the same update as the per-parameter loop (conr/speed.py)
+        self.optimizer = make_sgd(self.method.param_groups(), self.device, momentum=t.momentum,
+                                  weight_decay=t.weight_decay)
+        if t.compile:  # networks' forward compiled in place; same parameters and state-dict keys
+            compile_networks(self.method, self.device, log=log)
         self.images = self.data.images.to(self.device)
         has_truth = self.data.has_labels
         self.true_labels = self.data.labels.to(self.device) if has_truth else None
@@ -240,6 +244,7 @@ class Trainer:
                 raise ValueError(f"checkpoint was trained on {info.get('n')} images, this data has "
                                  f"{len(self.data)}; resume with the same data config")
             self.optimizer.load_state_dict(ckpt["optimizer_state"])
+            set_sgd_impl(self.optimizer, self.device)  # the saved groups carry the saving device's choice
             self.history = list(ckpt.get("history", []))
         if same_data and ckpt.get("pseudo_labels") is not None:
             self.pseudo_labels = ckpt["pseudo_labels"].to(self.device)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..boundary import boundary_ratio, keep_mask
-from ..losses import neighborhood_loss
+from ..losses import full_precision, neighborhood_loss
 from ..neighbors import check_neighborhood_sizes, conaff_neighbors, euclidean_neighbors
 from .base import StepContext, register_method
 from .byol import BYOL
@@ -62,9 +62,14 @@ class CoNR(BYOL):
         return {"online": s.lr_factor, "predictor": s.predictor_lr_factor}
 
     def _group_direction(self, xa: Tensor, xb: Tensor, ctx: StepContext) -> Tensor:
-        s = self.cfg.stage2
         pred = self.net.predictor(self.net.project(xa))
         target = self.net.target(xb, ctx.shuffle_bn)
+        return self._group_loss(pred, target, ctx)
+
+    @full_precision
+    def _group_loss(self, pred: Tensor, target: Tensor, ctx: StepContext) -> Tensor:
+        """Neighbourhoods, boundary filter and loss of one view order: float32 under autocast too."""
+        s = self.cfg.stage2
         all_pred = ctx.gather_with_grad(F.normalize(pred.float(), dim=1))
         all_target = ctx.gather(target)
         neighbors = batch_neighbors(all_target, s.neighborhood, s.k, s.k1, s.k2)

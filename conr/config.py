@@ -40,6 +40,9 @@ class DataConfig:
     subset: int | None = None        # keep only this many images (a seeded random subset), for quick runs
     on_bad_image: str = "skip"       # skip | fail: what an unreadable image file does
     download: bool = False           # fetch the dataset when it is missing and a source exists
+    in_memory: bool | str = "auto"   # true: decode once, hold on the device | false: stream the image files
+                                     # (DataLoader workers decode + resize) | auto: stream above 8 GiB decoded
+    workers: int | None = None       # decoding processes when streaming; None = min(8, CPUs)
 
 
 @dataclass
@@ -381,6 +384,10 @@ def validate_config(cfg: Config) -> None:
     _choice(s.ratio_variant, ("code", "paper"), "stage2.ratio_variant")
     _choice(c.metric, ("cosine", "euclidean"), "cluster.metric")
     _choice(cfg.data.on_bad_image, ("skip", "fail"), "data.on_bad_image")
+    if cfg.data.in_memory not in (True, False, "auto"):
+        raise ConfigError(f"data.in_memory={cfg.data.in_memory!r} is not one of true, false, 'auto'")
+    if cfg.data.workers is not None and cfg.data.workers < 0:
+        raise ConfigError(f"data.workers={cfg.data.workers} must be >= 0 (0 decodes in the training process)")
     if s.k < 1:
         raise ConfigError(f"stage2.k={s.k} must be >= 1 (the sample itself)")
     if s.k >= t.batch_size:

@@ -18,6 +18,7 @@ from .boundary import boundary_ratio, relaxed_fraction
 from .config import Config, ConfigError, config_to_dict
 from .data import AugmentConfig, BatchAugment, ImageData, build_data, eval_transform
 from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable
+from .data.stream import image_chunks
 from .kmeans import kmeans
 from .methods import StepContext, build_method
 from .metrics import evaluate
@@ -115,7 +116,9 @@ class Trainer:
                                   weight_decay=t.weight_decay)
         if t.compile:  # networks' forward compiled in place; same parameters and state-dict keys
             compile_networks(self.method, self.device, log=log)
-        self.images = self.data.images.to(self.device)
+        # in-memory data lives on the device once; streamed data (conr/data/stream.py) stays in files
+        self.streamed = getattr(self.data, "streamed", False)
+        self.images = self.data.images if self.streamed else self.data.images.to(self.device)
         has_truth = self.data.has_labels
         self.true_labels = self.data.labels.to(self.device) if has_truth else None
 
@@ -293,8 +296,8 @@ class Trainer:
         self.method.eval()
         out = []
         bs = self.cfg.cluster.eval_batch_size
-        for start in range(0, images.shape[0], bs):
-            x = eval_transform(images[start:start + bs].to(self.device), self.cfg.data.image_size,
+        for chunk in image_chunks(images, bs, self.device):  # a tensor, or streamed files
+            x = eval_transform(chunk, self.cfg.data.image_size,
                                self.mean, self.std)
             if self.cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -398,6 +401,11 @@ class Trainer:
             perm = torch.multinomial(weights.double().cpu(), len(self.data), replacement=True,
                                      generator=order_gen).to(self.device)
         augment = self._augmenter(epoch)
+        # streamed data: DataLoader workers decode this epoch's batches in the same order as perm
+        streamed = (self.images.epoch_batches(perm, t.batch_size, lo=self.dist.rank * self.local_batch,
+                                              hi=(self.dist.rank + 1) * self.local_batch,
+                                              iters=self.iters_per_epoch, device=self.device)
+                    if self.streamed else None)
         keep_fraction = self._keep_fraction(epoch)
         loss_sum = torch.zeros((), device=self.device)
         stat_sums: dict[str, Tensor] = {}
@@ -408,7 +416,7 @@ class Trainer:
             it = (epoch - 1) * self.iters_per_epoch + i
             batch = perm[i * t.batch_size:(i + 1) * t.batch_size]
             local = batch[lo:hi]
-            x = self.images[local]
+            x = next(streamed) if streamed is not None else self.images[local]
             v1, v2 = augment(x, aug_gen), augment(x, aug_gen)
             if t.channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)

@@ -19,10 +19,16 @@ __all__ = ["AugmentConfig", "BatchAugment", "eval_transform", "ImageData", "DATA
 
 
 def build_data(data_cfg, seed: int = 0) -> ImageData:
-    """Load the dataset a DataConfig names, with its optional seeded subset."""
-    data = load_dataset(data_cfg.name, root=data_cfg.root, split=data_cfg.split,
-                        image_size=data_cfg.image_size, download=data_cfg.download,
-                        on_bad_image=data_cfg.on_bad_image)
+    """Load the dataset a DataConfig names, with its optional seeded subset: an
+    in-memory ImageData, or a file-backed StreamData when ``data.in_memory`` says
+    so (conr/data/stream.py)."""
+    from .stream import stream_data
+
+    data = stream_data(data_cfg)
+    if data is None:
+        data = load_dataset(data_cfg.name, root=data_cfg.root, split=data_cfg.split,
+                            image_size=data_cfg.image_size, download=data_cfg.download,
+                            on_bad_image=data_cfg.on_bad_image)
     if data_cfg.normalization is not None:
         if data_cfg.normalization not in NORMALIZATION and data_cfg.normalization != "auto":
             raise ValueError(f"data.normalization={data_cfg.normalization!r}: choose auto or one of "

@@ -21,7 +21,8 @@ import torch
 from ..io import atomic_write_bytes
 from .base import ImageData, register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "load_image_folder", "BadImageError"]
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "load_image_folder", "index_image_folder",
+           "BadImageError"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -111,20 +112,11 @@ def decode_files(files: list[Path], size: int, workers: int | None = None):
     return stacked, kept, bad
 
 
-def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "auto",
-                      on_bad_image: str = "skip", name: str | None = None,
-                      normalization: str = "imagenet") -> ImageData:
-    """Decode every image under ``root``.
-
-    labels: "folders" = the first path component under root is the class (the
-    ImageFolder layout); "none" = unlabelled; "auto" = folders when every image
-    sits in one of at least two class folders, else none.
-    """
+def _index_folder(root: Path, labels: str):
+    """Files under ``root`` with their first path component (class folder or None),
+    the sorted class names and whether the folders are the labels."""
     if labels not in ("auto", "folders", "none"):
         raise ValueError(f"labels={labels!r}: choose auto, folders or none")
-    if on_bad_image not in ("skip", "fail"):
-        raise ValueError(f"on_bad_image={on_bad_image!r}: choose skip or fail")
-    root = Path(root)
     files = scan_images(root)
     if not files:
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
@@ -137,6 +129,32 @@ def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "aut
         loose = [str(r) for r, t in zip(rel, top) if t is None][:3]
         raise ValueError(f"ImageFolder layout expected under {root} (one sub-folder per class), but "
                          f"images lie directly in it: {loose}")
+    return files, top, classes, use_folders
+
+
+def index_image_folder(root: str | Path, labels: str = "auto") -> tuple[list[Path], list[int], list[str]]:
+    """What :func:`load_image_folder` reads, without decoding: (files, labels, classes),
+    labels -1 when the folder is unlabelled (conr/data/stream.py streams these files)."""
+    files, top, classes, use_folders = _index_folder(Path(root), labels)
+    if not use_folders:
+        return files, [-1] * len(files), []
+    index = {c: i for i, c in enumerate(classes)}
+    return files, [index[t] for t in top], classes
+
+
+def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "auto",
+                      on_bad_image: str = "skip", name: str | None = None,
+                      normalization: str = "imagenet") -> ImageData:
+    """Decode every image under ``root``.
+
+    labels: "folders" = the first path component under root is the class (the
+    ImageFolder layout); "none" = unlabelled; "auto" = folders when every image
+    sits in one of at least two class folders, else none.
+    """
+    if on_bad_image not in ("skip", "fail"):
+        raise ValueError(f"on_bad_image={on_bad_image!r}: choose skip or fail")
+    root = Path(root)
+    files, top, classes, use_folders = _index_folder(root, labels)
 
     cache = _cache_dir()
     stacked = kept = bad = None

@@ -85,9 +85,18 @@ class TrainConfig:
     compile: bool = False            # torch.compile the networks
     deterministic: bool = False      # torch deterministic algorithms (bit-exact resume on CPU)
     threads: int | None = None       # CPU threads; None = torch default
-    grad_scale_mode: str = "global"  # global | per_rank (the official multi-GPU 1/world_size gradient)
-    sync_bn: bool = False            # SyncBatchNorm across processes
-    shuffle_bn: bool = True          # shuffle the target batch across processes (no effect on one)
+    # Several processes (torchrun): every loss term computed on the batch gathered over ranks (CoNR's
+    # neighbourhoods, MoCo, HaDis' HSD/prototypes) gets, under
+    #   global   (default): the gradient of the global loss: the same update for any number of processes;
+    #   per_rank: the gradient flowing only into each rank's own slice, then averaged over ranks: 1/world_size
+    #             of the global gradient, exactly the official multi-GPU code. The same effect on any number
+    #             of processes: keep `global` and set stage2.loss_scale = 1/world_size of the run to copy
+    #             (0.25 for the official 4-GPU CIFAR runs). Per-rank terms (BYOL) are unaffected by the mode.
+    grad_scale_mode: str = "global"  # global | per_rank
+    sync_bn: bool = False            # BatchNorm statistics over the gathered batch (online and target nets);
+                                     # with it, N processes x batch b train exactly as 1 process x batch N*b
+    shuffle_bn: bool = True          # target/key forward on a batch shuffled across processes so its BN
+                                     # statistics mix ranks (spec 1); no effect on one process or with sync_bn
 
 
 @dataclass
@@ -106,7 +115,8 @@ class Stage2Config:
     lr_factor: float = 0.1           # stage-2 LR = lr_factor x the cosine schedule
     predictor_lr_factor: float = 0.1
     crop_scale: list[float] = field(default_factory=lambda: [0.45, 1.0])
-    loss_scale: float = 1.0          # multiply the stage-2 loss (1/world_size reproduces the 4-GPU runs)
+    loss_scale: float = 1.0          # multiply the stage-2 loss; 0.25 with train.grad_scale_mode=global
+                                     # reproduces the official 4-GPU runs on any number of processes
 
 
 @dataclass

@@ -8,6 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,6 +18,9 @@ from torch import Tensor
 from .boundary import boundary_ratio, relaxed_fraction
 from .config import Config, ConfigError, config_to_dict
 from .data import AugmentConfig, BatchAugment, ImageData, build_data, eval_transform
+from .distributed import (ShuffleBN, all_gather_nograd, all_gather_with_grad, all_reduce_mean, average_gradients,
+                          barrier, broadcast_object, convert_sync_batchnorm, destroy, dist_info, init_from_env,
+                          sync_buffers)
 from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable
 from .data.stream import image_chunks
 from .kmeans import kmeans
@@ -42,6 +46,10 @@ class TrainResult:
     metrics: dict                     # last epoch's record (nmi/acc/ari when labels are known)
     history: list = field(default_factory=list)
     run_dir: Path | None = None
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,16 +107,20 @@ class Trainer:
             torch.set_num_threads(t.threads)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.device = resolve_device(t.device)
-        from .distributed import dist_info
-
+        # Under torchrun (WORLD_SIZE > 1) this starts the process group: NCCL on cuda:LOCAL_RANK,
+        # gloo on CPU. Rank 0 alone logs and writes; every rank holds the whole model.
+        self.device, self._owns_group = init_from_env(resolve_device(t.device))
         self.dist = dist_info()
+        if not self.dist.is_main:
+            self.log = log = _quiet
         self.data = data if data is not None else build_data(cfg.data, seed=t.seed)
         self._check_data()
         self.mean, self.std = self.data.mean_std()
 
         torch.manual_seed(t.seed)
         self.method = build_method(cfg, self.data.channels).to(self.device)
+        if t.sync_bn and self.dist.enabled:
+            convert_sync_batchnorm(self.method)  # same Parameter objects: before the optimiser anyway
         if t.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         # fused SGD on CUDA, foreach elsewhere: the same update as the per-parameter loop (conr/speed.py)
@@ -140,6 +152,8 @@ class Trainer:
         self._last_features: Tensor | None = None
         if write:
             self.run_dir = Path(run_dir) if run_dir is not None else self._default_run_dir()
+            if self.dist.enabled:  # the timestamped default name is rank 0's
+                self.run_dir = Path(broadcast_object(str(self.run_dir)))
         if resume:
             if self.run_dir is None or not (self.run_dir / CHECKPOINT_NAME).exists():
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}; start without --resume "
@@ -147,8 +161,23 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir, self.device), full=True)
         elif init_from is not None:
             self._restore(load_checkpoint(init_from, self.device), full=False)
+        error = None
         if self.write:
-            self._prepare_run_dir(resume)
+            try:
+                self._prepare_run_dir(resume)
+            except Exception as exc:  # all ranks stop with rank 0's message instead of hanging
+                error = exc
+        if self.dist.enabled:
+            error = broadcast_object(error)
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Destroy the process group if this trainer started it (the end of a torchrun run)."""
+        if self._owns_group:
+            barrier()
+            destroy()
+            self._owns_group = False
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, data: ImageData | None = None, device: str | None = None,
@@ -289,9 +318,33 @@ class Trainer:
 
     # -------------------------------------------------------------- features
     @torch.no_grad()
-    def extract_features(self, images: Tensor | None = None) -> Tensor:
-        """L2-normalised features of ``images`` (default: the whole dataset), test transform."""
+    def extract_features(self, images: Tensor | None = None, shard: bool | None = None) -> Tensor:
+        """L2-normalised features of ``images`` (default: the whole dataset), test transform.
+
+        With several processes and the default images, each rank extracts every
+        world_size-th image and the features are all-gathered (BatchNorm is in eval
+        mode, so each feature depends on its image only): every rank must call it."""
+        if shard is None:
+            shard = images is None and self.dist.enabled
         images = self.images if images is None else images
+        if shard and self.dist.enabled:
+            return self._sharded_features(images)
+        return self._features(images)
+
+    def _sharded_features(self, images: Tensor) -> Tensor:
+        n, rank, world = images.shape[0], self.dist.rank, self.dist.world_size
+        per = -(-n // world)
+        local = self._features(images[rank::world])          # rank r: images r, r+W, r+2W, ...
+        pad = local.new_zeros(per - local.shape[0], local.shape[1])
+        gathered = all_gather_nograd(torch.cat([local, pad]))
+        out = local.new_empty(n, local.shape[1])
+        for r in range(world):
+            count = len(range(r, n, world))
+            out[r::world] = gathered[r * per:r * per + count]
+        return out
+
+    @torch.no_grad()
+    def _features(self, images: Tensor) -> Tensor:
         was_training = self.method.training
         self.method.eval()
         out = []
@@ -308,22 +361,35 @@ class Trainer:
 
     @torch.no_grad()
     def cluster_step(self) -> dict:
-        """k-means on the whole dataset's features -> pseudo-labels, centres, scores."""
+        """k-means on the whole dataset's features -> pseudo-labels, centres, scores.
+
+        With several processes: buffers are made identical, features are extracted
+        in shards and all-gathered, k-means runs on rank 0 and its labels, centres
+        and scores are broadcast, so every rank holds the same pseudo-labels."""
         c = self.cfg.cluster
         start = time.perf_counter()
+        sync_buffers(self.method)
         feats = self.extract_features()
         if not torch.isfinite(feats).all():
             raise NonFiniteLossError(f"features became NaN/inf at epoch {self.epoch}; the model diverged "
                                      f"(lower train.lr); the last good checkpoint is kept")
-        result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
-                        n_init=c.n_init, seed=self.cfg.train.seed)
-        self.pseudo_labels, self.centers = result.labels, result.centers
+        payload = None
+        if self.dist.is_main:
+            result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
+                            n_init=c.n_init, seed=self.cfg.train.seed)
+            record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
+                      "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
+            if self.true_labels is not None:
+                record.update(evaluate(self.data.labels, result.labels.cpu()))
+            payload = (result.labels, result.centers, record)
+        if self.dist.enabled:
+            if payload is not None:
+                payload = (payload[0].cpu(), payload[1].cpu(), payload[2])
+            payload = broadcast_object(payload)
+        labels, centers, record = payload
+        self.pseudo_labels, self.centers = labels.to(self.device), centers.to(self.device)
         self.cluster_epoch = self.epoch
         self._last_features = feats
-        record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
-                  "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
-        if self.true_labels is not None:
-            record.update(evaluate(self.data.labels, result.labels.cpu()))
         return record
 
     # -------------------------------------------------------------- training
@@ -360,9 +426,17 @@ class Trainer:
         return relaxed_fraction(epoch, s.start_epoch, s.t_end, s.fr0)
 
     def _context(self, epoch: int, iteration: int, indices: Tensor, keep_fraction: float) -> StepContext:
-        return StepContext(epoch=epoch, iteration=iteration, total_iterations=self.total_iters,
-                           indices=indices, pseudo_labels=self.pseudo_labels, centers=self.centers,
-                           true_labels=self.true_labels, keep_fraction=keep_fraction)
+        ctx = StepContext(epoch=epoch, iteration=iteration, total_iterations=self.total_iters,
+                          indices=indices, pseudo_labels=self.pseudo_labels, centers=self.centers,
+                          true_labels=self.true_labels, keep_fraction=keep_fraction)
+        if self.dist.enabled:
+            t = self.cfg.train
+            ctx.world_size = self.dist.world_size
+            ctx.gather = all_gather_nograd
+            ctx.gather_with_grad = partial(all_gather_with_grad, grad_scale_mode=t.grad_scale_mode)
+            if t.shuffle_bn and not t.sync_bn:  # with SyncBN the target's statistics are global already
+                ctx.shuffle_bn = ShuffleBN(seed=t.seed * 1_000_003 + iteration)
+        return ctx
 
     def train_step(self, view1: Tensor, view2: Tensor, ctx: StepContext) -> Tensor:
         """One optimiser step on a pair of views; returns the detached loss (no host sync)."""
@@ -376,6 +450,9 @@ class Trainer:
             loss = self.method.training_loss(view1, view2, ctx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.dist.enabled:
+            # mean over ranks of d(L_r)/dθ: the gradient of the global loss (see conr/distributed.py)
+            average_gradients(self.method.parameters())
         self.optimizer.step()
         self.method.after_step(ctx)
         ctx.stats["lr"] = lr
@@ -429,16 +506,23 @@ class Trainer:
                 if isinstance(v, Tensor):
                     stat_sums[k] = stat_sums.get(k, 0) + v.detach().float()
             if (i + 1) % log_every == 0 or i + 1 == self.iters_per_epoch:
-                self._check_finite(loss_sum, epoch, i + 1)
+                shown = all_reduce_mean(torch.stack([loss_sum, loss.float()]))  # all ranks stop together
+                self._check_finite(shown[0], epoch, i + 1)
                 if progress is not None:
-                    progress.set_postfix(epoch=epoch, loss=f"{float(loss_sum) / (i + 1):.4f}", refresh=False)
+                    progress.set_postfix(epoch=epoch, loss=f"{float(shown[0]) / (i + 1):.4f}", refresh=False)
                 tb = self._tensorboard()
                 if tb is not None:
-                    tb.add_scalar("train/loss", float(loss), it)
+                    tb.add_scalar("train/loss", float(shown[1]), it)
                     tb.add_scalar("train/lr", last_lr, it)
             if progress is not None:
                 progress.update(1)
         n = max(1, self.iters_per_epoch)
+        loss_sum = all_reduce_mean(loss_sum)  # per-rank losses (BYOL) -> the global batch's mean
+        if self.dist.enabled and stat_sums:
+            keys = sorted(stat_sums)
+            means = all_reduce_mean(torch.stack([torch.as_tensor(stat_sums[k], device=self.device).float()
+                                                 for k in keys]))
+            stat_sums = dict(zip(keys, means))
         record = {"epoch": epoch, "loss": float(loss_sum) / n, "lr": last_lr,
                   "stage": 2 if getattr(self.method, "in_stage2", lambda e: False)(epoch) else 1}
         if self.method.uses_keep_fraction() and record["stage"] == 2:
@@ -472,6 +556,7 @@ class Trainer:
                     self.cluster_step()
                 epoch_start = time.perf_counter()
                 record = self.train_epoch(epoch, progress)
+                sync_buffers(self.method)  # BN running stats: mean over ranks, identical everywhere
                 record["epoch_seconds"] = time.perf_counter() - epoch_start
                 self.epoch = epoch
                 if self._cluster_due(epoch):
@@ -479,7 +564,10 @@ class Trainer:
                 self.history.append(record)
                 self._log_epoch(record)
                 self.save_checkpoint()
-                if r.max_epoch_minutes is not None and (time.perf_counter() - start_time) / 60 > r.max_epoch_minutes:
+                over = r.max_epoch_minutes is not None and (time.perf_counter() - start_time) / 60 > r.max_epoch_minutes
+                if r.max_epoch_minutes is not None and self.dist.enabled:
+                    over = broadcast_object(over)  # rank 0's clock decides for all ranks
+                if over:
                     self.log(f"time limit of {r.max_epoch_minutes} min reached after epoch {epoch}; stopping")
                     break
         finally:

@@ -23,9 +23,12 @@ def run(args) -> int:
         raise ValueError("conr train needs --config FILE (or a shipped config name such as cifar10)")
     else:
         cfg = load_config(args.config, args.overrides)
-    result = Trainer(cfg, run_dir=run_dir, resume=args.resume, init_from=args.init_from).fit()
-    print(f"run folder: {result.run_dir}")
-    print_metrics(result.metrics)
+    trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume, init_from=args.init_from)
+    result = trainer.fit()  # on an error the process just exits: torchrun then stops the other ranks
+    trainer.close()  # under torchrun: destroy the process group this run started
+    if trainer.dist.is_main:  # one writer: rank 0 reports
+        print(f"run folder: {result.run_dir}")
+        print_metrics(result.metrics)
     return 0
 
 

@@ -1,0 +1,463 @@
+"""A scikit-learn style estimator around the trainer, and the rule that picks
+training settings for a user's images.
+
+    >>> model = conr.CoNR(n_clusters=10).fit("photos/")      # a folder, an ImageData,
+    >>> model.labels_, model.cluster_centers_                  # an array/tensor or PIL images
+    >>> model.predict(new_images), model.transform(new_images)
+
+Default settings (:func:`default_settings`), each overridable by a constructor
+argument, a ``config`` YAML file or ``overrides`` (``section.key=value``), in
+that order of precedence (overrides win):
+
+* image size: the median shorter side of the images (up to 500 sampled files),
+  rounded to a multiple of 8 and clamped to 32..64 px on a CPU, 32..96 px on a GPU;
+* network: ``small_cnn`` (width 16, heads 512 -> 128) on a CPU; on a GPU the CIFAR
+  ResNet-18 up to 64 px and the CIFAR ResNet-34 above (heads 4096 -> 256, as the paper);
+* batch: the largest power of two <= N / 4, at least 16 and at most 128 (CPU) or
+  256 (GPU), never more than N;
+* epochs: a budget of image passes divided by N, the budget being 120,000 (CPU) or
+  10 million (GPU) passes of 32-px images and shrinking with the pixel count;
+  clamped to 4..200 (CPU) or 20..1000 (GPU). 10,000 CIFAR-size images on a 2-core CPU:
+  12 epochs, about 5 minutes in all;
+* schedule: CoNR stage 2 starts after 80 % of the epochs and its boundary filter is
+  relaxed from fr0 to 1 over the next 5 % (at least 2 epochs; the paper's 800 / 850 of 1000); warm-up 5 % of the epochs; LR 0.05 x batch
+  / 256; target EMA 0.99 for short runs (< 10,000 iterations) else 0.996; k-means
+  every ~10 % of the epochs in stage 1 (every epoch in stage 2).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from torch import Tensor
+
+from .config import (Config, _deep_merge, _read_yaml, apply_overrides, config_from_dict,
+                     resolve_config_path)
+from .data.base import ImageData, resize_uint8
+
+__all__ = ["CoNR", "as_image_data", "default_settings", "pick_image_size", "probe_image_sizes",
+           "NotFittedError"]
+
+CPU_PASS_BUDGET = 120_000       # training image passes at 32 px for a default CPU run
+GPU_PASS_BUDGET = 10_000_000    # ... and for a GPU run
+
+
+class NotFittedError(ValueError, AttributeError):
+    """predict / transform before fit."""
+
+
+# ----------------------------------------------------------------------------- defaults
+
+def probe_image_sizes(paths, max_files: int = 500) -> list[tuple[int, int]]:
+    """(width, height) of up to ``max_files`` evenly spread files (headers only)."""
+    from PIL import Image
+
+    paths = list(paths)
+    if len(paths) > max_files:
+        step = len(paths) / max_files
+        paths = [paths[int(i * step)] for i in range(max_files)]
+    sizes = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                sizes.append(im.size)
+        except Exception:  # unreadable: reported when the images are decoded
+            continue
+    return sizes
+
+
+def pick_image_size(shorter_sides, device_type: str = "cpu") -> int:
+    """Median shorter side, rounded to a multiple of 8, clamped to 32..64 (CPU) / 32..96 (GPU)."""
+    sides = [int(s) for s in shorter_sides]
+    if not sides:
+        return 32
+    hi = 96 if device_type == "cuda" else 64
+    median = float(np.median(sides))
+    return int(min(hi, max(32, 8 * round(median / 8))))
+
+
+def _pow2_floor(x: float) -> int:
+    return 1 << max(0, int(math.floor(math.log2(max(1.0, x)))))
+
+
+def default_settings(n_images: int, image_size: int, n_clusters: int, device_type: str = "cpu",
+                     epochs: int | None = None, batch_size: int | None = None) -> dict:
+    """The automatic config (nested plain data, see the module docstring for the rule).
+    ``epochs`` / ``batch_size``: values the user fixed; the schedule follows them."""
+    gpu = device_type == "cuda"
+    base_batch = 256 if gpu else 128
+    batch = batch_size or min(n_images, max(16, min(base_batch, _pow2_floor(n_images / 4))))
+    cost = (image_size / 32.0) ** 2
+    budget = (GPU_PASS_BUDGET if gpu else CPU_PASS_BUDGET) / cost
+    lo, hi = (20, 1000) if gpu else (4, 200)
+    epochs = epochs or int(min(hi, max(lo, round(budget / max(1, n_images)))))
+    start = min(epochs - 1, max(1, round(0.8 * epochs))) if epochs > 1 else 0
+    iters = epochs * max(1, n_images // batch)
+    k = max(1, min(10, batch - 1))
+    k1 = max(1, min(10, batch))
+    if gpu:
+        model = {"backbone": "resnet18_cifar" if image_size <= 64 else "resnet34_cifar",
+                 "hidden_dim": 4096, "proj_dim": 256}
+    else:
+        model = {"backbone": "small_cnn", "width": 16, "hidden_dim": 512, "proj_dim": 128}
+    return {
+        "method": "conr",
+        "data": {"image_size": int(image_size)},
+        "model": model,
+        "train": {"epochs": epochs, "batch_size": int(batch), "lr": 0.05,
+                  "warmup_epochs": int(round(0.05 * epochs)),
+                  "ema_base": 0.99 if iters < 10_000 else 0.996, "ema_schedule": "cosine"},
+        "stage2": {"start_epoch": int(start), "t_end": int(min(epochs, start + max(2, round(0.05 * epochs)))),
+                   "k": k, "k1": k1, "k2": min(2, k1), "loss_scale": 1.0},
+        "cluster": {"n_clusters": int(n_clusters), "eval_every": max(1, epochs // 10)},
+        "run": {"tensorboard": False, "log_every": 20},
+    }
+
+
+def _device_type(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
+
+
+# ----------------------------------------------------------------------------- input conversion
+
+def _pil_to_array(im, size: int) -> np.ndarray:
+    """A PIL image -> uint8 [3, size, size]: RGB, shorter side resized, centre crop (as the folder loader)."""
+    from PIL import Image
+
+    im = im.convert("RGB")
+    w, h = im.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
+                  device_type: str = "cpu") -> ImageData:
+    """Any accepted input as ImageData at ``image_size`` (None: the automatic size).
+
+    Accepted: a folder path (nested or flat, any image files), an ImageData, a
+    uint8 / float numpy array or torch tensor N,H,W / N,H,W,C / N,C,H,W (C in 1, 3;
+    floats in [0, 1] or [0, 255]), or a list of PIL images (or of H,W[,C] arrays).
+    """
+    if isinstance(X, (str, Path)):
+        from .data.folder import load_image_folder, scan_images
+
+        root = Path(X)
+        if image_size is None:
+            sizes = probe_image_sizes(scan_images(root))
+            image_size = pick_image_size([min(s) for s in sizes], device_type)
+        return load_image_folder(root, image_size, "auto", on_bad_image)
+    if isinstance(X, ImageData):
+        data = X
+    elif isinstance(X, (np.ndarray, Tensor)):
+        from .data.arrays import images_from_array
+
+        arr = X.detach().cpu().numpy() if isinstance(X, Tensor) else X
+        if arr.size == 0 or (arr.ndim >= 1 and arr.shape[0] == 0):
+            raise ValueError("no images: the input array is empty")
+        data = ImageData(images=torch.from_numpy(np.ascontiguousarray(images_from_array(arr, "X"))),
+                         labels=torch.full((arr.shape[0],), -1, dtype=torch.long), name="array",
+                         normalization="auto")
+    elif isinstance(X, (list, tuple)):
+        if len(X) == 0:
+            raise ValueError("no images: the input list is empty")
+        from PIL import Image
+
+        items = []
+        for i, item in enumerate(X):
+            if isinstance(item, Image.Image):
+                items.append(item)
+            elif isinstance(item, (np.ndarray, Tensor)):
+                a = item.detach().cpu().numpy() if isinstance(item, Tensor) else np.asarray(item)
+                if a.dtype != np.uint8:
+                    a = np.clip(np.rint(a * (255.0 if a.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+                if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3):
+                    a = a.transpose(1, 2, 0)
+                items.append(Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a))
+            else:
+                raise ValueError(f"X[{i}] is a {type(item).__name__}; a list must hold PIL images or arrays")
+        if image_size is None:
+            image_size = pick_image_size([min(im.size) for im in items], device_type)
+        arr = np.stack([_pil_to_array(im, image_size) for im in items])
+        return ImageData(images=torch.from_numpy(arr), labels=torch.full((len(items),), -1, dtype=torch.long),
+                         name="images", normalization="imagenet")
+    else:
+        raise ValueError(f"cannot cluster a {type(X).__name__}: give a folder path, an ImageData, a numpy "
+                         f"array or tensor of images (N,H,W[,C] or N,C,H,W), or a list of PIL images")
+    if len(data) == 0:
+        raise ValueError("no images: the input holds none")
+    size = image_size or pick_image_size([min(data.images.shape[-2:])], device_type)
+    if data.images.shape[-2:] != (size, size):
+        data = ImageData(images=resize_uint8(_square(data.images), size), labels=data.labels,
+                         classes=list(data.classes), paths=data.paths, name=data.name,
+                         normalization=data.normalization, skipped=list(data.skipped))
+    return data
+
+
+def _square(images: Tensor) -> Tensor:
+    """Centre-crop non-square [N, C, H, W] images to their shorter side."""
+    h, w = images.shape[-2:]
+    if h == w:
+        return images
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return images[..., top:top + s, left:left + s]
+
+
+# ----------------------------------------------------------------------------- estimator
+
+class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Deep image clustering (BYOL warm-up, then CoNR) in the scikit-learn style.
+
+    Args:
+        n_clusters: K, at least 2 and at most the number of images.
+        method: training method (``conr`` by default; see ``conr methods``).
+        image_size, backbone, epochs, batch_size, lr: None = the automatic rule
+            (module docstring); a value overrides it.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
+        seed: seeds weights, data order, augmentation and k-means.
+        deterministic: deterministic algorithms (bit-exact resume on a CPU).
+        config: a YAML config (path or shipped name) merged over the automatic settings.
+        overrides: list of ``section.key=value`` strings applied last.
+        run_dir: folder for checkpoints and logs (None: train in memory).
+        resume: continue the run in ``run_dir`` from its checkpoint.
+        on_bad_image: ``skip`` (report and leave out) or ``fail`` for unreadable files.
+        verbose: print the trainer's log lines and a progress bar.
+
+    Attributes after ``fit``: ``labels_`` [N], ``cluster_centers_`` [K, D] (k-means means
+    of the unit features, not re-normalised), ``features_`` [N, D], ``boundary_ratios_``
+    and ``distances_`` (to the own centre) [N], ``metrics_`` (NMI/ACC/ARI when the input
+    carries labels, e.g. class sub-folders), ``history_``, ``config_``, ``data_``,
+    ``skipped_`` (unreadable files: (path, reason)), ``trainer_``.
+    """
+
+    def __init__(self, n_clusters: int = 10, *, method: str = "conr", image_size: int | None = None,
+                 backbone: str | None = None, epochs: int | None = None, batch_size: int | None = None,
+                 lr: float | None = None, device: str = "auto", seed: int = 0, deterministic: bool = False,
+                 config: str | None = None, overrides: list[str] | None = None, run_dir: str | None = None,
+                 resume: bool = False, on_bad_image: str = "skip", verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.method = method
+        self.image_size = image_size
+        self.backbone = backbone
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.device = device
+        self.seed = seed
+        self.deterministic = deterministic
+        self.config = config
+        self.overrides = overrides
+        self.run_dir = run_dir
+        self.resume = resume
+        self.on_bad_image = on_bad_image
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ helpers
+    def _check_params(self) -> None:
+        k = self.n_clusters
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+            raise ValueError(f"n_clusters={k!r}: clustering needs an integer K >= 2")
+        if self.on_bad_image not in ("skip", "fail"):
+            raise ValueError(f"on_bad_image={self.on_bad_image!r}: choose skip or fail")
+        for name in ("image_size", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
+                raise ValueError(f"{name}={v!r} must be a positive integer or None (automatic)")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r} must be > 0 or None (automatic)")
+
+    def _user_raw(self) -> dict:
+        """The settings the user chose: config file, constructor arguments, overrides."""
+        raw: dict = _read_yaml(resolve_config_path(self.config)) if self.config else {}
+        explicit = [f"method={self.method}", f"train.seed={int(self.seed)}", f"train.device={self.device}",
+                    f"cluster.n_clusters={int(self.n_clusters)}"]
+        if self.deterministic:
+            explicit.append("train.deterministic=true")
+        if not self.verbose:
+            explicit.append("run.progress=false")
+        for key, value in (("data.image_size", self.image_size), ("model.backbone", self.backbone),
+                           ("train.epochs", self.epochs), ("train.batch_size", self.batch_size),
+                           ("train.lr", self.lr)):
+            if value is not None:
+                explicit.append(f"{key}={value}")
+        return apply_overrides(raw, explicit + list(self.overrides or []))
+
+    def _log(self, *args) -> None:
+        if self.verbose:
+            print(*args)
+
+    def load(self, X) -> ImageData:
+        """The input as ImageData at the size this estimator will train on (or was trained on)."""
+        if hasattr(self, "trainer_"):
+            size = self.trainer_.cfg.data.image_size
+        else:
+            size = self._user_raw().get("data", {}).get("image_size")
+        return as_image_data(X, size, self.on_bad_image, _device_type(self.device))
+
+    def build_config(self, data: ImageData, root: str | Path | None = None) -> Config:
+        """Automatic settings for ``data``, then the config file, arguments and overrides.
+        ``root``: the folder the images came from, recorded so that ``conr plot`` can
+        reload them from the run folder."""
+        user = self._user_raw()
+        t = user.get("train", {})
+        auto = default_settings(len(data), data.image_size, int(self.n_clusters), _device_type(self.device),
+                                epochs=t.get("epochs"), batch_size=t.get("batch_size"))
+        raw = _deep_merge(auto, user)
+        d = raw.setdefault("data", {})
+        d["image_size"] = data.image_size
+        d["on_bad_image"] = self.on_bad_image
+        if root is not None:
+            d.update(name="imagefolder", root=str(Path(root).resolve()), split="all", subset=None)
+        else:  # in-memory images: the config names no dataset that could be reloaded
+            d.update(name="numpy", root=None, split="all", subset=None)
+        return config_from_dict(raw)
+
+    # ------------------------------------------------------------ API
+    def fit(self, X, y=None) -> "CoNR":
+        """Train on ``X`` (any accepted input) and cluster it. ``y`` is ignored
+        (ground truth, when wanted for scores, comes with an ImageData or class folders)."""
+        from .train import Trainer
+
+        self._check_params()
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
+            delattr(self, attr)  # a refit starts from nothing
+        data = self.load(X)
+        if len(data) == 0:
+            raise ValueError("no images to cluster: the input is empty")
+        if self.n_clusters > len(data):
+            raise ValueError(f"n_clusters={self.n_clusters} exceeds the number of images ({len(data)}); lower K")
+        cfg = self.build_config(data, root=X if isinstance(X, (str, Path)) else None)
+        if cfg.data.normalization is not None:
+            data.normalization = cfg.data.normalization
+        write = self.run_dir is not None
+        trainer = Trainer(cfg, data=data, run_dir=self.run_dir, resume=self.resume, write=write, log=self._log)
+        result = trainer.fit()
+        self._set_fitted(trainer, result.features, result.labels, result.centers, result.metrics, result.history)
+        return self
+
+    def cluster(self, X) -> "CoNR":
+        """Cluster ``X`` with the trained network, without training: features, then
+        k-means with ``n_clusters`` (sets ``labels_`` and the other fitted attributes)."""
+        from .train import Trainer
+
+        self._check_fitted()
+        self._check_params()
+        data = self.load(X)
+        if self.n_clusters > len(data):
+            raise ValueError(f"n_clusters={self.n_clusters} exceeds the number of images ({len(data)}); lower K")
+        old = self.trainer_
+        cfg = old.cfg
+        raw = apply_overrides(_cfg_dict(cfg), [f"cluster.n_clusters={int(self.n_clusters)}",
+                                               f"train.batch_size={min(cfg.train.batch_size, len(data))}",
+                                               f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
+                                               f"stage2.k1={min(cfg.stage2.k1, len(data))}",
+                                               f"stage2.k2={min(cfg.stage2.k2, cfg.stage2.k1, len(data))}"])
+        trainer = Trainer(config_from_dict(raw), data=data, write=False, log=self._log)
+        trainer.method.load_state_dict(old.method.state_dict())
+        trainer.mean, trainer.std = old.mean, old.std
+        trainer.history = list(old.history)
+        trainer.run_dir = old.run_dir
+        record = trainer.cluster_step()
+        metrics = dict(record)
+        self._set_fitted(trainer, trainer._last_features.cpu(), trainer.pseudo_labels.cpu(),
+                         trainer.centers.cpu(), metrics, list(old.history))
+        return self
+
+    @classmethod
+    def from_checkpoint(cls, path, n_clusters: int | None = None, device: str = "auto",
+                        verbose: bool = False) -> "CoNR":
+        """An estimator holding a saved run's network (a run folder or checkpoint file),
+        ready for ``predict`` / ``transform`` / ``cluster``; no images needed."""
+        from .train import Trainer, load_checkpoint
+
+        ckpt = load_checkpoint(path, "cpu")
+        raw = apply_overrides(ckpt["config"], ["run.progress=false"] +
+                              ([f"train.device={device}"] if device != "auto" else []))
+        cfg = config_from_dict(raw)
+        info = ckpt.get("data", {})
+        k = int(n_clusters or cfg.cluster.n_clusters)
+        est = cls(n_clusters=k, method=cfg.method, image_size=cfg.data.image_size, device=cfg.train.device,
+                  seed=cfg.train.seed, verbose=verbose)
+        n = max(cfg.train.batch_size, cfg.cluster.n_clusters)
+        size = cfg.data.image_size
+        placeholder = ImageData(images=torch.zeros(n, info.get("channels", 3), size, size, dtype=torch.uint8),
+                                labels=torch.full((n,), -1, dtype=torch.long), name=info.get("name", "data"),
+                                normalization="imagenet")
+        trainer = Trainer(cfg, data=placeholder, write=False, log=est._log)
+        trainer._restore(ckpt, full=False, quiet=True)
+        trainer.history = list(ckpt.get("history", []))
+        src = Path(path)
+        trainer.run_dir = src if src.is_dir() else src.parent
+        est.trainer_ = trainer
+        est.config_ = cfg
+        if ckpt.get("centers") is not None and k == cfg.cluster.n_clusters:
+            est.cluster_centers_ = ckpt["centers"].float().numpy()
+        est.history_ = list(trainer.history)
+        return est
+
+    def _set_fitted(self, trainer, feats: Tensor, labels: Tensor, centers: Tensor, metrics: dict,
+                    history: list) -> None:
+        from .boundary import boundary_ratio
+
+        feats, labels, centers = feats.float().cpu(), labels.long().cpu(), centers.float().cpu()
+        self.trainer_ = trainer
+        self.config_ = trainer.cfg
+        self.data_ = trainer.data
+        self.skipped_ = list(trainer.data.skipped)
+        self.features_ = feats.numpy()
+        self.labels_ = labels.numpy()
+        self.cluster_centers_ = centers.numpy()
+        self.boundary_ratios_ = boundary_ratio(feats, centers, labels, trainer.cfg.stage2.ratio_variant).numpy()
+        self.distances_ = (feats - centers[labels]).norm(dim=1).numpy()
+        self.metrics_ = {k: v for k, v in metrics.items()}
+        self.history_ = list(history)
+        self.n_features_out_ = int(feats.shape[1])
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "trainer_"):
+            raise NotFittedError("this CoNR estimator is not fitted yet; call fit(X) first "
+                                 "(or CoNR.from_checkpoint(run_folder))")
+
+    def _features(self, X) -> Tensor:
+        self._check_fitted()
+        data = self.load(X)
+        trainer = self.trainer_
+        images = data.images
+        want = trainer.data.channels
+        if images.shape[1] != want:  # grey <-> colour, so any input works with the trained network
+            images = images.expand(-1, 3, -1, -1) if want == 3 else \
+                images.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
+        return trainer.extract_features(images.contiguous()).cpu()
+
+    def transform(self, X) -> np.ndarray:
+        """L2-normalised features [N, D] of the images (test transform, target network)."""
+        return self._features(X).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """Nearest cluster centre (cosine, as k-means assigns) of each image."""
+        from .kmeans import assign
+
+        feats = self._features(X)
+        if not hasattr(self, "cluster_centers_"):
+            raise NotFittedError("no cluster centres: call fit(X) or cluster(X) first")
+        labels, _ = assign(feats, torch.from_numpy(self.cluster_centers_), self.trainer_.cfg.cluster.metric)
+        return labels.numpy()
+
+    def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
+        return self.fit(X).labels_
+
+
+def _cfg_dict(cfg: Config) -> dict:
+    from .config import config_to_dict
+
+    return config_to_dict(cfg)

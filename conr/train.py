@@ -4,6 +4,7 @@ the loss; this file only composes.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -156,9 +157,13 @@ class Trainer:
                 self.run_dir = Path(broadcast_object(str(self.run_dir)))
         if resume:
             if self.run_dir is None or not (self.run_dir / CHECKPOINT_NAME).exists():
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}; start without --resume "
-                                        f"or point --run-dir at the run to continue")
-            self._restore(load_checkpoint(self.run_dir, self.device), full=True)
+                if self.run_dir is None or not (self.run_dir / "config.yaml").exists():
+                    raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}; start without --resume "
+                                            f"or point --run-dir at the run to continue")
+                # killed before its first checkpoint: nothing to restore, replay from epoch 0
+                self.log(f"{self.run_dir} has no checkpoint yet (stopped during epoch 1); starting it over")
+            else:
+                self._restore(load_checkpoint(self.run_dir, self.device), full=True)
         elif init_from is not None:
             self._restore(load_checkpoint(init_from, self.device), full=False)
         error = None
@@ -228,6 +233,13 @@ class Trainer:
             raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
                                   f"choose another run.name")
         check_writable(self.run_dir, need_bytes=need * 2)
+        if resume:
+            for stale in self.run_dir.glob(".*.tmp"):  # temp files of an atomic write that was killed
+                stale.unlink(missing_ok=True)
+            # a run killed after logging an epoch but before its checkpoint replays that epoch:
+            # keep exactly the epochs the checkpoint holds, so no line is duplicated
+            lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history)
+            atomic_write_text(self.run_dir / "metrics.jsonl", lines)
         import yaml
 
         atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
@@ -256,7 +268,8 @@ class Trainer:
             "centers": None if self.centers is None else self.centers.cpu(),
             "cluster_epoch": self.cluster_epoch,
             "history": self.history,
-            "data": {"name": self.data.name, "n": len(self.data), "channels": self.data.channels},
+            "data": {"name": self.data.name, "n": len(self.data), "channels": self.data.channels,
+                     "mean": list(self.mean), "std": list(self.std)},
         }
 
     def _restore(self, ckpt: dict, full: bool, quiet: bool = False) -> None:
@@ -264,6 +277,10 @@ class Trainer:
         if info.get("channels", self.data.channels) != self.data.channels:
             raise ValueError(f"checkpoint was trained on {info.get('channels')}-channel images, this data has "
                              f"{self.data.channels}")
+        if info.get("mean") is not None and info.get("std") is not None:
+            # the input normalisation the weights were trained with, even on other images
+            self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
+            self._aug_cache.clear()
         missing, unexpected = self.method.load_state_dict(ckpt["method_state"], strict=False)
         if missing and full:
             raise ValueError(f"checkpoint does not match method {self.cfg.method!r}: missing {missing[:5]}")
@@ -471,6 +488,8 @@ class Trainer:
         t = self.cfg.train
         self.method.train()
         order_gen, aug_gen = self._epoch_generators(epoch)
+        # losses that draw from the global RNG (HaDis' latent noise) replay exactly on resume too
+        torch.manual_seed((((self.cfg.train.seed * 1_000_003 + epoch) * 7919 + self.dist.rank) * 31 + 17) % 2**63)
         weights = self.method.sampling_weights(epoch, self.pseudo_labels)
         if weights is None:
             perm = torch.randperm(len(self.data), generator=order_gen).to(self.device)

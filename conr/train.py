@@ -28,6 +28,7 @@ from .kmeans import kmeans
 from .methods import StepContext, build_method
 from .metrics import evaluate
 from .speed import compile_networks, make_sgd, set_sgd_impl
+from .warm_start import init_provenance
 
 __all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "load_checkpoint"]
 
@@ -149,6 +150,9 @@ class Trainer:
         self.run_dir = None
         self._tb = None
         self.init_note = None
+        self.init_info: dict | None = None  # provenance of init_from: path, epoch, method, config
+        self._until_epoch: int | None = None
+        self._init_recorded = False
         self._aug_cache: dict = {}
         self._last_features: Tensor | None = None
         if write:
@@ -165,7 +169,12 @@ class Trainer:
             else:
                 self._restore(load_checkpoint(self.run_dir, self.device), full=True)
         elif init_from is not None:
-            self._restore(load_checkpoint(init_from, self.device), full=False)
+            ckpt = load_checkpoint(init_from, self.device)
+            src = Path(init_from) / CHECKPOINT_NAME if Path(init_from).is_dir() else Path(init_from)
+            # raises ConfigError naming the keys when the checkpoint cannot seed this run (conr/warm_start.py)
+            self.init_info = init_provenance(ckpt, cfg, self.method, src, channels=self.data.channels,
+                                             n_images=len(self.data))
+            self._restore(ckpt, full=False)
         error = None
         if self.write:
             try:
@@ -301,9 +310,10 @@ class Trainer:
             self.cluster_epoch = int(ckpt.get("cluster_epoch", -1))
         if not full and not quiet:
             src = ckpt.get("config", {})
-            self.init_note = (f"initialised from a {ckpt.get('method')} checkpoint at epoch {self.epoch} "
-                              f"(data {info.get('name')}, backbone {src.get('model', {}).get('backbone')}, "
-                              f"seed {src.get('train', {}).get('seed')})")
+            self.init_note = self.init_info["note"] if self.init_info else (
+                f"initialised from a {ckpt.get('method')} checkpoint at epoch {self.epoch} "
+                f"(data {info.get('name')}, backbone {src.get('model', {}).get('backbone')}, "
+                f"seed {src.get('train', {}).get('seed')})")
             self.log(self.init_note)
             if self.epoch >= self.cfg.train.epochs:
                 raise ConfigError(f"the init checkpoint is at epoch {self.epoch} but train.epochs="
@@ -553,23 +563,30 @@ class Trainer:
     def _cluster_due(self, epoch: int) -> bool:
         T = self.cfg.train.epochs
         every = max(1, self.cfg.cluster.eval_every)
-        return epoch % every == 0 or epoch == T or self.method.needs_clusters(epoch + 1)
+        return (epoch % every == 0 or epoch == T or epoch == self._until_epoch
+                or self.method.needs_clusters(epoch + 1))
 
-    def fit(self) -> TrainResult:
+    def fit(self, until_epoch: int | None = None) -> TrainResult:
+        """Train to train.epochs, or stop (clustered, checkpointed) after ``until_epoch``
+        with the schedule still that of train.epochs (a stage-1 warm-up to reuse)."""
         t, r = self.cfg.train, self.cfg.run
+        self._until_epoch = until_epoch
+        last = t.epochs if until_epoch is None else min(t.epochs, until_epoch)
         if self.write:
             self.log(f"run folder: {self.run_dir}")
-        if self.init_note and self.write:
-            append_jsonl(self.run_dir / "events.jsonl", {"event": "init_from", "note": self.init_note})
+        if self.init_note and self.write and not self._init_recorded:  # once, also if fit is called again
+            record = dict(self.init_info) if self.init_info else {"note": self.init_note}
+            append_jsonl(self.run_dir / "events.jsonl", {"event": "init_from", **record})
+            self._init_recorded = True
         start_time = time.perf_counter()
-        remaining = (t.epochs - self.epoch) * self.iters_per_epoch
+        remaining = max(0, last - self.epoch) * self.iters_per_epoch
         progress = None
         if r.progress and self.dist.is_main and remaining > 0:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=remaining, unit="it", dynamic_ncols=True, desc=f"{self.cfg.method}")
         try:
-            while self.epoch < t.epochs:
+            while self.epoch < last:
                 epoch = self.epoch + 1
                 if self.method.needs_clusters(epoch) and self.cluster_epoch != epoch - 1:
                     self.cluster_step()

@@ -24,7 +24,8 @@ def run(args) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
     trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume, init_from=args.init_from)
-    result = trainer.fit()  # on an error the process just exits: torchrun then stops the other ranks
+    # on an error the process just exits: torchrun then stops the other ranks
+    result = trainer.fit(until_epoch=args.until_epoch)
     trainer.close()  # under torchrun: destroy the process group this run started
     if trainer.dist.is_main:  # one writer: rank 0 reports
         print(f"run folder: {result.run_dir}")
@@ -39,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--run-dir", help="run folder (default: run.out_dir/run.name)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
     p.add_argument("--init-from", help="start from another run's checkpoint (e.g. a stage-1 BYOL run)")
+    p.add_argument("--until-epoch", type=int, help="stop after this epoch, the schedule still that of train.epochs "
+                   "(e.g. a BYOL warm-up to t0 for --init-from: method=byol --until-epoch 800)")
     p.add_argument("--list-methods", action="store_true", help="list the known methods and exit")
     p.add_argument("overrides", nargs="*", help="config overrides: section.key=value (e.g. stage2.k=20)")
     p.set_defaults(func=run)

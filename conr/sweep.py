@@ -374,8 +374,10 @@ CSV_COLUMNS = ["row", "overrides", "init_epoch", "epochs", "nmi", "acc", "ari", 
 EPOCH_COLUMNS = ["row", "epoch", "stage", "loss", "nmi", "acc", "ari", "keep_fraction"]
 
 
-def _fmt(v: Any) -> Any:
-    return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v)
+def _fmt(v: Any, key: str = "") -> Any:
+    if isinstance(v, float):
+        return f"{v:.1f}" if key == "seconds" else f"{v:.4f}"
+    return "" if v is None else v
 
 
 def _write_csv(path: Path, columns: list[str], records: list[dict]) -> Path:
@@ -383,7 +385,7 @@ def _write_csv(path: Path, columns: list[str], records: list[dict]) -> Path:
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in records:
-        w.writerow({k: _fmt(r.get(k)) for k in columns})
+        w.writerow({k: _fmt(r.get(k), k) for k in columns})
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -511,7 +513,9 @@ def plot_sweep(sweep: Sweep, records: list[dict], histories: dict[str, list[dict
                 ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("score (%), final epoch")
-        ax.legend(fontsize=8)
+        top = max([100 * (r.get(m) or 0.0) for r in records for m in METRICS] + [1.0])
+        ax.set_ylim(0, top * 1.22)  # room for the value labels and the legend above the bars
+        ax.legend(fontsize=8, ncol=3, loc="upper left")
     elif kind == "line":
         key = sweep.plot["x"]
         pts = sorted(((_get(by_name[r["row"]].config, key), r) for r in rows), key=lambda t: t[0])

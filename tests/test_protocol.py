@@ -165,6 +165,18 @@ def test_sweep_writes_csv_and_plot(tiny_sweep):
     assert ev["event"] == "init_from" and ev["epoch"] == 1 and ev["path"].endswith("warmup/checkpoint.pt")
 
 
+@pytest.mark.parametrize("plot", [{"type": "line", "x": "stage2.fr0"}, {"type": "epochs", "metric": "nmi"},
+                                  {"type": "heatmap", "x": "stage2.k1", "y": "stage2.k2"}])
+def test_sweep_plot_types(tiny_sweep, tmp_path, plot):
+    from conr.sweep import plot_sweep, sweep_results
+
+    tmp, grid, _, _ = tiny_sweep
+    sweep = load_sweep(grid)
+    sweep.plot = plot
+    records, histories = sweep_results(sweep)
+    assert plot_sweep(sweep, records, histories, tmp_path / "p.png").stat().st_size > 1000
+
+
 def test_sweep_is_resumable(tiny_sweep, monkeypatch):
     tmp, grid, _, _ = tiny_sweep
     out = tmp / "out"

@@ -3,7 +3,6 @@ resizing of in-memory arrays, cached decoding of an explicit list of image files
 and error messages that say which file was expected where."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -11,11 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..io import atomic_write_bytes
 from .base import resize_uint8
 
-__all__ = ["DEFAULT_ROOT", "data_root", "parse_split", "resize_array", "decode_file_list",
-           "download_hint", "check_on_bad_image"]
+__all__ = ["DEFAULT_ROOT", "data_root", "parse_split", "resize_array",
+           "download_hint"]
 
 # Where a dataset lives (and is downloaded to) when data.root is not given; torchvision's convention.
 DEFAULT_ROOT = "data"
@@ -39,11 +37,6 @@ def parse_split(split: str, parts: Sequence[str], dataset: str, aliases: dict[st
         raise ValueError(f"{dataset} has no split {split!r}; valid splits: {', '.join(valid)} "
                          f"(or a '+'-joined combination of {', '.join(parts)})")
     return chosen
-
-
-def check_on_bad_image(on_bad_image: str) -> None:
-    if on_bad_image not in ("skip", "fail"):
-        raise ValueError(f"on_bad_image={on_bad_image!r}: choose skip or fail")
 
 
 def download_hint(source: str) -> str:
@@ -70,42 +63,3 @@ def _owned_tensor(arr: np.ndarray) -> Tensor:
     if not out.flags.writeable or isinstance(out, np.memmap):
         out = np.array(out, copy=True)
     return torch.from_numpy(out)
-
-
-def decode_file_list(files: list[Path], size: int, on_bad_image: str, where: str | Path):
-    """Decode the given image files (RGB, shorter side -> size, centre crop) with
-    the folder loader's parallel decoder and on-disk cache.
-
-    Returns (uint8 array of the readable ones, kept mask, bad list). Unreadable
-    files are skipped, or raise BadImageError with on_bad_image="fail"."""
-    from .folder import BadImageError, _cache_dir, _cache_key, decode_files
-
-    check_on_bad_image(on_bad_image)
-    if not files:
-        raise ValueError(f"no image files to decode under {where}")
-    cache = _cache_dir()
-    cache_file = cache / f"files-{_cache_key(files, size)}.npz" if cache else None
-    stacked = kept = bad = None
-    if cache_file is not None and cache_file.exists():
-        try:
-            with np.load(cache_file, allow_pickle=False) as z:
-                stacked, kept = z["images"], z["kept"]
-                bad = [tuple(x.split("\t", 1)) for x in z["bad"].tolist()]
-        except Exception:
-            stacked = None
-    if stacked is None:
-        stacked, kept, bad = decode_files(files, size)
-        if cache_file is not None:
-            try:
-                buf = io.BytesIO()
-                np.savez(buf, images=stacked, kept=kept, bad=np.array(["\t".join(b) for b in bad], dtype=str))
-                atomic_write_bytes(cache_file, buf.getvalue())
-            except OSError:
-                pass  # a cache that cannot be written is no error
-    if bad and on_bad_image == "fail":
-        listing = "\n  ".join(f"{p} ({why})" for p, why in bad[:20])
-        raise BadImageError(f"{len(bad)} unreadable image file(s) under {where}:\n  {listing}\n"
-                            f"remove or repair them, or pass data.on_bad_image=skip to leave them out")
-    if not kept.any():
-        raise ValueError(f"none of the {len(files)} image files under {where} could be read")
-    return stacked, kept, list(bad)

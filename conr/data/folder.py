@@ -31,6 +31,11 @@ class BadImageError(ValueError):
     """Unreadable image files with on_bad_image='fail'."""
 
 
+def check_on_bad_image(on_bad_image: str) -> None:
+    if on_bad_image not in ("skip", "fail"):
+        raise ValueError(f"on_bad_image={on_bad_image!r}: choose skip or fail")
+
+
 def scan_images(root: str | Path) -> list[Path]:
     """All image files under ``root`` (recursive, hidden entries skipped), sorted."""
     root = Path(root)
@@ -142,23 +147,18 @@ def index_image_folder(root: str | Path, labels: str = "auto") -> tuple[list[Pat
     return files, [index[t] for t in top], classes
 
 
-def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "auto",
-                      on_bad_image: str = "skip", name: str | None = None,
-                      normalization: str = "imagenet") -> ImageData:
-    """Decode every image under ``root``.
+def decode_file_list(files: list[Path], size: int, on_bad_image: str, where: str | Path):
+    """Decode the given image files (RGB, shorter side -> size, centre crop) with
+    the folder loader's parallel decoder and on-disk cache.
 
-    labels: "folders" = the first path component under root is the class (the
-    ImageFolder layout); "none" = unlabelled; "auto" = folders when every image
-    sits in one of at least two class folders, else none.
-    """
-    if on_bad_image not in ("skip", "fail"):
-        raise ValueError(f"on_bad_image={on_bad_image!r}: choose skip or fail")
-    root = Path(root)
-    files, top, classes, use_folders = _index_folder(root, labels)
-
+    Returns (uint8 array of the readable ones, kept mask, bad list). Unreadable
+    files are skipped, or raise BadImageError with on_bad_image="fail"."""
+    check_on_bad_image(on_bad_image)
+    if not files:
+        raise ValueError(f"no image files to decode under {where}")
     cache = _cache_dir()
+    cache_file = cache / f"images-{_cache_key(files, size)}.npz" if cache else None
     stacked = kept = bad = None
-    cache_file = cache / f"folder-{_cache_key(files, image_size)}.npz" if cache else None
     if cache_file is not None and cache_file.exists():
         try:
             with np.load(cache_file, allow_pickle=False) as z:
@@ -167,7 +167,7 @@ def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "aut
         except Exception:
             stacked = None
     if stacked is None:
-        stacked, kept, bad = decode_files(files, image_size)
+        stacked, kept, bad = decode_files(files, size)
         if cache_file is not None:
             try:
                 buf = io.BytesIO()
@@ -177,10 +177,27 @@ def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "aut
                 pass  # a cache that cannot be written is no error
     if bad and on_bad_image == "fail":
         listing = "\n  ".join(f"{p} ({why})" for p, why in bad[:20])
-        raise BadImageError(f"{len(bad)} unreadable image file(s) under {root}:\n  {listing}\n"
+        raise BadImageError(f"{len(bad)} unreadable image file(s) under {where}:\n  {listing}\n"
                             f"remove or repair them, or pass data.on_bad_image=skip to leave them out")
     if not kept.any():
-        raise ValueError(f"none of the {len(files)} image files under {root} could be read")
+        raise ValueError(f"none of the {len(files)} image files under {where} could be read")
+    return stacked, kept, list(bad)
+
+
+def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "auto",
+                      on_bad_image: str = "skip", name: str | None = None,
+                      normalization: str = "imagenet") -> ImageData:
+    """Decode every image under ``root``.
+
+    labels: "folders" = the first path component under root is the class (the
+    ImageFolder layout); "none" = unlabelled; "auto" = folders when every image
+    sits in one of at least two class folders, else none.
+    """
+    check_on_bad_image(on_bad_image)
+    root = Path(root)
+    files, top, classes, use_folders = _index_folder(root, labels)
+
+    stacked, kept, bad = decode_file_list(files, image_size, on_bad_image, root)
     kept_files = [f for f, k in zip(files, kept) if k]
     if use_folders:
         index = {c: i for i, c in enumerate(classes)}

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import decode_file_list, parse_split
+from ._common import parse_split
+from .folder import decode_file_list
 from .base import ImageData, register_dataset
 from .folder import scan_images
 

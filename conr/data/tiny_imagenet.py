@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import data_root, decode_file_list, download_hint, parse_split
+from ._common import data_root, download_hint, parse_split
+from .folder import decode_file_list
 from .base import ImageData, register_dataset
 from .folder import scan_images
 

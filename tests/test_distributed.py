@@ -93,7 +93,7 @@ def _global_step_inputs():
 @contextlib.contextmanager
 def _recording(trainer):
     """Record the neighbourhoods, keep masks and target features the loss computes."""
-    import conr.methods.conr as conr_module
+    import conr.methods.stage2 as conr_module
 
     seen = {"neighbors": [], "keep": [], "targets": []}
     orig_nb, orig_keep = conr_module.batch_neighbors, conr_module.keep_mask

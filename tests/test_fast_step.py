@@ -254,7 +254,7 @@ def test_compile_failure_at_first_call_falls_back_to_eager():
 def test_bf16_autocast_keeps_neighbourhoods_and_losses_in_float32(monkeypatch):
     """Under bf16 autocast (the CPU one here) the networks run in bfloat16, but CoNR's
     neighbourhoods, boundary ratios and loss are computed in float32."""
-    from conr.methods import conr as conr_mod
+    from conr.methods import stage2 as conr_mod
     from conr.methods import StepContext
     from conr.neighbors import conaff_neighbors
 

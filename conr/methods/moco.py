@@ -15,7 +15,7 @@ from ..config import ConfigError
 from ..method_losses import moco_infonce, moco_neighborhood_infonce
 from ..models import build_backbone
 from .base import Method, StepContext, register_method
-from .simsiam import ConNRPlugin
+from .stage2 import ConNRPlugin
 
 __all__ = ["MoCo", "MoCoConNR", "moco_head"]
 

@@ -1,0 +1,91 @@
+"""What every two-stage method shares after its warm-up (spec 4): the in-batch
+neighbourhood (ConAff, Euclidean or the sample alone), the boundary filter with
+its relaxed keep fraction, the stage-2 crop scale and LR factors. CoNR mixes it
+into BYOL, the ConNR* variants into SimSiam and MoCo v2."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..boundary import boundary_ratio, keep_mask
+from ..config import ConfigError
+from ..losses import full_precision
+from ..neighbors import check_neighborhood_sizes, conaff_neighbors, euclidean_neighbors
+from .base import StepContext
+
+__all__ = ["ConNRPlugin", "batch_neighbors"]
+
+
+def batch_neighbors(feats: Tensor, mode: str, k: int, k1: int, k2: int) -> Tensor:
+    """[B, k] neighbourhood of each sample inside the batch: ConAff, Euclidean, or itself only."""
+    if mode == "conaff":
+        return conaff_neighbors(feats, k, k1, k2)
+    if mode == "euclidean":
+        return euclidean_neighbors(feats, k)
+    if mode == "self":
+        return torch.arange(feats.shape[0], device=feats.device).unsqueeze(1)
+    raise ValueError(f"unknown neighbourhood {mode!r}; choose conaff, euclidean or self")
+
+
+class ConNRPlugin:
+    """The stage switch of CoNR and of the ConNR* variants (mixed in before the
+    baseline class): the baseline loss up to stage2.start_epoch, then a
+    neighbourhood loss, with the stage-2 crop scale, LR factors, the boundary
+    filter and the batch monitors (kept share, neighbour purity)."""
+
+    @staticmethod
+    def validate_stage2(cfg) -> None:
+        s = cfg.stage2
+        if s.start_epoch >= cfg.train.epochs:
+            raise ConfigError(f"stage2.start_epoch={s.start_epoch} leaves no stage-2 epoch in train.epochs="
+                              f"{cfg.train.epochs}; lower stage2.start_epoch or use the baseline method")
+        if s.neighborhood == "self":
+            return
+        conaff = s.neighborhood == "conaff"
+        try:
+            check_neighborhood_sizes(cfg.train.batch_size, k=s.k, k1=s.k1 if conaff else None,
+                                     k2=s.k2 if conaff else None)
+        except ValueError as exc:
+            raise ConfigError(f"stage2: {exc}") from None
+
+    def in_stage2(self, epoch: int) -> bool:
+        return epoch > self.cfg.stage2.start_epoch
+
+    def needs_clusters(self, epoch: int) -> bool:
+        return self.in_stage2(epoch) and self.cfg.stage2.boundary_filter
+
+    def uses_keep_fraction(self) -> bool:
+        return self.cfg.stage2.boundary_filter
+
+    def crop_scale(self, epoch: int):
+        return tuple(self.cfg.stage2.crop_scale) if self.in_stage2(epoch) else None
+
+    def lr_multipliers(self, epoch: int) -> dict[str, float]:
+        base = super().lr_multipliers(epoch)
+        if not self.in_stage2(epoch):
+            return base
+        s = self.cfg.stage2
+        factors = {"online": s.lr_factor, "predictor": s.predictor_lr_factor}
+        return {name: factors.get(name, s.lr_factor) for name in base}
+
+    @full_precision
+    def stage2_neighbors(self, feats: Tensor, ctx: StepContext) -> tuple[Tensor, Tensor | None]:
+        """[B, k] neighbourhoods of the gathered L2-normalised ``feats`` and the
+        boundary filter's [B] keep mask (None when the filter is off)."""
+        s = self.cfg.stage2
+        neighbors = batch_neighbors(feats, s.neighborhood, s.k, s.k1, s.k2)
+        keep = None
+        if s.boundary_filter:
+            if ctx.pseudo_labels is None or ctx.centers is None:
+                raise RuntimeError("stage2.boundary_filter needs the pseudo-labels of the last clustering "
+                                   "step, but the trainer passed none")
+            labels = ctx.gather(ctx.pseudo_labels[ctx.indices])
+            ratios = boundary_ratio(feats, ctx.centers, labels, s.ratio_variant)
+            keep = keep_mask(ratios, ctx.keep_fraction, s.keep_rule)
+            ctx.stats["kept"] = keep.float().mean()
+        if ctx.true_labels is not None and s.neighborhood != "self":
+            truth = ctx.gather(ctx.true_labels[ctx.indices])
+            others = neighbors != torch.arange(neighbors.shape[0], device=neighbors.device).unsqueeze(1)
+            same = (truth[neighbors] == truth.unsqueeze(1)) & others
+            ctx.stats["purity"] = same.sum() / others.sum().clamp_min(1)
+        return neighbors, keep

@@ -37,6 +37,7 @@ from torch import Tensor
 from .config import (Config, _deep_merge, _read_yaml, apply_overrides, config_from_dict,
                      resolve_config_path)
 from .data.base import ImageData, resize_uint8
+from .data.folder import pil_to_array
 
 __all__ = ["CoNR", "as_image_data", "default_settings", "pick_image_size", "probe_image_sizes",
            "NotFittedError"]
@@ -125,21 +126,6 @@ def _device_type(device: str) -> str:
 
 # ----------------------------------------------------------------------------- input conversion
 
-def _pil_to_array(im, size: int) -> np.ndarray:
-    """A PIL image -> uint8 [3, size, size]: RGB, shorter side resized, centre crop (as the folder loader)."""
-    from PIL import Image
-
-    im = im.convert("RGB")
-    w, h = im.size
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
 def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
                   device_type: str = "cpu") -> ImageData:
     """Any accepted input as ImageData at ``image_size`` (None: the automatic size).
@@ -187,7 +173,7 @@ def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
                 raise ValueError(f"X[{i}] is a {type(item).__name__}; a list must hold PIL images or arrays")
         if image_size is None:
             image_size = pick_image_size([min(im.size) for im in items], device_type)
-        arr = np.stack([_pil_to_array(im, image_size) for im in items])
+        arr = np.stack([pil_to_array(im, image_size) for im in items])
         return ImageData(images=torch.from_numpy(arr), labels=torch.full((len(items),), -1, dtype=torch.long),
                          name="images", normalization="imagenet")
     else:

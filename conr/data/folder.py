@@ -21,7 +21,7 @@ import torch
 from ..io import atomic_write_bytes
 from .base import ImageData, register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "load_image_folder", "index_image_folder",
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "pil_to_array", "load_image_folder", "index_image_folder",
            "BadImageError"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -52,21 +52,28 @@ def scan_images(root: str | Path) -> list[Path]:
     return found
 
 
+def pil_to_array(im, size: int) -> np.ndarray:
+    """A PIL image -> uint8 [3, size, size]: RGB, shorter side resized to ``size``, centre crop."""
+    from PIL import Image
+
+    im = im.convert("RGB")
+    w, h = im.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
 def decode_image(path: str | Path, size: int) -> np.ndarray:
-    """One file -> uint8 [3, size, size]: RGB, shorter side resized to ``size``, centre crop."""
+    """One file -> uint8 [3, size, size] (see :func:`pil_to_array`)."""
     from PIL import Image
 
     with Image.open(path) as im:
         im.load()
-        im = im.convert("RGB")
-        w, h = im.size
-        if (w, h) != (size, size):
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+        return pil_to_array(im, size)
 
 
 def _decode_chunk(args):

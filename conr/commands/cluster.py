@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import print_metrics
+from .common import OverrideParser, print_metrics
 
 DESCRIPTION = """\
 Cluster every image under PATH (nested or flat folders, any size or format) into K groups.
@@ -101,26 +101,10 @@ def run(args) -> int:
     return 0
 
 
-class IntermixedParser(argparse.ArgumentParser):
-    """Lets positionals and options mix (``PATH --k 3 --out o train.epochs=5``): plain argparse
-    refuses positionals after options once the first positional has been consumed."""
-
-    _inside = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inside:
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
-
-
 def register(sub) -> None:
     p = sub.add_parser("cluster", help="cluster a folder of images: assignments, grids, plots, HTML report",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.__class__ = IntermixedParser
+    p.__class__ = OverrideParser
     p.add_argument("path", help="folder of images (searched recursively)")
     p.add_argument("--k", type=int, required=True, help="number of clusters K (>= 2)")
     p.add_argument("--out", help="output folder (default: ./<folder name>-conr)")

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .common import OverrideParser
+
 DESCRIPTION = """\
 Extract the target features of the clustered set with a saved run's weights (test transform),
 run k-means with the run's cluster settings and report NMI / ACC / ARI, the weighted kNN
@@ -15,25 +17,6 @@ inside training-size batches (Euclidean and ConAff, with and without the boundar
 run's fr0) and the confusion matrix. Config overrides (section.key=value, also written
 --section.key=value) change how the data is read, e.g. data.root=/other/path or data.split=test,
 or the clustering, e.g. cluster.n_init=10."""
-
-
-class OverrideParser(argparse.ArgumentParser):
-    """Positionals and options in any order, and config overrides given either as
-    ``section.key=value`` or as ``--section.key=value``."""
-
-    _inside = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inside:
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            ns, rest = self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
-        dotted = [a for a in rest if a.startswith("--") and "=" in a and "." in a.split("=", 1)[0]]
-        ns.overrides = list(getattr(ns, "overrides", None) or []) + [a[2:] for a in dotted]
-        return ns, [a for a in rest if a not in dotted]
 
 
 def _split_overrides(items: list[str]) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .common import OverrideParser
+
 
 def _checkpoint_of(run: Path) -> Path:
     """A run folder, a checkpoint file, or a `conr cluster` output folder (its run/)."""
@@ -39,10 +41,8 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    from .cluster import IntermixedParser
-
     p = sub.add_parser("plot", help="t-SNE, neighbour, purity and training plots of a run folder")
-    p.__class__ = IntermixedParser
+    p.__class__ = OverrideParser
     p.add_argument("run_dir", help="run folder (or checkpoint file, or a conr cluster output folder)")
     p.add_argument("--out", help="where the PNGs go (default: RUN_DIR/plots)")
     p.add_argument("--only", help="comma-separated subset of: tsne,neighbors,purity,training")

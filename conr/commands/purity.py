@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .common import OverrideParser
+
 DESCRIPTION = """\
 Extract the target features of a saved run, cut the clustered set into random batches of the
 run's training batch size (the neighbourhood is searched inside a batch, as in training) and
@@ -46,8 +48,6 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    from .eval import OverrideParser
-
     p = sub.add_parser("purity", help="neighbour purity vs K of a run's features (Euclidean vs ConAff, filter)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.__class__ = OverrideParser

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import OverrideParser
+
 DESCRIPTION = """\
 Run every row of a grid file (conr/configs/sweeps/*.yaml, or your own): an optional shared
 warm-up (a stage-1 BYOL run trained once, each row then starts from its checkpoint as the
@@ -55,8 +57,6 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    from .eval import OverrideParser
-
     p = sub.add_parser("sweep", help="run an experiment grid (ablations, sweeps): one CSV and one plot",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.__class__ = OverrideParser

@@ -277,6 +277,7 @@ def test_bf16_autocast_keeps_neighbourhoods_and_losses_in_float32(monkeypatch):
         loss = trainer.method.training_loss(v1, v2, ctx)
     assert pred.dtype == torch.bfloat16  # the networks did run in bf16
     assert loss.dtype == torch.float32
+    assert len(seen) == 2  # one neighbourhood per view order (symmetric loss)
     for dtype, autocast_on, feats, neighbors in seen:
         assert dtype == torch.float32 and not autocast_on
         assert torch.equal(neighbors, conaff_neighbors(feats, 3, 4, 2))

@@ -24,14 +24,6 @@ IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # no normalisation: 
 NO_COLOR = dict(jitter_p=0.0, gray_p=0.0, blur_p=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     """Smooth colourful float images in [0, 1] (low-resolution noise upsampled), a few saturated."""
     g = torch.Generator().manual_seed(seed)

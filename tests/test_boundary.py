@@ -10,17 +10,6 @@ import torch
 from conr.boundary import boundary_ratio, keep_mask, relaxed_fraction
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny problems: one thread avoids OpenMP oversubscription on a busy machine."""
-    from threadpoolctl import threadpool_limits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- reference (spec 4b)
 def reference_ratios(feats: np.ndarray, centers: np.ndarray, labels: np.ndarray):
     """(code, paper) ratios by explicit loops in float64."""

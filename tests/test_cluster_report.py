@@ -68,15 +68,6 @@ def make_folder(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-    torch.use_deterministic_algorithms(False)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """The folder, and one `conr cluster` run on it (trained, K=3)."""

@@ -24,14 +24,6 @@ TINY = ["data.image_size=8", "model.backbone=small_cnn", "model.width=4", "model
 METHODS = ("byol", "conr", "hadis", "simsiam", "simsiam_connr", "moco", "moco_connr")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_data(n: int = 48) -> ImageData:
     g = torch.Generator().manual_seed(0)
     return ImageData(images=torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g),

@@ -11,17 +11,6 @@ from sklearn.metrics import adjusted_rand_score
 from conr.kmeans import KMeansResult, assign, kmeans
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny problems: one thread avoids OpenMP oversubscription on a busy machine."""
-    from threadpoolctl import threadpool_limits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------- data
 def euclidean_blobs(n=400, k=5, d=6, std=0.4, seed=0):
     x, y = make_blobs(n_samples=n, centers=k, n_features=d, cluster_std=std,

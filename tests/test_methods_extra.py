@@ -19,15 +19,6 @@ from conr.method_losses import (cluster_centers, hsd_loss, hsd_mining, moco_info
 NEW_METHODS = ("hadis", "simsiam", "simsiam_connr", "moco", "moco_connr")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny problems: one thread avoids oversubscribing a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _t(rows) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64)
 

@@ -13,17 +13,6 @@ from conr.metrics import (best_cluster_map, cluster_accuracy, confusion, evaluat
                           neighbor_purity)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny problems: one thread avoids OpenMP oversubscription on a busy machine."""
-    from threadpoolctl import threadpool_limits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------- references
 def brute_force_acc(y_true, y_pred):
     """Best one-to-one map of clusters to classes by trying every permutation.

@@ -11,17 +11,6 @@ import torch
 from conr.neighbors import conaff_neighbors, contextual_similarity, euclidean_neighbors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny problems: one thread avoids OpenMP oversubscription on a busy machine."""
-    from threadpoolctl import threadpool_limits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------- data
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -17,14 +17,6 @@ from conr.train import CHECKPOINT_NAME, Trainer
 QUIET = lambda *a, **k: None  # noqa: E731
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # ----------------------------------------------------------------------------- configs
 
 ALL_CONFIGS = sorted(p.stem for p in packaged_config_dir().glob("*.yaml"))

@@ -27,15 +27,6 @@ TIMING_KEYS = {"epoch_seconds", "cluster_seconds"}
 EPOCHS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-    torch.use_deterministic_algorithms(False)
-
-
 def _images(n=192, size=16, seed=0):
     """Three visually distinct synthetic classes: stripes, checkerboards, blobs."""
     rng = np.random.default_rng(seed)

@@ -24,10 +24,6 @@ TINY = ["data.name=imagefolder", "data.split=train+test", "data.image_size=8", "
 @pytest.fixture(autouse=True)
 def _setup(monkeypatch):
     monkeypatch.setenv("CONR_CACHE", "off")  # the in-memory loader must not write ~/.cache
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

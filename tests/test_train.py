@@ -13,14 +13,6 @@ TINY = ["model.width=8", "model.hidden_dim=64", "model.proj_dim=32", "train.batc
         "cluster.n_init=1", "run.progress=false", "run.tensorboard=false", "train.warmup_epochs=1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_digits_conr_run_writes_metrics_and_checkpoints(tmp_path: Path):
     cfg = load_config("digits", TINY + [f"run.out_dir={tmp_path}", "run.name=r"])
     result = Trainer(cfg).fit()

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["METHODS", "Method", "StepContext", "register_method", "build_method", "identity"]
+__all__ = ["METHODS", "Method", "StepContext", "register_method", "build_method", "identity",
+           "momentum_output"]
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -23,6 +25,17 @@ def register_method(name: str):
 
 def identity(x: Tensor) -> Tensor:
     return x
+
+
+@torch.no_grad()
+def momentum_output(encoder: nn.Module, head: nn.Module, x: Tensor, shuffle_bn=None) -> Tensor:
+    """L2-normalised ``head(encoder(x))`` of a momentum (target / key) branch, in float32.
+
+    ``shuffle_bn`` (conr/distributed.py) wraps the forward so that BatchNorm sees a batch permuted
+    across ranks; None runs it directly (BatchNorm in the modules' current mode)."""
+    net = lambda y: head(encoder(y))  # noqa: E731
+    z = shuffle_bn(net, x) if shuffle_bn is not None else net(x)
+    return F.normalize(z.float(), dim=1)
 
 
 @dataclass

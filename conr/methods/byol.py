@@ -6,12 +6,11 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import byol_loss
 from ..models import build_backbone, init_predictor_, mlp_head
-from .base import Method, StepContext, register_method
+from .base import Method, StepContext, momentum_output, register_method
 
 __all__ = ["BYOLNetwork", "BYOL", "ema_momentum"]
 
@@ -51,9 +50,7 @@ class BYOLNetwork(nn.Module):
     @torch.no_grad()
     def target(self, x: Tensor, shuffle_bn=None) -> Tensor:
         """L2-normalised target projection (BatchNorm in the module's current mode)."""
-        net = lambda y: self.target_projector(self.target_encoder(y))  # noqa: E731
-        z = shuffle_bn(net, x) if shuffle_bn is not None else net(x)
-        return F.normalize(z.float(), dim=1)
+        return momentum_output(self.target_encoder, self.target_projector, x, shuffle_bn)
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:

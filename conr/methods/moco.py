@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..config import ConfigError
 from ..method_losses import moco_infonce, moco_neighborhood_infonce
 from ..models import build_backbone
-from .base import Method, StepContext, register_method
+from .base import Method, StepContext, momentum_output, register_method
 from .stage2 import ConNRPlugin
 
 __all__ = ["MoCo", "MoCoConNR", "moco_head"]
@@ -68,9 +68,7 @@ class MoCo(Method):
 
     @torch.no_grad()
     def key(self, x: Tensor, shuffle_bn=None) -> Tensor:
-        net = lambda y: self.head_k(self.encoder_k(y))  # noqa: E731
-        k = shuffle_bn(net, x) if shuffle_bn is not None else net(x)
-        return F.normalize(k.float(), dim=1)
+        return momentum_output(self.encoder_k, self.head_k, x, shuffle_bn)
 
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from .commands import COMMANDS
+from .commands.common import OverrideParser
 
 __all__ = ["main", "build_parser"]
 
@@ -20,7 +21,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPoi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conr", description="Deep image clustering with CoNR.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # every sub-command mixes positionals, options and --section.key=value overrides freely
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OverrideParser)
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).register(sub)
     return parser

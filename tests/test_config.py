@@ -58,3 +58,29 @@ def test_conr_needs_a_stage2_epoch():
     with pytest.raises(ConfigError, match="no stage-2 epoch"):
         load_config("digits", ["train.epochs=10", "stage2.start_epoch=10"])
     load_config("digits", ["method=byol", "train.epochs=10", "stage2.start_epoch=10"])
+
+
+@pytest.mark.parametrize("argv, overrides, extra", [
+    (["train", "--config", "digits", "stage2.k=5", "--resume", "train.epochs=3"],
+     ["stage2.k=5", "train.epochs=3"], {"config": "digits", "resume": True}),
+    (["train", "stage2.k=5", "--config", "digits", "--train.epochs=3"],
+     ["stage2.k=5", "train.epochs=3"], {"config": "digits", "resume": False}),
+    (["cluster", "--k", "3", "photos", "train.epochs=2", "--out", "o", "--model.width=8"],
+     ["train.epochs=2", "model.width=8"], {"path": "photos", "k": 3, "out": "o"}),
+    (["eval", "runs/r", "--json"], [], {"checkpoint": "runs/r", "json": True}),
+])
+def test_commands_take_positionals_options_and_overrides_in_any_order(argv, overrides, extra):
+    from conr.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert list(getattr(args, "overrides", None) or []) == overrides
+    for key, value in extra.items():
+        assert getattr(args, key) == value
+
+
+def test_a_misspelt_option_is_still_an_error(capsys):
+    from conr.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--config", "digits", "--resmue"])
+    assert "--resmue" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import OverrideParser, print_metrics
+from .common import print_metrics
 
 DESCRIPTION = """\
 Cluster every image under PATH (nested or flat folders, any size or format) into K groups.
@@ -104,7 +104,6 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("cluster", help="cluster a folder of images: assignments, grids, plots, HTML report",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.__class__ = OverrideParser
     p.add_argument("path", help="folder of images (searched recursively)")
     p.add_argument("--k", type=int, required=True, help="number of clusters K (>= 2)")
     p.add_argument("--out", help="output folder (default: ./<folder name>-conr)")

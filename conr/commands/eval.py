@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from .common import OverrideParser
 
 DESCRIPTION = """\
 Extract the target features of the clustered set with a saved run's weights (test transform),
@@ -88,7 +87,6 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="NMI/ACC/ARI, kNN accuracy, neighbour purity and confusion of a saved run",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.__class__ = OverrideParser
     p.add_argument("checkpoint", help="run folder or checkpoint file (checkpoint.pt, stage1.pt, epochNNNN.pt)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (notes go to stderr)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

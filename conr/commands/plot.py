@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import OverrideParser
 
 
 def _checkpoint_of(run: Path) -> Path:
@@ -42,7 +41,6 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("plot", help="t-SNE, neighbour, purity and training plots of a run folder")
-    p.__class__ = OverrideParser
     p.add_argument("run_dir", help="run folder (or checkpoint file, or a conr cluster output folder)")
     p.add_argument("--out", help="where the PNGs go (default: RUN_DIR/plots)")
     p.add_argument("--only", help="comma-separated subset of: tsne,neighbors,purity,training")

@@ -5,7 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import OverrideParser
 
 DESCRIPTION = """\
 Extract the target features of a saved run, cut the clustered set into random batches of the
@@ -50,7 +49,6 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("purity", help="neighbour purity vs K of a run's features (Euclidean vs ConAff, filter)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.__class__ = OverrideParser
     p.add_argument("checkpoint", help="run folder or checkpoint file")
     p.add_argument("--out", help="output folder (default: RUN/purity)")
     p.add_argument("--ks", help="comma-separated K (default 1,5,10,20,50,100; those below the batch size)")

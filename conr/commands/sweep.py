@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from .common import OverrideParser
 
 DESCRIPTION = """\
 Run every row of a grid file (conr/configs/sweeps/*.yaml, or your own): an optional shared
@@ -59,7 +58,6 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run an experiment grid (ablations, sweeps): one CSV and one plot",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.__class__ = OverrideParser
     p.add_argument("grid", nargs="?", help="grid YAML file, or the name of a shipped grid (e.g. table2_cpu)")
     p.add_argument("--out", help="results folder (default: the grid's out, else runs/sweeps/<grid name>)")
     p.add_argument("--rows", help="comma-separated row names to run now (the CSV lists every finished row)")

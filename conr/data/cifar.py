@@ -181,20 +181,27 @@ def load_cifar10(root: str | None = None, split: str = "train+test", image_size:
             f"(torchvision's cifar-10-batches-py/ with data_batch_1..5 and test_batch), or an ImageFolder "
             f"tree with {', '.join(str(root_p / p) + '/<class>/' for p in parts)}"
             + download_hint("torchvision.datasets.CIFAR10"))
-    images, labels = [], []
-    for part in parts:
-        for fname in _CIFAR10_FILES[part]:
-            path = _require(release / fname, "CIFAR-10", "torchvision.datasets.CIFAR10")
-            batch = read_cifar_pickle(path)
-            x = _images_of(batch, path)
-            images.append(x)
-            labels.append(_labels_of(batch, "labels", path, len(x), 10))
+    images, labels = _read_batches(release, [f for part in parts for f in _CIFAR10_FILES[part]],
+                                   "CIFAR-10", "labels", 10)
     meta_path = release / "batches.meta"
     classes = _names(read_cifar_pickle(meta_path), "label_names", CIFAR10_CLASSES) if meta_path.is_file() \
         else list(CIFAR10_CLASSES)
     return ImageData(images=resize_array(np.concatenate(images), image_size),
                      labels=torch.from_numpy(np.concatenate(labels)), classes=classes,
                      name="cifar10", normalization="cifar10")
+
+
+
+def _read_batches(release: Path, files: list[str], dataset: str, label_key: str, n_classes: int):
+    """Images and labels of the pickled batch files of a CIFAR release, in order (lists of arrays)."""
+    images, labels = [], []
+    for fname in files:
+        path = _require(release / fname, dataset, f"torchvision.datasets.{dataset.replace('-', '')}")
+        batch = read_cifar_pickle(path)
+        x = _images_of(batch, path)
+        images.append(x)
+        labels.append(_labels_of(batch, label_key, path, len(x), n_classes))
+    return images, labels
 
 
 def _load_cifar100(coarse: bool, root, split, image_size, download) -> ImageData:
@@ -208,14 +215,8 @@ def _load_cifar100(coarse: bool, root, split, image_size, download) -> ImageData
             f"(torchvision's cifar-100-python/ with train, test and meta)"
             + download_hint("torchvision.datasets.CIFAR100"))
     key, n_classes = ("coarse_labels", 20) if coarse else ("fine_labels", 100)
-    images, labels = [], []
-    for part in parts:
-        for fname in _CIFAR100_FILES[part]:
-            path = _require(release / fname, "CIFAR-100", "torchvision.datasets.CIFAR100")
-            batch = read_cifar_pickle(path)
-            x = _images_of(batch, path)
-            images.append(x)
-            labels.append(_labels_of(batch, key, path, len(x), n_classes))
+    images, labels = _read_batches(release, [f for part in parts for f in _CIFAR100_FILES[part]],
+                                   "CIFAR-100", key, n_classes)
     meta_path = release / "meta"
     meta = read_cifar_pickle(meta_path) if meta_path.is_file() else {}
     classes = (_names(meta, "coarse_label_names", CIFAR100_COARSE_CLASSES) if coarse

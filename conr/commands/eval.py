@@ -35,7 +35,8 @@ def _ks(text: str | None):
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--purity-ks {text!r}: give comma-separated integers, e.g. 5,10,20") from None
+        raise ValueError(f"neighbour counts {text!r} (--ks / --purity-ks): give comma-separated integers, "
+                         "e.g. 5,10,20") from None
 
 
 def run(args) -> int:

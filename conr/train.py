@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -584,7 +585,10 @@ class Trainer:
         if r.progress and self.dist.is_main and remaining > 0:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=remaining, unit="it", dynamic_ncols=True, desc=f"{self.cfg.method}")
+            # in a log file (not a terminal) redraw every 30 s instead of ten times a second
+            interactive = sys.stderr.isatty()
+            progress = tqdm(total=remaining, unit="it", dynamic_ncols=True, desc=f"{self.cfg.method}",
+                            mininterval=0.1 if interactive else 30.0)
         try:
             while self.epoch < last:
                 epoch = self.epoch + 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-
 def _checkpoint_of(run: Path) -> Path:
     """A run folder, a checkpoint file, or a `conr cluster` output folder (its run/)."""
     from ..train import CHECKPOINT_NAME

@@ -191,7 +191,6 @@ def load_cifar10(root: str | None = None, split: str = "train+test", image_size:
                      name="cifar10", normalization="cifar10")
 
 
-
 def _read_batches(release: Path, files: list[str], dataset: str, label_key: str, n_classes: int):
     """Images and labels of the pickled batch files of a CIFAR release, in order (lists of arrays)."""
     images, labels = [], []

@@ -36,6 +36,7 @@ class DataConfig:
     root: str | None = None          # folder the dataset lives in
     split: str = "train+test"        # which split(s) to cluster; the paper merges train and test
     image_size: int = 32             # training / evaluation resolution
+    channels: int = 3                # image folders: 3 = RGB, 1 = grey (conr cluster picks 1 for grey folders)
     normalization: str | None = None  # cifar10 | cifar100 | imagenet | auto; None = dataset default
     subset: int | None = None        # keep only this many images (a seeded random subset), for quick runs
     on_bad_image: str = "skip"       # skip | fail: what an unreadable image file does
@@ -416,6 +417,8 @@ def validate_config(cfg: Config) -> None:
                       ("augment.ratio", cfg.augment.ratio), ("augment.blur_sigma", cfg.augment.blur_sigma)):
         if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
             raise ConfigError(f"{key}={pair} must be [low, high] with 0 < low <= high")
+    if cfg.data.channels not in (1, 3):
+        raise ConfigError(f"data.channels={cfg.data.channels} must be 1 (grey) or 3 (RGB)")
     if cfg.data.image_size < 4:
         raise ConfigError(f"data.image_size={cfg.data.image_size} is too small (>= 4)")
     if cfg.data.subset is not None and cfg.data.subset < c.n_clusters:

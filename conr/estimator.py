@@ -1,32 +1,19 @@
-"""A scikit-learn style estimator around the trainer, and the rule that picks
-training settings for a user's images.
+"""A scikit-learn style estimator around the trainer.
 
     >>> model = conr.CoNR(n_clusters=10).fit("photos/")      # a folder, an ImageData,
     >>> model.labels_, model.cluster_centers_                  # an array/tensor or PIL images
     >>> model.predict(new_images), model.transform(new_images)
 
-Default settings (:func:`default_settings`), each overridable by a constructor
-argument, a ``config`` YAML file or ``overrides`` (``section.key=value``), in
-that order of precedence (overrides win):
-
-* image size: the median shorter side of the images (up to 500 sampled files),
-  rounded to a multiple of 8 and clamped to 32..64 px on a CPU, 32..96 px on a GPU;
-* network: ``small_cnn`` (width 16, heads 512 -> 128) on a CPU; on a GPU the CIFAR
-  ResNet-18 up to 64 px and the CIFAR ResNet-34 above (heads 4096 -> 256, as the paper);
-* batch: the largest power of two <= N / 4, at least 16 and at most 128 (CPU) or
-  256 (GPU), never more than N;
-* epochs: a budget of image passes divided by N, the budget being 120,000 (CPU) or
-  10 million (GPU) passes of 32-px images and shrinking with the pixel count;
-  clamped to 4..200 (CPU) or 20..1000 (GPU). 10,000 CIFAR-size images on a 2-core CPU:
-  12 epochs, about 5 minutes in all;
-* schedule: CoNR stage 2 starts after 80 % of the epochs and its boundary filter is
-  relaxed from fr0 to 1 over the next 5 % (at least 2 epochs; the paper's 800 / 850 of 1000); warm-up 5 % of the epochs; LR 0.05 x batch
-  / 256; target EMA 0.99 for short runs (< 10,000 iterations) else 0.996; k-means
-  every ~10 % of the epochs in stage 1 (every epoch in stage 2).
+Without settings of its own it derives them from the images (:mod:`conr.autoconfig`:
+size, channels, augmentation, batch, neighbourhood) and sizes the run to a time
+budget (:mod:`conr.budget`: ``minutes``, default from the number of images). Each
+automatic choice is overridable by a constructor argument, a ``config`` YAML file or
+``overrides`` (``section.key=value``), in that order of precedence (overrides win);
+``epochs`` (or ``train.epochs=N``) replaces the time budget.
 """
 from __future__ import annotations
 
-import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,88 +21,17 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from torch import Tensor
 
+from .autoconfig import ImageSurvey, auto_settings, default_minutes, pick_image_size, survey_files, survey_images
 from .config import (Config, _deep_merge, _read_yaml, apply_overrides, config_from_dict,
                      resolve_config_path)
 from .data.base import ImageData, resize_uint8
 from .data.folder import pil_to_array
 
-__all__ = ["CoNR", "as_image_data", "default_settings", "pick_image_size", "probe_image_sizes",
-           "NotFittedError"]
-
-CPU_PASS_BUDGET = 120_000       # training image passes at 32 px for a default CPU run
-GPU_PASS_BUDGET = 10_000_000    # ... and for a GPU run
+__all__ = ["CoNR", "as_image_data", "survey_input", "NotFittedError"]
 
 
 class NotFittedError(ValueError, AttributeError):
     """predict / transform before fit."""
-
-
-# ----------------------------------------------------------------------------- defaults
-
-def probe_image_sizes(paths, max_files: int = 500) -> list[tuple[int, int]]:
-    """(width, height) of up to ``max_files`` evenly spread files (headers only)."""
-    from PIL import Image
-
-    paths = list(paths)
-    if len(paths) > max_files:
-        step = len(paths) / max_files
-        paths = [paths[int(i * step)] for i in range(max_files)]
-    sizes = []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                sizes.append(im.size)
-        except Exception:  # unreadable: reported when the images are decoded
-            continue
-    return sizes
-
-
-def pick_image_size(shorter_sides, device_type: str = "cpu") -> int:
-    """Median shorter side, rounded to a multiple of 8, clamped to 32..64 (CPU) / 32..96 (GPU)."""
-    sides = [int(s) for s in shorter_sides]
-    if not sides:
-        return 32
-    hi = 96 if device_type == "cuda" else 64
-    median = float(np.median(sides))
-    return int(min(hi, max(32, 8 * round(median / 8))))
-
-
-def _pow2_floor(x: float) -> int:
-    return 1 << max(0, int(math.floor(math.log2(max(1.0, x)))))
-
-
-def default_settings(n_images: int, image_size: int, n_clusters: int, device_type: str = "cpu",
-                     epochs: int | None = None, batch_size: int | None = None) -> dict:
-    """The automatic config (nested plain data, see the module docstring for the rule).
-    ``epochs`` / ``batch_size``: values the user fixed; the schedule follows them."""
-    gpu = device_type == "cuda"
-    base_batch = 256 if gpu else 128
-    batch = batch_size or min(n_images, max(16, min(base_batch, _pow2_floor(n_images / 4))))
-    cost = (image_size / 32.0) ** 2
-    budget = (GPU_PASS_BUDGET if gpu else CPU_PASS_BUDGET) / cost
-    lo, hi = (20, 1000) if gpu else (4, 200)
-    epochs = epochs or int(min(hi, max(lo, round(budget / max(1, n_images)))))
-    start = min(epochs - 1, max(1, round(0.8 * epochs))) if epochs > 1 else 0
-    iters = epochs * max(1, n_images // batch)
-    k = max(1, min(10, batch - 1))
-    k1 = max(1, min(10, batch))
-    if gpu:
-        model = {"backbone": "resnet18_cifar" if image_size <= 64 else "resnet34_cifar",
-                 "hidden_dim": 4096, "proj_dim": 256}
-    else:
-        model = {"backbone": "small_cnn", "width": 16, "hidden_dim": 512, "proj_dim": 128}
-    return {
-        "method": "conr",
-        "data": {"image_size": int(image_size)},
-        "model": model,
-        "train": {"epochs": epochs, "batch_size": int(batch), "lr": 0.05,
-                  "warmup_epochs": int(round(0.05 * epochs)),
-                  "ema_base": 0.99 if iters < 10_000 else 0.996, "ema_schedule": "cosine"},
-        "stage2": {"start_epoch": int(start), "t_end": int(min(epochs, start + max(2, round(0.05 * epochs)))),
-                   "k": k, "k1": k1, "k2": min(2, k1), "loss_scale": 1.0},
-        "cluster": {"n_clusters": int(n_clusters), "eval_every": max(1, epochs // 10)},
-        "run": {"tensorboard": False, "log_every": 20},
-    }
 
 
 def _device_type(device: str) -> str:
@@ -126,22 +42,40 @@ def _device_type(device: str) -> str:
 
 # ----------------------------------------------------------------------------- input conversion
 
+def survey_input(X) -> ImageSurvey | None:
+    """What the settings rule needs to know about an input (None: not an input it can look at)."""
+    if isinstance(X, (str, Path)):
+        from .data.folder import scan_images
+
+        return survey_files(scan_images(Path(X)))
+    if isinstance(X, ImageData):
+        return survey_images(X.images)
+    if isinstance(X, (list, tuple)) and X and all(hasattr(im, "mode") and hasattr(im, "size") for im in X):
+        from .autoconfig import _is_grey
+
+        return ImageSurvey(n_images=len(X), shorter_sides=[min(im.size) for im in X],
+                           grey=all(_is_grey(im) for im in X[:64]))
+    return None
+
+
 def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
-                  device_type: str = "cpu") -> ImageData:
+                  device_type: str = "cpu", channels: int | None = None) -> ImageData:
     """Any accepted input as ImageData at ``image_size`` (None: the automatic size).
 
     Accepted: a folder path (nested or flat, any image files), an ImageData, a
     uint8 / float numpy array or torch tensor N,H,W / N,H,W,C / N,C,H,W (C in 1, 3;
     floats in [0, 1] or [0, 255]), or a list of PIL images (or of H,W[,C] arrays).
+    ``channels``: 1 or 3 for a folder (None: 1 when all its images are grey).
     """
     if isinstance(X, (str, Path)):
-        from .data.folder import load_image_folder, scan_images
+        from .data.folder import load_image_folder
 
         root = Path(X)
-        if image_size is None:
-            sizes = probe_image_sizes(scan_images(root))
-            image_size = pick_image_size([min(s) for s in sizes], device_type)
-        return load_image_folder(root, image_size, "auto", on_bad_image)
+        if image_size is None or channels is None:
+            survey = survey_input(root)
+            image_size = image_size or pick_image_size(survey.native_size, device_type)
+            channels = channels or (1 if survey.grey else 3)
+        return load_image_folder(root, image_size, "auto", on_bad_image, channels=channels)
     if isinstance(X, ImageData):
         data = X
     elif isinstance(X, (np.ndarray, Tensor)):
@@ -172,7 +106,7 @@ def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
             else:
                 raise ValueError(f"X[{i}] is a {type(item).__name__}; a list must hold PIL images or arrays")
         if image_size is None:
-            image_size = pick_image_size([min(im.size) for im in items], device_type)
+            image_size = pick_image_size(int(np.median([min(im.size) for im in items])), device_type)
         arr = np.stack([pil_to_array(im, image_size) for im in items])
         return ImageData(images=torch.from_numpy(arr), labels=torch.full((len(items),), -1, dtype=torch.long),
                          name="images", normalization="imagenet")
@@ -181,7 +115,7 @@ def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
                          f"array or tensor of images (N,H,W[,C] or N,C,H,W), or a list of PIL images")
     if len(data) == 0:
         raise ValueError("no images: the input holds none")
-    size = image_size or pick_image_size([min(data.images.shape[-2:])], device_type)
+    size = image_size or pick_image_size(min(data.images.shape[-2:]), device_type)
     if data.images.shape[-2:] != (size, size):
         data = ImageData(images=resize_uint8(_square(data.images), size), labels=data.labels,
                          classes=list(data.classes), paths=data.paths, name=data.name,
@@ -208,7 +142,11 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         n_clusters: K, at least 2 and at most the number of images.
         method: training method (``conr`` by default; see ``conr methods``).
         image_size, backbone, epochs, batch_size, lr: None = the automatic rule
-            (module docstring); a value overrides it.
+            (:mod:`conr.autoconfig`); a value overrides it. ``epochs`` (or the
+            override ``train.epochs=N``) replaces the time budget.
+        minutes: time budget for training and clustering (None: from the number of
+            images, :func:`conr.autoconfig.default_minutes`); the first steps are timed
+            and the epochs sized to fit (:mod:`conr.budget`).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
         seed: seeds weights, data order, augmentation and k-means.
         deterministic: deterministic algorithms (bit-exact resume on a CPU).
@@ -228,7 +166,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def __init__(self, n_clusters: int = 10, *, method: str = "conr", image_size: int | None = None,
                  backbone: str | None = None, epochs: int | None = None, batch_size: int | None = None,
-                 lr: float | None = None, device: str = "auto", seed: int = 0, deterministic: bool = False,
+                 lr: float | None = None, minutes: float | None = None, device: str = "auto", seed: int = 0,
+                 deterministic: bool = False,
                  config: str | None = None, overrides: list[str] | None = None, run_dir: str | None = None,
                  resume: bool = False, on_bad_image: str = "skip", verbose: bool = False):
         self.n_clusters = n_clusters
@@ -238,6 +177,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.minutes = minutes
         self.device = device
         self.seed = seed
         self.deterministic = deterministic
@@ -261,6 +201,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"{name}={v!r} must be a positive integer or None (automatic)")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr={self.lr!r} must be > 0 or None (automatic)")
+        if self.minutes is not None and not (isinstance(self.minutes, (int, float)) and self.minutes > 0):
+            raise ValueError(f"minutes={self.minutes!r} must be a positive number of minutes or None (automatic)")
 
     def _user_raw(self) -> dict:
         """The settings the user chose: config file, constructor arguments, overrides."""
@@ -282,25 +224,50 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         if self.verbose:
             print(*args)
 
-    def load(self, X) -> ImageData:
-        """The input as ImageData at the size this estimator will train on (or was trained on)."""
+    def load(self, X, survey: ImageSurvey | None = None) -> ImageData:
+        """The input as ImageData at the size and channels this estimator will train on
+        (or was trained on)."""
         if hasattr(self, "trainer_"):
-            size = self.trainer_.cfg.data.image_size
+            data_cfg = self.trainer_.cfg.data
+            size, channels = data_cfg.image_size, data_cfg.channels
         else:
-            size = self._user_raw().get("data", {}).get("image_size")
-        return as_image_data(X, size, self.on_bad_image, _device_type(self.device))
+            user = self._user_raw().get("data", {})
+            size, channels = user.get("image_size"), user.get("channels")
+            if channels is None and survey is not None:
+                channels = 1 if survey.grey else 3
+        data = as_image_data(X, size, self.on_bad_image, _device_type(self.device), channels=channels)
+        if channels == 1 and data.channels == 3:  # grey images handed over as RGB
+            data = ImageData(images=data.images[:, :1].contiguous(), labels=data.labels, classes=list(data.classes),
+                             paths=data.paths, name=data.name, normalization=data.normalization,
+                             skipped=list(data.skipped))
+        return data
 
-    def build_config(self, data: ImageData, root: str | Path | None = None) -> Config:
+    def build_config(self, data: ImageData, root: str | Path | None = None, survey: ImageSurvey | None = None,
+                     epochs: int | None = None) -> Config:
         """Automatic settings for ``data``, then the config file, arguments and overrides.
         ``root``: the folder the images came from, recorded so that ``conr plot`` can
-        reload them from the run folder."""
+        reload them from the run folder. ``epochs``: the length the time budget chose.
+        The reasons for the automatic choices land in ``self.settings_reasons_``."""
         user = self._user_raw()
         t = user.get("train", {})
-        auto = default_settings(len(data), data.image_size, int(self.n_clusters), _device_type(self.device),
-                                epochs=t.get("epochs"), batch_size=t.get("batch_size"))
+        survey = survey or survey_images(data.images)
+        survey = ImageSurvey(n_images=len(data), shorter_sides=survey.shorter_sides, grey=data.channels == 1)
+        device_type = _device_type(self.device)
+        auto_size = data.image_size == pick_image_size(survey.native_size, device_type)
+        auto, why = auto_settings(survey, int(self.n_clusters), device_type,
+                                  epochs=t.get("epochs") or epochs, batch_size=t.get("batch_size"),
+                                  image_size=None if auto_size else data.image_size)
+        if t.get("epochs"):
+            why["train.epochs"] = "chosen by the user"
+        elif epochs is not None:
+            why["train.epochs"] = "sized to the time budget"
+        if not auto_size:
+            why["data.image_size"] = "chosen by the user"
         raw = _deep_merge(auto, user)
+        self.settings_reasons_ = {k: v for k, v in why.items() if _dotted(user, k) is None or k == "train.epochs"}
         d = raw.setdefault("data", {})
         d["image_size"] = data.image_size
+        d["channels"] = data.channels
         d["on_bad_image"] = self.on_bad_image
         if root is not None:
             d.update(name="imagefolder", root=str(Path(root).resolve()), split="all", subset=None)
@@ -308,26 +275,72 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             d.update(name="numpy", root=None, split="all", subset=None)
         return config_from_dict(raw)
 
+    def _budget_epochs(self, data: ImageData, cfg: Config, started: float) -> tuple[int, dict]:
+        """Time the first steps of a throw-away trainer and size the epochs to the budget."""
+        from .budget import epochs_for_budget, measure_costs, seconds_for
+        from .train import Trainer
+
+        minutes = float(self.minutes or default_minutes(len(data), _device_type(self.device)))
+        probe = Trainer(cfg, data=data, write=False, log=lambda *a: None)
+        costs = measure_costs(probe)
+        del probe
+        left = minutes * 60 - (time.perf_counter() - started)
+        epochs = epochs_for_budget(left, costs)
+        estimate = time.perf_counter() - started + seconds_for(epochs, costs)
+        info = {"minutes": minutes, "epochs": epochs, "estimate_seconds": round(estimate, 1),
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
+        self._log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms "
+                  f"({costs.iters_per_epoch} per epoch), clustering {costs.cluster_seconds:.1f} s "
+                  f"-> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
+        return epochs, info
+
     # ------------------------------------------------------------ API
     def fit(self, X, y=None) -> "CoNR":
         """Train on ``X`` (any accepted input) and cluster it. ``y`` is ignored
         (ground truth, when wanted for scores, comes with an ImageData or class folders)."""
+        started = time.perf_counter()  # the budget counts start-up and loading too
         from .train import Trainer
 
         self._check_params()
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
-        data = self.load(X)
+        survey = survey_input(X)
+        data = self.load(X, survey)
         if len(data) == 0:
             raise ValueError("no images to cluster: the input is empty")
         if self.n_clusters > len(data):
             raise ValueError(f"n_clusters={self.n_clusters} exceeds the number of images ({len(data)}); lower K")
-        cfg = self.build_config(data, root=X if isinstance(X, (str, Path)) else None)
+        root = X if isinstance(X, (str, Path)) else None
+        cfg = self.build_config(data, root=root, survey=survey)
         if cfg.data.normalization is not None:
             data.normalization = cfg.data.normalization
+        budget = None
+        fixed = self._user_raw().get("train", {}).get("epochs")
+        saved = Path(self.run_dir) / "config.yaml" if self.run_dir is not None else None
+        if self.resume and saved is not None and saved.exists():  # a resumed run keeps its length
+            import yaml
+
+            epochs = (yaml.safe_load(saved.read_text()) or {}).get("train", {}).get("epochs")
+            cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
+        elif not fixed:
+            epochs, budget = self._budget_epochs(data, cfg, started)
+            cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
         write = self.run_dir is not None
-        trainer = Trainer(cfg, data=data, run_dir=self.run_dir, resume=self.resume, write=write, log=self._log)
+        notes = [f"{k}: {v}" for k, v in self.settings_reasons_.items()]
+        trainer = Trainer(cfg, data=data, run_dir=self.run_dir, resume=self.resume, write=write, log=self._log,
+                          notes=notes)
         result = trainer.fit()
+        if budget is not None:
+            budget["actual_seconds"] = round(time.perf_counter() - started, 1)
+            self._log(f"time budget {budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} min, "
+                      f"took {budget['actual_seconds'] / 60:.1f} min")
+            if write:
+                import json
+
+                from .io import atomic_write_text
+
+                atomic_write_text(Path(self.run_dir) / "budget.json", json.dumps(budget, indent=1) + "\n")
+        self.budget_ = budget
         self._set_fitted(trainer, result.features, result.labels, result.centers, result.metrics, result.history)
         return self
 
@@ -441,6 +454,15 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
         return self.fit(X).labels_
+
+
+def _dotted(raw: dict, key: str):
+    """raw["a"]["b"] for key "a.b", None when absent."""
+    for part in key.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return None
+        raw = raw[part]
+    return raw
 
 
 def _cfg_dict(cfg: Config) -> dict:

@@ -102,8 +102,9 @@ class Trainer:
 
     def __init__(self, cfg: Config, data: ImageData | None = None, run_dir: str | Path | None = None,
                  resume: bool = False, init_from: str | Path | None = None, write: bool = True,
-                 log=print):
+                 log=print, notes: list[str] | None = None):
         self.cfg = cfg
+        self.notes = list(notes or [])  # comment lines at the top of config.yaml (why each automatic setting)
         self.log = log
         t = cfg.train
         if t.threads:
@@ -252,7 +253,11 @@ class Trainer:
             atomic_write_text(self.run_dir / "metrics.jsonl", lines)
         import yaml
 
-        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+        header = "".join(f"# {line}\n" for line in
+                         (["automatic settings (conr/autoconfig.py), why each was chosen:"] + self.notes
+                          if self.notes else []))
+        atomic_write_text(self.run_dir / "config.yaml",
+                          header + yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
 
     def _tensorboard(self):
         if self._tb is None and self.write and self.cfg.run.tensorboard:

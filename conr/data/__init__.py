@@ -26,9 +26,10 @@ def build_data(data_cfg, seed: int = 0) -> ImageData:
 
     data = stream_data(data_cfg)
     if data is None:
+        extra = {} if data_cfg.channels == 3 else {"channels": data_cfg.channels}  # grey folders
         data = load_dataset(data_cfg.name, root=data_cfg.root, split=data_cfg.split,
                             image_size=data_cfg.image_size, download=data_cfg.download,
-                            on_bad_image=data_cfg.on_bad_image)
+                            on_bad_image=data_cfg.on_bad_image, **extra)
     if data_cfg.normalization is not None:
         if data_cfg.normalization not in NORMALIZATION and data_cfg.normalization != "auto":
             raise ValueError(f"data.normalization={data_cfg.normalization!r}: choose auto or one of "

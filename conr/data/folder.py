@@ -1,7 +1,7 @@
 """Folders of image files: an ImageFolder tree (one sub-folder per class) or any
 nested/flat folder of a user's photos, decoded once into memory.
 
-Images of any size and mode are converted to RGB, resized so the shorter side is
+Images of any size and mode are converted to RGB (or to grey with channels=1), resized so the shorter side is
 ``image_size`` and centre-cropped square. Unreadable files are reported and
 skipped, or fatal with ``on_bad_image="fail"``. Decoded folders are cached
 (keyed by the files' paths, sizes and modification times) so a second run starts
@@ -52,11 +52,14 @@ def scan_images(root: str | Path) -> list[Path]:
     return found
 
 
-def pil_to_array(im, size: int) -> np.ndarray:
-    """A PIL image -> uint8 [3, size, size]: RGB, shorter side resized to ``size``, centre crop."""
+def pil_to_array(im, size: int, channels: int = 3) -> np.ndarray:
+    """A PIL image -> uint8 [channels, size, size]: RGB (3) or grey (1), shorter side
+    resized to ``size``, centre crop."""
     from PIL import Image
 
-    im = im.convert("RGB")
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels!r}: images are read as 1 (grey) or 3 (RGB) channels")
+    im = im.convert("RGB" if channels == 3 else "L")
     w, h = im.size
     if (w, h) != (size, size):
         scale = size / min(w, h)
@@ -64,24 +67,25 @@ def pil_to_array(im, size: int) -> np.ndarray:
         im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
         left, top = (nw - size) // 2, (nh - size) // 2
         im = im.crop((left, top, left + size, top + size))
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+    a = np.asarray(im, dtype=np.uint8)
+    return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)).copy()
 
 
-def decode_image(path: str | Path, size: int) -> np.ndarray:
-    """One file -> uint8 [3, size, size] (see :func:`pil_to_array`)."""
+def decode_image(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
+    """One file -> uint8 [channels, size, size] (see :func:`pil_to_array`)."""
     from PIL import Image
 
     with Image.open(path) as im:
         im.load()
-        return pil_to_array(im, size)
+        return pil_to_array(im, size, channels)
 
 
 def _decode_chunk(args):
-    paths, size = args
+    paths, size, channels = args
     out, bad = [], []
     for p in paths:
         try:
-            out.append(decode_image(p, size))
+            out.append(decode_image(p, size, channels))
         except Exception as exc:  # PIL raises many types for broken files
             out.append(None)
             bad.append((str(p), f"{type(exc).__name__}: {exc}"))
@@ -95,19 +99,19 @@ def _cache_dir() -> Path | None:
     return Path(where) if where else Path.home() / ".cache" / "conr"
 
 
-def _cache_key(files: list[Path], size: int) -> str:
-    h = hashlib.sha256(f"v1|{size}".encode())
+def _cache_key(files: list[Path], size: int, channels: int = 3) -> str:
+    h = hashlib.sha256((f"v1|{size}" if channels == 3 else f"v1|{size}|c{channels}").encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:32]
 
 
-def decode_files(files: list[Path], size: int, workers: int | None = None):
+def decode_files(files: list[Path], size: int, workers: int | None = None, channels: int = 3):
     """Decode in parallel; returns (uint8 array of the readable ones, kept mask, bad list)."""
     workers = workers or min(8, os.cpu_count() or 1)
     chunk = max(64, len(files) // (workers * 8) + 1)
-    jobs = [(files[i:i + chunk], size) for i in range(0, len(files), chunk)]
+    jobs = [(files[i:i + chunk], size, channels) for i in range(0, len(files), chunk)]
     results = []
     if workers > 1 and len(files) > 256:
         with ProcessPoolExecutor(workers) as pool:
@@ -120,7 +124,7 @@ def decode_files(files: list[Path], size: int, workers: int | None = None):
         bad.extend(b)
     kept = np.array([a is not None for a in arrays], dtype=bool)
     good = [a for a in arrays if a is not None]
-    stacked = np.stack(good) if good else np.zeros((0, 3, size, size), np.uint8)
+    stacked = np.stack(good) if good else np.zeros((0, channels, size, size), np.uint8)
     return stacked, kept, bad
 
 
@@ -154,9 +158,9 @@ def index_image_folder(root: str | Path, labels: str = "auto") -> tuple[list[Pat
     return files, [index[t] for t in top], classes
 
 
-def decode_file_list(files: list[Path], size: int, on_bad_image: str, where: str | Path):
-    """Decode the given image files (RGB, shorter side -> size, centre crop) with
-    the folder loader's parallel decoder and on-disk cache.
+def decode_file_list(files: list[Path], size: int, on_bad_image: str, where: str | Path, channels: int = 3):
+    """Decode the given image files (RGB or grey, shorter side -> size, centre crop)
+    with the folder loader's parallel decoder and on-disk cache.
 
     Returns (uint8 array of the readable ones, kept mask, bad list). Unreadable
     files are skipped, or raise BadImageError with on_bad_image="fail"."""
@@ -164,7 +168,7 @@ def decode_file_list(files: list[Path], size: int, on_bad_image: str, where: str
     if not files:
         raise ValueError(f"no image files to decode under {where}")
     cache = _cache_dir()
-    cache_file = cache / f"images-{_cache_key(files, size)}.npz" if cache else None
+    cache_file = cache / f"images-{_cache_key(files, size, channels)}.npz" if cache else None
     stacked = kept = bad = None
     if cache_file is not None and cache_file.exists():
         try:
@@ -174,7 +178,7 @@ def decode_file_list(files: list[Path], size: int, on_bad_image: str, where: str
         except Exception:
             stacked = None
     if stacked is None:
-        stacked, kept, bad = decode_files(files, size)
+        stacked, kept, bad = decode_files(files, size, channels=channels)
         if cache_file is not None:
             try:
                 buf = io.BytesIO()
@@ -193,7 +197,7 @@ def decode_file_list(files: list[Path], size: int, on_bad_image: str, where: str
 
 def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "auto",
                       on_bad_image: str = "skip", name: str | None = None,
-                      normalization: str = "imagenet") -> ImageData:
+                      normalization: str = "imagenet", channels: int = 3) -> ImageData:
     """Decode every image under ``root``.
 
     labels: "folders" = the first path component under root is the class (the
@@ -204,7 +208,7 @@ def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "aut
     root = Path(root)
     files, top, classes, use_folders = _index_folder(root, labels)
 
-    stacked, kept, bad = decode_file_list(files, image_size, on_bad_image, root)
+    stacked, kept, bad = decode_file_list(files, image_size, on_bad_image, root, channels)
     kept_files = [f for f, k in zip(files, kept) if k]
     if use_folders:
         index = {c: i for i, c in enumerate(classes)}
@@ -218,7 +222,7 @@ def load_image_folder(root: str | Path, image_size: int = 32, labels: str = "aut
 
 @register_dataset("imagefolder")
 def _imagefolder(root: str | None = None, split: str = "all", image_size: int = 32,
-                 on_bad_image: str = "skip", normalization: str | None = None, **_):
+                 on_bad_image: str = "skip", normalization: str | None = None, channels: int = 3, **_):
     """Any folder; with split train/test/train+test it reads those sub-folders
     (the layout of the CIFAR-10 JPEG copy: root/train/<class>/..., root/test/<class>/...)."""
     if root is None:
@@ -227,7 +231,8 @@ def _imagefolder(root: str | None = None, split: str = "all", image_size: int = 
     norm = normalization or "imagenet"
     parts = split.split("+") if split not in ("all", "") else []
     if parts and all((root_p / p).is_dir() for p in parts):
-        loaded = [load_image_folder(root_p / p, image_size, "auto", on_bad_image, root_p.name, norm) for p in parts]
+        loaded = [load_image_folder(root_p / p, image_size, "auto", on_bad_image, root_p.name, norm, channels)
+                  for p in parts]
         classes = loaded[0].classes
         for p, d in zip(parts, loaded):
             if d.classes != classes:
@@ -237,4 +242,4 @@ def _imagefolder(root: str | None = None, split: str = "all", image_size: int = 
         missing = [p for p in parts if not (root_p / p).is_dir()]
         raise FileNotFoundError(f"split {split!r} needs the sub-folder(s) {missing} under {root_p}; "
                                 f"use data.split=all to read the whole folder")
-    return load_image_folder(root_p, image_size, "auto", on_bad_image, root_p.name, norm)
+    return load_image_folder(root_p, image_size, "auto", on_bad_image, root_p.name, norm, channels)

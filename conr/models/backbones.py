@@ -9,7 +9,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.models import resnet18, resnet34, resnet50
 
 __all__ = ["BACKBONES", "build_backbone", "register_backbone"]
 
@@ -21,6 +20,14 @@ def register_backbone(name: str):
         BACKBONES[name] = fn
         return fn
     return wrap
+
+
+def _torchvision_resnet(name: str) -> nn.Module:
+    """A fresh torchvision ResNet; imported here, not at module load: torchvision pulls in
+    torch._dynamo (seconds of start-up) and a small_cnn run never needs it."""
+    from torchvision import models
+
+    return getattr(models, name)()
 
 
 def _headless(net: nn.Module, in_channels: int, small_stem: bool) -> nn.Module:
@@ -37,28 +44,28 @@ def _headless(net: nn.Module, in_channels: int, small_stem: bool) -> nn.Module:
 @register_backbone("resnet18_cifar")
 def resnet18_cifar(in_channels: int = 3):
     """torchvision ResNet-18 with the CIFAR stem (3x3 conv, stride 1, no max-pool): 512-d."""
-    return _headless(resnet18(), in_channels, small_stem=True), 512
+    return _headless(_torchvision_resnet("resnet18"), in_channels, small_stem=True), 512
 
 
 @register_backbone("resnet34_cifar")
 def resnet34_cifar(in_channels: int = 3):
     """ResNet-34 with the small-image stem, as the paper uses for 96-px datasets: 512-d."""
-    return _headless(resnet34(), in_channels, small_stem=True), 512
+    return _headless(_torchvision_resnet("resnet34"), in_channels, small_stem=True), 512
 
 
 @register_backbone("resnet18")
 def resnet18_imagenet(in_channels: int = 3):
-    return _headless(resnet18(), in_channels, small_stem=False), 512
+    return _headless(_torchvision_resnet("resnet18"), in_channels, small_stem=False), 512
 
 
 @register_backbone("resnet34")
 def resnet34_imagenet(in_channels: int = 3):
-    return _headless(resnet34(), in_channels, small_stem=False), 512
+    return _headless(_torchvision_resnet("resnet34"), in_channels, small_stem=False), 512
 
 
 @register_backbone("resnet50")
 def resnet50_imagenet(in_channels: int = 3):
-    return _headless(resnet50(), in_channels, small_stem=False), 2048
+    return _headless(_torchvision_resnet("resnet50"), in_channels, small_stem=False), 2048
 
 
 class SmallCNN(nn.Module):

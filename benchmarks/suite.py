@@ -1,0 +1,203 @@
+"""The open benchmark suite: what `conr cluster` does with its defaults on real image
+folders it was never tuned on, beside raw-pixel baselines and BYOL alone.
+
+For each dataset it runs, on the same images:
+  * conr      -- the estimator `conr cluster` calls (conr.CoNR(n_clusters=K).fit(FOLDER)),
+                 default settings and default time budget;
+  * byol      -- the same with method=byol (no CoNR stage), the same budget;
+  * kmeans    -- k-means (n_init 10) on the raw pixels;
+  * spectral  -- spectral clustering on the raw pixels' 10-NN graph;
+NMI / ACC / ARI and wall time per row; 3 seeds on the small sets, 1 on CIFAR-10.
+
+    python benchmarks/suite.py                      # everything (resumes: finished rows are kept)
+    python benchmarks/suite.py --datasets orl coil20 --seeds 0
+    python benchmarks/suite.py --fresh              # forget earlier rows
+
+Rows go to benchmarks/results/suite-runs.jsonl as they finish; the summary (mean ± std
+over seeds) to benchmarks/results/suite.csv and suite.md. Datasets are read from
+../shared/data (coil20/, orl/, cifar10-jpeg/test) and scikit-learn's digits, written
+once as a PNG folder so that every set takes the folder path a user's photos take.
+Run it alone: a second busy process on a 2-core machine slows torch several-fold,
+and the budgets are wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("CONR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+# name -> (folder, K, seeds)
+DATASETS = {
+    "digits": (None, 10, 3),
+    "coil20": (SHARED / "coil20", 20, 3),
+    "orl": (SHARED / "orl", 40, 3),
+    "cifar10": (SHARED / "cifar10-jpeg" / "test", 10, 1),
+}
+ROWS = ("conr", "byol", "kmeans", "spectral")
+
+
+def digits_folder(cache: Path) -> Path:
+    """scikit-learn's 8x8 digits as one PNG per image in class folders (written once)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = cache / "sklearn-digits"
+    if (root / ".complete").exists():
+        return root
+    d = load_digits()
+    for i, (img, y) in enumerate(zip(d.images, d.target)):
+        sub = root / str(y)
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(img * 255 / 16).astype(np.uint8), "L").save(sub / f"{i:04d}.png")
+    (root / ".complete").write_text("")
+    return root
+
+
+def pixels(folder: Path):
+    """Raw pixels at native resolution (grey when the folder is grey), flattened to [0, 1]."""
+    from conr.autoconfig import survey_files
+    from conr.data.folder import load_image_folder, scan_images
+
+    survey = survey_files(scan_images(folder))
+    data = load_image_folder(folder, survey.native_size, "auto", "skip", channels=1 if survey.grey else 3)
+    return data.images.reshape(len(data), -1).float().numpy() / 255.0, data.labels.numpy()
+
+
+def scores(y, pred) -> dict:
+    import torch
+
+    from conr.metrics import evaluate
+
+    return {k: round(float(v), 4) for k, v in evaluate(torch.as_tensor(y), torch.as_tensor(pred)).items()}
+
+
+def run_baseline(kind: str, folder: Path, k: int, seed: int) -> dict:
+    from sklearn.cluster import KMeans, SpectralClustering
+
+    x, y = pixels(folder)
+    start = time.perf_counter()
+    if kind == "kmeans":
+        pred = KMeans(k, n_init=10, random_state=seed).fit_predict(x)
+    else:
+        pred = SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=10, random_state=seed,
+                                  assign_labels="kmeans").fit_predict(x)
+    return {**scores(y, pred), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None) -> dict:
+    import conr
+
+    start = time.perf_counter()
+    model = conr.CoNR(n_clusters=k, seed=seed, minutes=minutes, overrides=[f"method={method}"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.fit(folder)
+    seconds = time.perf_counter() - start
+    cfg = model.config_
+    out = {**scores(model.data_.labels.numpy(), model.labels_), "seconds": round(seconds, 1),
+           "epochs": cfg.train.epochs, "image_size": cfg.data.image_size, "channels": cfg.data.channels,
+           "batch": cfg.train.batch_size, "backbone": cfg.model.backbone}
+    if model.budget_:
+        out.update(budget_minutes=model.budget_["minutes"], estimate_seconds=model.budget_["estimate_seconds"])
+    return out
+
+
+def summarise(rows: list[dict]) -> tuple[list[dict], str]:
+    table = []
+    for name in DATASETS:
+        for kind in ROWS:
+            got = [r for r in rows if r["dataset"] == name and r["row"] == kind]
+            if not got:
+                continue
+            entry = {"dataset": name, "row": kind, "seeds": len(got)}
+            for m in ("nmi", "acc", "ari", "seconds"):
+                vals = [r[m] for r in got]
+                entry[m] = round(statistics.mean(vals), 4)
+                entry[f"{m}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
+            for m in ("epochs", "image_size", "channels", "batch", "budget_minutes"):
+                if m in got[0]:
+                    entry[m] = got[0][m]
+            table.append(entry)
+    lines = ["| dataset | row | seeds | NMI | ACC | ARI | time (s) | settings |", "|---|---|---|---|---|---|---|---|"]
+    for e in table:
+        def pm(m):
+            return f"{e[m]:.3f} ± {e[m + '_std']:.3f}" if e["seeds"] > 1 else f"{e[m]:.3f}"
+        settings = (f"{e['image_size']} px, {e['channels']} ch, batch {e['batch']}, {e['epochs']} epochs, "
+                    f"budget {e.get('budget_minutes', '-')} min" if "epochs" in e else "")
+        lines.append(f"| {e['dataset']} | {e['row']} | {e['seeds']} | {pm('nmi')} | {pm('acc')} | {pm('ari')} | "
+                     f"{e['seconds']:.0f} | {settings} |")
+    return table, "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: 3 on the small sets, 1 on CIFAR-10)")
+    p.add_argument("--minutes", type=float, help="time budget of the deep rows (default: conr's automatic budget)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache")
+    p.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs")
+    args = p.parse_args(argv)
+
+    from conr.io import atomic_write_text
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs_file = args.out / "suite-runs.jsonl"
+    rows = [] if args.fresh or not runs_file.exists() else \
+        [json.loads(line) for line in runs_file.read_text().splitlines() if line.strip()]
+    done = {(r["dataset"], r["row"], r["seed"]) for r in rows}
+    for name in args.datasets:
+        folder, k, n_seeds = DATASETS[name]
+        if folder is None:
+            folder = digits_folder(args.cache)
+        if not folder.is_dir():
+            print(f"skip {name}: {folder} is missing (see ../shared/data/README.md)")
+            continue
+        for seed in (args.seeds if args.seeds is not None else range(n_seeds)):
+            for kind in args.rows:
+                if (name, kind, seed) in done:
+                    continue
+                if kind in ("kmeans", "spectral"):
+                    res = run_baseline(kind, folder, k, seed)
+                else:
+                    res = run_deep(kind, folder, k, seed, args.minutes)
+                row = {"dataset": name, "row": kind, "seed": seed, "k": k, **res}
+                rows.append(row)
+                with runs_file.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+    table, md = summarise(rows)
+    import csv
+
+    buf = io.StringIO()
+    keys = sorted({k for e in table for k in e}, key=lambda k: (k not in ("dataset", "row", "seeds"), k))
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write_text(args.out / "suite.csv", buf.getvalue())
+    import torch
+
+    header = (f"conr open benchmark suite: `python benchmarks/suite.py` on {platform.machine()}, "
+              f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
+              f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}.\n\n")
+    atomic_write_text(args.out / "suite.md", header + md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

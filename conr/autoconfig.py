@@ -1,0 +1,195 @@
+"""Training settings that follow from a user's images and time budget.
+
+``conr cluster`` and :class:`conr.CoNR` look at the images first (:func:`survey_files`,
+:func:`survey_images`: how many, their native resolution, grey or colour) and derive
+every setting from that look (:func:`auto_settings`); each choice comes with the
+reason for it, written into the run's ``config.yaml`` (``auto_settings.yaml``) and
+shown in the report. The rules, in short:
+
+* **image size**: the median shorter side, rounded down to a multiple of 4: never
+  upsampled, except to the 16 px the network needs (two pooling stages plus a crop),
+  and capped at 32 px on a CPU (more epochs beat more pixels in a short budget) and
+  64 px on a GPU;
+* **channels**: a folder whose images are all grey is trained on one channel, with
+  brightness / contrast jitter only (no saturation, hue or grey-conversion);
+* **crops**: the smallest crop keeps a side of at least ~12 native pixels
+  (RandomResizedCrop scale ``[(12 / side)², 1]``, within 0.08..0.5): strong crops for
+  large images, mild ones for tiny images where a crop of 8 % would leave no object;
+* **batch and neighbourhood**: the batch holds ~4 images of each cluster on average
+  (at least 64, at most 256 on a CPU / 512 on a GPU, never more than the images); the
+  CoNR neighbourhood k is half the expected members of a cluster in a batch (1..10),
+  so 40 clusters of 10 images still get true neighbours;
+* **length**: epochs from the time budget (:mod:`conr.budget` measures the step) or,
+  without one, from a budget of image passes; CoNR's stage 2 takes the last 40 % of
+  the epochs (its boundary filter relaxed over the first half of it);
+* **clustering**: k-means with 10 restarts (lowest inertia) on the final features.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["ImageSurvey", "survey_files", "survey_images", "pick_image_size", "auto_settings",
+           "default_minutes", "schedule_for_epochs", "MIN_NET_SIZE"]
+
+MIN_NET_SIZE = 16           # px: two 2x pools and a crop still leave a feature map
+CPU_MAX_SIZE = 32
+GPU_MAX_SIZE = 64
+CPU_PASS_BUDGET = 120_000   # image passes at 32 px when no time budget is measured
+GPU_PASS_BUDGET = 10_000_000
+STAGE2_SHARE = 0.4          # CoNR stage 2 = the last 40 % of the epochs
+
+
+@dataclass
+class ImageSurvey:
+    """What the settings rule needs to know about a set of images."""
+    n_images: int
+    shorter_sides: list[int] = field(default_factory=list)
+    grey: bool = False
+
+    @property
+    def native_size(self) -> int:
+        return int(np.median(self.shorter_sides)) if self.shorter_sides else 32
+
+
+def _is_grey(im) -> bool:
+    """A grey-mode image, or a colour one whose three channels are equal."""
+    if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return True
+    if im.mode == "P":
+        im = im.convert("RGB")
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    a = np.asarray(im.convert("RGB").resize((16, 16)), dtype=np.int16)
+    return bool(np.abs(a[..., 0] - a[..., 1]).max() <= 2 and np.abs(a[..., 1] - a[..., 2]).max() <= 2)
+
+
+def survey_files(paths, max_files: int = 500) -> ImageSurvey:
+    """Sizes (headers) and greyness of up to ``max_files`` evenly spread files."""
+    from PIL import Image
+
+    paths = list(paths)
+    sample = paths
+    if len(paths) > max_files:
+        step = len(paths) / max_files
+        sample = [paths[int(i * step)] for i in range(max_files)]
+    sides, grey = [], []
+    for p in sample:
+        try:
+            with Image.open(p) as im:
+                sides.append(min(im.size))
+                if len(grey) < 64:  # decoding a few is enough to tell grey from colour
+                    grey.append(_is_grey(im))
+        except Exception:  # unreadable: reported when the images are decoded
+            continue
+    return ImageSurvey(n_images=len(paths), shorter_sides=sides, grey=bool(grey) and all(grey))
+
+
+def survey_images(images) -> ImageSurvey:
+    """The same for decoded uint8 images [N, C, H, W] (a tensor or array)."""
+    n, c, h, w = images.shape
+    grey = c == 1
+    if c == 3:
+        sample = np.asarray(images[: min(n, 64)]).astype(np.int16)
+        grey = bool(np.abs(sample[:, 0] - sample[:, 1]).max() <= 2 and np.abs(sample[:, 1] - sample[:, 2]).max() <= 2)
+    return ImageSurvey(n_images=int(n), shorter_sides=[int(min(h, w))], grey=grey)
+
+
+def pick_image_size(native: int, device_type: str = "cpu") -> int:
+    """Native size rounded down to a multiple of 4, at least MIN_NET_SIZE, at most the device cap."""
+    cap = GPU_MAX_SIZE if device_type == "cuda" else CPU_MAX_SIZE
+    return int(max(MIN_NET_SIZE, min(cap, 4 * (int(native) // 4))))
+
+
+def default_minutes(n_images: int, device_type: str = "cpu") -> float:
+    """The default time budget: about 1 min per 1,500 images on a CPU (2 to 8 min),
+    1 min per 10,000 on a GPU (5 to 60 min)."""
+    if device_type == "cuda":
+        return float(min(60.0, max(5.0, n_images / 10_000)))
+    return float(min(8.0, max(2.0, n_images / 1_500)))
+
+
+def _pow2_ceil(x: float) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1.0, x))))
+
+
+def schedule_for_epochs(epochs: int) -> dict:
+    """Stage-2 start, relaxation end, warm-up and evaluation cadence for ``epochs``."""
+    epochs = max(1, int(epochs))
+    start = min(epochs - 1, max(1, round((1 - STAGE2_SHARE) * epochs))) if epochs > 1 else 0
+    t_end = min(epochs, start + max(1, round(0.5 * (epochs - start))))
+    return {"train": {"epochs": epochs, "warmup_epochs": int(round(0.05 * epochs))},
+            "stage2": {"start_epoch": int(start), "t_end": int(t_end)},
+            "cluster": {"eval_every": max(1, epochs // 10)}}
+
+
+def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu", *,
+                  epochs: int | None = None, batch_size: int | None = None,
+                  image_size: int | None = None) -> tuple[dict, dict]:
+    """The automatic config (nested plain data) and the reason for each choice
+    ({dotted key: reason}). ``epochs`` / ``batch_size`` / ``image_size``: values the
+    user fixed; the rest follows them."""
+    gpu = device_type == "cuda"
+    n, k_clusters = survey.n_images, int(n_clusters)
+    why: dict[str, str] = {}
+    native = survey.native_size
+    size = int(image_size or pick_image_size(native, device_type))
+    if image_size is None:
+        cap = GPU_MAX_SIZE if gpu else CPU_MAX_SIZE
+        why["data.image_size"] = (f"median shorter side {native} px" + (
+            f", raised to the {MIN_NET_SIZE} px the network needs" if size > native else
+            f", capped at {cap} px on a {'GPU' if gpu else 'CPU'}" if size < 4 * (native // 4) else
+            ", kept (never upsampled)"))
+    channels = 1 if survey.grey else 3
+    why["data.channels"] = "all sampled images are grey: one channel" if survey.grey else "colour images: RGB"
+
+    cap_batch = 512 if gpu else 256
+    batch = batch_size or int(min(n, cap_batch, max(64, _pow2_ceil(4 * k_clusters))))
+    if batch_size is None:
+        why["train.batch_size"] = (f"~4 images per cluster on average (K={k_clusters}), within 64..{cap_batch}"
+                                   + (f", at most the {n} images" if batch == n else ""))
+    per_cluster = batch / k_clusters
+    k = int(min(10, max(1, round(per_cluster / 2))))
+    why["stage2.k"] = f"half of the ~{per_cluster:.1f} members of a cluster in a batch of {batch} (1..10)"
+
+    s_min = float(min(0.5, max(0.08, (12.0 / max(1, native)) ** 2)))
+    why["augment.scale"] = f"smallest crop keeps a side of ~12 of the {native} native px"
+    augment = {"scale": [round(s_min, 3), 1.0]}
+    if survey.grey:
+        augment.update(jitter=[0.4, 0.4, 0.0, 0.0], gray_p=0.0)
+        why["augment.jitter"] = "grey images: brightness and contrast only, no saturation / hue / grey-conversion"
+
+    if epochs is None:
+        cost = (size / 32.0) ** 2 * (1.0 if channels == 3 else 0.8)
+        budget = (GPU_PASS_BUDGET if gpu else CPU_PASS_BUDGET) / cost
+        lo, hi = (20, 1000) if gpu else (10, 300)
+        epochs = int(min(hi, max(lo, round(budget / max(1, n)))))
+        why["train.epochs"] = "a budget of image passes (no time measured yet)"
+    iters = epochs * max(1, n // batch)
+
+    if gpu:
+        model = {"backbone": "resnet18_cifar" if size <= 64 else "resnet34_cifar",
+                 "hidden_dim": 4096, "proj_dim": 256}
+        why["model.backbone"] = "a GPU: the paper's CIFAR ResNet"
+    else:
+        model = {"backbone": "small_cnn", "width": 32, "hidden_dim": 512, "proj_dim": 128}
+        why["model.backbone"] = "a CPU: a small CNN (width 32) trains many epochs in the budget"
+    sched = schedule_for_epochs(epochs)
+    raw = {
+        "method": "conr",
+        "data": {"image_size": size, "channels": channels},
+        "augment": augment,
+        "model": model,
+        "train": {"batch_size": int(batch), "lr": 0.05,
+                  "ema_base": 0.99 if iters < 10_000 else 0.996, "ema_schedule": "cosine",
+                  **sched["train"]},
+        "stage2": {"k": k, "k1": k, "k2": min(2, k), "loss_scale": 1.0, "crop_scale": [max(0.45, s_min), 1.0],
+                   **sched["stage2"]},
+        "cluster": {"n_clusters": k_clusters, "n_init": 10, **sched["cluster"]},
+        "run": {"tensorboard": False, "log_every": 20},
+    }
+    why["stage2.start_epoch"] = f"CoNR's stage 2 takes the last {STAGE2_SHARE:.0%} of the epochs"
+    why["cluster.n_init"] = "k-means restarts, lowest inertia wins"
+    return raw, why

@@ -1,0 +1,97 @@
+"""A time budget instead of an epoch guess.
+
+:func:`measure_costs` times a few real training steps (augmentation, forward,
+backward, update) and one clustering step (features of every image + k-means) on
+a freshly built trainer, then puts its weights and optimiser back, so the
+measurement leaves no trace. :func:`epochs_for_budget` turns those costs into the
+number of epochs that fits the budget, counting the clustering steps the
+schedule will run (every ~10 % of stage 1, every epoch of CoNR's stage 2).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .autoconfig import schedule_for_epochs
+
+__all__ = ["StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for", "seconds_for"]
+
+
+@dataclass
+class StepCosts:
+    step_seconds: float          # one optimiser step on one batch, both views
+    cluster_seconds: float       # features of all images + k-means
+    iters_per_epoch: int
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.step_seconds * self.iters_per_epoch
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_costs(trainer, steps: int = 4) -> StepCosts:
+    """Time ``steps`` training steps (after one untimed warm-up step) and one
+    clustering step on ``trainer``; its weights, optimiser state and clustering are
+    restored afterwards."""
+    method_state = copy.deepcopy(trainer.method.state_dict())
+    optim_state = copy.deepcopy(trainer.optimizer.state_dict())
+    rng = torch.get_rng_state()
+    b = trainer.cfg.train.batch_size
+    n = len(trainer.data)
+    gen = torch.Generator(device=trainer.device).manual_seed(12345)
+    augment = trainer._augmenter(1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(12345))
+    perm = torch.cat([perm] * (1 + (steps + 1) * b // n))
+    streamed = (trainer.images.epoch_batches(perm, b, lo=0, hi=b, iters=steps + 1, device=trainer.device)
+                if trainer.streamed else None)
+    times = []
+    try:
+        trainer.method.train()
+        for i in range(steps + 1):
+            idx = perm[i * b:(i + 1) * b].to(trainer.device)
+            start = time.perf_counter()
+            x = next(streamed) if streamed is not None else trainer.images[idx]
+            v1, v2 = augment(x, gen), augment(x, gen)
+            ctx = trainer._context(1, 0, idx, 1.0)
+            loss = trainer.train_step(v1, v2, ctx)
+            float(loss)  # wait for the device
+            if i > 0:
+                times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        trainer.cluster_step()
+        cluster_seconds = time.perf_counter() - start
+    finally:
+        trainer.method.load_state_dict(method_state)
+        trainer.optimizer.load_state_dict(optim_state)
+        trainer.pseudo_labels = trainer.centers = None
+        trainer.cluster_epoch = -1
+        trainer._last_features = None
+        torch.set_rng_state(rng)
+    times.sort()
+    step = times[len(times) // 2]  # the median: one slow step (a page fault, a busy core) does not count
+    return StepCosts(step_seconds=step, cluster_seconds=cluster_seconds, iters_per_epoch=trainer.iters_per_epoch)
+
+
+def clusterings_for(epochs: int) -> int:
+    """Clustering steps a run of ``epochs`` makes under :func:`schedule_for_epochs`:
+    every ``eval_every`` epochs in stage 1, every epoch in stage 2, and the final one."""
+    s = schedule_for_epochs(epochs)
+    start, every = s["stage2"]["start_epoch"], s["cluster"]["eval_every"]
+    return start // every + (epochs - start) + 1
+
+
+def seconds_for(epochs: int, costs: StepCosts) -> float:
+    """Training plus clustering time of a run of ``epochs``."""
+    return epochs * costs.epoch_seconds + clusterings_for(epochs) * costs.cluster_seconds
+
+
+def epochs_for_budget(seconds: float, costs: StepCosts, lo: int = 2, hi: int = 2000) -> int:
+    """The most epochs (``lo``..``hi``) whose training and clustering fit in ``seconds``
+    (the cost is not monotone: the evaluation cadence steps with the epochs)."""
+    fits = [e for e in range(lo, hi + 1) if seconds_for(e, costs) <= seconds]
+    return max(fits) if fits else lo

@@ -8,8 +8,9 @@ shown in the report. The rules, in short:
 
 * **image size**: the median shorter side, rounded down to a multiple of 4: never
   upsampled, except to the 16 px the network needs (two pooling stages plus a crop),
-  and capped at 32 px on a CPU (more epochs beat more pixels in a short budget) and
-  64 px on a GPU;
+  and capped at 32 px on a CPU and 64 px on a GPU; when the time budget buys fewer
+  than 60 epochs at that size, smaller images are trained instead (a step costs
+  about its pixels: more epochs beat more pixels in a short budget);
 * **channels**: a folder whose images are all grey is trained on one channel, with
   brightness / contrast jitter only (no saturation, hue or grey-conversion);
 * **crops**: the smallest crop keeps a side of at least ~12 native pixels
@@ -22,7 +23,9 @@ shown in the report. The rules, in short:
 * **length**: epochs from the time budget (:mod:`conr.budget` measures the step) or,
   without one, from a budget of image passes; CoNR's stage 2 takes the last 40 % of
   the epochs (its boundary filter relaxed over the first half of it);
-* **clustering**: k-means with 10 restarts (lowest inertia) on the final features.
+* **clustering**: k-means with 10 restarts (lowest inertia) for the pseudo-labels CoNR
+  trains with; the final labels by spectral clustering of the features' k-NN graph
+  (:mod:`conr.spectral`), which follows elongated clusters that k-means cuts.
 """
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["ImageSurvey", "survey_files", "survey_images", "pick_image_size", "auto_settings",
-           "default_minutes", "schedule_for_epochs", "MIN_NET_SIZE"]
+           "default_minutes", "schedule_for_epochs", "MIN_NET_SIZE", "MIN_BUDGET_EPOCHS"]
 
 MIN_NET_SIZE = 16           # px: two 2x pools and a crop still leave a feature map
+MIN_BUDGET_EPOCHS = 60      # fewer epochs than this in the budget: train smaller images instead
 CPU_MAX_SIZE = 32
 GPU_MAX_SIZE = 64
 CPU_PASS_BUDGET = 120_000   # image passes at 32 px when no time budget is measured
@@ -174,22 +178,31 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
                  "hidden_dim": 4096, "proj_dim": 256}
         why["model.backbone"] = "a GPU: the paper's CIFAR ResNet"
     else:
-        model = {"backbone": "small_cnn", "width": 32, "hidden_dim": 512, "proj_dim": 128}
-        why["model.backbone"] = "a CPU: a small CNN (width 32) trains many epochs in the budget"
+        model = {"backbone": "small_cnn", "width": 16, "hidden_dim": 512, "proj_dim": 128}
+        why["model.backbone"] = "a CPU: a small CNN (width 16) trains many epochs in the budget"
     sched = schedule_for_epochs(epochs)
+    short = epochs <= 300
+    stage2_epochs = epochs - sched["stage2"]["start_epoch"]
+    lr_factor = 1.0 if stage2_epochs < 100 else 0.1
+    why["train.lr"] = ("0.2 per 256 images: a short run needs large steps" if short else
+                       "0.05 per 256 images, the paper's")
+    why["stage2.lr_factor"] = (f"full LR in a stage 2 of {stage2_epochs} epochs (the paper's 0.1 suits hundreds)"
+                               if lr_factor == 1.0 else "the paper's 0.1 for a long stage 2")
     raw = {
         "method": "conr",
         "data": {"image_size": size, "channels": channels},
         "augment": augment,
         "model": model,
-        "train": {"batch_size": int(batch), "lr": 0.05,
+        "train": {"batch_size": int(batch), "lr": 0.2 if short else 0.05,
                   "ema_base": 0.99 if iters < 10_000 else 0.996, "ema_schedule": "cosine",
                   **sched["train"]},
         "stage2": {"k": k, "k1": k, "k2": min(2, k), "loss_scale": 1.0, "crop_scale": [max(0.45, s_min), 1.0],
+                   "lr_factor": lr_factor, "predictor_lr_factor": lr_factor,
                    **sched["stage2"]},
-        "cluster": {"n_clusters": k_clusters, "n_init": 10, **sched["cluster"]},
+        "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "spectral", **sched["cluster"]},
         "run": {"tensorboard": False, "log_every": 20},
     }
     why["stage2.start_epoch"] = f"CoNR's stage 2 takes the last {STAGE2_SHARE:.0%} of the epochs"
-    why["cluster.n_init"] = "k-means restarts, lowest inertia wins"
+    why["cluster.n_init"] = "k-means restarts for the pseudo-labels, lowest inertia wins"
+    why["cluster.final"] = "final labels from the features' k-NN graph: follows elongated clusters k-means cuts"
     return raw, why

@@ -161,6 +161,7 @@ class ClusterConfig:
     max_iter: int = 300
     tol: float = 1e-4
     n_init: int = 1
+    final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
     eval_every: int = 1              # cluster + score every N epochs in stage 1 (stage 2: every epoch)
     eval_batch_size: int = 1024
 
@@ -394,6 +395,7 @@ def validate_config(cfg: Config) -> None:
     _choice(s.keep_rule, ("code", "paper"), "stage2.keep_rule")
     _choice(s.ratio_variant, ("code", "paper"), "stage2.ratio_variant")
     _choice(c.metric, ("cosine", "euclidean"), "cluster.metric")
+    _choice(c.final, ("kmeans", "spectral"), "cluster.final")
     _choice(cfg.data.on_bad_image, ("skip", "fail"), "data.on_bad_image")
     if cfg.data.in_memory not in (True, False, "auto"):
         raise ConfigError(f"data.in_memory={cfg.data.in_memory!r} is not one of true, false, 'auto'")

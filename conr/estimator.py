@@ -21,7 +21,8 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from torch import Tensor
 
-from .autoconfig import ImageSurvey, auto_settings, default_minutes, pick_image_size, survey_files, survey_images
+from .autoconfig import (MIN_BUDGET_EPOCHS, MIN_NET_SIZE, ImageSurvey, auto_settings, default_minutes,
+                         pick_image_size, survey_files, survey_images)
 from .config import (Config, _deep_merge, _read_yaml, apply_overrides, config_from_dict,
                      resolve_config_path)
 from .data.base import ImageData, resize_uint8
@@ -261,7 +262,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             why["train.epochs"] = "chosen by the user"
         elif epochs is not None:
             why["train.epochs"] = "sized to the time budget"
-        if not auto_size:
+        if getattr(self, "_size_note", None):
+            why["data.image_size"] = self._size_note
+        elif not auto_size:
             why["data.image_size"] = "chosen by the user"
         raw = _deep_merge(auto, user)
         self.settings_reasons_ = {k: v for k, v in why.items() if _dotted(user, k) is None or k == "train.epochs"}
@@ -288,11 +291,36 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         epochs = epochs_for_budget(left, costs)
         estimate = time.perf_counter() - started + seconds_for(epochs, costs)
         info = {"minutes": minutes, "epochs": epochs, "estimate_seconds": round(estimate, 1),
+                "image_size": data.image_size,
                 **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
-        self._log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms "
-                  f"({costs.iters_per_epoch} per epoch), clustering {costs.cluster_seconds:.1f} s "
+        self._log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms at "
+                  f"{data.image_size} px ({costs.iters_per_epoch} per epoch), clustering {costs.cluster_seconds:.1f} s "
                   f"-> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
         return epochs, info
+
+    def _fit_budget(self, data: ImageData, cfg: Config, root, survey, started: float):
+        """Epochs for the budget; when the budget buys fewer than MIN_BUDGET_EPOCHS at the
+        automatic size, train smaller images instead (a step's cost ~ pixels): more
+        epochs beat more pixels. Returns (data, config, budget record)."""
+        epochs, info = self._budget_epochs(data, cfg, started)
+        user_size = self._user_raw().get("data", {}).get("image_size")
+        if epochs < MIN_BUDGET_EPOCHS and user_size is None and data.image_size > MIN_NET_SIZE:
+            # the epoch count scales ~ 1 / pixels: the largest size that still buys the minimum
+            scale = (epochs / MIN_BUDGET_EPOCHS) ** 0.5
+            size = max(MIN_NET_SIZE, 4 * int(data.image_size * scale // 4))
+            if size < data.image_size:
+                self._log(f"time budget: {epochs} epochs at {data.image_size} px are too few; "
+                          f"training at {size} px instead")
+                old = data.image_size
+                data = ImageData(images=resize_uint8(data.images, size), labels=data.labels,
+                                 classes=list(data.classes), paths=data.paths, name=data.name,
+                                 normalization=data.normalization, skipped=list(data.skipped))
+                cfg = self.build_config(data, root=root, survey=survey)
+                epochs, info = self._budget_epochs(data, cfg, started)
+                self._size_note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
+                                   f"more epochs ({epochs}; at least {MIN_BUDGET_EPOCHS} wanted)")
+        cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
+        return data, cfg, info
 
     # ------------------------------------------------------------ API
     def fit(self, X, y=None) -> "CoNR":
@@ -301,6 +329,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         started = time.perf_counter()  # the budget counts start-up and loading too
         from .train import Trainer
 
+        self._size_note = None
         self._check_params()
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
@@ -323,8 +352,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             epochs = (yaml.safe_load(saved.read_text()) or {}).get("train", {}).get("epochs")
             cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
         elif not fixed:
-            epochs, budget = self._budget_epochs(data, cfg, started)
-            cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
+            data, cfg, budget = self._fit_budget(data, cfg, root, survey, started)
         write = self.run_dir is not None
         notes = [f"{k}: {v}" for k, v in self.settings_reasons_.items()]
         trainer = Trainer(cfg, data=data, run_dir=self.run_dir, resume=self.resume, write=write, log=self._log,
@@ -368,8 +396,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         trainer.run_dir = old.run_dir
         record = trainer.cluster_step()
         metrics = dict(record)
-        self._set_fitted(trainer, trainer._last_features.cpu(), trainer.pseudo_labels.cpu(),
-                         trainer.centers.cpu(), metrics, list(old.history))
+        labels, centers = trainer.final_clustering(trainer._last_features)
+        if trainer.true_labels is not None:
+            from .metrics import evaluate
+
+            metrics.update(evaluate(trainer.data.labels, labels))
+        self._set_fitted(trainer, trainer._last_features.cpu(), labels, centers, metrics, list(old.history))
         return self
 
     @classmethod
@@ -399,9 +431,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         trainer.run_dir = src if src.is_dir() else src.parent
         est.trainer_ = trainer
         est.config_ = cfg
-        if ckpt.get("centers") is not None and k == cfg.cluster.n_clusters:
-            est.cluster_centers_ = ckpt["centers"].float().numpy()
+        centers = ckpt.get("final_centers") if ckpt.get("final_centers") is not None else ckpt.get("centers")
+        if centers is not None and k == cfg.cluster.n_clusters:
+            est.cluster_centers_ = centers.float().numpy()
         est.history_ = list(trainer.history)
+        if ckpt.get("final_features") is not None and k == cfg.cluster.n_clusters:
+            est._reference = (ckpt["final_features"].float(), ckpt["final_labels"].long())
         return est
 
     def _set_fitted(self, trainer, feats: Tensor, labels: Tensor, centers: Tensor, metrics: dict,
@@ -421,6 +456,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         self.metrics_ = {k: v for k, v in metrics.items()}
         self.history_ = list(history)
         self.n_features_out_ = int(feats.shape[1])
+        # graph clusters have no single centre: predict by the nearest clustered image
+        self._reference = (feats, labels) if trainer.cfg.cluster.final == "spectral" else None
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "trainer_"):
@@ -443,12 +480,20 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return self._features(X).numpy()
 
     def predict(self, X) -> np.ndarray:
-        """Nearest cluster centre (cosine, as k-means assigns) of each image."""
+        """The cluster of each image: with ``cluster.final: kmeans`` the nearest centre
+        (cosine, as k-means assigns); with ``spectral`` the cluster of the nearest
+        clustered image in feature space (a graph cluster has no single centre), so
+        the training images get their own labels back."""
         from .kmeans import assign
 
         feats = self._features(X)
         if not hasattr(self, "cluster_centers_"):
             raise NotFittedError("no cluster centres: call fit(X) or cluster(X) first")
+        ref = getattr(self, "_reference", None)
+        if ref is not None:
+            ref_feats, ref_labels = ref
+            nearest = torch.cat([(chunk @ ref_feats.t()).argmax(1) for chunk in feats.split(4096)])
+            return ref_labels[nearest].numpy()
         labels, _ = assign(feats, torch.from_numpy(self.cluster_centers_), self.trainer_.cfg.cluster.metric)
         return labels.numpy()
 

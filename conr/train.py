@@ -157,6 +157,7 @@ class Trainer:
         self._init_recorded = False
         self._aug_cache: dict = {}
         self._last_features: Tensor | None = None
+        self._final: tuple | None = None  # cluster.final=spectral: (labels, centres, features)
         if write:
             self.run_dir = Path(run_dir) if run_dir is not None else self._default_run_dir()
             if self.dist.enabled:  # the timestamped default name is rank 0's
@@ -282,6 +283,9 @@ class Trainer:
             "pseudo_labels": None if self.pseudo_labels is None else self.pseudo_labels.cpu(),
             "centers": None if self.centers is None else self.centers.cpu(),
             "cluster_epoch": self.cluster_epoch,
+            "final_labels": self._final[0] if self._final else None,
+            "final_centers": self._final[1] if self._final else None,
+            "final_features": self._final[2] if self._final else None,
             "history": self.history,
             "data": {"name": self.data.name, "n": len(self.data), "channels": self.data.channels,
                      "mean": list(self.mean), "std": list(self.std)},
@@ -643,11 +647,27 @@ class Trainer:
         feats = self._last_features
         if feats is None:
             feats = self.extract_features()
+        labels, centers = self.final_clustering(feats)
         metrics = dict(self.history[-1]) if self.history else {}
         if self.true_labels is not None:
-            metrics.update(evaluate(self.data.labels, self.pseudo_labels.cpu()))
-        return TrainResult(labels=self.pseudo_labels.cpu(), centers=self.centers.cpu(), features=feats.cpu(),
+            metrics.update(evaluate(self.data.labels, labels))
+        return TrainResult(labels=labels, centers=centers, features=feats.cpu(),
                            metrics=metrics, history=list(self.history), run_dir=self.run_dir)
+
+    def final_clustering(self, feats: Tensor) -> tuple[Tensor, Tensor]:
+        """The labels and centres a run reports: the last k-means pseudo-labels, or with
+        ``cluster.final: spectral`` a spectral clustering of the features' k-NN graph
+        (conr/spectral.py), then also saved in the checkpoint (``final_labels``/``final_centers``)."""
+        labels, centers = self.pseudo_labels.cpu(), self.centers.cpu()
+        if self.cfg.cluster.final == "spectral" and self.dist.is_main:
+            from .spectral import spectral_clustering
+
+            result = spectral_clustering(feats, self.cfg.cluster.n_clusters, seed=self.cfg.train.seed)
+            labels, centers = result.labels, result.centers
+            self._final = (labels, centers, feats.cpu().float())
+            if self.write and self.run_dir is not None and (self.run_dir / CHECKPOINT_NAME).exists():
+                atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT_NAME)
+        return labels, centers
 
     def boundary_ratios(self) -> Tensor:
         """Boundary ratio of every image under the current clustering (for reports)."""

@@ -1,0 +1,50 @@
+"""The final assignment by spectral clustering of the features' nearest-neighbour graph.
+
+k-means, which the training loop uses for its per-epoch pseudo-labels, assumes
+round, convex clusters; learned features of a folder are often chains instead (the
+views of an object turning on a table, a face across poses). Clustering the graph
+of each image's nearest neighbours follows such chains — the same reliance on
+neighbourhoods that CoNR trains with. Used for the final labels when
+``cluster.final: spectral`` (the automatic settings choose it).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .kmeans import KMeansResult
+
+__all__ = ["spectral_clustering", "graph_neighbors"]
+
+
+def graph_neighbors(n_samples: int, n_clusters: int, cap: int = 10) -> int:
+    """Neighbours per image in the graph: 10, but never more than the average cluster
+    size (40 clusters of 10 images need few), and at least 3."""
+    return int(max(3, min(cap, n_samples // max(1, n_clusters))))
+
+
+def spectral_clustering(features: Tensor, n_clusters: int, n_neighbors: int | None = None,
+                        seed: int = 0) -> KMeansResult:
+    """Spectral clustering (scikit-learn) of the symmetrised k-NN graph of the
+    L2-normalised ``features``; centres are the plain means of each cluster's unit
+    features (as k-means' are), so boundary ratios and ``predict`` keep their meaning.
+    ``inertia`` is the sum of cosine distances to those centres."""
+    from sklearn.cluster import SpectralClustering
+
+    x = F.normalize(features.float().cpu(), dim=1)
+    n = x.shape[0]
+    if not 2 <= n_clusters <= n:
+        raise ValueError(f"n_clusters={n_clusters} must lie in [2, {n}] (the number of samples)")
+    nn = n_neighbors or graph_neighbors(n, n_clusters)
+    with warnings.catch_warnings():  # a graph in several pieces is fine: the pieces are clusters
+        warnings.simplefilter("ignore", UserWarning)
+        labels = SpectralClustering(n_clusters, affinity="nearest_neighbors", n_neighbors=min(nn, n - 1),
+                                    assign_labels="kmeans", random_state=seed).fit_predict(x.numpy())
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    counts = torch.bincount(labels, minlength=n_clusters).clamp_min(1).unsqueeze(1).float()
+    centers = torch.zeros(n_clusters, x.shape[1]).index_add_(0, labels, x) / counts
+    inertia = float((1.0 - (x * F.normalize(centers, dim=1)[labels]).sum(1)).sum())
+    return KMeansResult(labels=labels, centers=centers, inertia=inertia, n_iter=0)

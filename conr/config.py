@@ -74,6 +74,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 50          # linear LR warm-up
+    lr_schedule: str = "official_cosine"  # after the warm-up: official_cosine = 0.5·LR·(1 + cos(π(e − W)/T)),
+                                     # T = all epochs, never 0 (the official code) | cosine_to_zero (over T − W)
     predictor_lr_mult: float = 10.0  # stage-1 predictor LR multiplier
     ema_base: float = 0.996          # target EMA momentum at the start
     ema_schedule: str = "cosine"     # cosine (to 1.0 over the run) | constant
@@ -386,6 +388,7 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.lr={t.lr} must be > 0")
     _choice(t.ema_schedule, ("cosine", "constant"), "train.ema_schedule")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")
+    _choice(t.lr_schedule, ("official_cosine", "cosine_to_zero"), "train.lr_schedule")
     _choice(t.grad_scale_mode, ("global", "per_rank"), "train.grad_scale_mode")
     if not 0.0 <= t.ema_base <= 1.0:
         raise ConfigError(f"train.ema_base={t.ema_base} must lie in [0, 1]")

@@ -31,7 +31,8 @@ from .metrics import evaluate
 from .speed import compile_networks, make_sgd, set_sgd_impl
 from .warm_start import init_provenance
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "load_checkpoint"]
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "load_checkpoint", "lr_at",
+           "LR_SCHEDULES"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -64,12 +65,32 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def lr_at(iteration: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up over ``warmup`` iterations, then cosine to 0 at ``total``."""
+LR_SCHEDULES = ("official_cosine", "cosine_to_zero")
+
+
+def lr_at(iteration: int, total: int, warmup: int, base: float, schedule: str = "official_cosine") -> float:
+    """The learning rate of the 0-based ``iteration`` of a run of ``total`` iterations,
+    ``warmup`` of them a linear warm-up, stepped every iteration (spec 2).
+
+    Warm-up: ``base·(iteration + 1)/warmup``. After it, with ``e = (iteration + 1)/iters``
+    the epochs done (fractional, the official code's n_iter counted from 1), W the warm-up
+    and T all epochs:
+
+    * ``official_cosine`` (default, the official CoNR / ProPos code):
+      ``0.5·base·(1 + cos(π·(e − W)/T))``, i.e. ``(iteration + 1 − warmup)/total``: the
+      cosine divides by all epochs, not T − W, so it never reaches 0;
+    * ``cosine_to_zero``: ``0.5·base·(1 + cos(π·(iteration − warmup)/(total − warmup)))``,
+      0 at the last iteration.
+    """
     if warmup > 0 and iteration < warmup:
         return base * (iteration + 1) / warmup
-    span = max(1, total - warmup)
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
+    if schedule == "official_cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration + 1 - warmup) / max(1, total))))
+    if schedule == "cosine_to_zero":
+        span = max(1, total - warmup)
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
+    raise ValueError(f"unknown LR schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)} "
+                     f"(config key train.lr_schedule)")
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -470,7 +491,7 @@ class Trainer:
         """One optimiser step on a pair of views; returns the detached loss (no host sync)."""
         mults = self.method.lr_multipliers(ctx.epoch)
         lr = lr_at(ctx.iteration, self.total_iters, self.cfg.train.warmup_epochs * self.iters_per_epoch,
-                   self.base_lr)
+                   self.base_lr, self.cfg.train.lr_schedule)
         fixed = self.method.fixed_lr_groups()
         for group in self.optimizer.param_groups:
             group["lr"] = (self.base_lr if group["name"] in fixed else lr) * mults[group["name"]]

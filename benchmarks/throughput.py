@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +53,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # this checkout's conr, not another installed copy
+    sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -228,6 +231,33 @@ def time_steps(steppers: dict, args, device: torch.device) -> dict[str, list[flo
     return times
 
 
+# ---------------------------------------------------------------------- FLOP/s
+def step_flops(step) -> int:
+    """FLOPs of one (untimed) step as torch's flop counter sees them: matmuls and
+    convolutions forward and backward; element-wise work (augmentation, BN, SGD) counts 0."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def matmul_flop_rate(device: torch.device, n: int = 1024, reps: int = 5) -> dict:
+    """Best-of-``reps`` FLOP/s of an n x n x n fp32 matmul: what this device's BLAS reaches
+    with the same threads, the yardstick for a step's rate."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return {"n": n, "reps": reps, "seconds": best, "flop_per_s": 2 * n ** 3 / best}
+
+
 # ---------------------------------------------------------------------- k-means
 def synthetic_features(n: int, d: int, k: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
@@ -247,25 +277,30 @@ def kmeans_bench(device: str, args) -> list[dict]:
     for dev_name in devices:
         dev = torch.device(dev_name)
         x = feats.to(dev)
+        # CPU: scikit-learn's k-means++ seeds (the default there) and this package's own draw
+        seedings = ["auto", "torch"] if dev_name == "cpu" else ["auto"]
         kmeans(x[:2048], args.kmeans_k, max_iter=5, seed=0)  # warm-up (kernels, allocator)
-        _sync(dev)
-        start = time.perf_counter()
-        result = kmeans(x, args.kmeans_k, metric="cosine", max_iter=300, tol=1e-4, n_init=1, seed=0)
-        scores = evaluate(labels, result.labels.cpu())
-        seconds = time.perf_counter() - start
-        rows.append({"impl": "conr.kmeans", "device": dev_name, "seconds": seconds, "iters": result.n_iter,
-                     **scores})
+        for seeding in seedings:
+            _sync(dev)
+            start = time.perf_counter()
+            result = kmeans(x, args.kmeans_k, metric="cosine", max_iter=300, tol=1e-4, n_init=args.kmeans_n_init,
+                            seed=0, seeding=seeding)
+            scores = evaluate(labels, result.labels.cpu())
+            seconds = time.perf_counter() - start
+            impl = "conr.kmeans" if seeding == "auto" else f"conr.kmeans[{seeding}]"
+            rows.append({"impl": impl, "device": dev_name, "seconds": seconds, "iters": result.n_iter,
+                         "n_init": args.kmeans_n_init, **scores})
     if not args.skip_sklearn:
         from sklearn.cluster import KMeans
 
         x = feats.numpy()
         start = time.perf_counter()
-        km = KMeans(n_clusters=args.kmeans_k, init="k-means++", n_init=1, max_iter=300, tol=1e-4,
+        km = KMeans(n_clusters=args.kmeans_k, init="k-means++", n_init=args.kmeans_n_init, max_iter=300, tol=1e-4,
                     random_state=0).fit(x)
         scores = evaluate(labels, km.labels_)
         seconds = time.perf_counter() - start
         rows.append({"impl": "sklearn.KMeans", "device": "cpu", "seconds": seconds, "iters": int(km.n_iter_),
-                     **scores})
+                     "n_init": args.kmeans_n_init, **scores})
     return rows
 
 
@@ -290,8 +325,12 @@ def main() -> None:
     p.add_argument("--kmeans-n", type=int, default=60000)
     p.add_argument("--kmeans-dim", type=int, default=256)
     p.add_argument("--kmeans-k", type=int, default=10)
+    p.add_argument("--kmeans-n-init", type=int, default=1, help="k-means restarts (the official runs: 10)")
+    p.add_argument("--kmeans-only", action="store_true", help="skip the training steps")
     p.add_argument("--skip-kmeans", action="store_true")
     p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--flops", action=argparse.BooleanOptionalAction, default=True,
+                   help="count each step's FLOPs (torch.utils.flop_counter) and report FLOP/s beside a dense matmul")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -305,16 +344,25 @@ def main() -> None:
     print(f"fast path: precision {args.precision}, compile {args.compile}, channels_last {args.channels_last}; "
           f"reference: fp32, PIL transforms in {args.workers} worker(s)")
 
-    n_images = args.images or 2 * max(args.batch_sizes)
-    images, labels, note = load_images(args.data, n_images)
+    batch_sizes = [] if args.kmeans_only else args.batch_sizes
+    n_images, note = 0, "training steps skipped (--kmeans-only)"
+    if batch_sizes:
+        n_images = args.images or 2 * max(batch_sizes)
+        images, labels, note = load_images(args.data, n_images)
+        images_np = images.permute(0, 2, 3, 1).contiguous().numpy()
     print(note)
-    images_np = images.permute(0, 2, 3, 1).contiguous().numpy()
+    dev = torch.device(args.device)
+    matmul = matmul_flop_rate(dev) if batch_sizes else None
+    if matmul:
+        print(f"dense fp32 matmul {matmul['n']}x{matmul['n']}: {matmul['flop_per_s'] / 1e9:.1f} GFLOP/s (best of "
+              f"{matmul['reps']})")
 
     rows = []
     how = "best step" if not cuda else "mean step"
-    print(f"\n{'B':>5} {'method':>6} {'path':>10} | {'pairs/s':>9} {'ms/step':>9}   ({how})")
-    dev = torch.device(args.device)
-    for b in args.batch_sizes:
+    if batch_sizes:
+        head = f" {'GFLOP/s':>8} {'/mm':>6}" if args.flops else ""
+        print(f"\n{'B':>5} {'method':>6} {'path':>10} | {'pairs/s':>9} {'ms/step':>9}{head}   ({how})")
+    for b in batch_sizes:
         steppers, trainers = {}, []
         for method in args.methods:
             fast = make_trainer(method, args, b, images, labels, fast=True)
@@ -323,6 +371,7 @@ def main() -> None:
             steppers[(method, "reference")] = reference_stepper(ref, args, images_np)
             trainers += [fast, ref]
         times = time_steps(steppers, args, dev)
+        flops = {key: step_flops(step) for key, step in steppers.items()} if args.flops else {}
         for (method, path), t in times.items():
             seconds = sum(t)
             # CPU: the fastest step (as timeit's best-of), the least disturbed by other processes
@@ -331,8 +380,16 @@ def main() -> None:
                    "step_seconds": t if len(t) > 1 else None,
                    "median_step_seconds": statistics.median(t) if len(t) > 1 else None,
                    "pairs_per_s": b / step, "ms_per_step": 1e3 * step}
+            extra = ""
+            if (method, path) in flops:
+                row["flops_per_step"] = flops[(method, path)]
+                row["flop_per_s"] = flops[(method, path)] / step
+                if matmul:
+                    row["flop_rate_over_matmul"] = row["flop_per_s"] / matmul["flop_per_s"]
+                    extra = f" {row['flop_per_s'] / 1e9:>8.2f} {row['flop_rate_over_matmul']:>6.2f}"
             rows.append(row)
-            print(f"{b:>5} {method:>6} {path:>10} | {row['pairs_per_s']:>9.1f} {row['ms_per_step']:>9.1f}", flush=True)
+            print(f"{b:>5} {method:>6} {path:>10} | {row['pairs_per_s']:>9.1f} {row['ms_per_step']:>9.1f}{extra}",
+                  flush=True)
         del steppers, trainers
         if cuda:
             torch.cuda.empty_cache()
@@ -342,7 +399,7 @@ def main() -> None:
 
     ratios = []
     print(f"\n{'B':>5} | {'fast/ref BYOL':>13} {'fast/ref CoNR':>13} | {'CoNR/BYOL fast':>14} {'CoNR/BYOL ref':>13}")
-    for b in args.batch_sizes:
+    for b in batch_sizes:
         r = {"batch": b}
         for m in args.methods:
             if rate(b, m, "fast") and rate(b, m, "reference"):
@@ -357,16 +414,18 @@ def main() -> None:
             return f"{r[key]:.2f}" if key in r else "-"
         print(f"{b:>5} | {fmt('fast_over_reference_byol'):>13} {fmt('fast_over_reference_conr'):>13} | "
               f"{fmt('conr_over_byol_time_fast'):>14} {fmt('conr_over_byol_time_reference'):>13}")
-    print("(fast/ref: ratio of pairs/s; CoNR/BYOL: ratio of step times)")
+    if batch_sizes:
+        print("(fast/ref: ratio of pairs/s; CoNR/BYOL: ratio of step times; GFLOP/s: torch's flop count of one "
+              "step / best step time, /mm: its share of the dense matmul's rate)")
 
     km_rows = []
     if not args.skip_kmeans:
         print(f"\nk-means + NMI/ACC/ARI on {args.kmeans_n} x {args.kmeans_dim} features, K={args.kmeans_k} "
-              f"(k-means++, n_init=1, max_iter=300, tol=1e-4)")
+              f"(k-means++, n_init={args.kmeans_n_init}, max_iter=300, tol=1e-4)")
         km_rows = kmeans_bench(args.device, args)
-        print(f"{'impl':>15} {'device':>7} | {'seconds':>8} {'iters':>6} | {'nmi':>6} {'acc':>6}")
+        print(f"{'impl':>20} {'device':>7} | {'seconds':>8} {'iters':>6} | {'nmi':>6} {'acc':>6}")
         for r in km_rows:
-            print(f"{r['impl']:>15} {r['device']:>7} | {r['seconds']:>8.3f} {r['iters']:>6} | "
+            print(f"{r['impl']:>20} {r['device']:>7} | {r['seconds']:>8.3f} {r['iters']:>6} | "
                   f"{r['nmi']:>6.3f} {r['acc']:>6.3f}")
 
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"throughput-{args.device.split(':')[0]}.json"
@@ -377,7 +436,7 @@ def main() -> None:
         "backbone": args.backbone, "data": note, "images": n_images, "warmup": args.warmup, "steps": args.steps,
         "workers": args.workers, "fast": {"precision": args.precision, "compile": args.compile,
                                           "channels_last": args.channels_last},
-        "rows": rows, "ratios": ratios, "kmeans": km_rows}, indent=2))
+        "matmul": matmul, "rows": rows, "ratios": ratios, "kmeans": km_rows}, indent=2))
     print(f"\nwrote {out}")
 
 

@@ -161,7 +161,7 @@ class ClusterConfig:
     metric: str = "cosine"
     max_iter: int = 300
     tol: float = 1e-4
-    n_init: int = 1
+    n_init: int = 10                 # k-means++ restarts, lowest inertia wins (torch_clustering's n_init)
     eval_every: int = 1              # cluster + score every N epochs in stage 1 (stage 2: every epoch)
     eval_batch_size: int = 1024
 
@@ -378,6 +378,8 @@ def validate_config(cfg: Config) -> None:
     if cfg.method not in METHODS:
         raise ConfigError(f"method={cfg.method!r} is unknown; known methods: {', '.join(sorted(METHODS))}")
     t, s, c = cfg.train, cfg.stage2, cfg.cluster
+    if c.n_init < 1:
+        raise ConfigError(f"cluster.n_init={c.n_init} must be >= 1 (k-means restarts; the official runs use 10)")
     if c.n_clusters < 2:
         raise ConfigError(f"cluster.n_clusters={c.n_clusters}: clustering needs K >= 2 clusters")
     if t.epochs < 1:

@@ -428,7 +428,7 @@ class Trainer:
                             n_init=c.n_init, seed=self.cfg.train.seed)
             record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
                       "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
-            if self.true_labels is not None:
+            if self.data.n_labelled:  # scored over the labelled images only (STL-10: its 13k of 113k)
                 record.update(evaluate(self.data.labels, result.labels.cpu()))
             payload = (result.labels, result.centers, record)
         if self.dist.enabled:
@@ -648,8 +648,9 @@ class Trainer:
                 if isinstance(v, (int, float)) and k != "epoch":
                     tb.add_scalar(f"epoch/{k}", v, record["epoch"])
         if {"nmi", "acc", "ari"} <= record.keys():
+            partial = f" scored={record['scored']}" if record.get("scored", len(self.data)) < len(self.data) else ""
             self.log(f"epoch {record['epoch']}: loss={record['loss']:.4f} nmi={record['nmi']:.4f} "
-                     f"acc={record['acc']:.4f} ari={record['ari']:.4f}")
+                     f"acc={record['acc']:.4f} ari={record['ari']:.4f}{partial}")
 
     def result(self) -> TrainResult:
         if self.cluster_epoch != self.epoch or self.pseudo_labels is None:
@@ -660,7 +661,7 @@ class Trainer:
         if feats is None:
             feats = self.extract_features()
         metrics = dict(self.history[-1]) if self.history else {}
-        if self.true_labels is not None:
+        if self.data.n_labelled:
             metrics.update(evaluate(self.data.labels, self.pseudo_labels.cpu()))
         return TrainResult(labels=self.pseudo_labels.cpu(), centers=self.centers.cpu(), features=feats.cpu(),
                            metrics=metrics, history=list(self.history), run_dir=self.run_dir)

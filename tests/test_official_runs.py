@@ -99,3 +99,69 @@ def test_trainer_steps_the_configured_schedule(schedule):
         else:
             want = 0.5 * base * (1 + math.cos(math.pi * (it - iters) / (2 * iters)))
         assert lr == pytest.approx(want * mult, rel=1e-9), it
+
+
+# ----------------------------------------------------------------------------- STL-10 split
+
+def _write_stl10(root, n_train=8, n_test=12, n_unlabelled=30, seed=0):
+    """A tiny stl10_binary/ release in the exact on-disk format (column-major uint8 images,
+    labels 1..10): images of class c are a bright square at a class-dependent place."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    d = root / "stl10_binary"
+    d.mkdir(parents=True)
+
+    def images(labels):
+        x = rng.integers(0, 40, (len(labels), 3, 96, 96), dtype=np.uint8)
+        for i, c in enumerate(labels):
+            x[i, :, 20 * (c % 4):20 * (c % 4) + 30, 30 * (c // 4):30 * (c // 4) + 30] = 250
+        return np.ascontiguousarray(x.transpose(0, 1, 3, 2)).tobytes()
+
+    y_train = rng.integers(0, 3, n_train)
+    y_test = rng.integers(0, 3, n_test)
+    (d / "train_X.bin").write_bytes(images(y_train))
+    (y_train + 1).astype(np.uint8).tofile(d / "train_y.bin")
+    (d / "test_X.bin").write_bytes(images(y_test))
+    (y_test + 1).astype(np.uint8).tofile(d / "test_y.bin")
+    (d / "unlabeled_X.bin").write_bytes(images(rng.integers(0, 3, n_unlabelled)))
+    return list(y_train) + list(y_test)
+
+
+def test_stl10_config_trains_on_unlabelled_too():
+    cfg = load_config("stl10")
+    assert cfg.data.split == "train+test+unlabeled"
+
+
+def test_stl10_with_unlabelled_images_scores_the_labelled_only(tmp_path, capsys):
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from conr.cli import main
+    from conr.train import Trainer
+
+    truth = _write_stl10(tmp_path)
+    over = [f"data.root={tmp_path}", "data.image_size=16", "model.backbone=small_cnn", "model.width=4",
+            "model.hidden_dim=32", "model.proj_dim=16", "train.batch_size=16", "train.epochs=1",
+            "train.warmup_epochs=0", "train.device=cpu", "method=byol", "cluster.n_clusters=3",
+            "cluster.n_init=2", "run.progress=false", "run.tensorboard=false", f"run.out_dir={tmp_path / 'runs'}",
+            "run.name=stl"]
+    trainer = Trainer(load_config("stl10", over), log=print)
+    assert len(trainer.data) == 50 and trainer.data.n_labelled == 20
+    result = trainer.fit()
+    assert result.labels.shape == (50,)
+    pred = result.labels.numpy()[:20]  # train, test, then unlabeled: the first 20 are the labelled ones
+    m = result.metrics
+    assert m["scored"] == 20
+    assert m["nmi"] == pytest.approx(normalized_mutual_info_score(truth, pred), abs=1e-9)
+    assert m["ari"] == pytest.approx(adjusted_rand_score(truth, pred), abs=1e-9)
+    # ACC by brute force over every one-to-one map of the 3 clusters to the 3 classes
+    from itertools import permutations
+
+    best = max(np.mean([p[c] == t for c, t in zip(pred, truth)]) for p in permutations(range(3)))
+    assert m["acc"] == pytest.approx(best, abs=1e-9)
+    assert "scored=20" in capsys.readouterr().out
+    rc = main(["eval", str(tmp_path / "runs" / "stl"), "--json"])
+    report = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and report["scored"] == 20 and report["n_images"] == 50
+    assert np.array(report["confusion"]).sum() == 20

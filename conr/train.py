@@ -429,7 +429,7 @@ class Trainer:
             record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
                       "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
             if self.data.n_labelled:  # scored over the labelled images only (STL-10: its 13k of 113k)
-                record.update(evaluate(self.data.labels, result.labels.cpu()))
+                record.update(evaluate(self.data.labels, result.labels.cpu()), scored=self.data.n_labelled)
             payload = (result.labels, result.centers, record)
         if self.dist.enabled:
             if payload is not None:
@@ -662,7 +662,7 @@ class Trainer:
             feats = self.extract_features()
         metrics = dict(self.history[-1]) if self.history else {}
         if self.data.n_labelled:
-            metrics.update(evaluate(self.data.labels, self.pseudo_labels.cpu()))
+            metrics.update(evaluate(self.data.labels, self.pseudo_labels.cpu()), scored=self.data.n_labelled)
         return TrainResult(labels=self.pseudo_labels.cpu(), centers=self.centers.cpu(), features=feats.cpu(),
                            metrics=metrics, history=list(self.history), run_dir=self.run_dir)
 

@@ -99,6 +99,10 @@ class TrainConfig:
                                      # with it, N processes x batch b train exactly as 1 process x batch N*b
     shuffle_bn: bool = True          # target/key forward on a batch shuffled across processes so its BN
                                      # statistics mix ranks (spec 1); no effect on one process or with sync_bn
+                                     # (with bn_group_size: shuffled across the groups, as across ranks)
+    bn_group_size: int | None = None  # BatchNorm statistics over consecutive groups of this many samples of
+                                     # each process's batch: 1 process x 512 with 128 normalises exactly as the
+                                     # official 4 GPUs x 128 without SyncBN did; None = the whole batch
 
 
 @dataclass
@@ -390,6 +394,13 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.lr={t.lr} must be > 0")
     _choice(t.ema_schedule, ("cosine", "constant"), "train.ema_schedule")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")
+    if t.bn_group_size is not None:
+        if t.sync_bn:
+            raise ConfigError("train.bn_group_size and train.sync_bn exclude each other (groups vs one "
+                              "batch over all processes); set one of them")
+        if t.bn_group_size < 2 or t.batch_size % t.bn_group_size:
+            raise ConfigError(f"train.bn_group_size={t.bn_group_size} must be >= 2 and divide "
+                              f"train.batch_size={t.batch_size} (e.g. 128 for 512 = 4 x 128)")
     _choice(t.lr_schedule, ("official_cosine", "cosine_to_zero"), "train.lr_schedule")
     _choice(t.grad_scale_mode, ("global", "per_rank"), "train.grad_scale_mode")
     if not 0.0 <= t.ema_base <= 1.0:

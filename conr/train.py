@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .batchnorm import convert_group_batchnorm
 from .boundary import boundary_ratio, relaxed_fraction
 from .config import Config, ConfigError, config_to_dict
 from .data import AugmentConfig, BatchAugment, ImageData, build_data, eval_transform
@@ -145,6 +146,8 @@ class Trainer:
         self.method = build_method(cfg, self.data.channels).to(self.device)
         if t.sync_bn and self.dist.enabled:
             convert_sync_batchnorm(self.method)  # same Parameter objects: before the optimiser anyway
+        if t.bn_group_size:  # per-GPU BatchNorm groups on one device (conr/batchnorm.py)
+            convert_group_batchnorm(self.method, t.bn_group_size)
         if t.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         # fused SGD on CUDA, foreach elsewhere: the same update as the per-parameter loop (conr/speed.py)
@@ -247,6 +250,10 @@ class Trainer:
         if t.batch_size % self.dist.world_size:
             raise ConfigError(f"train.batch_size={t.batch_size} is the global batch and must divide by "
                               f"the number of processes ({self.dist.world_size})")
+        local = t.batch_size // self.dist.world_size
+        if t.bn_group_size and local % t.bn_group_size:
+            raise ConfigError(f"train.bn_group_size={t.bn_group_size} must divide the per-process batch "
+                              f"({local} = train.batch_size / {self.dist.world_size} processes)")
         for path, why in self.data.skipped[:5]:
             self.log(f"warning: skipped unreadable image {path} ({why})")
         if len(self.data.skipped) > 5:
@@ -485,6 +492,10 @@ class Trainer:
             ctx.gather_with_grad = partial(all_gather_with_grad, grad_scale_mode=t.grad_scale_mode)
             if t.shuffle_bn and not t.sync_bn:  # with SyncBN the target's statistics are global already
                 ctx.shuffle_bn = ShuffleBN(seed=t.seed * 1_000_003 + iteration)
+        elif self.cfg.train.bn_group_size and self.cfg.train.shuffle_bn:
+            # one process, BN groups standing for ranks: shuffle across the groups with the permutation
+            # the ranks would share, so the target's BN batches are those of the multi-GPU run
+            ctx.shuffle_bn = ShuffleBN(seed=self.cfg.train.seed * 1_000_003 + iteration, local=True)
         return ctx
 
     def train_step(self, view1: Tensor, view2: Tensor, ctx: StepContext) -> Tensor:

@@ -165,3 +165,59 @@ def test_stl10_with_unlabelled_images_scores_the_labelled_only(tmp_path, capsys)
     report = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and report["scored"] == 20 and report["n_images"] == 50
     assert np.array(report["confusion"]).sum() == 20
+
+
+# ----------------------------------------------------------------------------- BN groups
+
+@pytest.mark.parametrize("shape", [(12, 5), (12, 3, 4, 4)])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_group_batchnorm_is_one_batchnorm_per_group(shape, momentum):
+    from conr.batchnorm import GroupBatchNorm, convert_group_batchnorm
+
+    torch.manual_seed(0)
+    c = shape[1]
+    bn_cls = torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d
+    ref = bn_cls(c, momentum=momentum)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+        ref.bias.uniform_(-0.5, 0.5)
+    model = torch.nn.Sequential(bn_cls(c, momentum=momentum))
+    model[0].load_state_dict(ref.state_dict())
+    convert_group_batchnorm(model, 4)
+    assert isinstance(model[0], GroupBatchNorm)
+    copies = [bn_cls(c, momentum=momentum) for _ in range(3)]  # three "ranks"
+    for cp in copies:
+        cp.load_state_dict(ref.state_dict())
+    for step in range(2):
+        x = (torch.randn(*shape) * 2 + 1).requires_grad_()
+        w = torch.randn(*shape)
+        y = model(x)
+        (y * w).sum().backward()
+        xs = [x.detach()[4 * r:4 * r + 4].clone().requires_grad_() for r in range(3)]
+        ys = [cp(xr) for cp, xr in zip(copies, xs)]
+        sum((yr * w[4 * r:4 * r + 4]).sum() for r, yr in enumerate(ys)).backward()
+        torch.testing.assert_close(y, torch.cat(ys), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(x.grad, torch.cat([xr.grad for xr in xs]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model[0].weight.grad, sum(cp.weight.grad for cp in copies), rtol=1e-5, atol=1e-6)
+        for name in ("running_mean", "running_var"):
+            torch.testing.assert_close(getattr(model[0], name),
+                                       sum(getattr(cp, name) for cp in copies) / 3, rtol=1e-5, atol=1e-6)
+        x.grad = None
+        model.zero_grad()
+        for cp in copies:
+            cp.zero_grad()
+            for name in ("running_mean", "running_var"):  # the epoch-end average of the ranks' buffers
+                getattr(cp, name).copy_(getattr(model[0], name))
+    model.eval()
+    x = torch.randn(*shape)
+    cp = copies[0].eval()
+    torch.testing.assert_close(model(x), cp(x))  # eval: plain BatchNorm with the averaged statistics
+
+
+def test_bn_group_size_config_errors():
+    assert load_config("cifar10").train.bn_group_size is None
+    assert load_config("cifar10", ["train.bn_group_size=128"]).train.bn_group_size == 128
+    with pytest.raises(ConfigError, match="divide"):
+        load_config("cifar10", ["train.bn_group_size=100"])
+    with pytest.raises(ConfigError, match="sync_bn"):
+        load_config("cifar10", ["train.bn_group_size=128", "train.sync_bn=true"])

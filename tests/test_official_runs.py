@@ -221,3 +221,80 @@ def test_bn_group_size_config_errors():
         load_config("cifar10", ["train.bn_group_size=100"])
     with pytest.raises(ConfigError, match="sync_bn"):
         load_config("cifar10", ["train.bn_group_size=128", "train.sync_bn=true"])
+
+
+# ----------------------------------------------------------------------------- print-config
+
+def test_print_config_shows_the_official_values_and_does_not_train(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from conr.cli import main
+    from conr.config import config_from_dict
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "cifar10", "--print-config", "cluster.eval_every=5"]) == 0
+    text = capsys.readouterr().out
+    raw = yaml.safe_load(text)
+    # spec 2-4 / the official CIFAR-10 config, typed here by hand
+    assert raw["train"]["lr_schedule"] == "official_cosine"
+    assert (raw["train"]["epochs"], raw["train"]["batch_size"], raw["train"]["lr"]) == (1000, 512, 0.05)
+    assert (raw["train"]["warmup_epochs"], raw["train"]["weight_decay"]) == (50, 5e-4)
+    assert (raw["stage2"]["start_epoch"], raw["stage2"]["t_end"], raw["stage2"]["loss_scale"]) == (800, 850, 0.25)
+    assert (raw["stage2"]["k"], raw["stage2"]["k1"], raw["stage2"]["k2"]) == (10, 10, 2)
+    assert (raw["cluster"]["n_init"], raw["cluster"]["eval_every"]) == (10, 5)
+    assert raw["augment"]["blur_p"] == 0.0 and raw["augment"]["scale"] == [0.08, 1.0]
+    assert config_from_dict(raw) == load_config("cifar10", ["cluster.eval_every=5"])  # reads back as the same run
+    assert not (tmp_path / "runs").exists()  # nothing trained, no run folder
+
+
+# ----------------------------------------------------------------------------- HaDis, n_init
+
+# spec 6, typed by hand: name -> (image size, batch, w, EMA schedule, resample, blur_p)
+HADIS = {
+    "hadis_cifar10": (32, 256, 0.1, "constant", False, 0.0),
+    "hadis_cifar20": (32, 256, 0.05, "cosine", True, 0.0),
+    "hadis_stl10": (96, 128, 0.1, "constant", False, 0.5),
+    "hadis_imagenet10": (96, 128, 0.05, "constant", False, 0.5),
+    "hadis_imagenet_dogs": (96, 128, 0.1, "constant", False, 0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HADIS))
+def test_hadis_configs_follow_spec6(name):
+    size, batch, w, ema, resample, blur = HADIS[name]
+    cfg = load_config(name)
+    assert cfg.method == "hadis" and cfg.model.backbone == "resnet18_cifar"
+    assert (cfg.data.image_size, cfg.train.batch_size, cfg.hadis.proto_weight) == (size, batch, w)
+    assert (cfg.train.ema_schedule, cfg.train.ema_base, cfg.hadis.resample) == (ema, 0.996, resample)
+    assert (cfg.train.epochs, cfg.train.warmup_epochs, cfg.train.lr, cfg.train.weight_decay) == (1000, 50, 0.05, 5e-4)
+    assert (cfg.hadis.latent_std, cfg.hadis.hsd_temperature, cfg.hadis.proto_temperature) == (0.001, 0.5, 0.5)
+    assert cfg.train.symmetric and cfg.train.shuffle_bn and cfg.cluster.n_init == 10
+    assert cfg.augment.blur_p == blur and cfg.augment.blur_sigma == [0.1, 2.0]
+
+
+def test_hadis_96px_training_views_are_blurred():
+    """The trainer's augmentation for hadis_stl10 blurs half the views: a view drawn with
+    blur differs from the same draw with blur switched off."""
+    from conr.data import ImageData
+    from conr.train import Trainer
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(images=torch.randint(0, 256, (40, 3, 24, 24), dtype=torch.uint8, generator=g),
+                     labels=torch.arange(40) % 10, name="synthetic", normalization="imagenet")
+    over = ["data.image_size=24", "model.backbone=small_cnn", "model.width=4", "model.hidden_dim=16",
+            "model.proj_dim=8", "train.batch_size=20", "train.device=cpu", "run.progress=false"]
+    trainer = Trainer(load_config("hadis_stl10", over), data=data, write=False, log=lambda *a: None)
+    aug = trainer._augmenter(1)
+    assert aug.cfg.blur_p == 0.5
+    x = data.images[:40]
+    blurred = aug(x, torch.Generator().manual_seed(3))
+    aug.cfg.blur_p = 0.0
+    plain = aug(x, torch.Generator().manual_seed(3))
+    changed = (blurred - plain).flatten(1).abs().amax(1) > 1e-4
+    assert 5 <= int(changed.sum()) <= 35  # about half of the 40 views
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar20", "stl10", "imagenet10", "imagenet_dogs", "tiny_imagenet",
+                                  "cifar10_paper", "hadis_cifar10", "moco_cifar10", "simsiam_cifar10"])
+def test_benchmark_configs_use_ten_kmeans_restarts(name):
+    assert load_config(name).cluster.n_init == 10

@@ -298,3 +298,18 @@ def test_hadis_96px_training_views_are_blurred():
                                   "cifar10_paper", "hadis_cifar10", "moco_cifar10", "simsiam_cifar10"])
 def test_benchmark_configs_use_ten_kmeans_restarts(name):
     assert load_config(name).cluster.n_init == 10
+
+
+# ----------------------------------------------------------------------------- provenance
+
+@pytest.mark.parametrize("name", ["cifar20", "stl10", "imagenet10", "imagenet_dogs", "tiny_imagenet"])
+def test_only_cifar10_claims_the_official_conr_config(name):
+    from conr.config import packaged_config_dir
+
+    for stem in (name, f"{name}_paper"):
+        text = (packaged_config_dir() / f"{stem}.yaml").read_text()
+        assert "settings of the official CoNR code" not in text
+        assert "produced the published numbers" not in text
+    text = (packaged_config_dir() / f"{name}.yaml").read_text()
+    assert "no official CoNR config" in text and "Where the values come from" in text
+    assert "[CoNR]" in (packaged_config_dir() / "cifar10.yaml").read_text()

@@ -357,7 +357,22 @@ def main() -> None:
         print(f"dense fp32 matmul {matmul['n']}x{matmul['n']}: {matmul['flop_per_s'] / 1e9:.1f} GFLOP/s (best of "
               f"{matmul['reps']})")
 
-    rows = []
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"throughput-{args.device.split(':')[0]}.json"
+    rows, ratios, km_rows = [], [], []
+
+    def save(complete: bool = False) -> None:
+        """Write what is measured so far (atomically): a run cut short still leaves its rows."""
+        from conr.io import atomic_write_text
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps({
+            "complete": complete, "device": args.device, "device_name": device_name, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "backbone": args.backbone, "data": note, "images": n_images, "warmup": args.warmup, "steps": args.steps,
+            "workers": args.workers, "fast": {"precision": args.precision, "compile": args.compile,
+                                              "channels_last": args.channels_last},
+            "matmul": matmul, "rows": rows, "ratios": ratios, "kmeans": km_rows}, indent=2))
+
     how = "best step" if not cuda else "mean step"
     if batch_sizes:
         head = f" {'GFLOP/s':>8} {'/mm':>6}" if args.flops else ""
@@ -371,7 +386,9 @@ def main() -> None:
             steppers[(method, "reference")] = reference_stepper(ref, args, images_np)
             trainers += [fast, ref]
         times = time_steps(steppers, args, dev)
-        flops = {key: step_flops(step) for key, step in steppers.items()} if args.flops else {}
+        # one more (untimed) fast step per method, counted; the reference path runs the same model step
+        counted = {m: step_flops(steppers[(m, "fast")]) for m in args.methods} if args.flops else {}
+        flops = {(m, pth): counted[m] for (m, pth) in steppers if m in counted}
         for (method, path), t in times.items():
             seconds = sum(t)
             # CPU: the fastest step (as timeit's best-of), the least disturbed by other processes
@@ -391,13 +408,13 @@ def main() -> None:
             print(f"{b:>5} {method:>6} {path:>10} | {row['pairs_per_s']:>9.1f} {row['ms_per_step']:>9.1f}{extra}",
                   flush=True)
         del steppers, trainers
+        save()
         if cuda:
             torch.cuda.empty_cache()
 
     def rate(b, m, pth):
         return next((r["pairs_per_s"] for r in rows if (r["batch"], r["method"], r["path"]) == (b, m, pth)), None)
 
-    ratios = []
     print(f"\n{'B':>5} | {'fast/ref BYOL':>13} {'fast/ref CoNR':>13} | {'CoNR/BYOL fast':>14} {'CoNR/BYOL ref':>13}")
     for b in batch_sizes:
         r = {"batch": b}
@@ -418,7 +435,6 @@ def main() -> None:
         print("(fast/ref: ratio of pairs/s; CoNR/BYOL: ratio of step times; GFLOP/s: torch's flop count of one "
               "step / best step time, /mm: its share of the dense matmul's rate)")
 
-    km_rows = []
     if not args.skip_kmeans:
         print(f"\nk-means + NMI/ACC/ARI on {args.kmeans_n} x {args.kmeans_dim} features, K={args.kmeans_k} "
               f"(k-means++, n_init={args.kmeans_n_init}, max_iter=300, tol=1e-4)")
@@ -428,15 +444,7 @@ def main() -> None:
             print(f"{r['impl']:>20} {r['device']:>7} | {r['seconds']:>8.3f} {r['iters']:>6} | "
                   f"{r['nmi']:>6.3f} {r['acc']:>6.3f}")
 
-    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"throughput-{args.device.split(':')[0]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "device": args.device, "device_name": device_name, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "backbone": args.backbone, "data": note, "images": n_images, "warmup": args.warmup, "steps": args.steps,
-        "workers": args.workers, "fast": {"precision": args.precision, "compile": args.compile,
-                                          "channels_last": args.channels_last},
-        "matmul": matmul, "rows": rows, "ratios": ratios, "kmeans": km_rows}, indent=2))
+    save(complete=True)
     print(f"\nwrote {out}")
 
 

@@ -56,7 +56,7 @@ START=$(date +%s)
 if [ $SMOKE = 1 ]; then
   DEVICE=cpu
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-  KMEANS_ARGS=(--kmeans-n 3000 --kmeans-dim 32)
+  KMEANS_ARGS=(--kmeans-n 3000 --kmeans-dim 32 --kmeans-n-init 2)
   THROUGHPUT_ARGS=(--backbone small_cnn --batch-sizes 32 --steps 1 --warmup 1 --images 64 --workers 0
                    --data "$RUN_DIR/no-data")
   NEIGHBORS_ARGS=(--sizes 64 --step-sizes 32 --backbone small_cnn --reps 2 --step-reps 1)
@@ -68,7 +68,7 @@ if [ $SMOKE = 1 ]; then
   TIMED_MARGIN=10
 else
   DEVICE=cuda
-  KMEANS_ARGS=()
+  KMEANS_ARGS=(--kmeans-n-init 10)   # the official runs' restarts
   THROUGHPUT_ARGS=(--batch-sizes 512 --steps 30 --warmup 3 --workers 8 --data "$DATA")
   NEIGHBORS_ARGS=(--sizes 256 512 1024 2048 4096 8192 --step-sizes 512)
   TIMED_CONFIG=conr/configs/cifar10_timed.yaml

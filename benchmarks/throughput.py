@@ -34,8 +34,8 @@ in the same run.
 
 Then k-means (k-means++ init, --kmeans-n-init runs, <= 300 iterations, tol 1e-4, cosine)
 plus NMI/ACC/ARI on --kmeans-n x --kmeans-dim synthetic features (10 noisy clusters on
-the sphere) on the device, and on the CPU (``conr.kmeans``: scikit-learn's k-means++ seeds,
-and ``conr.kmeans[torch]``: its own) beside scikit-learn's KMeans with the same settings
+the sphere) on the device, and on the CPU (``conr.kmeans``, and ``conr.kmeans[sklearn]`` with
+scikit-learn's k-means++ seeds) beside scikit-learn's KMeans with the same settings
 (init="k-means++", max_iter=300, tol=1e-4). --kmeans-only skips the training steps.
 
 Data: --data (default: the CIFAR-10 JPEG copy at ../shared/data/cifar10-jpeg next to
@@ -282,8 +282,8 @@ def kmeans_bench(device: str, args) -> list[dict]:
     for dev_name in devices:
         dev = torch.device(dev_name)
         x = feats.to(dev)
-        # CPU: scikit-learn's k-means++ seeds (the default there) and this package's own draw
-        seedings = ["auto", "torch"] if dev_name == "cpu" else ["auto"]
+        # CPU: also with scikit-learn's k-means++ seeds (seeding="sklearn") beside the default draw
+        seedings = ["auto", "sklearn"] if dev_name == "cpu" else ["auto"]
         kmeans(x[:2048], args.kmeans_k, max_iter=5, seed=0)  # warm-up (kernels, allocator)
         for seeding in seedings:
             _sync(dev)

@@ -28,6 +28,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # this checkout's conr, not another installed copy
+    sys.path.insert(0, str(REPO))
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -73,9 +77,9 @@ def measure_one(op: str, batch: int, dim: int, k: int, k1: int, k2: int, device:
 
 
 def _in_subprocess(args: argparse.Namespace, op: str, batch: int) -> dict:
-    code = ("import json,sys; sys.path.insert(0, %r); from neighbors import measure_one; "
+    code = ("import json,sys; sys.path[:0] = [%r, %r]; from neighbors import measure_one; "
             "print(json.dumps(measure_one(%r, %d, %d, %d, %d, %d, %r, %r, %d)))"
-            % (str(Path(__file__).parent), op, batch, args.dim, args.k, args.k1, args.k2, args.device,
+            % (str(Path(__file__).parent), str(REPO), op, batch, args.dim, args.k, args.k1, args.k2, args.device,
                args.dtype, args.reps))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -128,7 +132,19 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"device: {args.device} ({device_name}), threads {torch.get_num_threads()}, dtype {args.dtype}, "
           f"D={args.dim}, k={args.k}, k1={args.k1}, k2={args.k2}")
-    rows = []
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"neighbors-{args.device.split(':')[0]}.json"
+
+    def save(rows, shares, complete=False) -> None:
+        """Write what is measured so far (atomically): a run cut short still leaves its rows."""
+        from conr.io import atomic_write_text
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps({"complete": complete, "device": args.device, "device_name": device_name,
+                                           "dtype": args.dtype, "threads": torch.get_num_threads(), "k": args.k,
+                                           "k1": args.k1, "k2": args.k2, "dim": args.dim, "sizes": rows,
+                                           "step_share": shares, "torch": torch.__version__}, indent=2))
+
+    rows, shares = [], []
     print(f"{'B':>6} | {'F·Fᵀ top-k':>12} {'peak MiB':>9} | {'ConAff':>10} {'peak MiB':>9} | {'ratio':>6}")
     for b in args.sizes:
         plain = _in_subprocess(args, "plain", b)
@@ -139,21 +155,17 @@ def main() -> None:
                      "time_ratio": ratio})
         print(f"{b:>6} | {plain['seconds'] * 1e3:>10.2f}ms {plain['peak_bytes'] / 2**20:>9.1f} | "
               f"{conaff['seconds'] * 1e3:>8.2f}ms {conaff['peak_bytes'] / 2**20:>9.1f} | {ratio:>6.1f}")
-    shares = []
+        save(rows, shares)
     if args.step_sizes:
         print(f"\nshare of a training step ({args.backbone}, both view orders => two ConAff calls per step)")
         print(f"{'B':>6} | {'BYOL step':>10} | {'ConAff x2':>10} | {'share':>6}")
         for b in args.step_sizes:
             s = step_share(b, args)
             shares.append(s)
+            save(rows, shares)
             print(f"{b:>6} | {s['byol_step_seconds'] * 1e3:>8.1f}ms | {2 * s['conaff_seconds_per_call'] * 1e3:>8.2f}ms"
                   f" | {100 * s['conaff_share_of_step']:>5.2f}%")
-    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"neighbors-{args.device.split(':')[0]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": args.device, "device_name": device_name, "dtype": args.dtype,
-                               "threads": torch.get_num_threads(), "k": args.k, "k1": args.k1, "k2": args.k2,
-                               "dim": args.dim, "sizes": rows, "step_share": shares,
-                               "torch": torch.__version__}, indent=2))
+    save(rows, shares, complete=True)
     print(f"\nwrote {out}")
 
 

@@ -11,8 +11,7 @@ Two paths train the same model (same seed, same batch) with the same step
 
 * **fast**: uint8 images held on the device once, both views drawn on the device by
   ``BatchAugment`` inside the step, fused/foreach SGD, optional bf16 autocast,
-  ``torch.compile`` of the networks and channels_last (defaults: all on with CUDA,
-  off on the CPU);
+  ``torch.compile`` of the networks (on with CUDA) and channels_last (on everywhere);
 * **reference**: the official code's input pipeline: PIL images, torchvision's
   RandomResizedCrop / flip / RandomApply(ColorJitter) / RandomGrayscale / ToTensor /
   Normalize producing the two views in DataLoader worker processes (--workers),
@@ -28,10 +27,16 @@ machine then slow all of them alike, and the best step is the least disturbed. A
 reference step includes its wait for the workers. The table gives image pairs per
 second and the ratios fast/reference (of pairs/s) and CoNR/BYOL (of step times).
 
-Then k-means (k-means++ init, one run, <= 300 iterations, tol 1e-4, cosine) plus
-NMI/ACC/ARI on --kmeans-n x --kmeans-dim synthetic features (10 noisy clusters on
-the sphere) on the device, and on the CPU beside scikit-learn's KMeans with the same
-settings (init="k-means++", n_init=1, max_iter=300, tol=1e-4).
+With --flops (default) each method's step is counted once by torch's flop counter
+(``torch.utils.flop_counter.FlopCounterMode``: matmuls and convolutions, forward and
+backward) and reported as FLOP/s, beside the rate of a dense 1024^3 fp32 matmul measured
+in the same run.
+
+Then k-means (k-means++ init, --kmeans-n-init runs, <= 300 iterations, tol 1e-4, cosine)
+plus NMI/ACC/ARI on --kmeans-n x --kmeans-dim synthetic features (10 noisy clusters on
+the sphere) on the device, and on the CPU (``conr.kmeans``, and ``conr.kmeans[sklearn]`` with
+scikit-learn's k-means++ seeds) beside scikit-learn's KMeans with the same settings
+(init="k-means++", max_iter=300, tol=1e-4). --kmeans-only skips the training steps.
 
 Data: --data (default: the CIFAR-10 JPEG copy at ../shared/data/cifar10-jpeg next to
 the repository); only the images used are decoded. Random uint8 images stand in,
@@ -45,6 +50,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +58,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # this checkout's conr, not another installed copy
+    sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -228,6 +236,38 @@ def time_steps(steppers: dict, args, device: torch.device) -> dict[str, list[flo
     return times
 
 
+# ---------------------------------------------------------------------- FLOP/s
+def step_flops(step) -> int | None:
+    """FLOPs of one (untimed) step as torch's flop counter sees them: matmuls and
+    convolutions forward and backward; element-wise work (augmentation, BN, SGD) counts 0.
+    None (with a note) when the counter cannot run the step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with FlopCounterMode(display=False) as counter:
+            step()
+    except Exception as exc:  # the timings stand without it
+        print(f"    note: FLOPs not counted ({type(exc).__name__}: {exc})")
+        return None
+    return int(counter.get_total_flops())
+
+
+def matmul_flop_rate(device: torch.device, n: int = 1024, reps: int = 5) -> dict:
+    """Best-of-``reps`` FLOP/s of an n x n x n fp32 matmul: what this device's BLAS reaches
+    with the same threads, the yardstick for a step's rate."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return {"n": n, "reps": reps, "seconds": best, "flop_per_s": 2 * n ** 3 / best}
+
+
 # ---------------------------------------------------------------------- k-means
 def synthetic_features(n: int, d: int, k: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
@@ -247,25 +287,30 @@ def kmeans_bench(device: str, args) -> list[dict]:
     for dev_name in devices:
         dev = torch.device(dev_name)
         x = feats.to(dev)
+        # CPU: also with scikit-learn's k-means++ seeds (seeding="sklearn") beside the default draw
+        seedings = ["auto", "sklearn"] if dev_name == "cpu" else ["auto"]
         kmeans(x[:2048], args.kmeans_k, max_iter=5, seed=0)  # warm-up (kernels, allocator)
-        _sync(dev)
-        start = time.perf_counter()
-        result = kmeans(x, args.kmeans_k, metric="cosine", max_iter=300, tol=1e-4, n_init=1, seed=0)
-        scores = evaluate(labels, result.labels.cpu())
-        seconds = time.perf_counter() - start
-        rows.append({"impl": "conr.kmeans", "device": dev_name, "seconds": seconds, "iters": result.n_iter,
-                     **scores})
+        for seeding in seedings:
+            _sync(dev)
+            start = time.perf_counter()
+            result = kmeans(x, args.kmeans_k, metric="cosine", max_iter=300, tol=1e-4, n_init=args.kmeans_n_init,
+                            seed=0, seeding=seeding)
+            scores = evaluate(labels, result.labels.cpu())
+            seconds = time.perf_counter() - start
+            impl = "conr.kmeans" if seeding == "auto" else f"conr.kmeans[{seeding}]"
+            rows.append({"impl": impl, "device": dev_name, "seconds": seconds, "iters": result.n_iter,
+                         "n_init": args.kmeans_n_init, **scores})
     if not args.skip_sklearn:
         from sklearn.cluster import KMeans
 
         x = feats.numpy()
         start = time.perf_counter()
-        km = KMeans(n_clusters=args.kmeans_k, init="k-means++", n_init=1, max_iter=300, tol=1e-4,
+        km = KMeans(n_clusters=args.kmeans_k, init="k-means++", n_init=args.kmeans_n_init, max_iter=300, tol=1e-4,
                     random_state=0).fit(x)
         scores = evaluate(labels, km.labels_)
         seconds = time.perf_counter() - start
         rows.append({"impl": "sklearn.KMeans", "device": "cpu", "seconds": seconds, "iters": int(km.n_iter_),
-                     **scores})
+                     "n_init": args.kmeans_n_init, **scores})
     return rows
 
 
@@ -285,36 +330,65 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="fast path (default: bf16 on CUDA)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile in the fast path (default: on with CUDA)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last in the fast path (default: on with CUDA)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels_last in the fast path (default: on; on the CPU it halves a small CNN's step)")
     p.add_argument("--kmeans-n", type=int, default=60000)
     p.add_argument("--kmeans-dim", type=int, default=256)
     p.add_argument("--kmeans-k", type=int, default=10)
+    p.add_argument("--kmeans-n-init", type=int, default=1, help="k-means restarts (the official runs: 10)")
+    p.add_argument("--kmeans-only", action="store_true", help="skip the training steps")
     p.add_argument("--skip-kmeans", action="store_true")
     p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--flops", action=argparse.BooleanOptionalAction, default=None,
+                   help="count each step's FLOPs (torch.utils.flop_counter) and report FLOP/s beside a dense matmul "
+                        "(default: on the CPU; on a GPU the counted step would retrace a compiled network)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
     cuda = args.device.startswith("cuda")
     args.precision = args.precision or ("bf16" if cuda else "fp32")
     args.compile = cuda if args.compile is None else args.compile
-    args.channels_last = cuda if args.channels_last is None else args.channels_last
+    args.flops = (not cuda) if args.flops is None else args.flops
     device_name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else (platform.processor() or "cpu")
     print(f"device: {args.device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"backbone {args.backbone}, workers {args.workers}")
     print(f"fast path: precision {args.precision}, compile {args.compile}, channels_last {args.channels_last}; "
           f"reference: fp32, PIL transforms in {args.workers} worker(s)")
 
-    n_images = args.images or 2 * max(args.batch_sizes)
-    images, labels, note = load_images(args.data, n_images)
+    batch_sizes = [] if args.kmeans_only else args.batch_sizes
+    n_images, note = 0, "training steps skipped (--kmeans-only)"
+    if batch_sizes:
+        n_images = args.images or 2 * max(batch_sizes)
+        images, labels, note = load_images(args.data, n_images)
+        images_np = images.permute(0, 2, 3, 1).contiguous().numpy()
     print(note)
-    images_np = images.permute(0, 2, 3, 1).contiguous().numpy()
-
-    rows = []
-    how = "best step" if not cuda else "mean step"
-    print(f"\n{'B':>5} {'method':>6} {'path':>10} | {'pairs/s':>9} {'ms/step':>9}   ({how})")
     dev = torch.device(args.device)
-    for b in args.batch_sizes:
+    matmul = matmul_flop_rate(dev) if batch_sizes and args.flops else None
+    if matmul:
+        print(f"dense fp32 matmul {matmul['n']}x{matmul['n']}: {matmul['flop_per_s'] / 1e9:.1f} GFLOP/s (best of "
+              f"{matmul['reps']})")
+
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"throughput-{args.device.split(':')[0]}.json"
+    rows, ratios, km_rows = [], [], []
+
+    def save(complete: bool = False) -> None:
+        """Write what is measured so far (atomically): a run cut short still leaves its rows."""
+        from conr.io import atomic_write_text
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps({
+            "complete": complete, "device": args.device, "device_name": device_name, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "backbone": args.backbone, "data": note, "images": n_images, "warmup": args.warmup, "steps": args.steps,
+            "workers": args.workers, "fast": {"precision": args.precision, "compile": args.compile,
+                                              "channels_last": args.channels_last},
+            "matmul": matmul, "rows": rows, "ratios": ratios, "kmeans": km_rows}, indent=2))
+
+    how = "best step" if not cuda else "mean step"
+    if batch_sizes:
+        head = f" {'GFLOP/s':>8} {'/mm':>6}" if args.flops else ""
+        print(f"\n{'B':>5} {'method':>6} {'path':>10} | {'pairs/s':>9} {'ms/step':>9}{head}   ({how})")
+    for b in batch_sizes:
         steppers, trainers = {}, []
         for method in args.methods:
             fast = make_trainer(method, args, b, images, labels, fast=True)
@@ -323,6 +397,9 @@ def main() -> None:
             steppers[(method, "reference")] = reference_stepper(ref, args, images_np)
             trainers += [fast, ref]
         times = time_steps(steppers, args, dev)
+        # one more (untimed) fast step per method, counted; the reference path runs the same model step
+        counted = {m: step_flops(steppers[(m, "fast")]) for m in args.methods} if args.flops else {}
+        flops = {(m, pth): counted[m] for (m, pth) in steppers if counted.get(m)}
         for (method, path), t in times.items():
             seconds = sum(t)
             # CPU: the fastest step (as timeit's best-of), the least disturbed by other processes
@@ -331,18 +408,26 @@ def main() -> None:
                    "step_seconds": t if len(t) > 1 else None,
                    "median_step_seconds": statistics.median(t) if len(t) > 1 else None,
                    "pairs_per_s": b / step, "ms_per_step": 1e3 * step}
+            extra = ""
+            if (method, path) in flops:
+                row["flops_per_step"] = flops[(method, path)]
+                row["flop_per_s"] = flops[(method, path)] / step
+                if matmul:
+                    row["flop_rate_over_matmul"] = row["flop_per_s"] / matmul["flop_per_s"]
+                    extra = f" {row['flop_per_s'] / 1e9:>8.2f} {row['flop_rate_over_matmul']:>6.2f}"
             rows.append(row)
-            print(f"{b:>5} {method:>6} {path:>10} | {row['pairs_per_s']:>9.1f} {row['ms_per_step']:>9.1f}", flush=True)
+            print(f"{b:>5} {method:>6} {path:>10} | {row['pairs_per_s']:>9.1f} {row['ms_per_step']:>9.1f}{extra}",
+                  flush=True)
         del steppers, trainers
+        save()
         if cuda:
             torch.cuda.empty_cache()
 
     def rate(b, m, pth):
         return next((r["pairs_per_s"] for r in rows if (r["batch"], r["method"], r["path"]) == (b, m, pth)), None)
 
-    ratios = []
     print(f"\n{'B':>5} | {'fast/ref BYOL':>13} {'fast/ref CoNR':>13} | {'CoNR/BYOL fast':>14} {'CoNR/BYOL ref':>13}")
-    for b in args.batch_sizes:
+    for b in batch_sizes:
         r = {"batch": b}
         for m in args.methods:
             if rate(b, m, "fast") and rate(b, m, "reference"):
@@ -357,27 +442,20 @@ def main() -> None:
             return f"{r[key]:.2f}" if key in r else "-"
         print(f"{b:>5} | {fmt('fast_over_reference_byol'):>13} {fmt('fast_over_reference_conr'):>13} | "
               f"{fmt('conr_over_byol_time_fast'):>14} {fmt('conr_over_byol_time_reference'):>13}")
-    print("(fast/ref: ratio of pairs/s; CoNR/BYOL: ratio of step times)")
+    if batch_sizes:
+        print("(fast/ref: ratio of pairs/s; CoNR/BYOL: ratio of step times; GFLOP/s: torch's flop count of one "
+              "step / best step time, /mm: its share of the dense matmul's rate)")
 
-    km_rows = []
     if not args.skip_kmeans:
         print(f"\nk-means + NMI/ACC/ARI on {args.kmeans_n} x {args.kmeans_dim} features, K={args.kmeans_k} "
-              f"(k-means++, n_init=1, max_iter=300, tol=1e-4)")
+              f"(k-means++, n_init={args.kmeans_n_init}, max_iter=300, tol=1e-4)")
         km_rows = kmeans_bench(args.device, args)
-        print(f"{'impl':>15} {'device':>7} | {'seconds':>8} {'iters':>6} | {'nmi':>6} {'acc':>6}")
+        print(f"{'impl':>20} {'device':>7} | {'seconds':>8} {'iters':>6} | {'nmi':>6} {'acc':>6}")
         for r in km_rows:
-            print(f"{r['impl']:>15} {r['device']:>7} | {r['seconds']:>8.3f} {r['iters']:>6} | "
+            print(f"{r['impl']:>20} {r['device']:>7} | {r['seconds']:>8.3f} {r['iters']:>6} | "
                   f"{r['nmi']:>6.3f} {r['acc']:>6.3f}")
 
-    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"throughput-{args.device.split(':')[0]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "device": args.device, "device_name": device_name, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "backbone": args.backbone, "data": note, "images": n_images, "warmup": args.warmup, "steps": args.steps,
-        "workers": args.workers, "fast": {"precision": args.precision, "compile": args.compile,
-                                          "channels_last": args.channels_last},
-        "rows": rows, "ratios": ratios, "kmeans": km_rows}, indent=2))
+    save(complete=True)
     print(f"\nwrote {out}")
 
 

@@ -202,6 +202,9 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
         "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "spectral", **sched["cluster"]},
         "run": {"tensorboard": False, "log_every": 20},
     }
+    if not gpu:
+        raw["train"]["channels_last"] = True
+        why["train.channels_last"] = "channels-last convolutions: about 2x faster CPU steps for small CNNs"
     why["stage2.start_epoch"] = f"CoNR's stage 2 takes the last {STAGE2_SHARE:.0%} of the epochs"
     why["cluster.n_init"] = "k-means restarts for the pseudo-labels, lowest inertia wins"
     why["cluster.final"] = "final labels from the features' k-NN graph: follows elongated clusters k-means cuts"

@@ -75,6 +75,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 50          # linear LR warm-up
+    lr_schedule: str = "official_cosine"  # after the warm-up: official_cosine = 0.5·LR·(1 + cos(π(e − W)/T)),
+                                     # T = all epochs, never 0 (the official code) | cosine_to_zero (over T − W)
     predictor_lr_mult: float = 10.0  # stage-1 predictor LR multiplier
     ema_base: float = 0.996          # target EMA momentum at the start
     ema_schedule: str = "cosine"     # cosine (to 1.0 over the run) | constant
@@ -98,6 +100,10 @@ class TrainConfig:
                                      # with it, N processes x batch b train exactly as 1 process x batch N*b
     shuffle_bn: bool = True          # target/key forward on a batch shuffled across processes so its BN
                                      # statistics mix ranks (spec 1); no effect on one process or with sync_bn
+                                     # (with bn_group_size: shuffled across the groups, as across ranks)
+    bn_group_size: int | None = None  # BatchNorm statistics over consecutive groups of this many samples of
+                                     # each process's batch: 1 process x 512 with 128 normalises exactly as the
+                                     # official 4 GPUs x 128 without SyncBN did; None = the whole batch
 
 
 @dataclass
@@ -160,7 +166,7 @@ class ClusterConfig:
     metric: str = "cosine"
     max_iter: int = 300
     tol: float = 1e-4
-    n_init: int = 1
+    n_init: int = 10                 # k-means++ restarts, lowest inertia wins (torch_clustering's n_init)
     final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
     eval_every: int = 1              # cluster + score every N epochs in stage 1 (stage 2: every epoch)
     eval_batch_size: int = 1024
@@ -378,6 +384,8 @@ def validate_config(cfg: Config) -> None:
     if cfg.method not in METHODS:
         raise ConfigError(f"method={cfg.method!r} is unknown; known methods: {', '.join(sorted(METHODS))}")
     t, s, c = cfg.train, cfg.stage2, cfg.cluster
+    if c.n_init < 1:
+        raise ConfigError(f"cluster.n_init={c.n_init} must be >= 1 (k-means restarts; the official runs use 10)")
     if c.n_clusters < 2:
         raise ConfigError(f"cluster.n_clusters={c.n_clusters}: clustering needs K >= 2 clusters")
     if t.epochs < 1:
@@ -388,6 +396,14 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.lr={t.lr} must be > 0")
     _choice(t.ema_schedule, ("cosine", "constant"), "train.ema_schedule")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")
+    if t.bn_group_size is not None:
+        if t.sync_bn:
+            raise ConfigError("train.bn_group_size and train.sync_bn exclude each other (groups vs one "
+                              "batch over all processes); set one of them")
+        if t.bn_group_size < 2 or t.batch_size % t.bn_group_size:
+            raise ConfigError(f"train.bn_group_size={t.bn_group_size} must be >= 2 and divide "
+                              f"train.batch_size={t.batch_size} (e.g. 128 for 512 = 4 x 128)")
+    _choice(t.lr_schedule, ("official_cosine", "cosine_to_zero"), "train.lr_schedule")
     _choice(t.grad_scale_mode, ("global", "per_rank"), "train.grad_scale_mode")
     if not 0.0 <= t.ema_base <= 1.0:
         raise ConfigError(f"train.ema_base={t.ema_base} must lie in [0, 1]")

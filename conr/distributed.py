@@ -273,16 +273,23 @@ class ShuffleBN:
     the permuted batch (so BatchNorm statistics mix samples of every rank),
     gather the outputs and un-permute; returns this rank's rows in their
     original order. Each call in a step draws a new permutation (``seed`` + call
-    count). In one process the batch is forwarded as it is."""
+    count). In one process the batch is forwarded as it is, or with ``local=True``
+    (BatchNorm groups standing for ranks, conr/batchnorm.py) permuted by the same
+    permutation, forwarded whole and un-permuted: group r is then rank r's slice."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, local: bool = False):
         self.seed = int(seed)
         self.calls = 0
+        self.local = local
 
     @torch.no_grad()
     def __call__(self, net, x: Tensor) -> Tensor:
         if not _active():
-            return net(x)
+            if not self.local:
+                return net(x)
+            perm = shuffle_permutation(x.shape[0], self.seed * 1009 + self.calls).to(x.device)
+            self.calls += 1
+            return net(x[perm])[torch.argsort(perm)]
         rank, rows = dist.get_rank(), x.shape[0]
         all_x = all_gather_nograd(x)
         perm = shuffle_permutation(all_x.shape[0], self.seed * 1009 + self.calls).to(x.device)

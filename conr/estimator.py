@@ -397,10 +397,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         record = trainer.cluster_step()
         metrics = dict(record)
         labels, centers = trainer.final_clustering(trainer._last_features)
-        if trainer.true_labels is not None:
+        if trainer.data.n_labelled:
             from .metrics import evaluate
 
-            metrics.update(evaluate(trainer.data.labels, labels))
+            metrics.update(evaluate(trainer.data.labels, labels), scored=trainer.data.n_labelled)
         self._set_fitted(trainer, trainer._last_features.cpu(), labels, centers, metrics, list(old.history))
         return self
 

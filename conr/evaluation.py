@@ -127,9 +127,19 @@ def evaluate_checkpoint(trainer, knn_k: int = 20, knn_temperature: float = 0.07,
                    "iters": record.get("kmeans_iters")},
         "cluster_sizes": torch.bincount(pred, minlength=K).tolist(),
     }
+    if trainer.data.n_labelled and not trainer.data.has_labels:
+        # some images unlabelled (STL-10 with its 100k): NMI / ACC / ARI and the confusion matrix over
+        # the labelled ones ("scored" of them); kNN and purity need every label and are left out
+        known = trainer.data.labels >= 0
+        y = trainer.data.labels[known]
+        report.update(evaluate(trainer.data.labels, pred), scored=trainer.data.n_labelled)
+        report["confusion"] = confusion(y, pred[known]).tolist()
+        present = sorted(set(y.tolist()))
+        names = list(trainer.data.classes)
+        report["classes"] = [names[c] if 0 <= c < len(names) else str(c) for c in present]
     if trainer.data.has_labels:
         y = trainer.data.labels
-        report.update(evaluate(y, pred))
+        report.update(evaluate(y, pred), scored=len(y))
         report["knn_acc"] = knn_accuracy(feats, y.to(feats.device), feats, y.to(feats.device), k=knn_k,
                                          temperature=knn_temperature, exclude_self=True)
         report["knn"] = {"k": knn_k, "temperature": knn_temperature, "weighted": True, "leave_one_out": True}

@@ -16,6 +16,7 @@ __all__ = [
     "cluster_accuracy",
     "best_cluster_map",
     "evaluate",
+    "labelled_mask",
     "neighbor_purity",
     "knn_accuracy",
     "contingency",
@@ -66,9 +67,23 @@ def cluster_accuracy(y_true, y_pred) -> float:
     return float(counts[rows, cols].sum() / counts.sum())
 
 
+def labelled_mask(y_true) -> np.ndarray:
+    """True where a ground-truth label is known (labels < 0, e.g. STL-10's unlabelled
+    images, mark unknown ones)."""
+    return _as_labels(y_true, "y_true") >= 0
+
+
 def evaluate(y_true, y_pred) -> dict[str, float]:
-    """{"nmi", "acc", "ari"} as fractions in [0, 1] (ARI may dip below 0)."""
+    """{"nmi", "acc", "ari"} as fractions in [0, 1] (ARI may dip below 0) over the
+    samples whose true label is known (>= 0; ``labelled_mask`` tells which).
+
+    Samples labelled -1 (STL-10's 100k unlabelled images) were clustered with the rest
+    but are left out of the scores, as in the paper's STL-10 protocol."""
     y_true, y_pred = _pair(y_true, y_pred)
+    known = y_true >= 0
+    if not known.any():
+        raise ValueError("no sample has a known label (all labels are -1): nothing to score")
+    y_true, y_pred = y_true[known], y_pred[known]
     return {
         "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
         "acc": cluster_accuracy(y_true, y_pred),

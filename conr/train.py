@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .batchnorm import convert_group_batchnorm
 from .boundary import boundary_ratio, relaxed_fraction
 from .config import Config, ConfigError, config_to_dict
 from .data import AugmentConfig, BatchAugment, ImageData, build_data, eval_transform
@@ -31,7 +32,8 @@ from .metrics import evaluate
 from .speed import compile_networks, make_sgd, set_sgd_impl
 from .warm_start import init_provenance
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "load_checkpoint"]
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "load_checkpoint", "lr_at",
+           "LR_SCHEDULES"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -64,12 +66,32 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def lr_at(iteration: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up over ``warmup`` iterations, then cosine to 0 at ``total``."""
+LR_SCHEDULES = ("official_cosine", "cosine_to_zero")
+
+
+def lr_at(iteration: int, total: int, warmup: int, base: float, schedule: str = "official_cosine") -> float:
+    """The learning rate of the 0-based ``iteration`` of a run of ``total`` iterations,
+    ``warmup`` of them a linear warm-up, stepped every iteration (spec 2).
+
+    Warm-up: ``base·(iteration + 1)/warmup``. After it, with ``e = (iteration + 1)/iters``
+    the epochs done (fractional, the official code's n_iter counted from 1), W the warm-up
+    and T all epochs:
+
+    * ``official_cosine`` (default, the official CoNR / ProPos code):
+      ``0.5·base·(1 + cos(π·(e − W)/T))``, i.e. ``(iteration + 1 − warmup)/total``: the
+      cosine divides by all epochs, not T − W, so it never reaches 0;
+    * ``cosine_to_zero``: ``0.5·base·(1 + cos(π·(iteration − warmup)/(total − warmup)))``,
+      0 at the last iteration.
+    """
     if warmup > 0 and iteration < warmup:
         return base * (iteration + 1) / warmup
-    span = max(1, total - warmup)
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
+    if schedule == "official_cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration + 1 - warmup) / max(1, total))))
+    if schedule == "cosine_to_zero":
+        span = max(1, total - warmup)
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
+    raise ValueError(f"unknown LR schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)} "
+                     f"(config key train.lr_schedule)")
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -125,6 +147,8 @@ class Trainer:
         self.method = build_method(cfg, self.data.channels).to(self.device)
         if t.sync_bn and self.dist.enabled:
             convert_sync_batchnorm(self.method)  # same Parameter objects: before the optimiser anyway
+        if t.bn_group_size:  # per-GPU BatchNorm groups on one device (conr/batchnorm.py)
+            convert_group_batchnorm(self.method, t.bn_group_size)
         if t.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         # fused SGD on CUDA, foreach elsewhere: the same update as the per-parameter loop (conr/speed.py)
@@ -228,6 +252,10 @@ class Trainer:
         if t.batch_size % self.dist.world_size:
             raise ConfigError(f"train.batch_size={t.batch_size} is the global batch and must divide by "
                               f"the number of processes ({self.dist.world_size})")
+        local = t.batch_size // self.dist.world_size
+        if t.bn_group_size and local % t.bn_group_size:
+            raise ConfigError(f"train.bn_group_size={t.bn_group_size} must divide the per-process batch "
+                              f"({local} = train.batch_size / {self.dist.world_size} processes)")
         for path, why in self.data.skipped[:5]:
             self.log(f"warning: skipped unreadable image {path} ({why})")
         if len(self.data.skipped) > 5:
@@ -416,8 +444,8 @@ class Trainer:
                             n_init=c.n_init, seed=self.cfg.train.seed)
             record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
                       "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
-            if self.true_labels is not None:
-                record.update(evaluate(self.data.labels, result.labels.cpu()))
+            if self.data.n_labelled:  # scored over the labelled images only (STL-10: its 13k of 113k)
+                record.update(evaluate(self.data.labels, result.labels.cpu()), scored=self.data.n_labelled)
             payload = (result.labels, result.centers, record)
         if self.dist.enabled:
             if payload is not None:
@@ -473,13 +501,17 @@ class Trainer:
             ctx.gather_with_grad = partial(all_gather_with_grad, grad_scale_mode=t.grad_scale_mode)
             if t.shuffle_bn and not t.sync_bn:  # with SyncBN the target's statistics are global already
                 ctx.shuffle_bn = ShuffleBN(seed=t.seed * 1_000_003 + iteration)
+        elif self.cfg.train.bn_group_size and self.cfg.train.shuffle_bn:
+            # one process, BN groups standing for ranks: shuffle across the groups with the permutation
+            # the ranks would share, so the target's BN batches are those of the multi-GPU run
+            ctx.shuffle_bn = ShuffleBN(seed=self.cfg.train.seed * 1_000_003 + iteration, local=True)
         return ctx
 
     def train_step(self, view1: Tensor, view2: Tensor, ctx: StepContext) -> Tensor:
         """One optimiser step on a pair of views; returns the detached loss (no host sync)."""
         mults = self.method.lr_multipliers(ctx.epoch)
         lr = lr_at(ctx.iteration, self.total_iters, self.cfg.train.warmup_epochs * self.iters_per_epoch,
-                   self.base_lr)
+                   self.base_lr, self.cfg.train.lr_schedule)
         fixed = self.method.fixed_lr_groups()
         for group in self.optimizer.param_groups:
             group["lr"] = (self.base_lr if group["name"] in fixed else lr) * mults[group["name"]]
@@ -636,8 +668,9 @@ class Trainer:
                 if isinstance(v, (int, float)) and k != "epoch":
                     tb.add_scalar(f"epoch/{k}", v, record["epoch"])
         if {"nmi", "acc", "ari"} <= record.keys():
+            partial = f" scored={record['scored']}" if record.get("scored", len(self.data)) < len(self.data) else ""
             self.log(f"epoch {record['epoch']}: loss={record['loss']:.4f} nmi={record['nmi']:.4f} "
-                     f"acc={record['acc']:.4f} ari={record['ari']:.4f}")
+                     f"acc={record['acc']:.4f} ari={record['ari']:.4f}{partial}")
 
     def result(self) -> TrainResult:
         if self.cluster_epoch != self.epoch or self.pseudo_labels is None:
@@ -649,8 +682,8 @@ class Trainer:
             feats = self.extract_features()
         labels, centers = self.final_clustering(feats)
         metrics = dict(self.history[-1]) if self.history else {}
-        if self.true_labels is not None:
-            metrics.update(evaluate(self.data.labels, labels))
+        if self.data.n_labelled:
+            metrics.update(evaluate(self.data.labels, labels), scored=self.data.n_labelled)
         return TrainResult(labels=labels, centers=centers, features=feats.cpu(),
                            metrics=metrics, history=list(self.history), run_dir=self.run_dir)
 

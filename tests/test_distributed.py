@@ -39,6 +39,7 @@ SCENARIOS = {
     "conr_sync_per_rank": ("conr", {"sync_bn": True, "grad_scale_mode": "per_rank"}),
     "byol_sync": ("byol", {"sync_bn": True}),
     "conr_shuffle": ("conr", {"sync_bn": False, "shuffle_bn": True}),
+    "byol_shuffle": ("byol", {"sync_bn": False, "shuffle_bn": True}),
     # the other methods' batch-level terms, in their stage-2 / post-warm-up form
     "hadis_sync": ("hadis", {"sync_bn": True}),
     "simsiam_connr_sync": ("simsiam_connr", {"sync_bn": True}),
@@ -425,3 +426,33 @@ def test_torchrun_two_processes_train_and_resume_on_one_and_two(tmp_path):
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
     assert all({"nmi", "acc", "ari", "loss"} <= r.keys() for r in records)
     assert [r["stage"] for r in records] == [1, 1, 2, 2, 2]
+
+
+# ------------------------------------------- exact: per-GPU BN as BN groups in one process
+@pytest.mark.parametrize("name", ["conr_shuffle", "byol_shuffle"])
+def test_bn_groups_in_one_process_equal_per_rank_bn_with_shuffle(runs, name):
+    """train.bn_group_size = the per-rank batch: one process with the whole batch normalises
+    as the ranks did (per-rank BatchNorm, shuffle-BN on the target): the same loss,
+    gradients and update, and BN running statistics equal to the ranks' buffers averaged
+    (what sync_buffers makes them at the end of the epoch)."""
+    from conr.batchnorm import GroupBatchNorm
+
+    ranks, _ = runs
+    method, train = SCENARIOS[name]
+    single = _one_step(method, {**train, "bn_group_size": LOCAL_BATCH}, 0, 1)
+    a = ranks[0][name]
+    _assert_same_dicts(single["initial_state"], a["initial_state"], rtol=0, atol=0)
+    assert sum(r[name]["loss"] for r in ranks) / WORLD == pytest.approx(single["loss"], rel=1e-5, abs=1e-6)
+    _assert_same_dicts(single["grads"], a["grads"])
+    _assert_same_dicts(single["delta"], a["delta"])
+    averaged = {k: sum(r[name]["state"][k].double() for r in ranks) / WORLD for k in a["state"]
+                if "running_" in k}
+    assert averaged  # the nets have BatchNorm layers
+    _assert_same_dicts({k: single["state"][k].double() for k in averaged}, averaged)
+    if name == "conr_shuffle":
+        for x, y in zip(single["neighbors"] + single["keep"], a["neighbors"] + a["keep"]):
+            assert torch.equal(x.sort(dim=1).values if x.dim() == 2 else x,
+                               y.sort(dim=1).values if y.dim() == 2 else y)
+    # and without grouping one process is measurably different (the test can fail)
+    plain = _one_step(method, train, 0, 1)
+    assert max(float((plain["grads"][k] - a["grads"][k]).abs().max()) for k in a["grads"]) > 1e-4

@@ -119,6 +119,46 @@ def test_same_seed_same_result(metric):
     assert a.inertia == b.inertia and a.n_iter == b.n_iter
 
 
+def _brute_inertia(x: np.ndarray, labels: np.ndarray, centers: np.ndarray, metric: str) -> float:
+    if metric == "cosine":
+        x = _unit(x)
+        return float(sum(1.0 - x[i] @ centers[labels[i]] / np.linalg.norm(centers[labels[i]])
+                         for i in range(len(x))))
+    return float(sum(np.sum((x[i] - centers[labels[i]]) ** 2) for i in range(len(x))))
+
+
+@pytest.mark.parametrize("seeding", ["torch", "sklearn"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_n_init_keeps_the_restart_of_lowest_inertia(metric, seeding):
+    """n_init = 10 (the official runs) returns the best of the single runs of seeds
+    seed .. seed + 9, their inertias recomputed here by brute force."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((240, 4)).astype(np.float32)
+    xt, xs = torch.from_numpy(x), x.astype(np.float64)
+    singles = [kmeans(xt, 7, metric=metric, seed=20 + r, seeding=seeding) for r in range(10)]
+    inertias = [_brute_inertia(xs, s.labels.numpy(), s.centers.numpy().astype(np.float64), metric)
+                for s in singles]
+    assert len({round(v, 4) for v in inertias}) > 1  # the restarts do differ on this data
+    best = kmeans(xt, 7, metric=metric, seed=20, n_init=10, seeding=seeding)
+    want = int(np.argmin(inertias))
+    assert best.inertia == pytest.approx(inertias[want], rel=1e-4)
+    assert torch.equal(best.labels, singles[want].labels)
+    assert best.inertia <= min(inertias) * (1 + 1e-5)
+
+
+def test_sklearn_seeding_is_sklearns_kmeans_plusplus():
+    from sklearn.cluster import kmeans_plusplus
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((300, 5)).astype(np.float32)
+    centers, _ = kmeans_plusplus(x, 5, random_state=3)
+    res = kmeans(torch.from_numpy(x), 5, metric="euclidean", seed=3, seeding="sklearn", max_iter=1)
+    # one Lloyd step from those seeds: the means of the points nearest each seed
+    near = ((x[:, None, :] - centers[None]) ** 2).sum(-1).argmin(1)
+    for c in range(5):
+        np.testing.assert_allclose(res.centers[c].numpy(), x[near == c].mean(0), rtol=1e-4, atol=1e-5)
+
+
 def test_different_seeds_explore_different_inits():
     rng = np.random.default_rng(1)
     x = torch.from_numpy(rng.standard_normal((200, 2)).astype(np.float32))
@@ -169,6 +209,8 @@ def test_non_finite_input(bad):
 
 
 def test_bad_metric_and_shape():
+    with pytest.raises(ValueError, match="seeding"):
+        kmeans(torch.randn(20, 3), 3, seeding="faiss")
     with pytest.raises(ValueError):
         kmeans(torch.randn(20, 3), 3, metric="manhattan")
     with pytest.raises(ValueError):

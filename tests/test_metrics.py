@@ -253,3 +253,26 @@ def test_knn_accuracy_temperature_matters_hand_made():
     assert knn_accuracy(train, train_labels, test, test_labels, k=3, temperature=10.0) == 0.0
     # k = 1: only the nearest (label 0) votes
     assert knn_accuracy(train, train_labels, test, test_labels, k=1, temperature=10.0) == 1.0
+
+
+def test_evaluate_scores_the_labelled_samples_only():
+    """Label -1 (STL-10's unlabelled images) is left out: the scores equal those of the
+    labelled subset alone, computed by scikit-learn and a brute-force ACC."""
+    from itertools import permutations
+
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    rng = np.random.default_rng(4)
+    y_true = rng.integers(0, 3, 60)
+    y_pred = (y_true + (rng.random(60) < 0.3) * rng.integers(1, 3, 60)) % 3
+    y_true[rng.random(60) < 0.5] = -1
+    known = y_true >= 0
+    res = evaluate(y_true, y_pred)
+    assert set(res) == {"nmi", "acc", "ari"} and known.sum() < 60
+    t, p = y_true[known], y_pred[known]
+    assert res["nmi"] == pytest.approx(normalized_mutual_info_score(t, p), abs=1e-12)
+    assert res["ari"] == pytest.approx(adjusted_rand_score(t, p), abs=1e-12)
+    acc = max(np.mean([perm[c] == y for c, y in zip(p, t)]) for perm in permutations(range(3)))
+    assert res["acc"] == pytest.approx(acc, abs=1e-12)
+    with pytest.raises(ValueError, match="no sample has a known label"):
+        evaluate([-1, -1], [0, 1])

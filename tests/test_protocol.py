@@ -32,7 +32,7 @@ def test_every_shipped_config_loads_and_validates(name):
 TABLE1 = {
     "cifar10": ("cifar10", "train+test", 32, "resnet18_cifar", 10, (10, 10, 2)),
     "cifar20": ("cifar20", "train+test", 32, "resnet18_cifar", 20, (10, 10, 2)),
-    "stl10": ("stl10", "train+test", 96, "resnet34_cifar", 10, (10, 10, 2)),
+    "stl10": ("stl10", "train+test+unlabeled", 96, "resnet34_cifar", 10, (10, 10, 2)),
     "imagenet10": ("imagenet10", "train", 96, "resnet34_cifar", 10, (10, 10, 2)),
     "imagenet_dogs": ("imagenet_dogs", "train", 96, "resnet34_cifar", 15, (20, 30, 10)),
     "tiny_imagenet": ("tiny_imagenet", "train", 64, "resnet18_cifar", 200, (10, 10, 2)),

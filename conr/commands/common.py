@@ -36,4 +36,5 @@ def methods_listing() -> str:
 def print_metrics(metrics: dict) -> None:
     """The closing line of a run: nmi=… acc=… ari=… (fractions)."""
     if {"nmi", "acc", "ari"} <= metrics.keys():
-        print(f"nmi={metrics['nmi']:.4f} acc={metrics['acc']:.4f} ari={metrics['ari']:.4f}")
+        scored = f" scored={metrics['scored']}" if "scored" in metrics else ""
+        print(f"nmi={metrics['nmi']:.4f} acc={metrics['acc']:.4f} ari={metrics['ari']:.4f}{scored}")

@@ -23,6 +23,9 @@ def run(args) -> int:
         raise ValueError("conr train needs --config FILE (or a shipped config name such as cifar10)")
     else:
         cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(resolved_config_text(cfg, args.config, args.overrides), end="")
+        return 0
     trainer = Trainer(cfg, run_dir=run_dir, resume=args.resume, init_from=args.init_from)
     # on an error the process just exits: torchrun then stops the other ranks
     result = trainer.fit(until_epoch=args.until_epoch)
@@ -31,6 +34,19 @@ def run(args) -> int:
         print(f"run folder: {result.run_dir}")
         print_metrics(result.metrics)
     return 0
+
+
+def resolved_config_text(cfg, source, overrides) -> str:
+    """The config a run would use, every key resolved (inherited files, overrides, defaults),
+    as YAML that ``--config`` reads back."""
+    import yaml
+
+    from ..config import config_to_dict, resolve_config_path
+
+    where = resolve_config_path(source) if source is not None else "defaults"
+    head = f"# resolved config of {where}" + (f" with {' '.join(overrides)}" if overrides else "") + "\n"
+    head += "# where each value comes from: the comments of the config file (official code / paper text)\n"
+    return head + yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 
 def register(sub) -> None:
@@ -43,5 +59,8 @@ def register(sub) -> None:
     p.add_argument("--until-epoch", type=int, help="stop after this epoch, the schedule still that of train.epochs "
                    "(e.g. a BYOL warm-up to t0 for --init-from: method=byol --until-epoch 800)")
     p.add_argument("--list-methods", action="store_true", help="list the known methods and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file, its _base_ files, overrides, defaults) as YAML and exit "
+                        "without training")
     p.add_argument("overrides", nargs="*", help="config overrides: section.key=value (e.g. stage2.k=20)")
     p.set_defaults(func=run)

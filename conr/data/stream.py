@@ -242,7 +242,13 @@ class StreamData:
 
     @property
     def has_labels(self) -> bool:
+        """Every image has a ground-truth label (monitors, purity, kNN need that)."""
         return bool((self.labels >= 0).all()) and len(self) > 0
+
+    @property
+    def n_labelled(self) -> int:
+        """Images with a known label (label >= 0): the ones NMI / ACC / ARI are scored on."""
+        return int((self.labels >= 0).sum())
 
     @property
     def channels(self) -> int:

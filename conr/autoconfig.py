@@ -17,7 +17,7 @@ shown in the report. The rules, in short:
   (RandomResizedCrop scale ``[(12 / side)², 1]``, within 0.08..0.5): strong crops for
   large images, mild ones for tiny images where a crop of 8 % would leave no object;
 * **batch and neighbourhood**: the batch holds ~4 images of each cluster on average
-  (at least 64, at most 256 on a CPU / 512 on a GPU, never more than the images); the
+  (64..256 on a CPU, 256..512 on a GPU, never more than the images); the
   CoNR neighbourhood k is half the expected members of a cluster in a batch (1..10),
   so 40 clusters of 10 images still get true neighbours;
 * **length**: epochs from the time budget (:mod:`conr.budget` measures the step) or,
@@ -149,10 +149,11 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
     channels = 1 if survey.grey else 3
     why["data.channels"] = "all sampled images are grey: one channel" if survey.grey else "colour images: RGB"
 
-    cap_batch = 512 if gpu else 256
-    batch = batch_size or int(min(n, cap_batch, max(64, _pow2_ceil(4 * k_clusters))))
+    cap_batch, min_batch = (512, 256) if gpu else (256, 64)
+    batch = batch_size or int(min(n, cap_batch, max(min_batch, _pow2_ceil(4 * k_clusters))))
     if batch_size is None:
-        why["train.batch_size"] = (f"~4 images per cluster on average (K={k_clusters}), within 64..{cap_batch}"
+        why["train.batch_size"] = (f"~4 images per cluster on average (K={k_clusters}), within "
+                                   f"{min_batch}..{cap_batch}"
                                    + (f", at most the {n} images" if batch == n else ""))
     per_cluster = batch / k_clusters
     k = int(min(10, max(1, round(per_cluster / 2))))
@@ -202,9 +203,11 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
         "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "spectral", **sched["cluster"]},
         "run": {"tensorboard": False, "log_every": 20},
     }
-    if not gpu:
-        raw["train"]["channels_last"] = True
-        why["train.channels_last"] = "channels-last convolutions: about 2x faster CPU steps for small CNNs"
+    raw["train"]["channels_last"] = True
+    why["train.channels_last"] = "channels-last convolutions (about 2x faster CPU steps for small CNNs)"
+    if gpu:
+        raw["train"]["precision"] = "bf16"
+        why["train.precision"] = "a GPU: bf16 autocast (losses and neighbourhoods stay float32)"
     why["stage2.start_epoch"] = f"CoNR's stage 2 takes the last {STAGE2_SHARE:.0%} of the epochs"
     why["cluster.n_init"] = "k-means restarts for the pseudo-labels, lowest inertia wins"
     why["cluster.final"] = "final labels from the features' k-NN graph: follows elongated clusters k-means cuts"

@@ -55,7 +55,7 @@ def run(args) -> int:
         if (run_dir / "metrics.jsonl").exists() and not args.resume:
             raise FileExistsError(f"{run_dir} already holds a trained run; pass --checkpoint {run_dir} to reuse "
                                   f"it, --resume to continue it, or choose another --out")
-        est = CoNR(n_clusters=args.k, device=args.device, seed=args.seed, config=args.config,
+        est = CoNR(n_clusters=args.k, device=args.device, seed=args.seed, config=args.config, minutes=args.minutes,
                    overrides=list(args.overrides), run_dir=str(run_dir), resume=args.resume,
                    on_bad_image=args.on_bad_image, verbose=True)
         print(f"conr cluster: reading the images under {src}")
@@ -110,6 +110,10 @@ def register(sub) -> None:
     p.add_argument("--config", help="YAML config (or shipped name) merged over the automatic settings")
     p.add_argument("--checkpoint", help="reuse a trained model (a run folder or checkpoint.pt); no training")
     p.add_argument("--resume", action="store_true", help="continue the killed training run in OUT/run")
+    p.add_argument("--minutes", type=float,
+                   help="time budget for training: the first steps are timed and the epochs sized to fit "
+                        "(default: from the number of images, 2-8 min on a CPU, 5-60 on a GPU; "
+                        "train.epochs=N replaces it)")
     p.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip",
                    help="unreadable image files: skip them (listed in the report) or stop (default: skip)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")

@@ -23,7 +23,9 @@ shown in the report. The rules, in short:
 * **length**: epochs from the time budget (:mod:`conr.budget` measures the step) or,
   without one, from a budget of image passes; CoNR's stage 2 takes the last 40 % of
   the epochs (its boundary filter relaxed over the first half of it);
-* **clustering**: k-means with 10 restarts (lowest inertia) for the pseudo-labels CoNR
+* **clustering**: features averaged over each image and its mirror (flips are part of
+  the training views, so the two should agree; averaging steadies the neighbourhoods);
+  k-means with 10 restarts (lowest inertia) for the pseudo-labels CoNR
   trains with; the final labels by spectral clustering of the features' k-NN graph
   (:mod:`conr.spectral`), which follows elongated clusters that k-means cuts.
 """
@@ -108,11 +110,11 @@ def pick_image_size(native: int, device_type: str = "cpu") -> int:
 
 
 def default_minutes(n_images: int, device_type: str = "cpu") -> float:
-    """The default time budget: about 1 min per 1,500 images on a CPU (2 to 8 min),
+    """The default time budget: about 1 min per 2,000 images on a CPU (1.5 to 8 min),
     1 min per 10,000 on a GPU (5 to 60 min)."""
     if device_type == "cuda":
         return float(min(60.0, max(5.0, n_images / 10_000)))
-    return float(min(8.0, max(2.0, n_images / 1_500)))
+    return float(min(8.0, max(1.5, n_images / 2_000)))
 
 
 def _pow2_ceil(x: float) -> int:
@@ -200,7 +202,8 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
         "stage2": {"k": k, "k1": k, "k2": min(2, k), "loss_scale": 1.0, "crop_scale": [max(0.45, s_min), 1.0],
                    "lr_factor": lr_factor, "predictor_lr_factor": lr_factor,
                    **sched["stage2"]},
-        "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "spectral", **sched["cluster"]},
+        "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "spectral", "flip_average": True,
+                    **sched["cluster"]},
         "run": {"tensorboard": False, "log_every": 20},
     }
     raw["train"]["channels_last"] = True
@@ -210,5 +213,7 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
         why["train.precision"] = "a GPU: bf16 autocast (losses and neighbourhoods stay float32)"
     why["stage2.start_epoch"] = f"CoNR's stage 2 takes the last {STAGE2_SHARE:.0%} of the epochs"
     why["cluster.n_init"] = "k-means restarts for the pseudo-labels, lowest inertia wins"
+    why["cluster.flip_average"] = ("features averaged over each image and its mirror, a view the training "
+                                   "made equivalent (steadier neighbourhoods)")
     why["cluster.final"] = "final labels from the features' k-NN graph: follows elongated clusters k-means cuts"
     return raw, why

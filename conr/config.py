@@ -167,6 +167,7 @@ class ClusterConfig:
     max_iter: int = 300
     tol: float = 1e-4
     n_init: int = 10                 # k-means++ restarts, lowest inertia wins (torch_clustering's n_init)
+    flip_average: bool = False       # features = mean over the image and its mirror (automatic settings: on)
     final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
     eval_every: int = 1              # cluster + score every N epochs in stage 1 (stage 2: every epoch)
     eval_batch_size: int = 1024

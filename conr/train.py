@@ -420,7 +420,10 @@ class Trainer:
             if self.cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                out.append(self.method.features(x).float())
+                f = self.method.features(x).float()
+                if self.cfg.cluster.flip_average:  # the mean over a view the network was trained to equate
+                    f = F.normalize(f, dim=1) + F.normalize(self.method.features(torch.flip(x, dims=[3])).float(), dim=1)
+                out.append(f)
         self.method.train(was_training)
         return F.normalize(torch.cat(out), dim=1)
 

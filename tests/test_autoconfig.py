@@ -128,3 +128,27 @@ def test_time_budget_is_respected(tmp_path):
     # an explicit epoch count wins over the budget
     fixed = conr.CoNR(n_clusters=4, epochs=3, minutes=5, device="cpu", overrides=SMALL_NET).fit(root)
     assert fixed.config_.train.epochs == 3 and fixed.budget_ is None
+
+
+def test_flip_average_is_the_mean_over_the_mirror():
+    from conr.config import apply_overrides, config_from_dict, config_to_dict, load_config
+    from conr.data import ImageData
+    from conr.data.augment import eval_transform
+    from conr.train import Trainer
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8, generator=g)
+    data = ImageData(images=images, labels=torch.full((12,), -1), normalization="auto")
+    raw = apply_overrides(config_to_dict(load_config("digits")), SMALL_NET + [
+        "data.name=numpy", "data.image_size=16", "train.batch_size=4", "cluster.n_clusters=2",
+        "cluster.flip_average=true", "train.channels_last=false", "stage2.k=2", "stage2.k1=2"])
+    trainer = Trainer(config_from_dict(raw), data=data, write=False, log=lambda *a: None)
+    got = trainer.extract_features()
+    trainer.method.eval()
+    with torch.no_grad():
+        x = eval_transform(images, 16, trainer.mean, trainer.std)
+        f = torch.nn.functional.normalize
+        want = f(f(trainer.method.features(x), dim=1) + f(trainer.method.features(x.flip(3)), dim=1), dim=1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    mirrored = trainer.extract_features(images.flip(3))
+    torch.testing.assert_close(mirrored, got, atol=1e-5, rtol=1e-4)  # a mirror gets the same features

@@ -112,7 +112,7 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the killed training run in OUT/run")
     p.add_argument("--minutes", type=float,
                    help="time budget for training: the first steps are timed and the epochs sized to fit "
-                        "(default: from the number of images, 2-8 min on a CPU, 5-60 on a GPU; "
+                        "(default: from the number of images, 1.5-8 min on a CPU, 5-60 on a GPU; "
                         "train.epochs=N replaces it)")
     p.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip",
                    help="unreadable image files: skip them (listed in the report) or stop (default: skip)")

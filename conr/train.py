@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -23,7 +24,8 @@ from .data import AugmentConfig, BatchAugment, ImageData, build_data, eval_trans
 from .distributed import (ShuffleBN, all_gather_nograd, all_gather_with_grad, all_reduce_mean, average_gradients,
                           barrier, broadcast_object, convert_sync_batchnorm, destroy, dist_info, init_from_env,
                           sync_buffers)
-from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable
+from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable, is_disk_full
+from .options import option
 from .data.stream import image_chunks
 from .kmeans import kmeans
 from .methods import StepContext, build_method
@@ -163,8 +165,10 @@ class Trainer:
         if resume:
             if self.run_dir is None or not (self.run_dir / CHECKPOINT_NAME).exists():
                 if self.run_dir is None or not (self.run_dir / "config.yaml").exists():
-                    raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}; start without --resume "
-                                            f"or point --run-dir at the run to continue")
+                    what = "does not exist" if self.run_dir is not None and not self.run_dir.exists() \
+                        else "holds no checkpoint"
+                    raise FileNotFoundError(f"--resume: the run folder {self.run_dir} {what}; start without "
+                                            f"--resume or point {option('--run-dir')} at the run to continue")
                 # killed before its first checkpoint: nothing to restore, replay from epoch 0
                 self.log(f"{self.run_dir} has no checkpoint yet (stopped during epoch 1); starting it over")
             else:
@@ -179,6 +183,9 @@ class Trainer:
         error = None
         if self.write:
             try:
+                from .runlock import acquire_run_lock
+
+                acquire_run_lock(self.run_dir, option("--run-dir"))  # one process per run folder
                 self._prepare_run_dir(resume)
             except Exception as exc:  # all ranks stop with rank 0's message instead of hanging
                 error = exc
@@ -188,7 +195,12 @@ class Trainer:
             raise error
 
     def close(self) -> None:
-        """Destroy the process group if this trainer started it (the end of a torchrun run)."""
+        """Release the run folder; destroy the process group if this trainer started it
+        (the end of a torchrun run)."""
+        if self.write and self.run_dir is not None:
+            from .runlock import release_run_lock
+
+            release_run_lock(self.run_dir)
         if self._owns_group:
             barrier()
             destroy()
@@ -219,7 +231,7 @@ class Trainer:
         if n == 0:
             raise ValueError("the dataset is empty; point data.root at a folder with images")
         if k > n:
-            raise ConfigError(f"cluster.n_clusters={k} exceeds the number of images ({n}); lower K")
+            raise ConfigError(f"{option('cluster.n_clusters', k)} exceeds the number of images ({n}); lower K")
         if t.batch_size > n:
             raise ConfigError(f"train.batch_size={t.batch_size} exceeds the number of images ({n}); "
                               f"lower train.batch_size to at most {n}")
@@ -241,7 +253,7 @@ class Trainer:
         need = 3 * 4 * params + len(self.data) * 64  # two weight copies + momentum + labels, roughly
         if not resume and (self.run_dir / "metrics.jsonl").exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
-                                  f"choose another run.name")
+                                  f"choose another {option('run.name')}")
         check_writable(self.run_dir, need_bytes=need * 2)
         if resume:
             for stale in self.run_dir.glob(".*.tmp"):  # temp files of an atomic write that was killed
@@ -328,11 +340,38 @@ class Trainer:
         r = self.cfg.run
         # the extra files first and checkpoint.pt last: a kill in between replays this epoch on
         # resume and writes them again
-        if r.save_every and self.epoch % r.save_every == 0:
-            atomic_torch_save(state, self.run_dir / f"epoch{self.epoch:04d}.pt")
-        if hasattr(self.method, "in_stage2") and self.epoch == self.cfg.stage2.start_epoch:
-            atomic_torch_save(state, self.run_dir / "stage1.pt")
-        atomic_torch_save(state, self.run_dir / CHECKPOINT_NAME)
+        with self._disk_full_note():
+            if r.save_every and self.epoch % r.save_every == 0:
+                atomic_torch_save(state, self.run_dir / f"epoch{self.epoch:04d}.pt")
+            if hasattr(self.method, "in_stage2") and self.epoch == self.cfg.stage2.start_epoch:
+                atomic_torch_save(state, self.run_dir / "stage1.pt")
+            atomic_torch_save(state, self.run_dir / CHECKPOINT_NAME)
+
+    @contextmanager
+    def _disk_full_note(self):
+        """A full disk while writing the run's files: say which file, that the last
+        checkpoint is intact (writes are atomic) and the command that continues."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            from .io import OutputError
+
+            ckpt = self.run_dir / CHECKPOINT_NAME
+            if ckpt.exists():
+                try:
+                    done = int(load_checkpoint(ckpt, "cpu")["epoch"])
+                except Exception:
+                    done = None
+                kept = f"the last checkpoint {ckpt}" + (f" (epoch {done})" if done is not None else "") + \
+                    " is intact"
+            else:
+                kept = "no checkpoint was written yet (the run restarts from epoch 1)"
+            cmd = option("resume-command") if option("resume-command") != "resume-command" else \
+                f"conr train --run-dir {self.run_dir} --resume"
+            raise OutputError(f"no space left on the device while writing {getattr(exc, 'filename', None) or exc}; "
+                              f"{kept}. Free some space, then continue with: {cmd}") from None
 
     def _check_weights_finite(self) -> None:
         """A finite last loss can still leave NaN/inf weights (the last step diverged): never save those."""
@@ -620,7 +659,8 @@ class Trainer:
     def _log_epoch(self, record: dict) -> None:
         if not self.write:
             return
-        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        with self._disk_full_note():
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
         tb = self._tensorboard()
         if tb is not None:
             for k, v in record.items():

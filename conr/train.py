@@ -89,6 +89,39 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+class _Heartbeat:
+    """During long stretches without a scores line (k-means runs every few epochs),
+    say once in a while how far training is and when the next line will come, so a
+    slow machine looks slow rather than stuck."""
+
+    QUIET_S = 30.0  # say something when the next line is further away than this ...
+    EVERY_S = 60.0  # ... at most this often
+
+    def __init__(self, trainer, last: int, progress=None):
+        self.trainer, self.last, self.progress = trainer, last, progress
+        self.start = time.perf_counter()
+        self.start_epoch = trainer.epoch
+        self.said = -float("inf")
+
+    def after_epoch(self, epoch: int, record: dict) -> None:
+        now = time.perf_counter()
+        if "nmi" in record or "kmeans_iters" in record:
+            self.said = now  # a scores line was just printed
+        per_epoch = (now - self.start) / max(1, epoch - self.start_epoch)
+        nxt = self.trainer.next_scores_epoch(epoch, self.last)
+        eta = per_epoch * (nxt - epoch)
+        if epoch >= self.last or eta < self.QUIET_S or now - self.said < self.EVERY_S and epoch > self.start_epoch + 1:
+            return
+        stage = f" (stage {record['stage']})" if "stage" in record else ""
+        msg = (f"epoch {epoch}/{self.trainer.cfg.train.epochs}{stage}: {per_epoch:.1f} s per epoch; "
+               f"next update after epoch {nxt} in ~{eta:.0f} s")
+        if self.progress is not None:
+            self.progress.write(msg)
+        else:
+            self.trainer.log(msg)
+        self.said = now
+
+
 class Trainer:
     """Trains one method on one dataset and clusters it.
 
@@ -628,6 +661,7 @@ class Trainer:
             interactive = sys.stderr.isatty()
             progress = tqdm(total=remaining, unit="it", dynamic_ncols=True, desc=f"{self.cfg.method}",
                             mininterval=0.1 if interactive else 30.0)
+        heartbeat = _Heartbeat(self, last, progress) if r.progress and self.dist.is_main else None
         try:
             while self.epoch < last:
                 epoch = self.epoch + 1
@@ -643,6 +677,8 @@ class Trainer:
                 self.history.append(record)
                 self._log_epoch(record)
                 self.save_checkpoint()
+                if heartbeat is not None:
+                    heartbeat.after_epoch(epoch, record)
                 over = r.max_epoch_minutes is not None and (time.perf_counter() - start_time) / 60 > r.max_epoch_minutes
                 if r.max_epoch_minutes is not None and self.dist.enabled:
                     over = broadcast_object(over)  # rank 0's clock decides for all ranks
@@ -655,6 +691,13 @@ class Trainer:
             if self._tb is not None:
                 self._tb.flush()
         return self.result()
+
+    def next_scores_epoch(self, epoch: int, last: int) -> int:
+        """The first epoch after ``epoch`` whose end prints a scores line (or ``last``)."""
+        for e in range(epoch + 1, last + 1):
+            if self._cluster_due(e):
+                return e
+        return last
 
     def _log_epoch(self, record: dict) -> None:
         if not self.write:

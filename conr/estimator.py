@@ -38,6 +38,7 @@ from .config import (Config, _deep_merge, _read_yaml, apply_overrides, config_fr
                      resolve_config_path)
 from .data.base import ImageData, resize_uint8
 from .data.folder import pil_to_array
+from .options import option
 
 __all__ = ["CoNR", "as_image_data", "default_settings", "pick_image_size", "probe_image_sizes",
            "NotFittedError"]
@@ -373,7 +374,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError("no images to cluster: the input is empty")
         fixed = self._fixed_k()
         if fixed is not None and fixed > len(data):
-            raise ValueError(f"n_clusters={fixed} exceeds the number of images ({len(data)}); lower K")
+            raise ValueError(f"{option('n_clusters', fixed)} exceeds the number of images ({len(data)}); lower K")
         if fixed is None and len(data) < 3:
             raise ValueError(f"{len(data)} images: estimating K needs at least 3")
         cfg = self.build_config(data, root=X if isinstance(X, (str, Path)) else None)
@@ -444,7 +445,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             k, table = estimate_k(self._features(data).numpy(), (lo, hi), seed=self.seed, criterion=K_CRITERION)
             selection = {"k": int(k), "criterion": K_CRITERION, "k_range": [lo, hi], "table": table}
         if k > len(data):
-            raise ValueError(f"n_clusters={k} exceeds the number of images ({len(data)}); lower K")
+            raise ValueError(f"{option('n_clusters', k)} exceeds the number of images ({len(data)}); lower K")
         old = self.trainer_
         cfg = old.cfg
         raw = apply_overrides(_cfg_dict(cfg), [f"cluster.n_clusters={int(k)}",

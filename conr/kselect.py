@@ -19,6 +19,8 @@ Features are L2-normalised first (the learned features are compared by cosine).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["estimate_k", "parse_k", "default_k_range", "k_scores", "CRITERIA"]
@@ -156,8 +158,10 @@ def k_scores(features, k_range, seed: int = 0, criteria=CRITERIA) -> list[dict]:
     for name in criteria:
         if name not in _SCORERS:
             raise ValueError(f"unknown K criterion {name!r}; choose one of {CRITERIA}")
-        # one BLAS / OpenMP thread: many small k-means runs are 30x faster so on busy cores
-        with threadpool_limits(1):
+        # one BLAS / OpenMP thread: many small k-means runs are 30x faster so on busy cores;
+        # a K above the number of distinct points only warns in k-means, and scores low
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
             scores = _SCORERS[name](x, ks, seed)
         for row, v in zip(rows, scores):
             row[name] = v

@@ -31,7 +31,7 @@ def option_names(args, out: Path) -> dict[str, str]:
     """The config keys and flags that conr cluster spells as its own options (conr/options.py)."""
     extra = "".join(f" {o}" for o in args.overrides)
     return {"run.out_dir": "--out", "run.name": "--out", "--run-dir": "--out", "data.on_bad_image": "--on-bad-image",
-            "data.root": "PATH", "cluster.n_clusters": "--k", "train.device": "--device",
+            "data.root": "PATH", "cluster.n_clusters": "--k", "n_clusters": "--k", "train.device": "--device",
             "resume-command": f"conr cluster {args.path} --out {out} --resume{extra}"}
 
 

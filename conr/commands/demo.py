@@ -27,16 +27,16 @@ def scaled_schedule(epochs: int, base_epochs: int, start: int, t_end: int, eval_
     return [f"stage2.start_epoch={new_start}", f"stage2.t_end={new_end}", f"cluster.eval_every={every}"]
 
 
-def run(args) -> int:
+def demo_config(out_dir: str, name: str, user_overrides: list[str]):
+    """The digits config with the user's overrides; train.epochs=N alone scales the
+    stage-2 schedule (:func:`scaled_schedule`)."""
     from ..config import load_config, parse_override
-    from ..train import Trainer
 
-    name = f"demo-{datetime.now():%Y%m%d-%H%M%S}"
-    overrides = [f"run.out_dir={args.out_dir}", f"run.name={name}"] + list(args.overrides)
-    keys = {".".join(parse_override(o)[0]) for o in args.overrides}
+    overrides = [f"run.out_dir={out_dir}", f"run.name={name}"] + list(user_overrides)
+    keys = {".".join(parse_override(o)[0]) for o in user_overrides}
     if "train.epochs" in keys and not keys & {"stage2.start_epoch", "stage2.t_end"}:
         base = load_config("digits")
-        epochs = [parse_override(o)[1] for o in args.overrides if parse_override(o)[0] == ["train", "epochs"]][-1]
+        epochs = [parse_override(o)[1] for o in user_overrides if parse_override(o)[0] == ["train", "epochs"]][-1]
         if isinstance(epochs, bool) or not isinstance(epochs, int):
             raise ValueError(f"train.epochs={epochs!r} must be a whole number of epochs")
         scaled = scaled_schedule(epochs, base.train.epochs, base.stage2.start_epoch, base.stage2.t_end,
@@ -44,7 +44,13 @@ def run(args) -> int:
         if "cluster.eval_every" in keys:
             scaled = scaled[:2]
         overrides = scaled + overrides  # the user's own overrides still win
-    cfg = load_config("digits", overrides)
+    return load_config("digits", overrides)
+
+
+def run(args) -> int:
+    from ..train import Trainer
+
+    cfg = demo_config(args.out_dir, f"demo-{datetime.now():%Y%m%d-%H%M%S}", list(args.overrides))
     print(f"conr demo: {cfg.method} on scikit-learn digits, {cfg.train.epochs} epochs (BYOL for "
           f"{cfg.stage2.start_epoch}, then CoNR), device {cfg.train.device}")
     result = Trainer(cfg).fit()

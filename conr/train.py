@@ -89,6 +89,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+_TB_NOTE_SHOWN = False  # the "TensorBoard is off" note is printed once per process
+
+
 class _Heartbeat:
     """During long stretches without a scores line (k-means runs every few epochs),
     say once in a while how far training is and when the next line will come, so a
@@ -305,8 +308,13 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-            except Exception as exc:  # TensorBoard missing or broken: keep training
-                self.log(f"warning: TensorBoard logging off ({exc})")
+            except Exception as exc:  # TensorBoard is an optional extra: keep training, say so once
+                global _TB_NOTE_SHOWN
+                if not _TB_NOTE_SHOWN:
+                    why = "the tensorboard package is not installed" if isinstance(exc, ImportError) else str(exc)
+                    self.log(f"note: TensorBoard logging is off ({why}; pip install 'conr[tensorboard]' to get it); "
+                             f"metrics.jsonl in the run folder has every logged value")
+                    _TB_NOTE_SHOWN = True
                 self.cfg.run.tensorboard = False
         return self._tb
 

@@ -76,3 +76,19 @@ def test_heartbeat_says_when_the_next_line_comes(monkeypatch):
     assert said == ["epoch 1/100 (stage 1): 40.0 s per epoch; next update after epoch 20 in ~760 s"]
     beat.after_epoch(2, {"stage": 1})  # 40 s after the last message: quiet (at most one a minute)
     assert len(said) == 1
+
+
+def test_tensorboard_missing_falls_back_and_says_so_once(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import conr.train as train_mod
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
+    monkeypatch.setattr(train_mod, "_TB_NOTE_SHOWN", False)
+    said = []
+    for _ in range(2):  # two runs in one process: one note
+        fake = SimpleNamespace(_tb=None, write=True, run_dir=tmp_path, log=said.append,
+                               cfg=SimpleNamespace(run=SimpleNamespace(tensorboard=True)))
+        assert train_mod.Trainer._tensorboard(fake) is None
+        assert fake.cfg.run.tensorboard is False
+    assert len(said) == 1 and "not installed" in said[0] and "conr[tensorboard]" in said[0]

@@ -130,3 +130,19 @@ def test_predict_errors_name_the_argument(trained, capsys):
     assert "RUN" in capsys.readouterr().err
     assert main(["predict", str(trained["folder"]), str(trained["folder"])]) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_reused_model_with_k_auto_estimates_k_from_the_folder(trained):
+    import re
+
+    base = trained["base"]
+    rc, out = _run(["cluster", str(trained["folder"]), "--k", "2..5", "--out", str(base / "auto"), "--checkpoint",
+                    str(trained["out"] / "run"), "--no-plots"])
+    assert rc == 0, out
+    m = re.search(r"K = (\d) estimated \(silhouette over K = 2\.\.5\)", out)
+    assert m, out
+    k = int(m.group(1))
+    clusters = {int(r["cluster"]) for r in _rows(base / "auto" / "assignments.csv")}
+    assert clusters <= set(range(k)) and len(clusters) >= 2
+    assert (base / "auto" / "plots" / "k_selection.png").stat().st_size > 1000  # shown even with --no-plots
+    assert "Choosing the number of clusters" in (base / "auto" / "report.html").read_text()

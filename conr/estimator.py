@@ -351,6 +351,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         auto = default_settings(len(data), data.image_size, k, _device_type(self.device),
                                 epochs=t.get("epochs"), batch_size=t.get("batch_size"))
         raw = _deep_merge(auto, user)
+        if raw["model"].get("backbone") != "small_cnn" and "width" not in user.get("model", {}):
+            raw["model"].pop("width", None)  # the automatic small_cnn width means nothing to a ResNet
         d = raw.setdefault("data", {})
         d["image_size"] = data.image_size
         d["on_bad_image"] = self.on_bad_image

@@ -219,9 +219,6 @@ class Trainer:
         error = None
         if self.write:
             try:
-                from .runlock import acquire_run_lock
-
-                acquire_run_lock(self.run_dir, option("--run-dir"))  # one process per run folder
                 self._prepare_run_dir(resume)
             except Exception as exc:  # all ranks stop with rank 0's message instead of hanging
                 error = exc
@@ -287,10 +284,13 @@ class Trainer:
     def _prepare_run_dir(self, resume: bool) -> None:
         params = sum(p.numel() for p in self.method.parameters())
         need = 3 * 4 * params + len(self.data) * 64  # two weight copies + momentum + labels, roughly
+        check_writable(self.run_dir, need_bytes=need * 2)
+        from .runlock import acquire_run_lock
+
+        acquire_run_lock(self.run_dir, option("--run-dir"))  # one process per run folder
         if not resume and (self.run_dir / "metrics.jsonl").exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
                                   f"choose another {option('run.name')}")
-        check_writable(self.run_dir, need_bytes=need * 2)
         if resume:
             for stale in self.run_dir.glob(".*.tmp"):  # temp files of an atomic write that was killed
                 stale.unlink(missing_ok=True)

@@ -248,3 +248,16 @@ def test_estimator_accepts_flat_arrays():
 
     model = conr.CoNR(n_clusters=2, image_shape=(6, 8, 3))
     assert model.load(hwc.reshape(5, -1)).images.shape[0] == 5
+
+
+def test_a_resnet_override_drops_the_automatic_small_cnn_width():
+    # conr cluster ... model.backbone=resnet18_cifar on a CPU used to fail: resnet18_cifar() got 'width'
+    import conr
+    from conr.estimator import as_image_data
+
+    data = as_image_data(np.zeros((40, 16, 16, 3), np.uint8), 16)
+    cfg = conr.CoNR(n_clusters=3, device="cpu", overrides=["model.backbone=resnet18_cifar"]).build_config(data)
+    assert cfg.model.backbone == "resnet18_cifar" and cfg.model.width is None
+    assert conr.CoNR(n_clusters=3, device="cpu").build_config(data).model.width == 16
+    kept = conr.CoNR(n_clusters=3, device="cpu", overrides=["model.width=8"]).build_config(data)
+    assert kept.model.width == 8

@@ -146,3 +146,25 @@ def test_reused_model_with_k_auto_estimates_k_from_the_folder(trained):
     assert clusters <= set(range(k)) and len(clusters) >= 2
     assert (base / "auto" / "plots" / "k_selection.png").stat().st_size > 1000  # shown even with --no-plots
     assert "Choosing the number of clusters" in (base / "auto" / "report.html").read_text()
+
+
+def test_full_disk_while_writing_the_report_says_how_to_write_it_again(trained, monkeypatch, capsys):
+    import errno
+
+    import conr.report as report_mod
+
+    real = report_mod.atomic_write_text
+
+    def full(path, text):
+        if Path(path).name == "report.html":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(report_mod, "atomic_write_text", full)
+    out = trained["base"] / "full_report"
+    run = trained["out"] / "run"
+    rc = main(["cluster", str(trained["folder"]), "--k", "3", "--out", str(out), "--checkpoint", str(run),
+               "--no-plots"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(out / "report.html") in err and f"{run} is intact" in err
+    assert f"--out {out} --checkpoint {run}" in err

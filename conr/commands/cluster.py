@@ -149,8 +149,18 @@ def _cluster(args, src: Path, out: Path, k) -> int:
             "metrics": est.metrics_, "settings": settings, "skipped": skipped,
             "truth_note": f"the {len(data.classes)} sub-folder names under {src}"}
     print(f"conr cluster: writing the outputs to {out}")
-    written = write_outputs(snap, out, meta, plots=not args.no_plots, max_grid=args.grid_size, seed=cfg.train.seed,
-                            k_selection=selection)
+    try:
+        written = write_outputs(snap, out, meta, plots=not args.no_plots, max_grid=args.grid_size,
+                                seed=cfg.train.seed, k_selection=selection)
+    except OSError as exc:
+        from ..io import OutputError, is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        model = args.checkpoint or run_dir
+        raise OutputError(f"no space left on the device while writing {exc.filename or exc}; the trained model in "
+                          f"{model} is intact (every file is written atomically). Free some space, then write the "
+                          f"outputs without training: conr cluster {src} --out {out} --checkpoint {model}") from None
     if args.export:
         from ..export import export_clusters
 

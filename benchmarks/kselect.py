@@ -102,15 +102,15 @@ def main(argv=None) -> int:
             results.append(row)
             print(f"{name:13s} K={true_k:2d} {kind:8s} " +
                   " ".join(f"{c}={row['chosen'][c]:2d}" for c in CRITERIA) + f"  ({row['seconds']} s)", flush=True)
+            out = Path(args.out)  # after every row: a long run stopped half-way keeps what it measured
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1) + "\n")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\n{'dataset':13s} {'true K':>6s} {'features':9s} " + " ".join(f"{c:>10s}" for c in CRITERIA))
     for r in results:
         print(f"{r['dataset']:13s} {r['true_k']:6d} {r['features']:9s} "
               + " ".join(f"{r['chosen'][c]:10d}" for c in CRITERIA))
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -309,7 +309,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def _fixed_k(self, provisional: bool = False, n_images: int | None = None) -> int | None:
         """The K given (an int), else None; ``provisional``: the K that stage 1 monitors
         with while K is still unknown (10 clamped into the range)."""
-        from .kselect import default_k_range, parse_k
+        from .kselect import parse_k
 
         k = parse_k(self.n_clusters)
         if isinstance(k, int):

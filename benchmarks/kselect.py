@@ -14,6 +14,9 @@ scores per K to ``benchmarks/results/kselect.json``, then prints a table.
     nice -n 19 python3 benchmarks/kselect.py                       # all, short BYOL runs (~10 min on 2 cores)
     nice -n 19 python3 benchmarks/kselect.py --datasets digits orl --no-byol
     nice -n 19 python3 benchmarks/kselect.py --features-dir /tmp/ksel   # cache / reuse BYOL features
+    nice -n 19 python3 benchmarks/kselect.py --datasets cifar10_test --kinds pca50 byol   # skip 3072-d pixels
+
+Rows are merged into the JSON by (dataset, features), so runs of different sets add up.
 """
 from __future__ import annotations
 
@@ -67,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", nargs="+", default=list(SETS), choices=list(SETS))
     p.add_argument("--data-root", default=str(DATA))
     p.add_argument("--no-byol", action="store_true", help="pixels and PCA only")
+    p.add_argument("--kinds", nargs="+", default=["pixels", "pca50", "byol"], choices=["pixels", "pca50", "byol"],
+                   help="feature kinds to score (raw CIFAR pixels take tens of minutes on 2 busy cores)")
     p.add_argument("--features-dir", help="cache of BYOL features (<name>.npy); reused when present")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kselect.json"))
@@ -74,14 +79,18 @@ def main(argv=None) -> int:
 
     from sklearn.decomposition import PCA
 
-    results = []
+    out = Path(args.out)
+    results = [r for r in (json.loads(out.read_text()) if out.exists() else []) if r["dataset"] not in args.datasets]
     for name in args.datasets:
         true_k, _, k_range, epochs, size = SETS[name]
         images = load_pixels(name, Path(args.data_root))
         pixels = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        feats = {"pixels": pixels,
-                 "pca50": PCA(n_components=min(50, pixels.shape[1]), random_state=args.seed).fit_transform(pixels)}
-        if not args.no_byol:
+        feats = {}
+        if "pixels" in args.kinds:
+            feats["pixels"] = pixels
+        if "pca50" in args.kinds:
+            feats["pca50"] = PCA(n_components=min(50, pixels.shape[1]), random_state=args.seed).fit_transform(pixels)
+        if not args.no_byol and "byol" in args.kinds:
             cache = Path(args.features_dir) / f"{name}.npy" if args.features_dir else None
             if cache is not None and cache.exists():
                 feats[f"byol{epochs}"] = np.load(cache)
@@ -102,7 +111,7 @@ def main(argv=None) -> int:
             results.append(row)
             print(f"{name:13s} K={true_k:2d} {kind:8s} " +
                   " ".join(f"{c}={row['chosen'][c]:2d}" for c in CRITERIA) + f"  ({row['seconds']} s)", flush=True)
-            out = Path(args.out)  # after every row: a long run stopped half-way keeps what it measured
+            # after every row: a long run stopped half-way keeps what it measured
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=1) + "\n")
 

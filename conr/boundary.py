@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["boundary_ratio", "relaxed_fraction", "keep_mask"]
+__all__ = ["boundary_ratio", "relaxed_fraction", "keep_mask", "assignment_confidence"]
 
 RATIO_VARIANTS = ("code", "paper")
 KEEP_RULES = ("code", "paper")
@@ -85,3 +85,11 @@ def keep_mask(ratios: Tensor, fraction: float, rule: str = "code") -> Tensor:
     mask = torch.zeros_like(ratios, dtype=torch.bool)
     mask[order[:n_keep]] = True
     return mask
+
+
+def assignment_confidence(feats: Tensor, centers: Tensor, labels: Tensor) -> Tensor:
+    """How clearly each sample belongs to its cluster, in [0, 1]: 1 - d_own / d_next
+    (Euclidean distances to the own centre and to the nearest other one), so 1 at the
+    own centre, 0 half-way to (or beyond) the nearest other centre."""
+    ratio = boundary_ratio(feats, centers, labels, "code")
+    return (1.0 - ratio).clamp(0.0, 1.0)

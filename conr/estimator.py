@@ -27,12 +27,27 @@ from .config import (Config, _deep_merge, _read_yaml, apply_overrides, config_fr
                      resolve_config_path)
 from .data.base import ImageData, resize_uint8
 from .data.folder import pil_to_array
+from .options import option
 
 __all__ = ["CoNR", "as_image_data", "survey_input", "NotFittedError"]
 
 
+K_CRITERION = "silhouette"          # how n_clusters="auto" picks K (benchmarks/kselect.py measured the others)
+K_SELECTION_FILE = "k_selection.json"  # in the run folder: the chosen K and the score of every candidate
+
+
 class NotFittedError(ValueError, AttributeError):
     """predict / transform before fit."""
+
+
+def read_k_selection(run_dir) -> dict | None:
+    """The K estimate a run recorded (``k_selection.json``), or None."""
+    import json
+
+    path = Path(run_dir) / K_SELECTION_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _device_type(device: str) -> str:
@@ -60,12 +75,14 @@ def survey_input(X) -> ImageSurvey | None:
 
 
 def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
-                  device_type: str = "cpu", channels: int | None = None) -> ImageData:
+                  device_type: str = "cpu", channels: int | None = None, image_shape=None) -> ImageData:
     """Any accepted input as ImageData at ``image_size`` (None: the automatic size).
 
     Accepted: a folder path (nested or flat, any image files), an ImageData, a
     uint8 / float numpy array or torch tensor N,H,W / N,H,W,C / N,C,H,W (C in 1, 3;
-    floats in [0, 1] or [0, 255]), or a list of PIL images (or of H,W[,C] arrays).
+    floats in [0, 1] or [0, 255]) or flat N,D (rows unflattened by ``image_shape``, or
+    D = H*H grey / 3*H*H colour planes, see :func:`conr.data.arrays.unflatten_images`),
+    or a list of PIL images (or of H,W[,C] arrays).
     ``channels``: 1 or 3 for a folder (None: 1 when all its images are grey).
     """
     if isinstance(X, (str, Path)):
@@ -80,11 +97,12 @@ def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
     if isinstance(X, ImageData):
         data = X
     elif isinstance(X, (np.ndarray, Tensor)):
-        from .data.arrays import images_from_array
+        from .data.arrays import images_from_array, unflatten_images
 
         arr = X.detach().cpu().numpy() if isinstance(X, Tensor) else X
         if arr.size == 0 or (arr.ndim >= 1 and arr.shape[0] == 0):
             raise ValueError("no images: the input array is empty")
+        arr = unflatten_images(arr, image_shape, "X")
         data = ImageData(images=torch.from_numpy(np.ascontiguousarray(images_from_array(arr, "X"))),
                          labels=torch.full((arr.shape[0],), -1, dtype=torch.long), name="array",
                          normalization="auto")
@@ -140,7 +158,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     """Deep image clustering (BYOL warm-up, then CoNR) in the scikit-learn style.
 
     Args:
-        n_clusters: K, at least 2 and at most the number of images.
+        n_clusters: K, at least 2 and at most the number of images; or ``"auto"`` (None
+            too) / a range ``(lo, hi)`` or ``"lo..hi"``: K is estimated from the stage-1
+            features (:func:`conr.kselect.estimate_k`) before CoNR's stage 2 trains with it.
         method: training method (``conr`` by default; see ``conr methods``).
         image_size, backbone, epochs, batch_size, lr: None = the automatic rule
             (:mod:`conr.autoconfig`); a value overrides it. ``epochs`` (or the
@@ -157,8 +177,11 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         resume: continue the run in ``run_dir`` from its checkpoint.
         on_bad_image: ``skip`` (report and leave out) or ``fail`` for unreadable files.
         verbose: print the trainer's log lines and a progress bar.
+        image_shape: how to unflatten a flat N x D array: (H, W) or (H, W, C); None guesses
+            a square (D = H*H grey, or 3*H*H colour planes).
 
-    Attributes after ``fit``: ``labels_`` [N], ``cluster_centers_`` [K, D] (k-means means
+    Attributes after ``fit``: ``n_clusters_`` (the K used), ``k_selection_`` (with an
+    estimated K: criterion, range, chosen K and the score table), ``labels_`` [N], ``cluster_centers_`` [K, D] (k-means means
     of the unit features, not re-normalised), ``features_`` [N, D], ``boundary_ratios_``
     and ``distances_`` (to the own centre) [N], ``metrics_`` (NMI/ACC/ARI when the input
     carries labels, e.g. class sub-folders), ``history_``, ``config_``, ``data_``,
@@ -170,8 +193,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                  lr: float | None = None, minutes: float | None = None, device: str = "auto", seed: int = 0,
                  deterministic: bool = False,
                  config: str | None = None, overrides: list[str] | None = None, run_dir: str | None = None,
-                 resume: bool = False, on_bad_image: str = "skip", verbose: bool = False):
+                 resume: bool = False, on_bad_image: str = "skip", verbose: bool = False,
+                 image_shape: tuple | None = None):
         self.n_clusters = n_clusters
+        self.image_shape = image_shape
         self.method = method
         self.image_size = image_size
         self.backbone = backbone
@@ -191,9 +216,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ helpers
     def _check_params(self) -> None:
-        k = self.n_clusters
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-            raise ValueError(f"n_clusters={k!r}: clustering needs an integer K >= 2")
+        from .kselect import parse_k
+
+        try:
+            parse_k(self.n_clusters)
+        except ValueError as exc:
+            raise ValueError(f"n_clusters={self.n_clusters!r}: {exc}") from None
         if self.on_bad_image not in ("skip", "fail"):
             raise ValueError(f"on_bad_image={self.on_bad_image!r}: choose skip or fail")
         for name in ("image_size", "epochs", "batch_size"):
@@ -209,7 +237,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         """The settings the user chose: config file, constructor arguments, overrides."""
         raw: dict = _read_yaml(resolve_config_path(self.config)) if self.config else {}
         explicit = [f"method={self.method}", f"train.seed={int(self.seed)}", f"train.device={self.device}",
-                    f"cluster.n_clusters={int(self.n_clusters)}"]
+                    f"cluster.n_clusters={self._fixed_k(provisional=True)}"]
         if self.deterministic:
             explicit.append("train.deterministic=true")
         if not self.verbose:
@@ -220,6 +248,26 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             if value is not None:
                 explicit.append(f"{key}={value}")
         return apply_overrides(raw, explicit + list(self.overrides or []))
+
+    def _fixed_k(self, provisional: bool = False, n_images: int | None = None) -> int | None:
+        """The K given (an int), else None; ``provisional``: the K that stage 1 monitors
+        with while K is still unknown (10 clamped into the range)."""
+        from .kselect import parse_k
+
+        k = parse_k(self.n_clusters)
+        if isinstance(k, int):
+            return k
+        if not provisional:
+            return None
+        lo, hi = self._k_range(n_images) if n_images else ((2, 10**9) if k == "auto" else k)
+        return int(min(max(10, lo), hi))
+
+    def _k_range(self, n_images: int) -> tuple[int, int]:
+        from .kselect import default_k_range, parse_k
+
+        k = parse_k(self.n_clusters)
+        lo, hi = default_k_range(n_images) if k == "auto" else k
+        return lo, min(hi, max(lo, n_images - 1))
 
     def _log(self, *args) -> None:
         if self.verbose:
@@ -236,7 +284,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             size, channels = user.get("image_size"), user.get("channels")
             if channels is None and survey is not None:
                 channels = 1 if survey.grey else 3
-        data = as_image_data(X, size, self.on_bad_image, _device_type(self.device), channels=channels)
+        data = as_image_data(X, size, self.on_bad_image, _device_type(self.device), channels=channels,
+                             image_shape=self.image_shape)
         if channels == 1 and data.channels == 3:  # grey images handed over as RGB
             data = ImageData(images=data.images[:, :1].contiguous(), labels=data.labels, classes=list(data.classes),
                              paths=data.paths, name=data.name, normalization=data.normalization,
@@ -251,11 +300,15 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         The reasons for the automatic choices land in ``self.settings_reasons_``."""
         user = self._user_raw()
         t = user.get("train", {})
+        k = int(user.get("cluster", {}).get("n_clusters") or 10)
+        if self._fixed_k() is None:  # K estimated after stage 1: a provisional K sizes batch and k
+            k = self._fixed_k(provisional=True, n_images=len(data))
+            user.setdefault("cluster", {})["n_clusters"] = k
         survey = survey or survey_images(data.images)
         survey = ImageSurvey(n_images=len(data), shorter_sides=survey.shorter_sides, grey=data.channels == 1)
         device_type = _device_type(self.device)
         auto_size = data.image_size == pick_image_size(survey.native_size, device_type)
-        auto, why = auto_settings(survey, int(self.n_clusters), device_type,
+        auto, why = auto_settings(survey, k, device_type,
                                   epochs=t.get("epochs") or epochs, batch_size=t.get("batch_size"),
                                   image_size=None if auto_size else data.image_size)
         if t.get("epochs"):
@@ -268,6 +321,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             why["data.image_size"] = "chosen by the user"
         raw = _deep_merge(auto, user)
         self.settings_reasons_ = {k: v for k, v in why.items() if _dotted(user, k) is None or k == "train.epochs"}
+        if raw["model"].get("backbone") != "small_cnn" and "width" not in user.get("model", {}):
+            raw["model"].pop("width", None)  # the automatic small_cnn width means nothing to a ResNet
         d = raw.setdefault("data", {})
         d["image_size"] = data.image_size
         d["channels"] = data.channels
@@ -337,26 +392,38 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         data = self.load(X, survey)
         if len(data) == 0:
             raise ValueError("no images to cluster: the input is empty")
-        if self.n_clusters > len(data):
-            raise ValueError(f"n_clusters={self.n_clusters} exceeds the number of images ({len(data)}); lower K")
+        fixed = self._fixed_k()
+        if fixed is not None and fixed > len(data):
+            raise ValueError(f"{option('n_clusters', fixed)} exceeds the number of images ({len(data)}); lower K")
+        if fixed is None and len(data) < 3:
+            raise ValueError(f"{len(data)} images: estimating K needs at least 3")
         root = X if isinstance(X, (str, Path)) else None
         cfg = self.build_config(data, root=root, survey=survey)
+        selection = None
+        if fixed is None and self.resume and self.run_dir is not None:
+            selection = read_k_selection(self.run_dir)  # a resumed run keeps the K it chose
+            if selection is not None:
+                cfg.cluster.n_clusters = int(selection["k"])
         if cfg.data.normalization is not None:
             data.normalization = cfg.data.normalization
         budget = None
-        fixed = self._user_raw().get("train", {}).get("epochs")
+        fixed_epochs = self._user_raw().get("train", {}).get("epochs")
         saved = Path(self.run_dir) / "config.yaml" if self.run_dir is not None else None
         if self.resume and saved is not None and saved.exists():  # a resumed run keeps its length
             import yaml
 
             epochs = (yaml.safe_load(saved.read_text()) or {}).get("train", {}).get("epochs")
             cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
-        elif not fixed:
+        elif not fixed_epochs:
             data, cfg, budget = self._fit_budget(data, cfg, root, survey, started)
+        if selection is not None:  # the config was rebuilt: keep the K the resumed run chose
+            cfg.cluster.n_clusters = int(selection["k"])
         write = self.run_dir is not None
         notes = [f"{k}: {v}" for k, v in self.settings_reasons_.items()]
         trainer = Trainer(cfg, data=data, run_dir=self.run_dir, resume=self.resume, write=write, log=self._log,
                           notes=notes)
+        if fixed is None and selection is None:
+            selection = self._select_k(trainer)
         result = trainer.fit()
         if budget is not None:
             budget["actual_seconds"] = round(time.perf_counter() - started, 1)
@@ -370,7 +437,42 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                 atomic_write_text(Path(self.run_dir) / "budget.json", json.dumps(budget, indent=1) + "\n")
         self.budget_ = budget
         self._set_fitted(trainer, result.features, result.labels, result.centers, result.metrics, result.history)
+        if selection is not None:
+            self.k_selection_ = selection
         return self
+
+    def _select_k(self, trainer) -> dict:
+        """Train stage 1 (BYOL; K plays no part in it), estimate K from its features,
+        record the choice in the run folder and set it for stage 2."""
+        from .kselect import estimate_k
+
+        cfg = trainer.cfg
+        # methods with a stage 2 (CoNR) estimate K where it starts; the others after training
+        stop = cfg.stage2.start_epoch if hasattr(trainer.method, "in_stage2") else cfg.train.epochs
+        if trainer.epoch < stop:
+            trainer.fit(until_epoch=stop)
+        lo, hi = self._k_range(len(trainer.data))
+        self._log(f"estimating K in {lo}..{hi} from the features after epoch {trainer.epoch} ({K_CRITERION})")
+        k, table = estimate_k(trainer.extract_features().cpu().numpy(), (lo, hi), seed=cfg.train.seed,
+                              criterion=K_CRITERION)
+        selection = {"k": int(k), "criterion": K_CRITERION, "k_range": [lo, hi], "epoch": trainer.epoch,
+                     "table": table}
+        self._log(f"K = {k} ({K_CRITERION} {max(r[K_CRITERION] for r in table):.3f})")
+        cfg.cluster.n_clusters = int(k)
+        trainer.cluster_epoch = -1  # cluster again with the chosen K before stage 2
+        trainer._until_epoch = None
+        if trainer.write:
+            import json
+
+            import yaml
+
+            from .config import config_to_dict
+            from .io import atomic_write_text
+
+            atomic_write_text(Path(trainer.run_dir) / K_SELECTION_FILE, json.dumps(selection, indent=1) + "\n")
+            atomic_write_text(Path(trainer.run_dir) / "config.yaml",
+                              yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        return selection
 
     def cluster(self, X) -> "CoNR":
         """Cluster ``X`` with the trained network, without training: features, then
@@ -380,11 +482,19 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         self._check_fitted()
         self._check_params()
         data = self.load(X)
-        if self.n_clusters > len(data):
-            raise ValueError(f"n_clusters={self.n_clusters} exceeds the number of images ({len(data)}); lower K")
+        k = self._fixed_k()
+        selection = None
+        if k is None:  # K unknown: estimated from the trained network's features of X
+            from .kselect import estimate_k
+
+            lo, hi = self._k_range(len(data))
+            k, table = estimate_k(self._features(data).numpy(), (lo, hi), seed=self.seed, criterion=K_CRITERION)
+            selection = {"k": int(k), "criterion": K_CRITERION, "k_range": [lo, hi], "table": table}
+        if k > len(data):
+            raise ValueError(f"{option('n_clusters', k)} exceeds the number of images ({len(data)}); lower K")
         old = self.trainer_
         cfg = old.cfg
-        raw = apply_overrides(_cfg_dict(cfg), [f"cluster.n_clusters={int(self.n_clusters)}",
+        raw = apply_overrides(_cfg_dict(cfg), [f"cluster.n_clusters={int(k)}",
                                                f"train.batch_size={min(cfg.train.batch_size, len(data))}",
                                                f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
                                                f"stage2.k1={min(cfg.stage2.k1, len(data))}",
@@ -402,6 +512,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
             metrics.update(evaluate(trainer.data.labels, labels), scored=trainer.data.n_labelled)
         self._set_fitted(trainer, trainer._last_features.cpu(), labels, centers, metrics, list(old.history))
+        if selection is not None:
+            self.k_selection_ = selection
         return self
 
     @classmethod
@@ -416,7 +528,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                               ([f"train.device={device}"] if device != "auto" else []))
         cfg = config_from_dict(raw)
         info = ckpt.get("data", {})
-        k = int(n_clusters or cfg.cluster.n_clusters)
+        k = int(n_clusters if isinstance(n_clusters, (int, np.integer)) else cfg.cluster.n_clusters)
         est = cls(n_clusters=k, method=cfg.method, image_size=cfg.data.image_size, device=cfg.train.device,
                   seed=cfg.train.seed, verbose=verbose)
         n = max(cfg.train.batch_size, cfg.cluster.n_clusters)
@@ -437,6 +549,11 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         est.history_ = list(trainer.history)
         if ckpt.get("final_features") is not None and k == cfg.cluster.n_clusters:
             est._reference = (ckpt["final_features"].float(), ckpt["final_labels"].long())
+        if n_clusters is not None and not isinstance(n_clusters, (int, np.integer)):
+            est.n_clusters = n_clusters  # "auto" / a range: cluster(X) estimates K from X
+        selection = read_k_selection(trainer.run_dir)
+        if selection is not None:
+            est.k_selection_ = selection
         return est
 
     def _set_fitted(self, trainer, feats: Tensor, labels: Tensor, centers: Tensor, metrics: dict,
@@ -458,6 +575,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_features_out_ = int(feats.shape[1])
         # graph clusters have no single centre: predict by the nearest clustered image
         self._reference = (feats, labels) if trainer.cfg.cluster.final == "spectral" else None
+        self.n_clusters_ = int(centers.shape[0])
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "trainer_"):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .analysis import purity_curve
-from .metrics import confusion, evaluate, knn_accuracy
+from .metrics import best_cluster_map, confusion, evaluate, knn_accuracy
 
 __all__ = ["evaluate_checkpoint", "checkpoint_purity", "write_purity", "plot_purity", "DEFAULT_PURITY_KS"]
 
@@ -109,7 +109,9 @@ def evaluate_checkpoint(trainer, knn_k: int = 20, knn_temperature: float = 0.07,
                         purity_batches: int | None = None) -> tuple[dict, torch.Tensor]:
     """The report of ``conr eval`` for a trainer built with Trainer.from_checkpoint, and
     the k-means labels it scored. Keys: checkpoint, method, epoch, data, n_images,
-    n_clusters, nmi, acc, ari, knn_acc, knn, purity, confusion, classes, cluster_sizes,
+    n_clusters, nmi, acc, ari, knn_acc, knn, purity, confusion (rows: true classes in the
+    order of ``classes``; column j: the cluster ``confusion_clusters[j]`` mapped to class j,
+    of size ``confusion_cluster_sizes[j]``), classes, cluster_sizes (by cluster id),
     seconds (scores absent when the data has no labels)."""
     start = time.perf_counter()
     cfg = trainer.cfg
@@ -153,5 +155,10 @@ def evaluate_checkpoint(trainer, knn_k: int = 20, knn_temperature: float = 0.07,
         present = sorted(set(y.tolist()))  # the confusion matrix's row / column order
         names = list(trainer.data.classes)
         report["classes"] = [names[c] if 0 <= c < len(names) else str(c) for c in present]
+        # the column j of the confusion matrix is the cluster mapped to class j (None: no cluster was)
+        by_class = {cls: clu for clu, cls in best_cluster_map(y, pred).items()}
+        report["confusion_clusters"] = [by_class.get(c) for c in present]
+        sizes = report["cluster_sizes"]
+        report["confusion_cluster_sizes"] = [sizes[c] if c is not None else 0 for c in report["confusion_clusters"]]
     report["seconds"] = time.perf_counter() - start
     return report, pred

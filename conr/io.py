@@ -2,6 +2,7 @@
 in place of a good one (write to a temporary file beside it, fsync, rename)."""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -13,11 +14,16 @@ from typing import Any
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "append_jsonl", "read_jsonl",
-           "check_writable", "OutputError"]
+           "check_writable", "OutputError", "is_disk_full"]
 
 
 class OutputError(OSError):
     """The output folder cannot take the run's files; the message says why and what to do."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC (no space left) or EDQUOT (quota exceeded)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
 
 
 def _umask() -> int:
@@ -43,11 +49,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if is_disk_full(exc) and getattr(exc, "filename", None) is None:  # name the file the user lost
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -74,10 +82,15 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line and fsync; readers skip a torn last line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        if is_disk_full(exc) and getattr(exc, "filename", None) is None:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+        raise
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -106,10 +119,14 @@ def check_writable(folder: str | Path, need_bytes: int = 0) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
+        from .options import option
+
         raise OutputError(f"cannot write to the output folder {folder}: {exc.strerror or exc}; "
-                          f"choose another with run.out_dir=... or fix its permissions") from None
+                          f"choose another with {option('run.out_dir', '...')} or fix its permissions") from None
     free = shutil.disk_usage(folder).free
     if need_bytes and free < need_bytes:
+        from .options import option
+
         raise OutputError(f"only {free / 2**20:.0f} MiB free in {folder} but the run needs about "
-                          f"{need_bytes / 2**20:.0f} MiB for checkpoints; free space or set run.out_dir")
+                          f"{need_bytes / 2**20:.0f} MiB for checkpoints; free space or set {option('run.out_dir')}")
     return folder

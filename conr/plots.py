@@ -379,6 +379,26 @@ def plot_training(history: list[dict]) -> bytes:
     return _png(fig)
 
 
+def plot_k_selection(selection: dict) -> bytes:
+    """The K criterion against K (``k_selection.json`` of a run), the chosen K marked."""
+    table, name, k = selection["table"], selection["criterion"], int(selection["k"])
+    ks = [r["k"] for r in table]
+    vals = [r[name] for r in table]
+    fig = _figure(6.4, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(ks, vals, "o-", color="#1f77b4", ms=4)
+    ax.axvline(k, color="#d62728", ls="--", lw=1)
+    ax.annotate(f"K = {k}", (k, max(vals)), xytext=(6, -12), textcoords="offset points", color="#d62728")
+    ax.set_xlabel("number of clusters K")
+    ax.set_ylabel(name)
+    ax.set_title(f"Choosing K: {name} of k-means on the learned features")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    return _png(fig)
+
+
 def make_plots(snap: ClusterSnapshot, out_dir: str | Path | None = None, which=PLOTS, seed: int = 0,
                log=print) -> dict[str, bytes]:
     """All (or ``which``) figures as PNG bytes; with ``out_dir`` also written there atomically."""

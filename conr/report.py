@@ -1,7 +1,8 @@
 """What ``conr cluster`` leaves in its output folder, all written atomically:
 
 * ``assignments.csv``: path, cluster, boundary_ratio, distance_to_center, boundary
-  (1 = the boundary filter would drop it at fr0) and, when known, the true label;
+  (1 = the boundary filter would drop it at fr0), confidence (1 - d_own / d_next, see
+  :func:`conr.boundary.assignment_confidence`) and, when known, the true label;
 * ``clusters/cluster_XX.png``: one grid per cluster, closest to the centre first,
   boundary samples framed red;
 * ``plots/{tsne,neighbors,purity,training}.png`` (conr/plots.py);
@@ -38,13 +39,16 @@ def _name(snap: ClusterSnapshot, i: int) -> str:
 def assignments_csv(snap: ClusterSnapshot) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    header = ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary"]
+    from .boundary import assignment_confidence
+
+    header = ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary", "confidence"]
     if snap.truth is not None:
         header.append("true_label")
     w.writerow(header)
+    conf = assignment_confidence(snap.features, snap.centers, snap.labels)
     for i in range(len(snap.labels)):
         row = [_name(snap, i), int(snap.labels[i]), f"{float(snap.ratios[i]):.6f}",
-               f"{float(snap.distances[i]):.6f}", int(bool(snap.boundary[i]))]
+               f"{float(snap.distances[i]):.6f}", int(bool(snap.boundary[i])), f"{float(conf[i]):.6f}"]
         if snap.truth is not None:
             t = int(snap.truth[i])
             row.append(snap.classes[t] if t < len(snap.classes) else t)
@@ -140,6 +144,11 @@ PLOT_TEXT = {
                "(dashed) (paper Fig. 2)."),
     "training": ("Training curves", "Loss and clustering scores per epoch, from the run's metrics.jsonl "
                                     "(paper Fig. 3c)."),
+    "k_selection": ("Choosing the number of clusters",
+                    "K was not given: k-means ran on the features at the end of stage 1 (BYOL, which never uses "
+                    "K) for every candidate K, and the K with the highest mean silhouette (cosine distance; "
+                    "how much closer each image is to its own cluster than to the next one, -1..1) was "
+                    "used for CoNR's stage 2 and the final clustering."),
 }
 
 
@@ -236,10 +245,10 @@ def write_report(snap: ClusterSnapshot, path: str | Path, meta: dict, grids: dic
 
     if plots:
         parts.append('<h2>Plots</h2><div class="plots">')
-        for name in ("tsne", "purity", "training", "neighbors"):
+        for name in ("k_selection", "tsne", "purity", "training", "neighbors"):
             if name in plots:
                 head, text = PLOT_TEXT[name]
-                wide = ' class="wide"' if name in ("tsne", "neighbors") else ""  # purity | training
+                wide = ' class="wide"' if name in ("tsne", "neighbors", "k_selection") else ""  # purity | training
                 parts.append(f"<div{wide}><h3>{html.escape(head)}</h3><p class=\"note\">{html.escape(text)}</p>"
                              + _img(plots[name], "plot", head) + "</div>")
         parts.append("</div>")
@@ -260,8 +269,9 @@ def write_report(snap: ClusterSnapshot, path: str | Path, meta: dict, grids: dic
 
 
 def write_outputs(snap: ClusterSnapshot, out_dir: str | Path, meta: dict, plots: bool = True,
-                  max_grid: int = 64, seed: int = 0, log=print) -> dict[str, Path]:
-    """assignments.csv, clusters/cluster_XX.png, plots/*.png and report.html in ``out_dir``."""
+                  max_grid: int = 64, seed: int = 0, log=print, k_selection: dict | None = None) -> dict[str, Path]:
+    """assignments.csv, clusters/cluster_XX.png, plots/*.png and report.html in ``out_dir``;
+    ``k_selection`` (an estimated K, see conr/kselect.py): plots/k_selection.png as well."""
     out = check_writable(Path(out_dir), need_bytes=_estimate_bytes(snap, max_grid))
     written: dict[str, Path] = {"assignments": write_assignments(snap, out / "assignments.csv")}
     grids = {}
@@ -272,8 +282,13 @@ def write_outputs(snap: ClusterSnapshot, out_dir: str | Path, meta: dict, plots:
     figs = {}
     if plots:
         figs = make_plots(snap, out / "plots", seed=seed, log=log)
-        for name in figs:
-            written[f"plot_{name}"] = out / "plots" / f"{name}.png"
+    if k_selection is not None:  # the chosen K is shown even with plots=False: it is a decision, not a view
+        from .plots import plot_k_selection
+
+        figs = {"k_selection": plot_k_selection(k_selection), **figs}
+        atomic_write_bytes(out / "plots" / "k_selection.png", figs["k_selection"])
+    for name in figs:
+        written[f"plot_{name}"] = out / "plots" / f"{name}.png"
     meta = dict(meta)
     meta.setdefault("files", [])
     meta["files"] = list(meta["files"]) + ["assignments.csv", f"clusters/ ({snap.n_clusters} PNG grids)"] + \

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -24,7 +25,8 @@ from .data import AugmentConfig, BatchAugment, ImageData, build_data, eval_trans
 from .distributed import (ShuffleBN, all_gather_nograd, all_gather_with_grad, all_reduce_mean, average_gradients,
                           barrier, broadcast_object, convert_sync_batchnorm, destroy, dist_info, init_from_env,
                           sync_buffers)
-from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable
+from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable, is_disk_full
+from .options import option
 from .data.stream import image_chunks
 from .kmeans import kmeans
 from .methods import StepContext, build_method
@@ -109,6 +111,42 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+_TB_NOTE_SHOWN = False  # the "TensorBoard is off" note is printed once per process
+
+
+class _Heartbeat:
+    """During long stretches without a scores line (k-means runs every few epochs),
+    say once in a while how far training is and when the next line will come, so a
+    slow machine looks slow rather than stuck."""
+
+    QUIET_S = 30.0  # say something when the next line is further away than this ...
+    EVERY_S = 60.0  # ... at most this often
+
+    def __init__(self, trainer, last: int, progress=None):
+        self.trainer, self.last, self.progress = trainer, last, progress
+        self.start = time.perf_counter()
+        self.start_epoch = trainer.epoch
+        self.said = -float("inf")
+
+    def after_epoch(self, epoch: int, record: dict) -> None:
+        now = time.perf_counter()
+        if "nmi" in record or "kmeans_iters" in record:
+            self.said = now  # a scores line was just printed
+        per_epoch = (now - self.start) / max(1, epoch - self.start_epoch)
+        nxt = self.trainer.next_scores_epoch(epoch, self.last)
+        eta = per_epoch * (nxt - epoch)
+        if epoch >= self.last or eta < self.QUIET_S or now - self.said < self.EVERY_S and epoch > self.start_epoch + 1:
+            return
+        stage = f" (stage {record['stage']})" if "stage" in record else ""
+        msg = (f"epoch {epoch}/{self.trainer.cfg.train.epochs}{stage}: {per_epoch:.1f} s per epoch; "
+               f"next update after epoch {nxt} in ~{eta:.0f} s")
+        if self.progress is not None:
+            self.progress.write(msg)
+        else:
+            self.trainer.log(msg)
+        self.said = now
+
+
 class Trainer:
     """Trains one method on one dataset and clusters it.
 
@@ -189,8 +227,10 @@ class Trainer:
         if resume:
             if self.run_dir is None or not (self.run_dir / CHECKPOINT_NAME).exists():
                 if self.run_dir is None or not (self.run_dir / "config.yaml").exists():
-                    raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}; start without --resume "
-                                            f"or point --run-dir at the run to continue")
+                    what = "does not exist" if self.run_dir is not None and not self.run_dir.exists() \
+                        else "holds no checkpoint"
+                    raise FileNotFoundError(f"--resume: the run folder {self.run_dir} {what}; start without "
+                                            f"--resume or point {option('--run-dir')} at the run to continue")
                 # killed before its first checkpoint: nothing to restore, replay from epoch 0
                 self.log(f"{self.run_dir} has no checkpoint yet (stopped during epoch 1); starting it over")
             else:
@@ -214,7 +254,12 @@ class Trainer:
             raise error
 
     def close(self) -> None:
-        """Destroy the process group if this trainer started it (the end of a torchrun run)."""
+        """Release the run folder; destroy the process group if this trainer started it
+        (the end of a torchrun run)."""
+        if self.write and self.run_dir is not None:
+            from .runlock import release_run_lock
+
+            release_run_lock(self.run_dir)
         if self._owns_group:
             barrier()
             destroy()
@@ -245,7 +290,7 @@ class Trainer:
         if n == 0:
             raise ValueError("the dataset is empty; point data.root at a folder with images")
         if k > n:
-            raise ConfigError(f"cluster.n_clusters={k} exceeds the number of images ({n}); lower K")
+            raise ConfigError(f"{option('cluster.n_clusters', k)} exceeds the number of images ({n}); lower K")
         if t.batch_size > n:
             raise ConfigError(f"train.batch_size={t.batch_size} exceeds the number of images ({n}); "
                               f"lower train.batch_size to at most {n}")
@@ -269,10 +314,13 @@ class Trainer:
     def _prepare_run_dir(self, resume: bool) -> None:
         params = sum(p.numel() for p in self.method.parameters())
         need = 3 * 4 * params + len(self.data) * 64  # two weight copies + momentum + labels, roughly
+        check_writable(self.run_dir, need_bytes=need * 2)
+        from .runlock import acquire_run_lock
+
+        acquire_run_lock(self.run_dir, option("--run-dir"))  # one process per run folder
         if not resume and (self.run_dir / "metrics.jsonl").exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
-                                  f"choose another run.name")
-        check_writable(self.run_dir, need_bytes=need * 2)
+                                  f"choose another {option('run.name')}")
         if resume:
             for stale in self.run_dir.glob(".*.tmp"):  # temp files of an atomic write that was killed
                 stale.unlink(missing_ok=True)
@@ -294,8 +342,13 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-            except Exception as exc:  # TensorBoard missing or broken: keep training
-                self.log(f"warning: TensorBoard logging off ({exc})")
+            except Exception as exc:  # TensorBoard is an optional extra: keep training, say so once
+                global _TB_NOTE_SHOWN
+                if not _TB_NOTE_SHOWN:
+                    why = "the tensorboard package is not installed" if isinstance(exc, ImportError) else str(exc)
+                    self.log(f"note: TensorBoard logging is off ({why}; pip install 'conr[tensorboard]' to get it); "
+                             f"metrics.jsonl in the run folder has every logged value")
+                    _TB_NOTE_SHOWN = True
                 self.cfg.run.tensorboard = False
         return self._tb
 
@@ -365,11 +418,38 @@ class Trainer:
         r = self.cfg.run
         # the extra files first and checkpoint.pt last: a kill in between replays this epoch on
         # resume and writes them again
-        if r.save_every and self.epoch % r.save_every == 0:
-            atomic_torch_save(state, self.run_dir / f"epoch{self.epoch:04d}.pt")
-        if hasattr(self.method, "in_stage2") and self.epoch == self.cfg.stage2.start_epoch:
-            atomic_torch_save(state, self.run_dir / "stage1.pt")
-        atomic_torch_save(state, self.run_dir / CHECKPOINT_NAME)
+        with self._disk_full_note():
+            if r.save_every and self.epoch % r.save_every == 0:
+                atomic_torch_save(state, self.run_dir / f"epoch{self.epoch:04d}.pt")
+            if hasattr(self.method, "in_stage2") and self.epoch == self.cfg.stage2.start_epoch:
+                atomic_torch_save(state, self.run_dir / "stage1.pt")
+            atomic_torch_save(state, self.run_dir / CHECKPOINT_NAME)
+
+    @contextmanager
+    def _disk_full_note(self):
+        """A full disk while writing the run's files: say which file, that the last
+        checkpoint is intact (writes are atomic) and the command that continues."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            from .io import OutputError
+
+            ckpt = self.run_dir / CHECKPOINT_NAME
+            if ckpt.exists():
+                try:
+                    done = int(load_checkpoint(ckpt, "cpu")["epoch"])
+                except Exception:
+                    done = None
+                kept = f"the last checkpoint {ckpt}" + (f" (epoch {done})" if done is not None else "") + \
+                    " is intact"
+            else:
+                kept = "no checkpoint was written yet (the run restarts from epoch 1)"
+            cmd = option("resume-command") if option("resume-command") != "resume-command" else \
+                f"conr train --run-dir {self.run_dir} --resume"
+            raise OutputError(f"no space left on the device while writing {getattr(exc, 'filename', None) or exc}; "
+                              f"{kept}. Free some space, then continue with: {cmd}") from None
 
     def _check_weights_finite(self) -> None:
         """A finite last loss can still leave NaN/inf weights (the last step diverged): never save those."""
@@ -633,6 +713,7 @@ class Trainer:
             interactive = sys.stderr.isatty()
             progress = tqdm(total=remaining, unit="it", dynamic_ncols=True, desc=f"{self.cfg.method}",
                             mininterval=0.1 if interactive else 30.0)
+        heartbeat = _Heartbeat(self, last, progress) if r.progress and self.dist.is_main else None
         try:
             while self.epoch < last:
                 epoch = self.epoch + 1
@@ -648,6 +729,8 @@ class Trainer:
                 self.history.append(record)
                 self._log_epoch(record)
                 self.save_checkpoint()
+                if heartbeat is not None:
+                    heartbeat.after_epoch(epoch, record)
                 over = r.max_epoch_minutes is not None and (time.perf_counter() - start_time) / 60 > r.max_epoch_minutes
                 if r.max_epoch_minutes is not None and self.dist.enabled:
                     over = broadcast_object(over)  # rank 0's clock decides for all ranks
@@ -661,10 +744,18 @@ class Trainer:
                 self._tb.flush()
         return self.result()
 
+    def next_scores_epoch(self, epoch: int, last: int) -> int:
+        """The first epoch after ``epoch`` whose end prints a scores line (or ``last``)."""
+        for e in range(epoch + 1, last + 1):
+            if self._cluster_due(e):
+                return e
+        return last
+
     def _log_epoch(self, record: dict) -> None:
         if not self.write:
             return
-        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        with self._disk_full_note():
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
         tb = self._tensorboard()
         if tb is not None:
             for k, v in record.items():

@@ -98,7 +98,8 @@ def test_cluster_writes_assignments_csv(env):
     assert env["rc"] == 0, env["stdout"]
     rows = _rows(env["out"] / "assignments.csv")
     assert len(rows) == N_READABLE
-    assert list(rows[0]) == ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary", "true_label"]
+    assert list(rows[0]) == ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary", "confidence",
+                             "true_label"]
     paths = [r["path"] for r in rows]
     assert not any(p.endswith("broken.jpg") for p in paths)
     assert any(p.endswith("grey_checker.png") for p in paths)

@@ -66,7 +66,7 @@ def test_conr_needs_a_stage2_epoch():
     (["train", "stage2.k=5", "--config", "digits", "--train.epochs=3"],
      ["stage2.k=5", "train.epochs=3"], {"config": "digits", "resume": False}),
     (["cluster", "--k", "3", "photos", "train.epochs=2", "--out", "o", "--model.width=8"],
-     ["train.epochs=2", "model.width=8"], {"path": "photos", "k": 3, "out": "o"}),
+     ["train.epochs=2", "model.width=8"], {"path": "photos", "k": "3", "out": "o"}),
     (["eval", "runs/r", "--json"], [], {"checkpoint": "runs/r", "json": True}),
 ])
 def test_commands_take_positionals_options_and_overrides_in_any_order(argv, overrides, extra):

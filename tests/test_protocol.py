@@ -238,6 +238,12 @@ def test_eval_json_matches_metrics(tiny_sweep, tmp_path, capsys):
         assert report[m] == pytest.approx(expected[m], abs=1e-12)
     conf = np.array(report["confusion"])
     assert conf.sum() == 300 and np.trace(conf) == pytest.approx(report["acc"] * 300)
+    # column j is cluster confusion_clusters[j]: its column sums to that cluster's size (K = classes here),
+    # counted independently from the saved labels
+    cols = report["confusion_clusters"]
+    assert sorted(cols) == list(range(report["n_clusters"]))
+    sizes = np.bincount(pred, minlength=report["n_clusters"])
+    assert report["confusion_cluster_sizes"] == [int(sizes[c]) for c in cols] == conf.sum(axis=0).tolist()
     # the same k-means as the trainer's own last clustering of these weights
     last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert report["acc"] == pytest.approx(last["acc"], abs=1e-4)
@@ -251,6 +257,11 @@ def test_eval_overrides_change_the_data(tiny_sweep, capsys):
     assert main(["eval", str(tmp / "out" / "byol"), "data.subset=250", "--purity-ks=1"]) == 0
     text = capsys.readouterr().out
     assert "250 images" in text and "confusion matrix" in text
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("confusion matrix"))
+    assert lines[head + 1].split()[:3] == ["class", "\\", "cluster"] and lines[head + 1].split()[3].startswith("c")
+    assert lines[head + 2].split()[0] == "0"  # rows: the digit classes, labelled
+    assert any(line.split()[:2] == ["cluster", "size"] for line in lines[head:])
 
 
 # ----------------------------------------------------------------------------- init_from

@@ -10,6 +10,9 @@ from .common import print_metrics
 
 DESCRIPTION = """\
 Cluster every image under PATH (nested or flat folders, any size or format) into K groups.
+Without --k (or with --k auto, or a range --k 5..30) K is estimated: after the BYOL stage,
+k-means runs on its features for every candidate K and the K of the highest mean
+silhouette is used for CoNR's stage 2 (plots/k_selection.png shows the curve).
 
 Without --checkpoint a model is trained first, with settings chosen from the images
 (image size from their median size, small_cnn on a CPU / CIFAR ResNet on a GPU, batch
@@ -17,35 +20,84 @@ and epochs from their number: see conr/estimator.py); --config FILE and override
 (section.key=value, e.g. train.epochs=50) change any of them. The trained run lives in
 OUT/run (reuse it with --checkpoint OUT/run, continue a killed run with --resume).
 
-OUT receives assignments.csv, clusters/cluster_XX.png, plots/*.png and report.html.
+OUT receives assignments.csv, clusters/cluster_XX.png, plots/*.png and report.html;
+--export DIR also sorts the images into DIR/cluster_XX/ (boundary samples in a boundary/
+sub-folder). An OUT or DIR inside PATH is left out of the images.
 If the images sit in one sub-folder per class, the sub-folder names are used as ground
 truth for NMI / ACC / ARI (never for training)."""
 
 
+def option_names(args, out: Path) -> dict[str, str]:
+    """The config keys and flags that conr cluster spells as its own options (conr/options.py)."""
+    extra = "".join(f" {o}" for o in args.overrides)
+    return {"run.out_dir": "--out", "run.name": "--out", "--run-dir": "--out", "data.on_bad_image": "--on-bad-image",
+            "data.root": "PATH", "cluster.n_clusters": "--k", "n_clusters": "--k", "train.device": "--device",
+            "resume-command": f"conr cluster {args.path} --out {out} --resume{extra}"}
+
+
 def run(args) -> int:
-    from ..estimator import CoNR
-    from ..io import check_writable
-    from ..plots import ClusterSnapshot
-    from ..report import write_outputs
+    from ..options import command_options
 
     src = Path(args.path)
+    out = Path(args.out) if args.out else Path(f"{src.resolve().name}-conr")
+    with command_options(option_names(args, out)):
+        return _run(args, src, out)
+
+
+def _run(args, src: Path, out: Path) -> int:
+    from ..kselect import parse_k
+
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist; give the folder that holds your images")
     if not src.is_dir():
         raise NotADirectoryError(f"{src} is a file; give the folder that holds your images")
-    if args.k < 2:
-        raise ValueError(f"--k {args.k}: clustering needs K >= 2")
+    try:
+        k = parse_k(args.k)
+    except ValueError as exc:
+        raise ValueError(f"--k {args.k}: {exc}") from None
     if args.grid_size < 1:
         raise ValueError(f"--grid-size {args.grid_size} must be >= 1")
-    out = Path(args.out) if args.out else Path(f"{src.resolve().name}-conr")
+    if args.export:
+        export = Path(args.export)
+        if export.exists() and any(p.name != ".conr-output" for p in export.iterdir()):
+            raise FileExistsError(f"--export {export} already holds files; give a new or empty folder")
+    if args.resume and not (out / "run").exists():
+        raise FileNotFoundError(f"--resume: there is no run to continue: {out / 'run'} does not exist; check --out "
+                                f"or drop --resume to start a new run")
+    created = not out.exists()
+    try:
+        return _cluster(args, src, out, k)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves no folder behind
+        if created and out.exists() and not (out / "run" / "checkpoint.pt").exists():
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _cluster(args, src: Path, out: Path, k) -> int:
+    from ..data.folder import mark_output_folder
+    from ..estimator import CoNR
+    from ..io import check_writable
+    from ..plots import ClusterSnapshot
+    from ..report import write_outputs
+    from ..runlock import acquire_run_lock, release_run_lock
+
     check_writable(out, need_bytes=64 * 2**20)  # before any decoding or training
+    acquire_run_lock(out, "--out")
+    mark_output_folder(out)  # an OUT inside PATH is never read back as images
+    if _inside(out, src):
+        print(f"conr cluster: {out} lies inside {src}; its files are left out of the images")
     run_dir = out / "run"
 
     if args.checkpoint:
         if args.overrides or args.config or args.resume:
             raise ValueError("--checkpoint reuses a trained model as it is: drop --config, --resume and the "
                              "config overrides (or train anew without --checkpoint)")
-        est = CoNR.from_checkpoint(args.checkpoint, n_clusters=args.k, device=args.device, verbose=True)
+        # no --k: the model's own K; --k auto / a range: estimated from these images' features
+        est = CoNR.from_checkpoint(args.checkpoint, n_clusters=None if args.k is None else k, device=args.device,
+                                   verbose=True)
         est.set_params(on_bad_image=args.on_bad_image)
         print(f"conr cluster: reusing the model in {args.checkpoint} "
               f"({est.config_.model.backbone}, {est.config_.data.image_size} px)")
@@ -55,7 +107,7 @@ def run(args) -> int:
         if (run_dir / "metrics.jsonl").exists() and not args.resume:
             raise FileExistsError(f"{run_dir} already holds a trained run; pass --checkpoint {run_dir} to reuse "
                                   f"it, --resume to continue it, or choose another --out")
-        est = CoNR(n_clusters=args.k, device=args.device, seed=args.seed, config=args.config, minutes=args.minutes,
+        est = CoNR(n_clusters=k, device=args.device, seed=args.seed, config=args.config, minutes=args.minutes,
                    overrides=list(args.overrides), run_dir=str(run_dir), resume=args.resume,
                    on_bad_image=args.on_bad_image, verbose=True)
         print(f"conr cluster: reading the images under {src}")
@@ -74,8 +126,14 @@ def run(args) -> int:
     hist = est.history_
     seconds = sum(r.get("epoch_seconds", 0.0) for r in hist)
     m = cfg.model
+    selection = getattr(est, "k_selection_", None)
+    if selection is not None:
+        lo, hi = selection["k_range"]
+        print(f"conr cluster: K = {selection['k']} estimated ({selection['criterion']} over K = {lo}..{hi})")
     settings = [
         ["source folder", str(src.resolve())],
+        ["K", f"{snap.n_clusters} (estimated: highest {selection['criterion']} over {selection['k_range'][0]}.."
+              f"{selection['k_range'][1]})" if selection is not None else f"{snap.n_clusters} (given)"],
         ["model", how],
         ["method", cfg.method],
         ["network", m.backbone + (f" (width {m.width})" if m.backbone == "small_cnn" and m.width else "")],
@@ -91,21 +149,49 @@ def run(args) -> int:
             "metrics": est.metrics_, "settings": settings, "skipped": skipped,
             "truth_note": f"the {len(data.classes)} sub-folder names under {src}"}
     print(f"conr cluster: writing the outputs to {out}")
-    written = write_outputs(snap, out, meta, plots=not args.no_plots, max_grid=args.grid_size, seed=cfg.train.seed)
+    try:
+        written = write_outputs(snap, out, meta, plots=not args.no_plots, max_grid=args.grid_size,
+                                seed=cfg.train.seed, k_selection=selection)
+    except OSError as exc:
+        from ..io import OutputError, is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        model = args.checkpoint or run_dir
+        raise OutputError(f"no space left on the device while writing {exc.filename or exc}; the trained model in "
+                          f"{model} is intact (every file is written atomically). Free some space, then write the "
+                          f"outputs without training: conr cluster {src} --out {out} --checkpoint {model}") from None
+    if args.export:
+        from ..export import export_clusters
+
+        counts = export_clusters(snap.paths, snap.labels.tolist(), snap.boundary.tolist(), args.export,
+                                 args.export_mode, root=src)
+        print(f"exported {counts['images']} images ({args.export_mode}) into {args.export}/cluster_XX/ "
+              f"({counts['boundary']} boundary samples in cluster_XX/boundary/)")
     sizes = snap.labels.bincount(minlength=snap.n_clusters).tolist()
     print(f"clustered {len(snap.labels)} images into {snap.n_clusters} clusters (sizes {sizes}); "
           f"{len(skipped)} unreadable skipped")
     print(f"report: {written['report']}")
     print(f"assignments: {written['assignments']}")
     print_metrics(est.metrics_)
+    release_run_lock(out)
     return 0
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def register(sub) -> None:
     p = sub.add_parser("cluster", help="cluster a folder of images: assignments, grids, plots, HTML report",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="folder of images (searched recursively)")
-    p.add_argument("--k", type=int, required=True, help="number of clusters K (>= 2)")
+    p.add_argument("--k", default=None, help="number of clusters: K >= 2, 'auto' (the default) or a range of "
+                                              "candidates such as 5..30, estimated from the learned features")
     p.add_argument("--out", help="output folder (default: ./<folder name>-conr)")
     p.add_argument("--config", help="YAML config (or shipped name) merged over the automatic settings")
     p.add_argument("--checkpoint", help="reuse a trained model (a run folder or checkpoint.pt); no training")
@@ -120,5 +206,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true", help="skip the t-SNE / neighbour / purity / training plots")
     p.add_argument("--grid-size", type=int, default=64, help="most images per cluster grid (default: 64)")
+    p.add_argument("--export", metavar="DIR", help="also sort the images into DIR/cluster_XX/ "
+                                                    "(boundary samples in cluster_XX/boundary/)")
+    p.add_argument("--export-mode", choices=("copy", "symlink"), default="copy",
+                   help="--export copies the files (default) or links them")
     p.add_argument("overrides", nargs="*", help="config overrides: section.key=value (e.g. train.epochs=50)")
     p.set_defaults(func=run)

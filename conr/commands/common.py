@@ -26,10 +26,22 @@ class OverrideParser(argparse.ArgumentParser):
         return ns, [a for a in rest if a not in dotted]
 
 
-def methods_listing() -> str:
-    from ..methods import METHODS
+# What `conr methods` and `conr train --help` list, kept here so that they answer without
+# importing torch (tests/test_cli_fast.py checks it against the registry in conr/methods/).
+METHOD_SUMMARIES = {
+    "byol": "BYOL instance concordance for every epoch (the paper's baseline)",
+    "conr": "CoNR: BYOL warm-up, then ConAff neighbourhoods + progressive boundary filtering",
+    "hadis": "HaDis: BYOL with latent noise + hardness-aware self-distillation + prototypical contrast over "
+             "pseudo-clusters",
+    "moco": "MoCo v2: momentum key encoder, queue of negatives, InfoNCE with temperature (baseline)",
+    "moco_connr": "MoCo v2, then ConNR*: InfoNCE with the ConAff neighbourhood of each key as positives",
+    "simsiam": "SimSiam: projector + predictor, D = -cos with stop-gradient, symmetric (baseline)",
+    "simsiam_connr": "SimSiam, then ConNR*: D(p1, stopgrad z2^j) averaged over the ConAff neighbourhood of z2",
+}
 
-    lines = [f"  {name:14s} {cls.description}" for name, cls in sorted(METHODS.items())]
+
+def methods_listing() -> str:
+    lines = [f"  {name:14s} {text}" for name, text in sorted(METHOD_SUMMARIES.items())]
     return "methods (config key `method`):\n" + "\n".join(lines)
 
 

@@ -77,15 +77,31 @@ def run(args) -> int:
         print("  " + "K".rjust(5) + "".join(m.rjust(18) for m in modes))
         for j, k in enumerate(p["ks"]):
             print("  " + str(k).rjust(5) + "".join(f"{p[m][j]:18.4f}" for m in modes))
-        print("confusion matrix (rows: true class, columns: mapped cluster):")
-        width = max(6, max(len(str(v)) for row in report["confusion"] for v in row) + 1)
-        names = [c[:12] for c in report["classes"]]
-        for name, row in zip(names, report["confusion"]):
-            print(f"  {name:>12s} " + "".join(str(v).rjust(width) for v in row))
+        print(confusion_table(report))
     else:
         print("the data has no labels: cluster sizes only")
     print(f"cluster sizes: {report['cluster_sizes']}")
     return 0
+
+
+def confusion_table(report: dict) -> str:
+    """The confusion matrix with its labels: a row per true class, a column per cluster
+    (the one matched to that class), and the cluster sizes under their columns."""
+    cols = ["-" if c is None else f"c{c}" for c in report["confusion_clusters"]]
+    cells = [str(v) for row in report["confusion"] for v in row] + cols + \
+        [str(v) for v in report["confusion_cluster_sizes"]]
+    width = max(6, max(len(c) for c in cells) + 1)
+    names = [c[:12] for c in report["classes"]]
+    lines = ["confusion matrix (rows: true class; columns: the cluster matched to each class, in the rows' order):",
+             "  " + "class \\ cluster".rjust(14) + "".join(c.rjust(width) for c in cols)]
+    for name, row in zip(names, report["confusion"]):
+        lines.append(f"  {name:>14s}" + "".join(str(v).rjust(width) for v in row))
+    lines.append("  " + "cluster size".rjust(14) + "".join(str(v).rjust(width) for v in report["confusion_cluster_sizes"]))
+    unmatched = [c for c in range(len(report["cluster_sizes"])) if c not in report["confusion_clusters"]]
+    if unmatched:
+        lines.append("  clusters matched to no class: " +
+                     ", ".join(f"c{c} ({report['cluster_sizes'][c]} images)" for c in unmatched))
+    return "\n".join(lines)
 
 
 def register(sub) -> None:

@@ -18,6 +18,12 @@ def run(args) -> int:
     if args.resume:
         if run_dir is None:
             raise ValueError("--resume needs --run-dir RUN_FOLDER (the folder holding checkpoint.pt)")
+        if not run_dir.exists():
+            raise FileNotFoundError(f"--resume: the run folder {run_dir} does not exist; check --run-dir, or start "
+                                    f"a new run without --resume")
+        if args.config is None and not (run_dir / "config.yaml").exists():
+            raise FileNotFoundError(f"--resume: {run_dir} holds no config.yaml, so it is not a conr run folder "
+                                    f"(or the run was stopped before it began); check --run-dir")
         cfg = load_config(args.config or (run_dir / "config.yaml"), args.overrides)
     elif args.config is None:
         raise ValueError("conr train needs --config FILE (or a shipped config name such as cifar10)")

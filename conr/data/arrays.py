@@ -18,7 +18,32 @@ import torch
 from ._common import parse_split, resize_array
 from .base import ImageData, register_dataset
 
-__all__ = ["load_numpy", "images_from_array", "labels_from_array"]
+__all__ = ["load_numpy", "images_from_array", "labels_from_array", "unflatten_images"]
+
+
+def unflatten_images(arr: np.ndarray, image_shape=None, where: str = "X") -> np.ndarray:
+    """A flat [N, D] array as images [N, *image_shape]. Without ``image_shape`` D must be
+    a square (grey H x H) or three squares (colour, read as three channel planes C,H,W:
+    the order of CIFAR's release and of ``x.reshape(len(x), -1)`` on N,C,H,W tensors;
+    pass ``image_shape=(H, W, 3)`` for pixel-interleaved rows)."""
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        return arr if image_shape is None else arr.reshape((arr.shape[0], *image_shape))
+    n, d = arr.shape
+    if image_shape is not None:
+        shape = tuple(int(v) for v in image_shape)
+        if int(np.prod(shape)) != d:
+            raise ValueError(f"{where}: image_shape={shape} holds {int(np.prod(shape))} values but each row "
+                             f"has {d}")
+        return arr.reshape((n, *shape))
+    side = int(round(d ** 0.5))
+    if side * side == d:
+        return arr.reshape(n, side, side)
+    side = int(round((d / 3) ** 0.5))
+    if 3 * side * side == d:
+        return arr.reshape(n, 3, side, side)
+    raise ValueError(f"{where}: a flat array of {d} values per row is neither a square (H*H grey) nor three "
+                     f"squares (3*H*H colour); pass image_shape=(H, W) or (H, W, C) to say how to unflatten it")
 
 
 def images_from_array(arr: np.ndarray, where: str = "images") -> np.ndarray:

@@ -106,9 +106,16 @@ Loader = Callable[..., ImageData]
 DATASETS: dict[str, Loader] = {}
 
 
-def register_dataset(name: str):
+UNUSED: dict[str, tuple[str, ...]] = {}  # data.* keys a loader ignores: setting one is an error
+
+
+def register_dataset(name: str, unused: tuple[str, ...] = ()):
+    """Register a loader under ``name``; ``unused``: the common options (root,
+    download) it does not read, so that a config setting one fails instead of being
+    silently ignored."""
     def wrap(fn: Loader) -> Loader:
         DATASETS[name] = fn
+        UNUSED[name] = tuple(unused)
         return fn
     return wrap
 
@@ -117,6 +124,12 @@ def load_dataset(name: str, **kwargs) -> ImageData:
     """Load a registered dataset by name; kwargs go to its loader (root, split, image_size, ...)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    for key in UNUSED.get(name, ()):
+        if kwargs.get(key) not in (None, False):
+            hint = (f"; to train on your own images use data.name=imagefolder data.root={kwargs[key]}"
+                    if key == "root" else "")
+            raise ValueError(f"data.{key}={kwargs[key]} is not used by data.name={name} (it would be silently "
+                             f"ignored){hint}")
     data = DATASETS[name](**kwargs)
     if len(data) == 0:
         raise ValueError(f"dataset {name!r} loaded no images (options: {kwargs}); check the path and split")

@@ -6,7 +6,7 @@ import torch
 from .base import ImageData, register_dataset, resize_uint8
 
 
-@register_dataset("digits")
+@register_dataset("digits", unused=("root", "download"))
 def load_digits(root: str | None = None, split: str = "all", image_size: int = 8, **_common) -> ImageData:
     """All 1,797 images as one grey channel (pixel values 0..16 rescaled to 0..255),
     resized to ``image_size`` if it is not 8. The set has no train/test split and

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_write_bytes
+from ..options import option
 from .base import ImageData, register_dataset
 
 __all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "pil_to_array", "load_image_folder", "index_image_folder",
@@ -36,15 +37,32 @@ def check_on_bad_image(on_bad_image: str) -> None:
         raise ValueError(f"on_bad_image={on_bad_image!r}: choose skip or fail")
 
 
+OUTPUT_MARKER = ".conr-output"  # in every folder conr cluster writes: never read back as input images
+
+
+def mark_output_folder(folder: str | Path) -> None:
+    """Leave the marker that makes :func:`scan_images` skip ``folder`` (an output
+    folder inside an input folder: its grids, plots and exported copies)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / OUTPUT_MARKER
+    if not marker.exists():
+        marker.write_text("written by conr: image searches skip this folder\n", encoding="utf-8")
+
+
 def scan_images(root: str | Path) -> list[Path]:
-    """All image files under ``root`` (recursive, hidden entries skipped), sorted."""
+    """All image files under ``root`` (recursive, hidden entries and conr output
+    folders, see :func:`mark_output_folder`, skipped), sorted."""
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"image folder {root} does not exist; check data.root / the PATH argument")
+        raise FileNotFoundError(f"image folder {root} does not exist; check {option('data.root')}")
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is a file, not a folder of images")
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        if OUTPUT_MARKER in filenames:
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
@@ -136,7 +154,7 @@ def _index_folder(root: Path, labels: str):
     files = scan_images(root)
     if not files:
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
-                         f"point data.root / PATH at a folder that contains images")
+                         f"point {option('data.root')} at a folder that contains images")
     rel = [f.relative_to(root) for f in files]
     top = [r.parts[0] if len(r.parts) > 1 else None for r in rel]
     classes = sorted({t for t in top if t is not None})
@@ -189,7 +207,7 @@ def decode_file_list(files: list[Path], size: int, on_bad_image: str, where: str
     if bad and on_bad_image == "fail":
         listing = "\n  ".join(f"{p} ({why})" for p, why in bad[:20])
         raise BadImageError(f"{len(bad)} unreadable image file(s) under {where}:\n  {listing}\n"
-                            f"remove or repair them, or pass data.on_bad_image=skip to leave them out")
+                            f"remove or repair them, or pass {option('data.on_bad_image', 'skip')} to leave them out")
     if not kept.any():
         raise ValueError(f"none of the {len(files)} image files under {where} could be read")
     return stacked, kept, list(bad)

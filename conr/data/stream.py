@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..options import option
 from .base import NORMALIZATION
 from .folder import BadImageError, decode_image, index_image_folder
 
@@ -64,7 +65,7 @@ class _FileDataset(Dataset):
         except Exception as exc:  # PIL raises many types for broken files
             if self.on_bad_image == "fail":
                 raise BadImageError(f"unreadable image file {self.paths[i]} ({type(exc).__name__}: {exc}); "
-                                    f"remove or repair it, or pass data.on_bad_image=skip") from None
+                                    f"remove or repair it, or pass {option('data.on_bad_image', 'skip')}") from None
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
 
 
@@ -126,14 +127,14 @@ class _Source:
             bad = (~ok).nonzero().flatten().tolist()
             if idx is None:
                 warnings.warn(f"{len(bad)} unreadable image file(s) in a streamed batch replaced by black images "
-                              f"(data.on_bad_image=skip)", stacklevel=3)
+                              f"({option('data.on_bad_image', 'skip')})", stacklevel=3)
             else:
                 for b in bad:
                     path = self.paths[idx[b]]
                     if path not in self.warned:
                         self.warned.add(path)
                         warnings.warn(f"unreadable image file {path} replaced by a black image "
-                                      f"(data.on_bad_image=skip)", stacklevel=3)
+                                      f"({option('data.on_bad_image', 'skip')})", stacklevel=3)
         return images
 
 

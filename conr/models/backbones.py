@@ -22,12 +22,22 @@ def register_backbone(name: str):
     return wrap
 
 
-def _torchvision_resnet(name: str) -> nn.Module:
-    """A fresh torchvision ResNet; imported here, not at module load: torchvision pulls in
-    torch._dynamo (seconds of start-up) and a small_cnn run never needs it."""
-    from torchvision import models
+class MissingDependencyError(ValueError):
+    """An optional package a chosen setting needs is missing or broken; the message says what to install."""
 
-    return getattr(models, name)()
+
+def _resnet(name: str) -> nn.Module:
+    """torchvision's ResNet ``name``, imported on first use: ``small_cnn`` (the CPU
+    default) runs without torchvision, e.g. beside a CPU-only torch build that has no
+    matching torchvision wheel."""
+    try:
+        import torchvision.models as tvm
+    except Exception as exc:  # missing, or built for another torch ("operator torchvision::nms does not exist")
+        raise MissingDependencyError(f"the ResNet backbones need torchvision built for this torch "
+                          f"({torch.__version__}), and importing it failed: {exc}. Install the torchvision "
+                          f"that matches torch from the same index (README: CPU-only install), or use "
+                          f"model.backbone=small_cnn") from None
+    return getattr(tvm, name)()
 
 
 def _headless(net: nn.Module, in_channels: int, small_stem: bool) -> nn.Module:
@@ -44,28 +54,28 @@ def _headless(net: nn.Module, in_channels: int, small_stem: bool) -> nn.Module:
 @register_backbone("resnet18_cifar")
 def resnet18_cifar(in_channels: int = 3):
     """torchvision ResNet-18 with the CIFAR stem (3x3 conv, stride 1, no max-pool): 512-d."""
-    return _headless(_torchvision_resnet("resnet18"), in_channels, small_stem=True), 512
+    return _headless(_resnet("resnet18"), in_channels, small_stem=True), 512
 
 
 @register_backbone("resnet34_cifar")
 def resnet34_cifar(in_channels: int = 3):
     """ResNet-34 with the small-image stem, as the paper uses for 96-px datasets: 512-d."""
-    return _headless(_torchvision_resnet("resnet34"), in_channels, small_stem=True), 512
+    return _headless(_resnet("resnet34"), in_channels, small_stem=True), 512
 
 
 @register_backbone("resnet18")
 def resnet18_imagenet(in_channels: int = 3):
-    return _headless(_torchvision_resnet("resnet18"), in_channels, small_stem=False), 512
+    return _headless(_resnet("resnet18"), in_channels, small_stem=False), 512
 
 
 @register_backbone("resnet34")
 def resnet34_imagenet(in_channels: int = 3):
-    return _headless(_torchvision_resnet("resnet34"), in_channels, small_stem=False), 512
+    return _headless(_resnet("resnet34"), in_channels, small_stem=False), 512
 
 
 @register_backbone("resnet50")
 def resnet50_imagenet(in_channels: int = 3):
-    return _headless(_torchvision_resnet("resnet50"), in_channels, small_stem=False), 2048
+    return _headless(_resnet("resnet50"), in_channels, small_stem=False), 2048
 
 
 class SmallCNN(nn.Module):

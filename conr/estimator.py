@@ -340,7 +340,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
         minutes = float(self.minutes or default_minutes(len(data), _device_type(self.device)))
         probe = Trainer(cfg, data=data, write=False, log=lambda *a: None)
-        costs = measure_costs(probe)
+        costs = measure_costs(probe, checkpoints=self.run_dir is not None)
         del probe
         left = minutes * 60 - (time.perf_counter() - started)
         epochs = epochs_for_budget(left, costs)
@@ -375,6 +375,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                 self._size_note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
                                    f"more epochs ({epochs}; at least {MIN_BUDGET_EPOCHS} wanted)")
         cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
+        # a safety net if the machine gets busier than when it was timed: stop (checkpointed and
+        # clustered) once the budget is 10 % overrun
+        left = info["minutes"] * 60 - (time.perf_counter() - started)
+        cfg.run.max_epoch_minutes = max(0.05, 1.1 * left / 60)
         return data, cfg, info
 
     # ------------------------------------------------------------ API

@@ -602,22 +602,25 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return self._features(X).numpy()
 
     def predict(self, X) -> np.ndarray:
-        """The cluster of each image: with ``cluster.final: kmeans`` the nearest centre
-        (cosine, as k-means assigns); with ``spectral`` the cluster of the nearest
-        clustered image in feature space (a graph cluster has no single centre), so
-        the training images get their own labels back."""
+        """The cluster of each image (see :meth:`assign_features`)."""
+        return self.assign_features(self._features(X)).numpy()
+
+    def assign_features(self, feats: Tensor) -> Tensor:
+        """Clusters of L2-normalised features: with ``cluster.final: kmeans`` the nearest
+        centre (cosine, as k-means assigns); with ``spectral`` the cluster of the nearest
+        clustered image in feature space (a graph cluster has no single centre), so the
+        training images get their own labels back."""
         from .kmeans import assign
 
-        feats = self._features(X)
-        if not hasattr(self, "cluster_centers_"):
+        if getattr(self, "cluster_centers_", None) is None:
             raise NotFittedError("no cluster centres: call fit(X) or cluster(X) first")
         ref = getattr(self, "_reference", None)
         if ref is not None:
             ref_feats, ref_labels = ref
-            nearest = torch.cat([(chunk @ ref_feats.t()).argmax(1) for chunk in feats.split(4096)])
-            return ref_labels[nearest].numpy()
+            nearest = torch.cat([(chunk @ ref_feats.t()).argmax(1) for chunk in feats.float().split(4096)])
+            return ref_labels[nearest]
         labels, _ = assign(feats, torch.from_numpy(self.cluster_centers_), self.trainer_.cfg.cluster.metric)
-        return labels.numpy()
+        return labels
 
     def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
         return self.fit(X).labels_

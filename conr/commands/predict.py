@@ -27,11 +27,10 @@ def resolve_run(path: str | Path) -> Path:
 
 
 def predict_snapshot(est, folder, on_bad_image: str = "skip"):
-    """A ClusterSnapshot of the images under ``folder`` assigned to ``est``'s centres."""
+    """A ClusterSnapshot of the images under ``folder`` assigned to ``est``'s clusters."""
     import torch
 
     from ..estimator import NotFittedError
-    from ..kmeans import assign
     from ..plots import ClusterSnapshot
 
     if getattr(est, "cluster_centers_", None) is None:
@@ -41,7 +40,7 @@ def predict_snapshot(est, folder, on_bad_image: str = "skip"):
     feats = est._features(data)
     centers = torch.from_numpy(est.cluster_centers_)
     cfg = est.config_
-    labels, _ = assign(feats, centers, cfg.cluster.metric)
+    labels = est.assign_features(feats)
     s = cfg.stage2
     return ClusterSnapshot(images=data.images, features=feats, labels=labels, centers=centers,
                            truth=data.labels if data.has_labels else None, classes=list(data.classes),

@@ -157,6 +157,9 @@ def test_report_is_self_contained(env):
     assert f'<div class="v">{100 * nmi:.1f}</div><div class="k">NMI %</div>' in text
     # the cluster-size table adds up to the images clustered
     assert f"<td>images clustered</td><td>{N_READABLE}</td>" in text
+    # the automatic choices are listed with their reasons (the colour folder: RGB, spectral final labels)
+    assert "<td>data.channels = 3</td><td>colour images: RGB</td>" in text
+    assert "cluster.final = spectral" in text
     for plot in ("tsne", "neighbors", "purity", "training"):
         with Image.open(env["out"] / "plots" / f"{plot}.png") as im:
             assert im.size[0] > 200 and im.size[1] > 100

@@ -145,6 +145,12 @@ def _cluster(args, src: Path, out: Path, k) -> int:
         ["training time", f"{seconds / 60:.1f} min" if seconds else "-"],
         ["seed", cfg.train.seed],
     ]
+    budget = getattr(est, "budget_", None)
+    if budget:
+        settings.append(["time budget", f"{budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} "
+                                        f"min, took {budget['actual_seconds'] / 60:.1f} min"])
+    for key, why in (getattr(est, "settings_reasons_", None) or {}).items():  # the automatic choices
+        settings.append([f"{key} = {_dotted_value(cfg, key)}", why])
     meta = {"title": f"conr clustering report: {src.resolve().name}", "source": str(src.resolve()),
             "metrics": est.metrics_, "settings": settings, "skipped": skipped,
             "truth_note": f"the {len(data.classes)} sub-folder names under {src}"}
@@ -184,6 +190,13 @@ def _inside(child: Path, parent: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _dotted_value(cfg, key: str):
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def register(sub) -> None:

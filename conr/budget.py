@@ -38,8 +38,8 @@ class StepCosts:
 EPOCH_BOOKKEEPING_SECONDS = 0.005  # generators, logging, history: measured ~2-5 ms per epoch on a CPU
 
 
-def measure_costs(trainer, steps: int = 4, checkpoints: bool = False) -> StepCosts:
-    """Time ``steps`` training steps (after one untimed warm-up step) and one
+def measure_costs(trainer, steps: int = 8, checkpoints: bool = False) -> StepCosts:
+    """Time ``steps`` training steps (after two untimed warm-up steps) and one
     clustering step on ``trainer``; its weights, optimiser state and clustering are
     restored afterwards. ``checkpoints``: the run will save a checkpoint every epoch
     (its serialisation is timed too)."""
@@ -51,13 +51,13 @@ def measure_costs(trainer, steps: int = 4, checkpoints: bool = False) -> StepCos
     gen = torch.Generator(device=trainer.device).manual_seed(12345)
     augment = trainer._augmenter(1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(12345))
-    perm = torch.cat([perm] * (1 + (steps + 1) * b // n))
-    streamed = (trainer.images.epoch_batches(perm, b, lo=0, hi=b, iters=steps + 1, device=trainer.device)
+    perm = torch.cat([perm] * (1 + (steps + 2) * b // n))
+    streamed = (trainer.images.epoch_batches(perm, b, lo=0, hi=b, iters=steps + 2, device=trainer.device)
                 if trainer.streamed else None)
     times = []
     try:
         trainer.method.train()
-        for i in range(steps + 1):
+        for i in range(steps + 2):
             idx = perm[i * b:(i + 1) * b].to(trainer.device)
             start = time.perf_counter()
             x = next(streamed) if streamed is not None else trainer.images[idx]
@@ -65,7 +65,7 @@ def measure_costs(trainer, steps: int = 4, checkpoints: bool = False) -> StepCos
             ctx = trainer._context(1, 0, idx, 1.0)
             loss = trainer.train_step(v1, v2, ctx)
             float(loss)  # wait for the device
-            if i > 0:
+            if i > 1:
                 times.append(time.perf_counter() - start)
         start = time.perf_counter()
         trainer.cluster_step()
@@ -74,9 +74,10 @@ def measure_costs(trainer, steps: int = 4, checkpoints: bool = False) -> StepCos
         if checkpoints:
             import io
 
-            start = time.perf_counter()
-            torch.save(trainer.state_dict(), io.BytesIO())
-            overhead += 2 * (time.perf_counter() - start)  # serialise + write and rename on disk
+            for _ in range(2):  # the first call pays one-time costs
+                start = time.perf_counter()
+                torch.save(trainer.state_dict(), io.BytesIO())
+            overhead += 1.5 * (time.perf_counter() - start)  # serialise, then write and rename on disk
     finally:
         trainer.method.load_state_dict(method_state)
         trainer.optimizer.load_state_dict(optim_state)
@@ -85,17 +86,19 @@ def measure_costs(trainer, steps: int = 4, checkpoints: bool = False) -> StepCos
         trainer._last_features = None
         torch.set_rng_state(rng)
     times.sort()
-    step = times[len(times) // 2]  # the median: one slow step (a page fault, a busy core) does not count
+    middle = times[len(times) // 4: len(times) - len(times) // 4] or times
+    step = sum(middle) / len(middle)  # mean of the middle half: a slow step (a busy core) does not count
     return StepCosts(step_seconds=step, cluster_seconds=cluster_seconds, iters_per_epoch=trainer.iters_per_epoch,
                      epoch_overhead_seconds=overhead)
 
 
 def clusterings_for(epochs: int) -> int:
     """Clustering steps a run of ``epochs`` makes under :func:`schedule_for_epochs`:
-    every ``eval_every`` epochs in stage 1, every epoch in stage 2, and the final one."""
+    every ``eval_every`` epochs in stage 1, every epoch in stage 2, and the final one
+    (counted twice: the final labels' graph clustering costs about one more)."""
     s = schedule_for_epochs(epochs)
     start, every = s["stage2"]["start_epoch"], s["cluster"]["eval_every"]
-    return start // every + (epochs - start) + 1
+    return start // every + (epochs - start) + 2
 
 
 def seconds_for(epochs: int, costs: StepCosts) -> float:

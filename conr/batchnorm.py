@@ -64,12 +64,12 @@ class GroupBatchNorm(nn.modules.batchnorm._BatchNorm):
         return y.reshape(g, groups, c, *rest).transpose(0, 1).reshape(x.shape)
 
 
-def convert_group_batchnorm(module: nn.Module, group_size: int) -> nn.Module:
-    """Replace every BatchNorm of ``module`` by :class:`GroupBatchNorm`, keeping the same
-    Parameter and buffer objects (optimiser parameter lists stay valid)."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GroupBatchNorm):
-        new = GroupBatchNorm(module.num_features, group_size, module.eps, module.momentum, module.affine,
-                             module.track_running_stats)
+def replace_batchnorm(module: nn.Module, build, kind: type) -> nn.Module:
+    """Replace every BatchNorm of ``module`` that is not already a ``kind`` by
+    ``build(bn)`` (a fresh ``kind``), handing over the same Parameter and buffer objects
+    (optimiser parameter lists stay valid) and the train/eval mode."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, kind):
+        new = build(module)
         if module.affine:
             new.weight, new.bias = module.weight, module.bias
         if module.track_running_stats:
@@ -78,7 +78,14 @@ def convert_group_batchnorm(module: nn.Module, group_size: int) -> nn.Module:
         new.training = module.training
         return new
     for name, child in module.named_children():
-        new_child = convert_group_batchnorm(child, group_size)
+        new_child = replace_batchnorm(child, build, kind)
         if new_child is not child:
             setattr(module, name, new_child)
     return module
+
+
+def convert_group_batchnorm(module: nn.Module, group_size: int) -> nn.Module:
+    """Replace every BatchNorm of ``module`` by :class:`GroupBatchNorm`, keeping the same
+    Parameter and buffer objects (optimiser parameter lists stay valid)."""
+    return replace_batchnorm(module, lambda bn: GroupBatchNorm(bn.num_features, group_size, bn.eps, bn.momentum,
+                                                                bn.affine, bn.track_running_stats), GroupBatchNorm)

@@ -344,18 +344,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm of ``module`` by :class:`SyncBatchNorm`, keeping the
     same Parameter and buffer objects (optimiser parameter lists stay valid)."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
-        new = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats)
-        if module.affine:
-            new.weight, new.bias = module.weight, module.bias
-        if module.track_running_stats:
-            new.running_mean, new.running_var = module.running_mean, module.running_var
-            new.num_batches_tracked = module.num_batches_tracked
-        new.training = module.training
-        return new
-    for name, child in module.named_children():
-        new_child = convert_sync_batchnorm(child)
-        if new_child is not child:
-            setattr(module, name, new_child)
-    return module
+    from .batchnorm import replace_batchnorm
+
+    return replace_batchnorm(module, lambda bn: SyncBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine,
+                                                              bn.track_running_stats), SyncBatchNorm)

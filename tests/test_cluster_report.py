@@ -30,6 +30,16 @@ TINY_EST = dict(image_size=16, epochs=3, batch_size=16, deterministic=True,
                 overrides=["model.width=8", "model.hidden_dim=64", "model.proj_dim=32", "train.threads=1"])
 
 
+def run_cli(argv) -> tuple[int, str]:
+    """``conr ARGV`` in this process: (exit status, what it printed)."""
+    import contextlib
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    return rc, buf.getvalue()
+
+
 # --------------------------------------------------------------------------- data
 def _pattern(cls: int, w: int, h: int, rng) -> Image.Image:
     y, x = np.mgrid[0:h, 0:w]
@@ -76,12 +86,8 @@ def env(tmp_path_factory):
     os.environ["CONR_CACHE"] = str(base / "cache")
     folder = make_folder(base / "photos")
     out = base / "out"
-    import contextlib
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(["cluster", str(folder), "--k", str(K), "--out", str(out)] + TINY)
-    yield {"folder": folder, "out": out, "rc": rc, "stdout": buf.getvalue(), "base": base}
+    rc, stdout = run_cli(["cluster", str(folder), "--k", str(K), "--out", str(out)] + TINY)
+    yield {"folder": folder, "out": out, "rc": rc, "stdout": stdout, "base": base}
     if old is None:
         os.environ.pop("CONR_CACHE", None)
     else:

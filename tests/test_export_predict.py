@@ -3,9 +3,7 @@ land where assignments.csv says, and predict's columns are checked against a bru
 recomputation from the model's features and centres."""
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import os
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 
 import conr
 from conr.cli import main
-from test_cluster_report import N_READABLE, TINY, make_folder
+from test_cluster_report import N_READABLE, TINY, make_folder, run_cli as _run
 
 HEADER = ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary", "confidence", "true_label"]
 
@@ -22,13 +20,6 @@ HEADER = ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary",
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def _run(argv) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(argv)
-    return rc, buf.getvalue()
 
 
 @pytest.fixture(scope="module")

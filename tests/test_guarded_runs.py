@@ -4,10 +4,8 @@ left out of the images, no empty folder after a failed run, messages that name t
 options of the command the user ran, flat arrays, unused config keys."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
-import io
 import json
 import os
 import subprocess
@@ -19,14 +17,7 @@ import pytest
 
 from conr.cli import main
 from conr.runlock import LOCK_NAME, RunLockedError, acquire_run_lock, pid_alive, release_run_lock
-from test_cluster_report import N_READABLE, TINY, make_folder
-
-
-def _run(argv) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(argv)
-    return rc, buf.getvalue()
+from test_cluster_report import N_READABLE, TINY, make_folder, run_cli as _run
 
 
 @pytest.fixture(scope="module")

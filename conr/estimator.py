@@ -14,6 +14,7 @@ automatic choice is overridable by a constructor argument, a ``config`` YAML fil
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -287,9 +288,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         data = as_image_data(X, size, self.on_bad_image, _device_type(self.device), channels=channels,
                              image_shape=self.image_shape)
         if channels == 1 and data.channels == 3:  # grey images handed over as RGB
-            data = ImageData(images=data.images[:, :1].contiguous(), labels=data.labels, classes=list(data.classes),
-                             paths=data.paths, name=data.name, normalization=data.normalization,
-                             skipped=list(data.skipped))
+            data = replace(data, images=data.images[:, :1].contiguous())
         return data
 
     def build_config(self, data: ImageData, root: str | Path | None = None, survey: ImageSurvey | None = None,
@@ -367,9 +366,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                 self._log(f"time budget: {epochs} epochs at {data.image_size} px are too few; "
                           f"training at {size} px instead")
                 old = data.image_size
-                data = ImageData(images=resize_uint8(data.images, size), labels=data.labels,
-                                 classes=list(data.classes), paths=data.paths, name=data.name,
-                                 normalization=data.normalization, skipped=list(data.skipped))
+                data = replace(data, images=resize_uint8(data.images, size))
                 cfg = self.build_config(data, root=root, survey=survey)
                 epochs, info = self._budget_epochs(data, cfg, started)
                 self._size_note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
@@ -406,8 +403,6 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         selection = None
         if fixed is None and self.resume and self.run_dir is not None:
             selection = read_k_selection(self.run_dir)  # a resumed run keeps the K it chose
-            if selection is not None:
-                cfg.cluster.n_clusters = int(selection["k"])
         if cfg.data.normalization is not None:
             data.normalization = cfg.data.normalization
         budget = None
@@ -420,7 +415,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
         elif not fixed_epochs:
             data, cfg, budget = self._fit_budget(data, cfg, root, survey, started)
-        if selection is not None:  # the config was rebuilt: keep the K the resumed run chose
+        if selection is not None:  # the K the resumed run chose (build_config gives a provisional one)
             cfg.cluster.n_clusters = int(selection["k"])
         write = self.run_dir is not None
         notes = [f"{k}: {v}" for k, v in self.settings_reasons_.items()]

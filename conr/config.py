@@ -18,16 +18,14 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+
 __all__ = [
     "Config", "DataConfig", "AugmentSection", "ModelConfig", "TrainConfig", "Stage2Config",
     "ClusterConfig", "RunConfig", "HaDisConfig", "SimSiamConfig", "MoCoConfig", "ConfigError", "load_config",
     "config_from_dict", "apply_overrides",
     "config_to_dict", "packaged_config_dir", "resolve_config_path", "validate_config",
 ]
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the fix."""
 
 
 @dataclass
@@ -380,10 +378,9 @@ def _choice(value: str, options, key: str) -> None:
 
 def validate_config(cfg: Config) -> None:
     """Cross-field checks that need no data; each message names the key to change."""
-    from .methods import METHODS  # local: methods import this module
+    from .methods import check_method_config, method_class  # on first use: importing the methods loads torch
 
-    if cfg.method not in METHODS:
-        raise ConfigError(f"method={cfg.method!r} is unknown; known methods: {', '.join(sorted(METHODS))}")
+    method_class(cfg.method)  # an unknown method first: the other checks may depend on it
     t, s, c = cfg.train, cfg.stage2, cfg.cluster
     if c.n_init < 1:
         raise ConfigError(f"cluster.n_init={c.n_init} must be >= 1 (k-means restarts; the official runs use 10)")
@@ -448,6 +445,4 @@ def validate_config(cfg: Config) -> None:
     if cfg.model.backbone not in BACKBONES:
         raise ConfigError(f"model.backbone={cfg.model.backbone!r} is unknown; choose one of "
                           f"{', '.join(sorted(BACKBONES))}")
-    method_validate = getattr(METHODS[cfg.method], "validate_config", None)
-    if method_validate is not None:
-        method_validate(cfg)
+    check_method_config(cfg)

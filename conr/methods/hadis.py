@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..losses import byol_loss
 from ..method_losses import hsd_loss, prototype_loss
-from .base import StepContext, register_method
+from .base import StepContext
 from .byol import BYOL
+from .registry import register_method
 
 __all__ = ["HaDis"]
 

@@ -308,17 +308,17 @@ def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Pa
                       f"the shipped configs: {shipped}")
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
 
 
-def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+def read_yaml(path: Path, seen: tuple = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"config {path} inherits itself through _base_")
@@ -330,8 +330,8 @@ def _read_yaml(path: Path, seen: tuple = ()) -> dict:
         raise ConfigError(f"config {path} must hold a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("_base_", None)
     if base is not None:
-        parent = _read_yaml(resolve_config_path(base, path.parent), seen + (path,))
-        raw = _deep_merge(parent, raw)
+        parent = read_yaml(resolve_config_path(base, path.parent), seen + (path,))
+        raw = deep_merge(parent, raw)
     return raw
 
 
@@ -364,7 +364,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
-    raw = _read_yaml(resolve_config_path(path)) if path is not None else {}
+    raw = read_yaml(resolve_config_path(path)) if path is not None else {}
     raw = apply_overrides(raw, list(overrides or []))
     return config_from_dict(raw)
 

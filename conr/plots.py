@@ -80,7 +80,7 @@ class ClusterSnapshot:
         """The trainer's current clustering (k-means is run if it has none for this data)."""
         if trainer.pseudo_labels is None or trainer.pseudo_labels.shape[0] != len(trainer.data):
             trainer.cluster_step()
-        feats = trainer._last_features if trainer._last_features is not None else trainer.extract_features()
+        feats = trainer.last_features if trainer.last_features is not None else trainer.extract_features()
         return cls._from_parts(trainer.cfg, trainer.data, feats, trainer.pseudo_labels, trainer.centers,
                                history if history is not None else trainer.history)
 

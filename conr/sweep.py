@@ -46,8 +46,8 @@ from typing import Any
 
 import yaml
 
-from .config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, resolve_config_path
-from .config import _read_yaml  # the _base_-aware reader
+from .config import (Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, read_yaml,
+                     resolve_config_path)
 from .io import atomic_write_text
 from .warm_start import config_differences
 
@@ -170,7 +170,7 @@ def load_sweep(grid: str | Path, overrides: list[str] | None = None, out: str | 
     if "base" not in spec:
         raise ConfigError(f"grid {path} needs base: a config file (e.g. cifar10.yaml)")
     base = resolve_config_path(spec["base"], path.parent)
-    base_raw = _read_yaml(base)
+    base_raw = read_yaml(base)
     shared = _override_list(spec.get("overrides"), f"grid {path}: overrides")
     cli = list(overrides or [])
     out_dir = Path(out) if out is not None else Path(spec.get("out") or Path("runs") / "sweeps" / path.stem)

@@ -459,6 +459,11 @@ class Trainer:
                                          f"Lower train.lr or use train.precision=fp32")
 
     # -------------------------------------------------------------- features
+    @property
+    def last_features(self) -> Tensor | None:
+        """The features of the last clustering step [N, D] (None before the first), read-only."""
+        return self._last_features
+
     @torch.no_grad()
     def extract_features(self, images: Tensor | None = None, shard: bool | None = None) -> Tensor:
         """L2-normalised features of ``images`` (default: the whole dataset), test transform.

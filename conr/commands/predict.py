@@ -37,7 +37,7 @@ def predict_snapshot(est, folder, on_bad_image: str = "skip"):
         raise NotFittedError("the run holds no cluster centres to assign to; train it to the end first")
     est.set_params(on_bad_image=on_bad_image)
     data = est.load(folder)
-    feats = est._features(data)
+    feats = torch.from_numpy(est.transform(data))
     centers = torch.from_numpy(est.cluster_centers_)
     cfg = est.config_
     labels = est.assign_features(feats)

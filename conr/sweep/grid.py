@@ -46,15 +46,15 @@ from typing import Any
 
 import yaml
 
-from .config import (Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, read_yaml,
+from ..config import (Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, read_yaml,
                      resolve_config_path)
-from .io import atomic_write_text
-from .warm_start import config_differences
+from ..io import atomic_write_text
+from ..warm_start import config_differences
 
 __all__ = ["Sweep", "SweepRow", "Warmup", "load_sweep", "run_sweep", "sweep_results", "SWEEP_DIR",
            "shipped_grids", "PLOT_TYPES"]
 
-SWEEP_DIR = Path(__file__).resolve().parent / "configs" / "sweeps"
+SWEEP_DIR = Path(__file__).resolve().parent.parent / "configs" / "sweeps"
 PLOT_TYPES = ("bar", "line", "heatmap", "epochs")
 _GRID_KEYS = {"description", "kind", "base", "out", "overrides", "warmup", "rows", "product", "plot", "purity"}
 _WARMUP_KEYS = {"overrides", "until_epoch", "dir"}
@@ -287,13 +287,13 @@ def _check_same(run_dir: Path, cfg: Config, what: str) -> None:
 
 def _is_stale(run_dir: Path) -> bool:
     """A conr run folder stopped before its first checkpoint: safe to start over."""
-    from .train import CHECKPOINT_NAME
+    from ..train import CHECKPOINT_NAME
 
     return (run_dir / "config.yaml").exists() and not (run_dir / CHECKPOINT_NAME).exists()
 
 
 def _history_of(run_dir: Path) -> list[dict]:
-    from .io import read_jsonl
+    from ..io import read_jsonl
 
     p = run_dir / "metrics.jsonl"
     return read_jsonl(p) if p.exists() else []
@@ -314,7 +314,7 @@ def _summary(name: str, overrides: list[str], history: list[dict], init_epoch: i
 
 
 def _run_warmup(sweep: Sweep, log) -> dict:
-    from .train import CHECKPOINT_NAME, Trainer, load_checkpoint
+    from ..train import CHECKPOINT_NAME, Trainer, load_checkpoint
 
     w = sweep.warmup
     d = w.run_dir
@@ -342,7 +342,7 @@ def _run_warmup(sweep: Sweep, log) -> dict:
 
 
 def _run_row(sweep: Sweep, row: SweepRow, log) -> dict:
-    from .train import CHECKPOINT_NAME, Trainer
+    from ..train import CHECKPOINT_NAME, Trainer
 
     d = row.run_dir
     _check_same(d, row.config, f"row {row.name!r}")
@@ -450,8 +450,8 @@ def run_sweep(grid: str | Path | Sweep, overrides: list[str] | None = None, out:
 
 def run_purity_sweep(sweep: Sweep, log=print) -> dict:
     """Figure 2: neighbour purity against K of each listed checkpoint's features."""
-    from .evaluation import checkpoint_purity, plot_purity
-    from .train import CHECKPOINT_NAME, Trainer
+    from ..evaluation import checkpoint_purity, plot_purity
+    from ..train import CHECKPOINT_NAME, Trainer
 
     p = sweep.purity
     if sweep.warmup is not None and "warmup" in p["checkpoints"].values():

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..losses import byol_loss
-from ..method_losses import hsd_loss, prototype_loss
+from ..losses.methods import hsd_loss, prototype_loss
 from .base import StepContext
 from .byol import BYOL
 from .registry import register_method

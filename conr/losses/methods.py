@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import full_precision
+from . import full_precision
 
 __all__ = [
     "simsiam_loss",

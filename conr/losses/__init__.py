@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["byol_loss", "neighborhood_loss", "full_precision"]
+__all__ = ["byol_loss", "neighborhood_loss", "full_precision"]  # the extra methods' terms: losses/methods.py
 
 _HALF = (torch.float16, torch.bfloat16)
 

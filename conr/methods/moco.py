@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses.methods import moco_infonce, moco_neighborhood_infonce
+from ..losses import moco_infonce, moco_neighborhood_infonce
 from ..models import build_backbone
 from .base import Method, StepContext, momentum_output
 from .registry import register_method

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses.methods import simsiam_loss, simsiam_neighborhood_loss
+from ..losses import simsiam_loss, simsiam_neighborhood_loss
 from ..models import build_backbone
 from .base import Method, StepContext
 from .registry import register_method

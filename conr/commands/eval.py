@@ -19,7 +19,7 @@ or the clustering, e.g. cluster.n_init=10."""
 
 
 def run(args) -> int:
-    from ..evaluation import evaluate_checkpoint
+    from ..outputs.evaluation import evaluate_checkpoint
     from ..train import Trainer
     from .common import parse_ks, split_overrides
 

@@ -201,7 +201,7 @@ def run_sweep(grid: str | Path | Sweep, overrides: list[str] | None = None, out:
 
 def run_purity_sweep(sweep: Sweep, log=print) -> dict:
     """Figure 2: neighbour purity against K of each listed checkpoint's features."""
-    from ..evaluation import checkpoint_purity, plot_purity
+    from ..outputs.evaluation import checkpoint_purity, plot_purity
     from ..train import CHECKPOINT_NAME, Trainer
 
     p = sweep.purity

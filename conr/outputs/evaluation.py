@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..metrics import best_cluster_map, confusion, evaluate, knn_accuracy
 from .analysis import purity_curve
-from .metrics import best_cluster_map, confusion, evaluate, knn_accuracy
 
 __all__ = ["evaluate_checkpoint", "checkpoint_purity", "write_purity", "plot_purity", "DEFAULT_PURITY_KS"]
 
@@ -65,7 +65,7 @@ def checkpoint_purity(trainer, ks=None, batch_size: int | None = None, k1: int |
 
 def write_purity(result: dict, path: str | Path, name: str | None = None) -> Path:
     """One CSV row per K: K, then one column per mode (fractions); ``name`` adds a first column."""
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
     import io
 
     modes = list(result["curves"])

@@ -3,6 +3,8 @@
 - the import graph of conr/ has no circle;
 - no file in conr/ is longer than 450 lines;
 - no module uses another module's ``_private`` names.
+- the README's "Map of the package" names every module and folder at the top of conr/, and
+  nothing that is not there.
 
 What counts as an import: every ``import`` / ``from ... import`` statement of a module, at
 any depth, function-level (lazy) imports included: a lazy import still makes one module
@@ -331,3 +333,20 @@ def test_no_module_uses_another_modules_private_names(path):
     uses = private_uses(path)
     assert not uses, (f"conr/{_rel(path)} uses other modules' private names (make them public, or move the "
                       f"code beside them):\n" + "\n".join(uses))
+
+
+def test_readme_map_matches_the_folders():
+    """Every module and package at the top of conr/ is named in the README's map, and every
+    file or folder the map names exists."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    start = readme.index("## Map of the package")
+    end = readme.index("\n## ", start + 1)
+    section = readme[start:end]
+    named = set(re.findall(r"`([\w/]+(?:\.py|/))`", section))
+    tops = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py", "__main__.py"}
+    tops |= {p.name + "/" for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    assert tops - named == set(), f"not in the README's map of the package: {sorted(tops - named)}"
+    missing = {n for n in named if not (PACKAGE / n).exists() and not (PACKAGE.parent / n).exists()}
+    assert not missing, f"the README's map names what conr/ does not have: {sorted(missing)}"

@@ -2,7 +2,7 @@
 
 - the import graph of conr/ has no circle;
 - no file in conr/ is longer than 450 lines;
-- no module uses another module's ``_private`` names.
+- no module uses another module's ``_private`` names;
 - the README's "Map of the package" names every module and folder at the top of conr/, and
   nothing that is not there.
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ImageSurvey", "survey_files", "survey_images", "pick_image_size", "auto_settings",
+__all__ = ["ImageSurvey", "survey_files", "survey_images", "is_grey", "pick_image_size", "auto_settings",
            "default_minutes", "schedule_for_epochs", "MIN_NET_SIZE", "MIN_BUDGET_EPOCHS"]
 
 MIN_NET_SIZE = 16           # px: two 2x pools and a crop still leave a feature map
@@ -60,7 +60,7 @@ class ImageSurvey:
         return int(np.median(self.shorter_sides)) if self.shorter_sides else 32
 
 
-def _is_grey(im) -> bool:
+def is_grey(im) -> bool:
     """A grey-mode image, or a colour one whose three channels are equal."""
     if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
         return True
@@ -87,7 +87,7 @@ def survey_files(paths, max_files: int = 500) -> ImageSurvey:
             with Image.open(p) as im:
                 sides.append(min(im.size))
                 if len(grey) < 64:  # decoding a few is enough to tell grey from colour
-                    grey.append(_is_grey(im))
+                    grey.append(is_grey(im))
         except Exception:  # unreadable: reported when the images are decoded
             continue
     return ImageSurvey(n_images=len(paths), shorter_sides=sides, grey=bool(grey) and all(grey))

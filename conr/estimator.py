@@ -24,8 +24,8 @@ from torch import Tensor
 
 from .autoconfig import (MIN_BUDGET_EPOCHS, MIN_NET_SIZE, ImageSurvey, auto_settings, default_minutes,
                          pick_image_size, survey_files, survey_images)
-from .config import (Config, _deep_merge, _read_yaml, apply_overrides, config_from_dict,
-                     resolve_config_path)
+from .config import Config, apply_overrides, config_from_dict, resolve_config_path
+from .config import deep_merge as _deep_merge, read_yaml as _read_yaml
 from .data.base import ImageData, resize_uint8
 from .data.folder import pil_to_array
 from .options import option
@@ -68,7 +68,7 @@ def survey_input(X) -> ImageSurvey | None:
     if isinstance(X, ImageData):
         return survey_images(X.images)
     if isinstance(X, (list, tuple)) and X and all(hasattr(im, "mode") and hasattr(im, "size") for im in X):
-        from .autoconfig import _is_grey
+        from .autoconfig import is_grey as _is_grey
 
         return ImageSurvey(n_images=len(X), shorter_sides=[min(im.size) for im in X],
                            grey=all(_is_grey(im) for im in X[:64]))

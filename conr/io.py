@@ -13,12 +13,10 @@ from typing import Any
 
 import torch
 
+from .errors import OutputError
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "append_jsonl", "read_jsonl",
            "check_writable", "OutputError", "is_disk_full"]
-
-
-class OutputError(OSError):
-    """The output folder cannot take the run's files; the message says why and what to do."""
 
 
 def is_disk_full(exc: BaseException) -> bool:

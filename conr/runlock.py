@@ -15,14 +15,12 @@ import socket
 import time
 from pathlib import Path
 
+from .errors import RunLockedError
+
 __all__ = ["RunLockedError", "acquire_run_lock", "release_run_lock", "LOCK_NAME", "pid_alive"]
 
 LOCK_NAME = ".lock"
 _HELD: set[Path] = set()
-
-
-class RunLockedError(OSError):
-    """Another live process is writing to the run folder."""
 
 
 def pid_alive(pid: int) -> bool:

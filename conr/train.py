@@ -25,6 +25,7 @@ from .data import AugmentConfig, BatchAugment, ImageData, build_data, eval_trans
 from .distributed import (ShuffleBN, all_gather_nograd, all_gather_with_grad, all_reduce_mean, average_gradients,
                           barrier, broadcast_object, convert_sync_batchnorm, destroy, dist_info, init_from_env,
                           sync_buffers)
+from .errors import NonFiniteLossError
 from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable, is_disk_full
 from .options import option
 from .data.stream import image_chunks
@@ -39,10 +40,6 @@ __all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "l
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; training stopped before saving bad weights."""
 
 
 @dataclass
@@ -462,6 +459,11 @@ class Trainer:
                                          f"Lower train.lr or use train.precision=fp32")
 
     # -------------------------------------------------------------- features
+    @property
+    def last_features(self) -> Tensor | None:
+        """The features of the last clustering step [N, D] (None before the first), read-only."""
+        return self._last_features
+
     @torch.no_grad()
     def extract_features(self, images: Tensor | None = None, shard: bool | None = None) -> Tensor:
         """L2-normalised features of ``images`` (default: the whole dataset), test transform.

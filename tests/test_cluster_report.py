@@ -19,7 +19,7 @@ import conr
 from conr.cli import main
 from conr.data import ImageData
 from conr.estimator import NotFittedError, as_image_data
-from conr.report import grid_geometry
+from conr.outputs.report import grid_geometry
 
 K = 3
 PER_CLASS = 12

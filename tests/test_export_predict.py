@@ -142,7 +142,7 @@ def test_reused_model_with_k_auto_estimates_k_from_the_folder(trained):
 def test_full_disk_while_writing_the_report_says_how_to_write_it_again(trained, monkeypatch, capsys):
     import errno
 
-    import conr.report as report_mod
+    import conr.outputs.report as report_mod
 
     real = report_mod.atomic_write_text
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conr.method_losses import (cluster_centers, hsd_loss, hsd_mining, moco_infonce, moco_neighborhood_infonce,
+from conr.losses import (cluster_centers, hsd_loss, hsd_mining, moco_infonce, moco_neighborhood_infonce,
                                 prototype_contrast_loss, prototype_loss, simsiam_loss, simsiam_neighborhood_loss)
 
 NEW_METHODS = ("hadis", "simsiam", "simsiam_connr", "moco", "moco_connr")

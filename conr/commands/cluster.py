@@ -80,8 +80,8 @@ def _cluster(args, src: Path, out: Path, k) -> int:
     from ..data.folder import mark_output_folder
     from ..estimator import CoNR
     from ..io import check_writable
-    from ..plots import ClusterSnapshot
-    from ..report import write_outputs
+    from ..outputs.plots import ClusterSnapshot
+    from ..outputs.report import write_outputs
     from ..runlock import acquire_run_lock, release_run_lock
 
     check_writable(out, need_bytes=64 * 2**20)  # before any decoding or training
@@ -168,7 +168,7 @@ def _cluster(args, src: Path, out: Path, k) -> int:
                           f"{model} is intact (every file is written atomically). Free some space, then write the "
                           f"outputs without training: conr cluster {src} --out {out} --checkpoint {model}") from None
     if args.export:
-        from ..export import export_clusters
+        from ..outputs.export import export_clusters
 
         counts = export_clusters(snap.paths, snap.labels.tolist(), snap.boundary.tolist(), args.export,
                                  args.export_mode, root=src)

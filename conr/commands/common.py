@@ -50,3 +50,26 @@ def print_metrics(metrics: dict) -> None:
     if {"nmi", "acc", "ari"} <= metrics.keys():
         scored = f" scored={metrics['scored']}" if "scored" in metrics else ""
         print(f"nmi={metrics['nmi']:.4f} acc={metrics['acc']:.4f} ari={metrics['ari']:.4f}{scored}")
+
+
+def split_overrides(items: list[str]) -> list[str]:
+    """Config overrides given as ``key=value`` or ``--key=value``; anything else is an error."""
+    out = []
+    for item in items:
+        if item.startswith("--"):
+            item = item[2:]
+        if "=" not in item:
+            raise ValueError(f"unknown argument {item!r}; overrides look like data.root=/path")
+        out.append(item)
+    return out
+
+
+def parse_ks(text: str | None) -> list[int] | None:
+    """Neighbour counts written ``5,10,20`` (--ks / --purity-ks); None when not given."""
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"neighbour counts {text!r} (--ks / --purity-ks): give comma-separated integers, "
+                         "e.g. 5,10,20") from None

@@ -18,38 +18,18 @@ run's fr0) and the confusion matrix. Config overrides (section.key=value, also w
 or the clustering, e.g. cluster.n_init=10."""
 
 
-def _split_overrides(items: list[str]) -> list[str]:
-    out = []
-    for item in items:
-        if item.startswith("--"):
-            item = item[2:]
-        if "=" not in item:
-            raise ValueError(f"unknown argument {item!r}; overrides look like data.root=/path")
-        out.append(item)
-    return out
-
-
-def _ks(text: str | None):
-    if not text:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"neighbour counts {text!r} (--ks / --purity-ks): give comma-separated integers, "
-                         "e.g. 5,10,20") from None
-
-
 def run(args) -> int:
-    from ..evaluation import evaluate_checkpoint
+    from ..outputs.evaluation import evaluate_checkpoint
     from ..train import Trainer
+    from .common import parse_ks, split_overrides
 
-    overrides = _split_overrides(list(args.overrides))
+    overrides = split_overrides(list(args.overrides))
     # with --json stdout holds the JSON document only: progress and notes go to stderr
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
     trainer = Trainer.from_checkpoint(args.checkpoint, device=None if args.device == "auto" else args.device,
                                       overrides=overrides, log=log)
     report, labels = evaluate_checkpoint(trainer, knn_k=args.knn_k, knn_temperature=args.knn_temperature,
-                                         purity_ks=_ks(args.purity_ks), purity_batches=args.purity_batches)
+                                         purity_ks=parse_ks(args.purity_ks), purity_batches=args.purity_batches)
     report["checkpoint"] = str(args.checkpoint)
     report["overrides"] = overrides
     if args.labels:

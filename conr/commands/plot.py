@@ -18,7 +18,7 @@ def _checkpoint_of(run: Path) -> Path:
 
 def run(args) -> int:
     from ..io import check_writable
-    from ..plots import PLOTS, ClusterSnapshot, history_from_run, make_plots
+    from ..outputs.plots import PLOTS, ClusterSnapshot, history_from_run, make_plots
     from ..train import Trainer
 
     src = _checkpoint_of(Path(args.run_dir))

@@ -31,13 +31,13 @@ def predict_snapshot(est, folder, on_bad_image: str = "skip"):
     import torch
 
     from ..estimator import NotFittedError
-    from ..plots import ClusterSnapshot
+    from ..outputs.plots import ClusterSnapshot
 
     if getattr(est, "cluster_centers_", None) is None:
         raise NotFittedError("the run holds no cluster centres to assign to; train it to the end first")
     est.set_params(on_bad_image=on_bad_image)
     data = est.load(folder)
-    feats = est._features(data)
+    feats = torch.from_numpy(est.transform(data))
     centers = torch.from_numpy(est.cluster_centers_)
     cfg = est.config_
     labels = est.assign_features(feats)
@@ -51,7 +51,7 @@ def predict_snapshot(est, folder, on_bad_image: str = "skip"):
 def run(args) -> int:
     from ..estimator import CoNR
     from ..options import command_options
-    from ..report import write_assignments
+    from ..outputs.report import write_assignments
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -63,7 +63,7 @@ def run(args) -> int:
         snap, data = predict_snapshot(est, folder, args.on_bad_image)
         write_assignments(snap, out)
         if args.export:
-            from ..export import export_clusters
+            from ..outputs.export import export_clusters
 
             export_clusters(snap.paths, snap.labels.tolist(), snap.boundary.tolist(), args.export,
                             args.export_mode, root=folder)

@@ -20,7 +20,7 @@ every row, after the grid's own values, e.g. data.root=/data/cifar10 train.devic
 
 def run(args) -> int:
     from ..sweep import load_sweep, run_sweep, shipped_grids
-    from .eval import _split_overrides
+    from .common import split_overrides
 
     if args.list:
         for p in shipped_grids():
@@ -28,7 +28,7 @@ def run(args) -> int:
         return 0
     if not args.grid:
         raise ValueError("conr sweep needs a grid file (or --list for the shipped ones)")
-    sweep = load_sweep(args.grid, _split_overrides(list(args.overrides)), args.out)
+    sweep = load_sweep(args.grid, split_overrides(list(args.overrides)), args.out)
     if args.dry_run:
         print(f"grid {sweep.path} ({sweep.kind}); base {sweep.base}; results in {sweep.out}")
         if sweep.description:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import BadImageError
 from ..io import atomic_write_bytes
 from ..options import option
 from .base import ImageData, register_dataset
@@ -26,10 +27,6 @@ __all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "pil_to_array", "l
            "BadImageError"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-class BadImageError(ValueError):
-    """Unreadable image files with on_bad_image='fail'."""
 
 
 def check_on_bad_image(on_bad_image: str) -> None:

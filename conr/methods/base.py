@@ -9,18 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["METHODS", "Method", "StepContext", "register_method", "build_method", "identity",
-           "momentum_output"]
-
-METHODS: dict[str, type["Method"]] = {}
-
-
-def register_method(name: str):
-    def wrap(cls):
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-    return wrap
+__all__ = ["Method", "StepContext", "identity", "momentum_output"]
 
 
 def identity(x: Tensor) -> Tensor:
@@ -105,9 +94,3 @@ class Method(nn.Module):
         """Per-image sampling weights [N] for ``epoch`` (None = uniform shuffling).
         The trainer then draws the epoch's order with replacement in proportion."""
         return None
-
-
-def build_method(cfg, in_channels: int) -> Method:
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[cfg.method](cfg, in_channels)

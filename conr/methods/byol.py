@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from ..losses import byol_loss
 from ..models import build_backbone, init_predictor_, mlp_head
-from .base import Method, StepContext, momentum_output, register_method
+from .base import Method, StepContext, momentum_output
+from .registry import register_method
 
 __all__ = ["BYOLNetwork", "BYOL", "ema_momentum"]
 

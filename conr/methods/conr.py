@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..losses import full_precision, neighborhood_loss
-from .base import StepContext, register_method
+from .base import StepContext
 from .byol import BYOL
+from .registry import register_method
 from .stage2 import ConNRPlugin
 
 __all__ = ["CoNR"]

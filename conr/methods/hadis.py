@@ -5,9 +5,9 @@
 - diffused sampling alignment: Gaussian noise σ on the online projection q before
   the predictor (σ = 0 during the warm-up epochs);
 - hardness-aware self-distillation between the teacher t = target(b) and the
-  student s = pred(q̃), both L2-normalised (:func:`~conr.method_losses.hsd_loss`);
+  student s = pred(q̃), both L2-normalised (:func:`~conr.losses.hsd_loss`);
 - prototypical contrast between the per-batch pseudo-cluster centres of the online
-  projections and of the target projections (:func:`~conr.method_losses.prototype_loss`),
+  projections and of the target projections (:func:`~conr.losses.prototype_loss`),
   off during the warm-up;
 - optionally (CIFAR-20) the data resampled with weights ∝ 1 / pseudo-cluster size.
 
@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import ConfigError
-from ..losses import byol_loss
-from ..method_losses import hsd_loss, prototype_loss
-from .base import StepContext, register_method
+from ..errors import ConfigError
+from ..losses import byol_loss, hsd_loss, prototype_loss
+from .base import StepContext
 from .byol import BYOL
+from .registry import register_method
 
 __all__ = ["HaDis"]
 

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
-from ..method_losses import moco_infonce, moco_neighborhood_infonce
+from ..errors import ConfigError
+from ..losses import moco_infonce, moco_neighborhood_infonce
 from ..models import build_backbone
-from .base import Method, StepContext, momentum_output, register_method
+from .base import Method, StepContext, momentum_output
+from .registry import register_method
 from .stage2 import ConNRPlugin
 
 __all__ = ["MoCo", "MoCoConNR", "moco_head"]

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
-from ..method_losses import simsiam_loss, simsiam_neighborhood_loss
+from ..errors import ConfigError
+from ..losses import simsiam_loss, simsiam_neighborhood_loss
 from ..models import build_backbone
-from .base import Method, StepContext, register_method
+from .base import Method, StepContext
+from .registry import register_method
 from .stage2 import ConNRPlugin
 
 __all__ = ["SimSiam", "SimSiamConNR", "simsiam_projector", "simsiam_predictor"]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..boundary import boundary_ratio, keep_mask
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..losses import full_precision
 from ..neighbors import check_neighborhood_sizes, conaff_neighbors, euclidean_neighbors
 from .base import StepContext

@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import MissingDependencyError
+
 __all__ = ["BACKBONES", "build_backbone", "register_backbone"]
 
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {}
@@ -20,10 +22,6 @@ def register_backbone(name: str):
         BACKBONES[name] = fn
         return fn
     return wrap
-
-
-class MissingDependencyError(ValueError):
-    """An optional package a chosen setting needs is missing or broken; the message says what to install."""
 
 
 def _resnet(name: str) -> nn.Module:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .io import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 __all__ = ["export_clusters", "export_name", "EXPORT_MODES"]
 
@@ -40,7 +40,7 @@ def export_clusters(paths: list[str], labels, boundary, dest: str | Path, mode: 
     dest = Path(dest)
     if dest.exists() and any(p.name != ".conr-output" for p in dest.iterdir()):
         raise FileExistsError(f"--export {dest} already holds files; give a new or empty folder")
-    from .data.folder import mark_output_folder
+    from ..data.folder import mark_output_folder
 
     mark_output_folder(dest)  # never clustered as input on a later run
     labels = [int(v) for v in labels]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..metrics import best_cluster_map, confusion, evaluate, knn_accuracy
 from .analysis import purity_curve
-from .metrics import best_cluster_map, confusion, evaluate, knn_accuracy
 
 __all__ = ["evaluate_checkpoint", "checkpoint_purity", "write_purity", "plot_purity", "DEFAULT_PURITY_KS"]
 
@@ -52,7 +52,7 @@ def checkpoint_purity(trainer, ks=None, batch_size: int | None = None, k1: int |
         raise ValueError("neighbour purity needs ground-truth labels; this data has none")
     ks, bs, k1, k2, fr = _purity_settings(trainer, ks, batch_size, k1, k2, keep_fraction)
     record = trainer.cluster_step()  # features + k-means: the pseudo-labels and centres of the filter
-    feats = trainer._last_features
+    feats = trainer.last_features
     extra = {}
     if with_filter:
         extra = dict(centers=trainer.centers, pseudo_labels=trainer.pseudo_labels, keep_fraction=fr,
@@ -65,7 +65,7 @@ def checkpoint_purity(trainer, ks=None, batch_size: int | None = None, k1: int |
 
 def write_purity(result: dict, path: str | Path, name: str | None = None) -> Path:
     """One CSV row per K: K, then one column per mode (fractions); ``name`` adds a first column."""
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
     import io
 
     modes = list(result["curves"])
@@ -116,7 +116,7 @@ def evaluate_checkpoint(trainer, knn_k: int = 20, knn_temperature: float = 0.07,
     start = time.perf_counter()
     cfg = trainer.cfg
     record = trainer.cluster_step()
-    feats = trainer._last_features
+    feats = trainer.last_features
     pred = trainer.pseudo_labels.cpu()
     K = cfg.cluster.n_clusters
     report = {

@@ -5,7 +5,7 @@
   :func:`conr.boundary.assignment_confidence`) and, when known, the true label;
 * ``clusters/cluster_XX.png``: one grid per cluster, closest to the centre first,
   boundary samples framed red;
-* ``plots/{tsne,neighbors,purity,training}.png`` (conr/plots.py);
+* ``plots/{tsne,neighbors,purity,training}.png`` (conr/outputs/plots.py);
 * ``report.html``: one self-contained page (images embedded as base64, inline CSS,
   no external assets) with the numbers, the grids and the plots.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .io import atomic_write_bytes, atomic_write_text, check_writable
+from ..io import atomic_write_bytes, atomic_write_text, check_writable
 from .plots import ClusterSnapshot, make_plots, thumbnails
 
 __all__ = ["write_assignments", "cluster_grid", "grid_geometry", "grid_members", "write_report", "write_outputs",
@@ -39,7 +39,7 @@ def _name(snap: ClusterSnapshot, i: int) -> str:
 def assignments_csv(snap: ClusterSnapshot) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    from .boundary import assignment_confidence
+    from ..boundary import assignment_confidence
 
     header = ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary", "confidence"]
     if snap.truth is not None:

@@ -6,7 +6,7 @@ Agg canvas; no global pyplot state is touched):
   wrong ones outlined in red (Fig. 1b / 5; wrong = another true label when labels
   are known, else another cluster);
 * ``purity``: neighbour purity against K, Euclidean vs ConAff, with and without
-  the boundary filter at fr0 (Fig. 2, via :func:`conr.analysis.purity_curve`);
+  the boundary filter at fr0 (Fig. 2, via :func:`conr.outputs.analysis.purity_curve`);
 * ``training``: loss, NMI/ACC/ARI and kept fraction per epoch (Fig. 3c).
 
 :class:`ClusterSnapshot` holds what they need; build it from a trainer
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .boundary import boundary_ratio, keep_mask
-from .io import atomic_write_bytes, read_jsonl
+from ..boundary import boundary_ratio, keep_mask
+from ..io import atomic_write_bytes, read_jsonl
 
 __all__ = ["ClusterSnapshot", "plot_tsne", "plot_neighbors", "plot_purity", "plot_training", "make_plots",
            "PLOTS", "dedupe_history", "history_from_run"]
@@ -80,7 +80,7 @@ class ClusterSnapshot:
         """The trainer's current clustering (k-means is run if it has none for this data)."""
         if trainer.pseudo_labels is None or trainer.pseudo_labels.shape[0] != len(trainer.data):
             trainer.cluster_step()
-        feats = trainer._last_features if trainer._last_features is not None else trainer.extract_features()
+        feats = trainer.last_features if trainer.last_features is not None else trainer.extract_features()
         return cls._from_parts(trainer.cfg, trainer.data, feats, trainer.pseudo_labels, trainer.centers,
                                history if history is not None else trainer.history)
 
@@ -195,7 +195,7 @@ def plot_tsne(snap: ClusterSnapshot, max_points: int = 3000, seed: int = 0) -> b
 def neighbor_sets(snap: ClusterSnapshot, k: int = 10, batch: int = 512, seed: int = 0):
     """Top-k Euclidean and ConAff neighbours (self excluded) of every image of a
     seeded batch, as the training step sees them: (batch indices, eu [B, k], ca [B, k])."""
-    from .neighbors import conaff_neighbors, euclidean_neighbors
+    from ..neighbors import conaff_neighbors, euclidean_neighbors
 
     idx = _subset(len(snap.labels), batch, seed)
     b = len(idx)

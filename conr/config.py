@@ -169,6 +169,11 @@ class ClusterConfig:
     n_init: int = 10                 # k-means++ restarts, lowest inertia wins (torch_clustering's n_init)
     flip_average: bool = False       # features = mean over the image and its mirror (automatic settings: on)
     final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
+                                     # | auto (candidates on features and pixels, a label-free rule: conr/cluster/final.py)
+    final_rule: str = "silhouette_umap"  # how final=auto chooses: silhouette_umap | agreement | ncut
+    stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
+                                     # (the final stage's choice, then k-means warm-started from its centres)
+    self_label_epochs: int = 0       # final=auto: epochs of the self-labelling stage (0 = off; conr/cluster/self_label.py)
     eval_every: int = 1              # cluster + score every N epochs in stage 1 (stage 2: every epoch)
     eval_batch_size: int = 1024
 
@@ -412,7 +417,11 @@ def validate_config(cfg: Config) -> None:
     _choice(s.keep_rule, ("code", "paper"), "stage2.keep_rule")
     _choice(s.ratio_variant, ("code", "paper"), "stage2.ratio_variant")
     _choice(c.metric, ("cosine", "euclidean"), "cluster.metric")
-    _choice(c.final, ("kmeans", "spectral"), "cluster.final")
+    _choice(c.final, ("kmeans", "spectral", "auto"), "cluster.final")
+    _choice(c.final_rule, ("silhouette_umap", "agreement", "ncut"), "cluster.final_rule")
+    _choice(c.stage2_seed, ("kmeans", "final"), "cluster.stage2_seed")
+    if c.self_label_epochs < 0:
+        raise ConfigError(f"cluster.self_label_epochs={c.self_label_epochs} must be >= 0 (0 = off)")
     _choice(cfg.data.on_bad_image, ("skip", "fail"), "data.on_bad_image")
     if cfg.data.in_memory not in (True, False, "auto"):
         raise ConfigError(f"data.in_memory={cfg.data.in_memory!r} is not one of true, false, 'auto'")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["ImageSurvey", "survey_files", "survey_images", "is_grey", "pick_image_size", "auto_settings",
+           "self_label_epochs",
            "default_minutes", "schedule_for_epochs", "MIN_NET_SIZE", "MIN_BUDGET_EPOCHS"]
 
 MIN_NET_SIZE = 16           # px: two 2x pools and a crop still leave a feature map
@@ -54,6 +55,7 @@ class ImageSurvey:
     n_images: int
     shorter_sides: list[int] = field(default_factory=list)
     grey: bool = False
+    mirror_overlap: float | None = None   # conr/data/mirror.py: do mirrored images look like members?
 
     @property
     def native_size(self) -> int:
@@ -117,6 +119,12 @@ def default_minutes(n_images: int, device_type: str = "cpu") -> float:
     return float(min(8.0, max(1.5, n_images / 2_000)))
 
 
+def self_label_epochs(epochs: int) -> int:
+    """Epochs of the self-labelling stage: a quarter of the training's, within 5..50
+    (an epoch of it costs about a quarter of a training epoch: half the images, one view)."""
+    return int(min(50, max(5, round(0.25 * epochs))))
+
+
 def _pow2_ceil(x: float) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1.0, x))))
 
@@ -167,6 +175,19 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
     if survey.grey:
         augment.update(jitter=[0.4, 0.4, 0.0, 0.0], gray_p=0.0)
         why["augment.jitter"] = "grey images: brightness and contrast only, no saturation / hue / grey-conversion"
+    flip = True
+    if survey.mirror_overlap is not None:
+        from .data.mirror import MIRROR_OVERLAP_MIN
+
+        flip = survey.mirror_overlap >= MIRROR_OVERLAP_MIN
+        augment["hflip_p"] = 0.5 if flip else 0.0
+        why["augment.hflip_p"] = (f"a mirrored image shares {survey.mirror_overlap:.2f} of the original's 10 nearest "
+                                  f"images ({'at least' if flip else 'under'} {MIRROR_OVERLAP_MIN}): mirrors "
+                                  + ("look like members, flips are views" if flip else
+                                     "are strangers (digits, letters), no flips"))
+        if not flip and survey.grey and native <= 32:
+            augment["rotation"] = 10.0
+            why["augment.rotation"] = "small grey images without flips: small rotations (±10°) as views"
 
     if epochs is None:
         cost = (size / 32.0) ** 2 * (1.0 if channels == 3 else 0.8)
@@ -202,7 +223,8 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
         "stage2": {"k": k, "k1": k, "k2": min(2, k), "loss_scale": 1.0, "crop_scale": [max(0.45, s_min), 1.0],
                    "lr_factor": lr_factor, "predictor_lr_factor": lr_factor,
                    **sched["stage2"]},
-        "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "spectral", "flip_average": True,
+        "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "auto", "flip_average": flip,
+                    "stage2_seed": "final", "self_label_epochs": self_label_epochs(epochs),
                     **sched["cluster"]},
         "run": {"tensorboard": False, "log_every": 20},
     }
@@ -214,6 +236,11 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
     why["stage2.start_epoch"] = f"CoNR's stage 2 takes the last {STAGE2_SHARE:.0%} of the epochs"
     why["cluster.n_init"] = "k-means restarts for the pseudo-labels, lowest inertia wins"
     why["cluster.flip_average"] = ("features averaged over each image and its mirror, a view the training "
-                                   "made equivalent (steadier neighbourhoods)")
-    why["cluster.final"] = "final labels from the features' k-NN graph: follows elongated clusters k-means cuts"
+                                   "made equivalent (steadier neighbourhoods)" if flip else
+                                   "no mirror average: mirrors are not members of this set")
+    why["cluster.final"] = ("final labels chosen without labels among k-means, spectral and UMAP + GMM partitions "
+                            "of the features and of the pixels (conr/cluster/final.py)")
+    why["cluster.stage2_seed"] = "CoNR's stage 2 starts from the best label-free partition, not k-means of weak features"
+    why["cluster.self_label_epochs"] = ("a cluster head trained on each cluster's most confident half, "
+                                        "a quarter of the training epochs (5..50)")
     return raw, why

@@ -51,7 +51,11 @@ def validate_config(cfg: Config) -> None:
     _choice(s.keep_rule, ("code", "paper"), "stage2.keep_rule")
     _choice(s.ratio_variant, ("code", "paper"), "stage2.ratio_variant")
     _choice(c.metric, ("cosine", "euclidean"), "cluster.metric")
-    _choice(c.final, ("kmeans", "spectral"), "cluster.final")
+    _choice(c.final, ("kmeans", "spectral", "auto"), "cluster.final")
+    _choice(c.final_rule, ("silhouette_umap", "agreement", "ncut"), "cluster.final_rule")
+    _choice(c.stage2_seed, ("kmeans", "final"), "cluster.stage2_seed")
+    if c.self_label_epochs < 0:
+        raise ConfigError(f"cluster.self_label_epochs={c.self_label_epochs} must be >= 0 (0 = off)")
     _choice(cfg.data.on_bad_image, ("skip", "fail"), "data.on_bad_image")
     if cfg.data.in_memory not in (True, False, "auto"):
         raise ConfigError(f"data.in_memory={cfg.data.in_memory!r} is not one of true, false, 'auto'")

@@ -304,7 +304,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             k = self._fixed_k(provisional=True, n_images=len(data))
             user.setdefault("cluster", {})["n_clusters"] = k
         survey = survey or survey_images(data.images)
-        survey = ImageSurvey(n_images=len(data), shorter_sides=survey.shorter_sides, grey=data.channels == 1)
+        if getattr(self, "_mirror", None) is None:  # the flip rule (conr/data/mirror.py), once a fit
+            from .data.mirror import mirror_overlap
+
+            self._mirror = mirror_overlap(data.images.numpy(), seed=int(self.seed))
+        survey = ImageSurvey(n_images=len(data), shorter_sides=survey.shorter_sides, grey=data.channels == 1,
+                             mirror_overlap=self._mirror)
         device_type = _device_type(self.device)
         auto_size = data.image_size == pick_image_size(survey.native_size, device_type)
         auto, why = auto_settings(survey, k, device_type,
@@ -332,6 +337,37 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             d.update(name="numpy", root=None, split="all", subset=None)
         return config_from_dict(raw)
 
+    def _final_stage(self, data: ImageData, cfg: Config):
+        """The final stage's pixel candidates, computed before training (at the loaded
+        size, before any budget resize) and timed: the time budget reserves what the
+        final stage and the stage-2 seed will cost from it (conr/cluster/)."""
+        from .cluster.final import FinalStage
+        from .cluster.manifold import pixel_vectors
+
+        from .cluster.manifold import warm_up_umap
+
+        self._umap_compile_seconds = warm_up_umap()  # numba's first-call compilation, once a process
+        start = time.perf_counter()
+        pixels = pixel_vectors(data.images.numpy(), seed=int(self.seed))
+        c = cfg.cluster
+        stage = FinalStage(pixels, c.n_clusters, seed=int(self.seed), rule=c.final_rule, log=self._log)
+        stage.pixel_candidates()
+        self._pixel_stage_seconds = time.perf_counter() - start
+        self._log(f"final stage: pixel candidates in {self._pixel_stage_seconds:.1f} s "
+                  f"(after {self._umap_compile_seconds:.1f} s of UMAP's one-time compilation)")
+        return stage
+
+    def _reserved_seconds(self, cfg: Config, epochs_seconds: float = 0.0) -> float:
+        """Seconds the budget keeps for the clustering stages around training: the
+        candidates on the features at stage 2's start and at the end (each about what
+        the pixel candidates took), and the self-labelling stage (an epoch of it about
+        a quarter of a training epoch)."""
+        c = cfg.cluster
+        if c.final != "auto":
+            return 0.0
+        runs = 2 if cfg.method != "byol" and c.stage2_seed == "final" else 1
+        return runs * getattr(self, "_pixel_stage_seconds", 0.0) + 0.25 * c.self_label_epochs * epochs_seconds
+
     def _budget_epochs(self, data: ImageData, cfg: Config, started: float) -> tuple[int, dict]:
         """Time the first steps of a throw-away trainer and size the epochs to the budget."""
         from .budget import epochs_for_budget, measure_costs, seconds_for
@@ -342,9 +378,11 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         costs = measure_costs(probe, checkpoints=self.run_dir is not None)
         del probe
         left = minutes * 60 - (time.perf_counter() - started)
-        epochs = epochs_for_budget(left, costs)
-        estimate = time.perf_counter() - started + seconds_for(epochs, costs)
+        reserved = self._reserved_seconds(cfg, costs.epoch_seconds)
+        epochs = epochs_for_budget(left - reserved, costs)
+        estimate = time.perf_counter() - started + seconds_for(epochs, costs) + reserved
         info = {"minutes": minutes, "epochs": epochs, "estimate_seconds": round(estimate, 1),
+                "reserved_seconds": round(reserved, 1),
                 "image_size": data.image_size,
                 **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
         self._log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms at "
@@ -374,7 +412,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
         # a safety net if the machine gets busier than when it was timed: stop (checkpointed and
         # clustered) once the budget is 10 % overrun
-        left = info["minutes"] * 60 - (time.perf_counter() - started)
+        left = info["minutes"] * 60 - (time.perf_counter() - started) - info.get("reserved_seconds", 0.0)
         cfg.run.max_epoch_minutes = max(0.05, 1.1 * left / 60)
         return data, cfg, info
 
@@ -386,6 +424,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         from .train import Trainer
 
         self._size_note = None
+        self._mirror = None
         self._check_params()
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
@@ -400,6 +439,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{len(data)} images: estimating K needs at least 3")
         root = X if isinstance(X, (str, Path)) else None
         cfg = self.build_config(data, root=root, survey=survey)
+        stage = self._final_stage(data, cfg) if cfg.cluster.final == "auto" else None
         selection = None
         if fixed is None and self.resume and self.run_dir is not None:
             selection = read_k_selection(self.run_dir)  # a resumed run keeps the K it chose
@@ -420,7 +460,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         write = self.run_dir is not None
         notes = [f"{k}: {v}" for k, v in self.settings_reasons_.items()]
         trainer = Trainer(cfg, data=data, run_dir=self.run_dir, resume=self.resume, write=write, log=self._log,
-                          notes=notes)
+                          notes=notes, final_stage=stage)
         if fixed is None and selection is None:
             selection = self._select_k(trainer)
         result = trainer.fit()
@@ -548,6 +588,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         est.history_ = list(trainer.history)
         if ckpt.get("final_features") is not None and k == cfg.cluster.n_clusters:
             est._reference = (ckpt["final_features"].float(), ckpt["final_labels"].long())
+        if ckpt.get("partition") is not None and k == cfg.cluster.n_clusters:
+            from .cluster.partition import Partition
+
+            est.partition_ = Partition.from_dict(ckpt["partition"])
+            if est.partition_.assign == "nearest_center":
+                est._reference = None
         if n_clusters is not None and not isinstance(n_clusters, (int, np.integer)):
             est.n_clusters = n_clusters  # "auto" / a range: cluster(X) estimates K from X
         selection = read_k_selection(trainer.run_dir)
@@ -572,8 +618,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         self.metrics_ = {k: v for k, v in metrics.items()}
         self.history_ = list(history)
         self.n_features_out_ = int(feats.shape[1])
-        # graph clusters have no single centre: predict by the nearest clustered image
-        self._reference = (feats, labels) if trainer.cfg.cluster.final == "spectral" else None
+        # graph and manifold clusters have no single centre: predict by the nearest clustered image
+        partition = getattr(trainer, "partition", None)
+        self.partition_ = partition
+        nearest_image = partition.assign == "nearest_image" if partition is not None else \
+            trainer.cfg.cluster.final != "kmeans"
+        self._reference = (feats, labels) if nearest_image else None
         self.n_clusters_ = int(centers.shape[0])
 
     def _check_fitted(self) -> None:

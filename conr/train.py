@@ -159,7 +159,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, data: ImageData | None = None, run_dir: str | Path | None = None,
                  resume: bool = False, init_from: str | Path | None = None, write: bool = True,
-                 log=print, notes: list[str] | None = None):
+                 log=print, notes: list[str] | None = None, final_stage=None):
         self.cfg = cfg
         self.notes = list(notes or [])  # comment lines at the top of config.yaml (why each automatic setting)
         self.log = log
@@ -216,7 +216,10 @@ class Trainer:
         self._init_recorded = False
         self._aug_cache: dict = {}
         self._last_features: Tensor | None = None
-        self._final: tuple | None = None  # cluster.final=spectral: (labels, centres, features)
+        self._final: tuple | None = None  # cluster.final=spectral/auto: (labels, centres, features)
+        self.partition = None             # the run's Partition (conr/cluster/partition.py), set by final_clustering
+        self.final_stage = final_stage    # conr/cluster/final.py FinalStage (pixel candidates); None: built when needed
+        self.stage2_seeded = False        # cluster.stage2_seed=final: stage 2 started from the final stage's choice
         if write:
             self.run_dir = Path(run_dir) if run_dir is not None else self._default_run_dir()
             if self.dist.enabled:  # the timestamped default name is rank 0's
@@ -364,6 +367,8 @@ class Trainer:
             "final_labels": self._final[0] if self._final else None,
             "final_centers": self._final[1] if self._final else None,
             "final_features": self._final[2] if self._final else None,
+            "partition": self.partition.to_dict() if self.partition is not None else None,
+            "stage2_seeded": self.stage2_seeded,
             "history": self.history,
             "data": {"name": self.data.name, "n": len(self.data), "channels": self.data.channels,
                      "mean": list(self.mean), "std": list(self.std)},
@@ -396,6 +401,13 @@ class Trainer:
             self.pseudo_labels = ckpt["pseudo_labels"].to(self.device)
             self.centers = ckpt["centers"].to(self.device)
             self.cluster_epoch = int(ckpt.get("cluster_epoch", -1))
+            self.stage2_seeded = bool(ckpt.get("stage2_seeded", False))
+        if same_data and ckpt.get("partition") is not None:
+            from .cluster.partition import Partition
+
+            self.partition = Partition.from_dict(ckpt["partition"])
+            if ckpt.get("final_labels") is not None:
+                self._final = (ckpt["final_labels"], ckpt["final_centers"], ckpt.get("final_features"))
         if not full and not quiet:
             src = ckpt.get("config", {})
             self.init_note = self.init_info["note"] if self.init_info else (
@@ -524,11 +536,21 @@ class Trainer:
             raise NonFiniteLossError(f"features became NaN/inf at epoch {self.epoch}; the model diverged "
                                      f"(lower train.lr); the last good checkpoint is kept")
         payload = None
+        seeding = c.stage2_seed == "final" and not self.stage2_seeded and self._stage2_next()
         if self.dist.is_main:
-            result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
-                            n_init=c.n_init, seed=self.cfg.train.seed)
+            if seeding:  # stage 2 starts from the best label-free partition there is (conr/cluster/final.py)
+                result = self._seed_partition(feats)
+            elif c.stage2_seed == "final" and self.stage2_seeded and self.centers is not None:
+                # the seeded partition carried on as the features improve: one k-means from its centres
+                result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
+                                init=self.centers)
+            else:
+                result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
+                                n_init=c.n_init, seed=self.cfg.train.seed)
             record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
                       "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
+            if seeding:
+                record["stage2_seed"] = self._seed_source
             if self.data.n_labelled:  # scored over the labelled images only (STL-10: its 13k of 113k)
                 record.update(evaluate(self.data.labels, result.labels.cpu()), scored=self.data.n_labelled)
             payload = (result.labels, result.centers, record)
@@ -539,6 +561,7 @@ class Trainer:
         labels, centers, record = payload
         self.pseudo_labels, self.centers = labels.to(self.device), centers.to(self.device)
         self.cluster_epoch = self.epoch
+        self.stage2_seeded = self.stage2_seeded or seeding
         self._last_features = feats
         return record
 
@@ -784,19 +807,51 @@ class Trainer:
                            metrics=metrics, history=list(self.history), run_dir=self.run_dir)
 
     def final_clustering(self, feats: Tensor) -> tuple[Tensor, Tensor]:
-        """The labels and centres a run reports: the last k-means pseudo-labels, or with
-        ``cluster.final: spectral`` a spectral clustering of the features' k-NN graph
-        (conr/spectral.py), then also saved in the checkpoint (``final_labels``/``final_centers``)."""
+        """The labels and centres a run reports, kept as ``self.partition`` and in the
+        checkpoint: the last k-means pseudo-labels (``cluster.final: kmeans``), a spectral
+        clustering of the features' k-NN graph (``spectral``, conr/spectral.py), or the
+        final stage's choice among candidates on the features and the pixels, then the
+        self-labelling stage (``auto``, conr/cluster/)."""
+        from .cluster.partition import Partition
+
+        final = self.cfg.cluster.final
         labels, centers = self.pseudo_labels.cpu(), self.centers.cpu()
-        if self.cfg.cluster.final == "spectral" and self.dist.is_main:
+        partition = Partition(labels=labels, centers=centers, source="kmeans")
+        if final == "spectral" and self.dist.is_main:
             from .spectral import spectral_clustering
 
             result = spectral_clustering(feats, self.cfg.cluster.n_clusters, seed=self.cfg.train.seed)
-            labels, centers = result.labels, result.centers
-            self._final = (labels, centers, feats.cpu().float())
+            partition = Partition(labels=result.labels, centers=result.centers, source="spectral/features",
+                                  assign="nearest_image")
+        elif final == "auto" and self.dist.is_main:
+            from .cluster.stage import final_partition
+
+            partition = final_partition(self, feats)
+        self.partition = partition
+        if final != "kmeans" and self.dist.is_main:
+            self._final = (partition.labels, partition.centers, feats.cpu().float())
             if self.write and self.run_dir is not None and (self.run_dir / CHECKPOINT_NAME).exists():
                 atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT_NAME)
-        return labels, centers
+        return partition.labels, partition.centers
+
+    def _stage2_next(self) -> bool:
+        """Whether the epoch after the current one is a stage-2 epoch of a two-stage method."""
+        in_stage2 = getattr(self.method, "in_stage2", None)
+        return in_stage2 is not None and in_stage2(self.epoch + 1)
+
+    def _seed_partition(self, feats: Tensor):
+        from .cluster.stage import seed_partition
+
+        result, self._seed_source = seed_partition(self, feats)
+        return result
+
+    def augmenter(self, epoch: int) -> BatchAugment:
+        """The training views of ``epoch`` (public: the self-labelling stage trains with them)."""
+        return self._augmenter(epoch)
+
+    def eval_input(self, images: Tensor) -> Tensor:
+        """uint8 images -> the network's evaluation input (resize + normalise)."""
+        return eval_transform(images, self.cfg.data.image_size, self.mean, self.std)
 
     def boundary_ratios(self) -> Tensor:
         """Boundary ratio of every image under the current clustering (for reports)."""

@@ -165,7 +165,7 @@ def test_report_is_self_contained(env):
     assert f"<td>images clustered</td><td>{N_READABLE}</td>" in text
     # the automatic choices are listed with their reasons (the colour folder: RGB, spectral final labels)
     assert "<td>data.channels = 3</td><td>colour images: RGB</td>" in text
-    assert "cluster.final = spectral" in text
+    assert "cluster.final = auto" in text
     for plot in ("tsne", "neighbors", "purity", "training"):
         with Image.open(env["out"] / "plots" / f"{plot}.png") as im:
             assert im.size[0] > 200 and im.size[1] > 100

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 import conr
@@ -99,13 +100,21 @@ def test_predict_assigns_new_images_without_training(trained):
     assert ((run / "checkpoint.pt").stat().st_mtime_ns, (run / "metrics.jsonl").read_text()) == before
     rows = _rows(csv_path)
     assert list(rows[0]) == HEADER and len(rows) == 3 * 4 + 1
-    # brute force: the nearest centre by cosine, from the model's own features
+    # brute force, by the rule the run's partition records: the nearest centre by cosine, or the
+    # cluster of the nearest training image (graph / manifold clusters), from the model's own features
     model = conr.CoNR.from_checkpoint(run)
     feats = model.transform(new)
     centers = model.cluster_centers_
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    partition = ckpt["partition"]
     for i, r in enumerate(rows):
-        cos = [float(feats[i] @ c / np.linalg.norm(c)) for c in centers]
-        assert int(r["cluster"]) == int(np.argmax(cos))
+        if partition["assign"] == "nearest_center":
+            cos = [float(feats[i] @ c / np.linalg.norm(c)) for c in centers]
+            expected = int(np.argmax(cos))
+        else:
+            ref = ckpt["final_features"].numpy()
+            expected = int(partition["labels"][int(np.argmax(ref @ feats[i]))])
+        assert int(r["cluster"]) == expected
         assert float(r["distance_to_center"]) == pytest.approx(
             float(np.linalg.norm(feats[i] - centers[int(r["cluster"])])), abs=2e-4)
     # the images of one class mostly share a cluster (the model separates these patterns)

@@ -66,6 +66,12 @@ class Method(nn.Module):
         """L2-normalised features clustered by k-means and used for evaluation."""
         raise NotImplementedError
 
+    def feature_network(self) -> nn.Module | None:
+        """The module mapping images to the (not yet normalised) features that
+        :meth:`features` returns, with gradients: what the self-labelling stage
+        fine-tunes a copy of (conr/cluster/self_label.py). None: the method has none."""
+        return None
+
     def param_groups(self) -> list[dict]:
         """Optimiser parameter groups, each with a ``name``."""
         return [{"name": "all", "params": [p for p in self.parameters() if p.requires_grad]}]

@@ -91,6 +91,9 @@ class BYOL(Method):
     def features(self, x: Tensor) -> Tensor:
         return self.net.target(x)
 
+    def feature_network(self) -> nn.Module:
+        return nn.Sequential(self.net.target_encoder, self.net.target_projector)
+
     def param_groups(self) -> list[dict]:
         return [
             {"name": "online", "params": self.net.online_parameters()},

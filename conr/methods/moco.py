@@ -111,6 +111,9 @@ class MoCo(Method):
     def features(self, x: Tensor) -> Tensor:
         return self.key(x)
 
+    def feature_network(self) -> nn.Module:
+        return nn.Sequential(self.encoder_k, self.head_k)
+
     def param_groups(self) -> list[dict]:
         return [{"name": "online", "params": self.query_parameters()}]
 

@@ -76,6 +76,9 @@ class SimSiam(Method):
     def features(self, x: Tensor) -> Tensor:
         return F.normalize(self.project(x).float(), dim=1)
 
+    def feature_network(self) -> nn.Module:
+        return nn.Sequential(self.encoder, self.projector)
+
     def param_groups(self) -> list[dict]:
         return [
             {"name": "online", "params": list(self.encoder.parameters()) + list(self.projector.parameters())},

@@ -1,0 +1,232 @@
+"""The final stage: several partitions of the same images, and a label-free rule
+that chooses one.
+
+No single clustering algorithm wins on every set of images: k-means cuts the
+elongated groups that the views of one object form, spectral clustering of the
+k-NN graph merges classes that touch, and UMAP + a Gaussian mixture (the manifold
+step, :mod:`conr.cluster.manifold`) is the strongest on digits but weaker on faces.
+Neither do the learned features always beat the pixels after a short run. So the
+final stage clusters each *representation* (the learned features, the raw pixels)
+with each *algorithm* (``kmeans``, ``spectral``, ``umap_gmm``) and scores every
+candidate with label-free criteria:
+
+* ``silhouette_umap``: the mean silhouette of the candidate's clusters in the UMAP
+  embeddings of every representation (the same embeddings the manifold step
+  makes), averaged over the representations, so no representation judges only its
+  own partitions;
+* ``agreement``: the mean normalised mutual information with the other candidates
+  (the partition most of the others confirm);
+* ``ncut``: 1 − (normalised cut / K) of the candidate on the union of the
+  representations' 10-NN graphs (the share of neighbour links kept inside the
+  clusters, each cluster weighted by its own volume, so tiny splinter clusters and
+  merged classes both cost).
+
+:data:`DEFAULT_RULE` was chosen by measurement (``benchmarks/final_rule.py``, README
+"The final stage"). Every candidate and every criterion value is kept in the
+:class:`~conr.cluster.partition.Partition` the stage returns.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Candidate", "ALGORITHMS", "RULES", "DEFAULT_RULE", "cluster_representation", "score_candidates",
+           "choose", "FinalStage"]
+
+ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
+RULES = ("silhouette_umap", "agreement", "ncut")
+DEFAULT_RULE = "silhouette_umap"
+GRAPH_NEIGHBORS = 10
+SILHOUETTE_SAMPLES = 3000
+
+
+@dataclass
+class Candidate:
+    """One partition of the final stage."""
+    algorithm: str
+    representation: str
+    labels: np.ndarray
+    seconds: float = 0.0
+    confidence: np.ndarray | None = None   # per-sample confidence where the algorithm gives one
+    scores: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.algorithm}/{self.representation}"
+
+    def row(self) -> dict:
+        return {"name": self.name, "algorithm": self.algorithm, "representation": self.representation,
+                "seconds": round(self.seconds, 2), **{k: round(float(v), 4) for k, v in self.scores.items()}}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    return KMeans(k, n_init=10, random_state=seed).fit_predict(x).astype(np.int64)
+
+
+def _spectral(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import SpectralClustering
+
+    from ..spectral import graph_neighbors
+
+    nn = min(graph_neighbors(len(x), k), len(x) - 1)
+    with warnings.catch_warnings():  # a graph in several pieces is fine: the pieces are clusters
+        warnings.simplefilter("ignore")
+        return SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=nn, assign_labels="kmeans",
+                                  random_state=seed).fit_predict(x).astype(np.int64)
+
+
+def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int = 0,
+                           algorithms=ALGORITHMS, given: dict | None = None) -> tuple[list[Candidate], np.ndarray]:
+    """Every algorithm's partition of one representation ``x`` [N, D], and its UMAP
+    embedding (for the criteria). ``given``: labels already computed, by algorithm
+    (the training loop's last k-means, say), used instead of computing them again."""
+    from .manifold import umap_embedding, umap_gmm, umap_neighbors
+
+    given = dict(given or {})
+    algorithms = [a for a in algorithms if not (a == "kmeans" and "seeded_kmeans" in given)] + \
+        [a for a in given if a not in algorithms]
+    out = []
+    start = time.perf_counter()
+    emb = umap_embedding(x, n_clusters, n_neighbors=umap_neighbors(len(x), n_clusters), seed=seed)
+    umap_seconds = time.perf_counter() - start
+    for algo in algorithms:
+        start = time.perf_counter()
+        conf = None
+        if algo in given:  # labels the caller computed (the training's own k-means, say)
+            labels = np.asarray(given[algo], dtype=np.int64)
+        elif algo == "kmeans":
+            labels = _kmeans(x, n_clusters, seed)
+        elif algo == "spectral":
+            labels = _spectral(x, n_clusters, seed)
+        elif algo == "umap_gmm":
+            labels, conf, _ = umap_gmm(x, n_clusters, seed=seed, embedding=emb)
+        else:
+            raise ValueError(f"unknown final-stage algorithm {algo!r}; choose from {ALGORITHMS}")
+        seconds = time.perf_counter() - start + (umap_seconds if algo == "umap_gmm" else 0.0)
+        out.append(Candidate(algo, name, labels, seconds, conf))
+    return out, emb
+
+
+def _silhouette(emb: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    from sklearn.metrics import silhouette_score
+
+    if len(np.unique(labels)) < 2:
+        return -1.0
+    n = len(labels)
+    return float(silhouette_score(emb, labels, sample_size=min(n, SILHOUETTE_SAMPLES), random_state=seed))
+
+
+def _knn_graph(x: np.ndarray, k: int):
+    """Symmetric 0/1 adjacency of the k-NN graph (scipy CSR)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, len(x) - 1)
+    g = NearestNeighbors(n_neighbors=k).fit(x).kneighbors_graph(mode="connectivity")
+    g.setdiag(0)
+    g = g.maximum(g.T)
+    g.eliminate_zeros()
+    return g.tocsr()
+
+
+def normalized_cut(graph, labels: np.ndarray) -> float:
+    """Σ_k cut(A_k, rest) / vol(A_k) of ``labels`` on a symmetric weighted graph."""
+    labels = np.asarray(labels)
+    deg = np.asarray(graph.sum(axis=1)).ravel()
+    coo = graph.tocoo()
+    inside = labels[coo.row] == labels[coo.col]
+    within = np.bincount(labels[coo.row[inside]], weights=coo.data[inside], minlength=labels.max() + 1)
+    vol = np.bincount(labels, weights=deg, minlength=labels.max() + 1)
+    keep = vol > 0
+    return float(((vol[keep] - within[keep]) / vol[keep]).sum())
+
+
+def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], reps: dict[str, np.ndarray],
+                     n_clusters: int, seed: int = 0, rules=RULES) -> None:
+    """Fill ``cand.scores[rule]`` for every candidate (higher is better for each)."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    if "silhouette_umap" in rules:
+        for c in cands:
+            c.scores["silhouette_umap"] = float(np.mean([_silhouette(e, c.labels, seed) for e in embeddings.values()]))
+    if "agreement" in rules:
+        for c in cands:
+            others = [nmi(c.labels, o.labels) for o in cands if o is not c]
+            c.scores["agreement"] = float(np.mean(others)) if others else 0.0
+    if "ncut" in rules:
+        graph = None
+        for x in reps.values():
+            g = _knn_graph(x, GRAPH_NEIGHBORS)
+            graph = g if graph is None else graph + g
+        for c in cands:
+            c.scores["ncut"] = 1.0 - normalized_cut(graph, c.labels) / n_clusters
+
+
+def choose(cands: list[Candidate], rule: str = DEFAULT_RULE) -> Candidate:
+    """The candidate of the highest ``rule`` score (ties: the earlier candidate)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
+    best = None
+    for c in cands:
+        if best is None or c.scores[rule] > best.scores[rule]:
+            best = c
+    return best
+
+
+class FinalStage:
+    """The final stage over fixed representations: the pixels once (they do not change
+    during training), the features every time it is asked.
+
+    >>> stage = FinalStage(pixels, n_clusters=10, seed=0)
+    >>> best, table = stage.run(features, given={"kmeans": pseudo_labels})
+    """
+
+    def __init__(self, pixels: np.ndarray | None, n_clusters: int, seed: int = 0, rule: str = DEFAULT_RULE,
+                 algorithms=ALGORITHMS, log=None):
+        if rule not in RULES:
+            raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
+        self.pixels = None if pixels is None else np.asarray(pixels, dtype=np.float32)
+        self.n_clusters, self.seed, self.rule, self.algorithms = int(n_clusters), int(seed), rule, tuple(algorithms)
+        self.log = log or (lambda *a: None)
+        self._pixel_cands: list[Candidate] | None = None
+        self._pixel_emb: np.ndarray | None = None
+
+    def pixel_candidates(self) -> tuple[list[Candidate], np.ndarray | None]:
+        if self.pixels is None:
+            return [], None
+        if self._pixel_cands is None:
+            self._pixel_cands, self._pixel_emb = cluster_representation(
+                self.pixels, "pixels", self.n_clusters, self.seed, self.algorithms)
+        return self._pixel_cands, self._pixel_emb
+
+    def run(self, features: np.ndarray, given: dict | None = None,
+            extra: list[Candidate] | None = None) -> tuple[Candidate, list[Candidate]]:
+        """Candidates on ``features`` (unit rows) and the pixels, plus ``extra`` ones,
+        scored; returns (the chosen one, all of them)."""
+        feats = _unit(features)
+        cands, emb = cluster_representation(feats, "features", self.n_clusters, self.seed, self.algorithms, given)
+        embeddings, reps = {"features": emb}, {"features": feats}
+        pix, pix_emb = self.pixel_candidates()
+        if pix:
+            cands, embeddings["pixels"], reps["pixels"] = cands + list(pix), pix_emb, self.pixels
+        self._embeddings, self._reps = embeddings, reps
+        return self.rescore(cands + list(extra or []))
+
+    def rescore(self, cands: list[Candidate]) -> tuple[Candidate, list[Candidate]]:
+        """Score ``cands`` against the representations of the last :meth:`run` and choose."""
+        for c in cands:
+            c.scores = {}
+        score_candidates(cands, self._embeddings, self._reps, self.n_clusters, self.seed)
+        best = choose(cands, self.rule)
+        self.log("final stage: " + ", ".join(f"{c.name} {c.scores[self.rule]:.3f}" for c in cands)
+                 + f" -> {best.name} ({self.rule})")
+        return best, cands

@@ -1,0 +1,94 @@
+"""The manifold step: UMAP to a few dimensions, then a Gaussian mixture.
+
+This is the last stage of N2D (without its autoencoder) and the strongest quick
+label-free partition of raw pixels on many small image sets: UMAP keeps the
+k-nearest-neighbour structure of the vectors and pulls each connected group
+together, so a mixture of full-covariance Gaussians can take the groups apart
+even where k-means on the vectors themselves cannot. umap-learn (with
+pynndescent and numba) is imported only when a function here runs: its first call
+in a fresh install compiles for several seconds, which the time budget counts.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_neighbors", "pixel_vectors", "PCA_ABOVE", "PCA_DIMS"]
+
+PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
+PCA_DIMS = 50
+
+
+def pixel_vectors(images, seed: int = 0) -> np.ndarray:
+    """Images [N, C, H, W] (uint8 or float) as float32 rows in [0, 1]; with more than
+    ``PCA_ABOVE`` values per image, their first ``PCA_DIMS`` principal components."""
+    x = np.asarray(images).reshape(len(images), -1).astype(np.float32)
+    if x.size and x.max() > 1.0:
+        x /= 255.0
+    if x.shape[1] > PCA_ABOVE and x.shape[0] > PCA_DIMS:
+        from sklearn.decomposition import PCA
+
+        x = PCA(PCA_DIMS, random_state=seed).fit_transform(x).astype(np.float32)
+    return x
+
+
+_WARM = False
+
+
+def warm_up_umap() -> float:
+    """Compile UMAP's numba functions on a tiny problem (several seconds, once a
+    process); returns the seconds it took (0 when already done). The time budget
+    counts it apart from the per-call cost."""
+    global _WARM
+    if _WARM:
+        return 0.0
+    import time
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    umap_embedding(rng.normal(size=(64, 8)).astype(np.float32), 2, n_neighbors=5, seed=0)
+    _WARM = True
+    return time.perf_counter() - start
+
+
+def umap_neighbors(n_samples: int, n_clusters: int) -> int:
+    """UMAP's neighbourhood for ``n_samples`` in ``n_clusters`` groups: the square root
+    of the expected group size, within 5..20. A neighbourhood as large as a group
+    (ORL's 10 faces a person) ties the groups together; 20 (N2D's choice) suits groups
+    of hundreds or thousands."""
+    return int(min(20, max(5, round((n_samples / max(1, n_clusters)) ** 0.5))))
+
+
+def umap_embedding(x: np.ndarray, n_components: int, n_neighbors: int = 20, seed: int = 0) -> np.ndarray:
+    """UMAP of the rows of ``x`` to ``n_components`` dimensions (min_dist 0: tight groups).
+    Seeded (umap-learn then runs single-threaded and repeats itself)."""
+    import umap  # lazy: numba compiles on first use
+
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[0]
+    n_components = int(max(2, min(n_components, n - 2)))
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state" and numba's chatter
+        warnings.simplefilter("ignore")
+        reducer = umap.UMAP(n_neighbors=int(max(2, min(n_neighbors, n - 1))), min_dist=0.0,
+                            n_components=n_components, random_state=seed, init="spectral" if n > n_components + 1
+                            else "random")
+        return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+
+
+def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,
+             embedding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UMAP to ``n_clusters`` dimensions, then a full-covariance Gaussian mixture of
+    ``n_clusters`` components (``n_init`` starts). Returns (labels [N], posterior
+    probability of the own component [N], the embedding [N, d]); ``embedding``: reuse
+    one computed before."""
+    from sklearn.mixture import GaussianMixture
+
+    emb = embedding if embedding is not None else umap_embedding(x, n_clusters, n_neighbors, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on tiny components
+        gmm = GaussianMixture(n_clusters, covariance_type="full", n_init=n_init, random_state=seed,
+                              reg_covar=1e-4).fit(emb)
+    proba = gmm.predict_proba(emb)
+    labels = proba.argmax(1)
+    return labels.astype(np.int64), proba.max(1).astype(np.float32), emb

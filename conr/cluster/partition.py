@@ -1,0 +1,79 @@
+"""One partition record per run: the labels every output reads.
+
+The report, ``assignments.csv``, ``conr eval``, ``conr plot``, ``conr predict`` and
+the estimator's ``labels_`` all read a run's :class:`Partition`, so one run has one
+score. It remembers where its labels came from (which candidate of the final stage,
+or the per-epoch k-means when a run has no final stage), the centres in feature
+space (the mean unit feature of each cluster: boundary ratios and distances are
+measured to them), how new images are assigned, and the candidate table the final
+stage chose from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["Partition", "cluster_means", "ASSIGN_RULES"]
+
+ASSIGN_RULES = ("nearest_center", "nearest_image")
+
+
+def cluster_means(features: Tensor, labels: Tensor, n_clusters: int) -> Tensor:
+    """[K, D] mean of each cluster's L2-normalised features (zeros for an empty cluster)."""
+    x = F.normalize(features.float().cpu(), dim=1)
+    labels = labels.long().cpu()
+    counts = torch.bincount(labels, minlength=n_clusters).clamp_min(1).unsqueeze(1).float()
+    return torch.zeros(n_clusters, x.shape[1]).index_add_(0, labels, x) / counts
+
+
+@dataclass
+class Partition:
+    """Labels [N] of the training images and their centres [K, D] in feature space.
+
+    ``source``: what made the labels (``kmeans`` for the per-epoch pseudo-labels,
+    ``<algorithm>/<representation>`` for a final-stage candidate, ``self_label`` for
+    the self-labelling stage). ``assign``: how :meth:`conr.CoNR.predict` places a new
+    image: ``nearest_center`` (cosine, as k-means assigns) or ``nearest_image`` (the
+    cluster of the nearest training image in feature space: a graph or manifold
+    cluster has no single centre). ``candidates``: the final stage's table (one dict
+    per candidate: name, criterion value, chosen), empty without a final stage."""
+    labels: Tensor
+    centers: Tensor
+    source: str = "kmeans"
+    assign: str = "nearest_center"
+    rule: str | None = None
+    candidates: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.assign not in ASSIGN_RULES:
+            raise ValueError(f"assign={self.assign!r}: choose one of {ASSIGN_RULES}")
+        self.labels = self.labels.long().cpu()
+        self.centers = self.centers.float().cpu()
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+    @classmethod
+    def from_labels(cls, features: Tensor, labels, n_clusters: int, **kwargs) -> "Partition":
+        labels = torch.as_tensor(labels).long().cpu()
+        return cls(labels=labels, centers=cluster_means(features, labels, n_clusters), **kwargs)
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "centers": self.centers, "source": self.source, "assign": self.assign,
+                "rule": self.rule, "candidates": list(self.candidates), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Partition":
+        return cls(labels=d["labels"], centers=d["centers"], source=d.get("source", "kmeans"),
+                   assign=d.get("assign", "nearest_center"), rule=d.get("rule"),
+                   candidates=list(d.get("candidates", [])), notes=list(d.get("notes", [])))
+
+    def summary(self) -> dict:
+        """What a report or a JSON record shows of it (no tensors)."""
+        return {"source": self.source, "assign": self.assign, "rule": self.rule, "n_clusters": self.n_clusters,
+                "candidates": list(self.candidates), "notes": list(self.notes)}

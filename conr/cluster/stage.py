@@ -1,0 +1,104 @@
+"""The final stage and the stage-2 seed of a training run: what the trainer calls.
+
+:func:`final_partition` runs the candidates of :mod:`conr.cluster.final` on the
+run's features and its images' pixels, then (``cluster.self_label_epochs``) the
+self-labelling stage from the chosen candidate, and lets the same rule choose
+again with the self-labelled partition among the candidates. :func:`seed_partition`
+is the same choice, without self-labelling, where CoNR's stage 2 starts.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..kmeans import KMeansResult
+from ..metrics import evaluate
+from .final import Candidate, FinalStage
+from .manifold import pixel_vectors
+from .partition import Partition, cluster_means
+from .self_label import margin_confidence, self_label
+
+__all__ = ["final_stage_for", "seed_partition", "final_partition", "MAX_PIXEL_IMAGES"]
+
+MAX_PIXEL_IMAGES = 200_000   # beyond this the pixel candidates are skipped (memory and UMAP time)
+
+
+def final_stage_for(trainer) -> FinalStage:
+    """The trainer's FinalStage (built once: the pixel candidates are computed once a run)."""
+    stage = trainer.final_stage
+    c = trainer.cfg.cluster
+    if stage is None or stage.n_clusters != c.n_clusters or stage.rule != c.final_rule:
+        pixels = stage.pixels if stage is not None else None
+        if pixels is None and not getattr(trainer.data, "streamed", False) and len(trainer.data) <= MAX_PIXEL_IMAGES:
+            pixels = pixel_vectors(trainer.data.images.cpu().numpy(), seed=trainer.cfg.train.seed)
+        stage = FinalStage(pixels, c.n_clusters, seed=trainer.cfg.train.seed, rule=c.final_rule, log=trainer.log)
+        trainer.final_stage = stage
+    return stage
+
+
+def _with_truth(trainer, cands: list[Candidate]) -> list[dict]:
+    """The candidate table; with ground truth, each row also carries its scores (for
+    reports and benchmarks; the rule never sees them)."""
+    rows = []
+    data = trainer.data
+    for c in cands:
+        row = c.row()
+        if data.n_labelled:
+            row.update({f"true_{k}": round(float(v), 4)
+                        for k, v in evaluate(data.labels, torch.as_tensor(c.labels)).items()})
+        rows.append(row)
+    return rows
+
+
+def seed_partition(trainer, feats: Tensor) -> tuple[KMeansResult, str]:
+    """Stage 2's first pseudo-labels: the final stage's choice on the warm-up's features
+    (k-means of them given as one candidate); centres are the cluster means of the unit
+    features. Returns the result and the chosen candidate's name."""
+    c = trainer.cfg.cluster
+    from ..kmeans import kmeans
+
+    km = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol, n_init=c.n_init,
+                seed=trainer.cfg.train.seed)
+    best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given={"kmeans": km.labels.cpu().numpy()})
+    trainer.seed_candidates = _with_truth(trainer, cands)
+    labels = torch.as_tensor(best.labels, dtype=torch.long, device=feats.device)
+    centers = cluster_means(feats, labels, c.n_clusters).to(feats.device)
+    return KMeansResult(labels=labels, centers=centers, inertia=float("nan"), n_iter=0), best.name
+
+
+def final_partition(trainer, feats: Tensor) -> Partition:
+    """The run's partition: the final stage's choice, then self-labelling from it."""
+    c = trainer.cfg.cluster
+    stage = final_stage_for(trainer)
+    x = feats.cpu().float().numpy()
+    # the training's last pseudo-labels: k-means of the features, or the stage-2 seed carried on by it
+    name = "seeded_kmeans" if trainer.stage2_seeded else "kmeans"
+    best, cands = stage.run(x, given={name: trainer.pseudo_labels.cpu().numpy()})
+    notes = []
+    net = trainer.method.feature_network() if c.self_label_epochs > 0 else None
+    if c.self_label_epochs > 0 and net is None:
+        notes.append(f"self-labelling skipped: method {trainer.cfg.method} exposes no feature network")
+    if net is not None and not getattr(trainer.data, "streamed", False):
+        start = time.perf_counter()
+        rep = x if best.representation == "features" else stage.pixels
+        conf = best.confidence if best.confidence is not None else margin_confidence(rep, best.labels, c.n_clusters)
+        t = trainer.cfg.train
+        try:
+            labels, _ = self_label(net, trainer.images, best.labels, conf, c.n_clusters, trainer.augmenter(1),
+                                   trainer.eval_input, epochs=c.self_label_epochs,
+                                   batch_size=min(t.batch_size, 256), lr=0.05, seed=t.seed, device=trainer.device,
+                                   flip_average=c.flip_average, channels_last=t.channels_last, log=trainer.log)
+            sl = Candidate("self_label", best.name, labels, time.perf_counter() - start)
+            best, cands = stage.rescore(cands + [sl])
+        except FloatingPointError as exc:
+            notes.append(str(exc))
+    rows = _with_truth(trainer, cands)
+    for row in rows:
+        row["chosen"] = row["name"] == best.name
+    labels = torch.as_tensor(best.labels, dtype=torch.long)
+    assign = "nearest_center" if best.name in ("kmeans/features", "seeded_kmeans/features") else "nearest_image"
+    return Partition(labels=labels, centers=cluster_means(feats, labels, c.n_clusters), source=best.name,
+                     assign=assign, rule=c.final_rule, candidates=rows, notes=notes)

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from conr.kselect import CRITERIA, best_k, k_scores  # noqa: E402
+from conr.cluster.kselect import CRITERIA, best_k, k_scores  # noqa: E402
 
 DATA = Path("/work/shared/data")
 SETS = {  # name: (true K, folder or None, K range, BYOL epochs, image size)

@@ -278,7 +278,7 @@ def synthetic_features(n: int, d: int, k: int, seed: int = 0):
 
 
 def kmeans_bench(device: str, args) -> list[dict]:
-    from conr.kmeans import kmeans
+    from conr.cluster.kmeans import kmeans
     from conr.metrics import evaluate
 
     feats, labels = synthetic_features(args.kmeans_n, args.kmeans_dim, args.kmeans_k)

@@ -27,7 +27,7 @@ shown in the report. The rules, in short:
   the training views, so the two should agree; averaging steadies the neighbourhoods);
   k-means with 10 restarts (lowest inertia) for the pseudo-labels CoNR
   trains with; the final labels by spectral clustering of the features' k-NN graph
-  (:mod:`conr.spectral`), which follows elongated clusters that k-means cuts.
+  (:mod:`conr.cluster.spectral`), which follows elongated clusters that k-means cuts.
 """
 from __future__ import annotations
 

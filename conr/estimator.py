@@ -161,7 +161,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     Args:
         n_clusters: K, at least 2 and at most the number of images; or ``"auto"`` (None
             too) / a range ``(lo, hi)`` or ``"lo..hi"``: K is estimated from the stage-1
-            features (:func:`conr.kselect.estimate_k`) before CoNR's stage 2 trains with it.
+            features (:func:`conr.cluster.kselect.estimate_k`) before CoNR's stage 2 trains with it.
         method: training method (``conr`` by default; see ``conr methods``).
         image_size, backbone, epochs, batch_size, lr: None = the automatic rule
             (:mod:`conr.autoconfig`); a value overrides it. ``epochs`` (or the
@@ -217,7 +217,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ helpers
     def _check_params(self) -> None:
-        from .kselect import parse_k
+        from .cluster.kselect import parse_k
 
         try:
             parse_k(self.n_clusters)
@@ -253,7 +253,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def _fixed_k(self, provisional: bool = False, n_images: int | None = None) -> int | None:
         """The K given (an int), else None; ``provisional``: the K that stage 1 monitors
         with while K is still unknown (10 clamped into the range)."""
-        from .kselect import parse_k
+        from .cluster.kselect import parse_k
 
         k = parse_k(self.n_clusters)
         if isinstance(k, int):
@@ -264,7 +264,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return int(min(max(10, lo), hi))
 
     def _k_range(self, n_images: int) -> tuple[int, int]:
-        from .kselect import default_k_range, parse_k
+        from .cluster.kselect import default_k_range, parse_k
 
         k = parse_k(self.n_clusters)
         lo, hi = default_k_range(n_images) if k == "auto" else k
@@ -439,7 +439,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{len(data)} images: estimating K needs at least 3")
         root = X if isinstance(X, (str, Path)) else None
         cfg = self.build_config(data, root=root, survey=survey)
-        stage = self._final_stage(data, cfg) if cfg.cluster.final == "auto" else None
+        # the pixel candidates need K: with K still to be estimated they are made after stage 1
+        stage = self._final_stage(data, cfg) if cfg.cluster.final == "auto" and fixed is not None else None
         selection = None
         if fixed is None and self.resume and self.run_dir is not None:
             selection = read_k_selection(self.run_dir)  # a resumed run keeps the K it chose
@@ -483,13 +484,17 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def _select_k(self, trainer) -> dict:
         """Train stage 1 (BYOL; K plays no part in it), estimate K from its features,
         record the choice in the run folder and set it for stage 2."""
-        from .kselect import estimate_k
+        from .cluster.kselect import estimate_k
 
         cfg = trainer.cfg
         # methods with a stage 2 (CoNR) estimate K where it starts; the others after training
         stop = cfg.stage2.start_epoch if hasattr(trainer.method, "in_stage2") else cfg.train.epochs
         if trainer.epoch < stop:
-            trainer.fit(until_epoch=stop)
+            seed_mode, cfg.cluster.stage2_seed = cfg.cluster.stage2_seed, "kmeans"  # no seed with a provisional K
+            try:
+                trainer.fit(until_epoch=stop)
+            finally:
+                cfg.cluster.stage2_seed = seed_mode
         lo, hi = self._k_range(len(trainer.data))
         self._log(f"estimating K in {lo}..{hi} from the features after epoch {trainer.epoch} ({K_CRITERION})")
         k, table = estimate_k(trainer.extract_features().cpu().numpy(), (lo, hi), seed=cfg.train.seed,
@@ -524,7 +529,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         k = self._fixed_k()
         selection = None
         if k is None:  # K unknown: estimated from the trained network's features of X
-            from .kselect import estimate_k
+            from .cluster.kselect import estimate_k
 
             lo, hi = self._k_range(len(data))
             k, table = estimate_k(self._features(data).numpy(), (lo, hi), seed=self.seed, criterion=K_CRITERION)
@@ -655,7 +660,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         centre (cosine, as k-means assigns); with ``spectral`` the cluster of the nearest
         clustered image in feature space (a graph cluster has no single centre), so the
         training images get their own labels back."""
-        from .kmeans import assign
+        from .cluster.kmeans import assign
 
         if getattr(self, "cluster_centers_", None) is None:
             raise NotFittedError("no cluster centres: call fit(X) or cluster(X) first")

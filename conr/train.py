@@ -29,7 +29,7 @@ from .errors import NonFiniteLossError
 from .io import append_jsonl, atomic_torch_save, atomic_write_text, check_writable, is_disk_full
 from .options import option
 from .data.stream import image_chunks
-from .kmeans import kmeans
+from .cluster.kmeans import kmeans
 from .methods import StepContext, build_method
 from .metrics import evaluate
 from .speed import compile_networks, make_sgd, set_sgd_impl
@@ -536,6 +536,8 @@ class Trainer:
             raise NonFiniteLossError(f"features became NaN/inf at epoch {self.epoch}; the model diverged "
                                      f"(lower train.lr); the last good checkpoint is kept")
         payload = None
+        if self.centers is not None and self.centers.shape[0] != c.n_clusters:
+            self.stage2_seeded = False  # K changed (estimated after stage 1): seed again with the new K
         seeding = c.stage2_seed == "final" and not self.stage2_seeded and self._stage2_next()
         if self.dist.is_main:
             if seeding:  # stage 2 starts from the best label-free partition there is (conr/cluster/final.py)
@@ -818,7 +820,7 @@ class Trainer:
         labels, centers = self.pseudo_labels.cpu(), self.centers.cpu()
         partition = Partition(labels=labels, centers=centers, source="kmeans")
         if final == "spectral" and self.dist.is_main:
-            from .spectral import spectral_clustering
+            from .cluster.spectral import spectral_clustering
 
             result = spectral_clustering(feats, self.cfg.cluster.n_clusters, seed=self.cfg.train.seed)
             partition = Partition(labels=result.labels, centers=result.centers, source="spectral/features",

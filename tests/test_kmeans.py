@@ -1,4 +1,4 @@
-"""Tests of conr.kmeans against known blob structure, brute force and scikit-learn."""
+"""Tests of conr.cluster.kmeans against known blob structure, brute force and scikit-learn."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from conr.kmeans import KMeansResult, assign, kmeans
+from conr.cluster.kmeans import KMeansResult, assign, kmeans
 
 
 # --------------------------------------------------------------------------- data

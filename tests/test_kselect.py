@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.metrics import silhouette_score
 
-from conr.kselect import CRITERIA, best_k, default_k_range, estimate_k, k_scores, parse_k
+from conr.cluster.kselect import CRITERIA, best_k, default_k_range, estimate_k, k_scores, parse_k
 
 
 def _blobs(k: int, seed: int, n: int = 400, dim: int = 16):

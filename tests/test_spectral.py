@@ -5,9 +5,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from conr.kmeans import kmeans
+from conr.cluster.kmeans import kmeans
 from conr.metrics import evaluate
-from conr.spectral import graph_neighbors, spectral_clustering
+from conr.cluster.spectral import graph_neighbors, spectral_clustering
 
 
 def _arcs(n_per: int = 150, seed: int = 0):

@@ -76,7 +76,7 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _spectral(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import SpectralClustering
 
-    from ..spectral import graph_neighbors
+    from .spectral import graph_neighbors
 
     nn = min(graph_neighbors(len(x), k), len(x) - 1)
     with warnings.catch_warnings():  # a graph in several pieces is fine: the pieces are clusters

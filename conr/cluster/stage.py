@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..kmeans import KMeansResult
+from .kmeans import KMeansResult
 from ..metrics import evaluate
 from .final import Candidate, FinalStage
 from .manifold import pixel_vectors
@@ -58,7 +58,7 @@ def seed_partition(trainer, feats: Tensor) -> tuple[KMeansResult, str]:
     (k-means of them given as one candidate); centres are the cluster means of the unit
     features. Returns the result and the chosen candidate's name."""
     c = trainer.cfg.cluster
-    from ..kmeans import kmeans
+    from .kmeans import kmeans
 
     km = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol, n_init=c.n_init,
                 seed=trainer.cfg.train.seed)

@@ -45,7 +45,7 @@ def run(args) -> int:
 
 
 def _run(args, src: Path, out: Path) -> int:
-    from ..kselect import parse_k
+    from ..cluster.kselect import parse_k
 
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist; give the folder that holds your images")

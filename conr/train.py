@@ -836,6 +836,12 @@ class Trainer:
                 atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT_NAME)
         return partition.labels, partition.centers
 
+    def run_partition(self):
+        """The run's Partition when it belongs to the images held (None otherwise: no final
+        clustering yet, or other images than the run's)."""
+        p = self.partition
+        return p if p is not None and p.labels.shape[0] == len(self.data) else None
+
     def _stage2_next(self) -> bool:
         """Whether the epoch after the current one is a stage-2 epoch of a two-stage method."""
         in_stage2 = getattr(self.method, "in_stage2", None)

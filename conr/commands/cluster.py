@@ -153,7 +153,8 @@ def _cluster(args, src: Path, out: Path, k) -> int:
         settings.append([f"{key} = {_dotted_value(cfg, key)}", why])
     meta = {"title": f"conr clustering report: {src.resolve().name}", "source": str(src.resolve()),
             "metrics": est.metrics_, "settings": settings, "skipped": skipped,
-            "truth_note": f"the {len(data.classes)} sub-folder names under {src}"}
+            "truth_note": f"the {len(data.classes)} sub-folder names under {src}",
+            "partition": est.partition_.summary() if getattr(est, "partition_", None) is not None else None}
     print(f"conr cluster: writing the outputs to {out}")
     try:
         written = write_outputs(snap, out, meta, plots=not args.no_plots, max_grid=args.grid_size,

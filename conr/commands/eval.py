@@ -44,6 +44,7 @@ def run(args) -> int:
         return 0
     print(f"conr eval: {report['method']} run at epoch {report['epoch']}, {report['n_images']} images "
           f"({report['data']['name']}, split {report['data']['split']}), K = {report['n_clusters']}")
+    print(f"labels scored: {report['labels_from']}")
     if "nmi" in report and "knn_acc" not in report:  # some images unlabelled: scores over the labelled
         print(f"nmi={report['nmi']:.4f} acc={report['acc']:.4f} ari={report['ari']:.4f} "
               f"scored={report['scored']} of {report['n_images']} (the labelled images; no kNN / purity)")

@@ -108,7 +108,8 @@ def plot_purity(results: dict[str, dict], path: str | Path, title: str = "neighb
 def evaluate_checkpoint(trainer, knn_k: int = 20, knn_temperature: float = 0.07, purity_ks=None,
                         purity_batches: int | None = None) -> tuple[dict, torch.Tensor]:
     """The report of ``conr eval`` for a trainer built with Trainer.from_checkpoint, and
-    the k-means labels it scored. Keys: checkpoint, method, epoch, data, n_images,
+    the labels it scored: the run's partition (what its report and ``conr predict`` carry),
+    or k-means of the checkpoint's features when the checkpoint holds none (an epoch file). Keys: checkpoint, method, epoch, data, n_images,
     n_clusters, nmi, acc, ari, knn_acc, knn, purity, confusion (rows: true classes in the
     order of ``classes``; column j: the cluster ``confusion_clusters[j]`` mapped to class j,
     of size ``confusion_cluster_sizes[j]``), classes, cluster_sizes (by cluster id),
@@ -117,7 +118,8 @@ def evaluate_checkpoint(trainer, knn_k: int = 20, knn_temperature: float = 0.07,
     cfg = trainer.cfg
     record = trainer.cluster_step()
     feats = trainer.last_features
-    pred = trainer.pseudo_labels.cpu()
+    partition = trainer.run_partition()  # the run's own labels (its final stage), as the report shows them
+    pred = partition.labels if partition is not None else trainer.pseudo_labels.cpu()
     K = cfg.cluster.n_clusters
     report = {
         "checkpoint": str(trainer.run_dir) if trainer.run_dir is not None else None,
@@ -128,6 +130,7 @@ def evaluate_checkpoint(trainer, knn_k: int = 20, knn_temperature: float = 0.07,
         "kmeans": {"metric": cfg.cluster.metric, "n_init": cfg.cluster.n_init, "seed": cfg.train.seed,
                    "iters": record.get("kmeans_iters")},
         "cluster_sizes": torch.bincount(pred, minlength=K).tolist(),
+        "labels_from": partition.source if partition is not None else "kmeans (of the checkpoint's features)",
     }
     if trainer.data.n_labelled and not trainer.data.has_labels:
         # some images unlabelled (STL-10 with its 100k): NMI / ACC / ARI and the confusion matrix over

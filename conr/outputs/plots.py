@@ -77,11 +77,15 @@ class ClusterSnapshot:
 
     @classmethod
     def from_trainer(cls, trainer, history: list[dict] | None = None) -> "ClusterSnapshot":
-        """The trainer's current clustering (k-means is run if it has none for this data)."""
+        """The run's partition (its final stage's labels), or the trainer's current k-means
+        clustering when it has none for this data (k-means is run if needed)."""
         if trainer.pseudo_labels is None or trainer.pseudo_labels.shape[0] != len(trainer.data):
             trainer.cluster_step()
         feats = trainer.last_features if trainer.last_features is not None else trainer.extract_features()
-        return cls._from_parts(trainer.cfg, trainer.data, feats, trainer.pseudo_labels, trainer.centers,
+        partition = trainer.run_partition()  # the run's final labels when it has them
+        labels, centers = (partition.labels, partition.centers) if partition is not None else \
+            (trainer.pseudo_labels, trainer.centers)
+        return cls._from_parts(trainer.cfg, trainer.data, feats, labels, centers,
                                history if history is not None else trainer.history)
 
     @classmethod

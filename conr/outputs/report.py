@@ -192,6 +192,26 @@ def cluster_table(snap: ClusterSnapshot) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def _final_stage_section(partition: dict | None) -> list[str]:
+    """The final stage's candidates, each criterion value and the choice (conr/cluster/final.py)."""
+    if not partition or not partition.get("candidates"):
+        return []
+    rows = partition["candidates"]
+    crit = [k for k in ("silhouette_umap", "agreement", "ncut") if k in rows[0]]
+    truth = [k for k in ("true_nmi", "true_acc") if k in rows[0]]
+    header = ["candidate"] + crit + [k.replace("true_", "").upper() for k in truth] + ["time (s)", "chosen"]
+    body = [[r["name"]] + [f"{r[k]:.3f}" for k in crit] + [f"{r[k]:.3f}" for k in truth]
+            + [f"{r.get('seconds', 0):.1f}", "yes" if r.get("chosen") else ""] for r in rows]
+    rule = html.escape(str(partition.get("rule")))
+    out = [f"<h2>Final stage</h2><p class=\"note\">The labels come from <b>{html.escape(partition['source'])}</b>, "
+           f"chosen without labels by the highest <b>{rule}</b> among partitions of the learned features and of the "
+           f"raw pixels (and the self-labelling stage's, when it ran)."
+           + (" NMI / ACC use the ground truth, for you only: the rule never sees them." if truth else "")
+           + "</p>", _table(header, body, num_cols=tuple(range(1, len(header) - 1)))]
+    out += [f"<p class=\"note\">{html.escape(n)}</p>" for n in partition.get("notes", [])]
+    return out
+
+
 def write_report(snap: ClusterSnapshot, path: str | Path, meta: dict, grids: dict[int, bytes],
                  plots: dict[str, bytes], max_grid: int = 64) -> Path:
     """The self-contained HTML page. ``meta``: title, source, metrics, settings rows,
@@ -228,6 +248,7 @@ def write_report(snap: ClusterSnapshot, path: str | Path, meta: dict, grids: dic
                  f'nearest other centre is among the largest {100 * (1 - snap.fr0):.0f}% of the whole set).</p>'
                  "</div></div>")
 
+    parts.extend(_final_stage_section(meta.get("partition")))
     parts.append("<h2>Clusters</h2>")
     parts.append(f'<p class="note">Each grid: the images closest to the cluster centre first (left to right, top to '
                  f'bottom); when a cluster has more than {max_grid} images, the first {(3 * max_grid) // 4} closest '

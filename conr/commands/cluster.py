@@ -138,8 +138,7 @@ def _cluster(args, src: Path, out: Path, k) -> int:
         ["method", cfg.method],
         ["network", m.backbone + (f" (width {m.width})" if m.backbone == "small_cnn" and m.width else "")],
         ["image size", f"{cfg.data.image_size} px"],
-        ["epochs", f"{est.trainer_.epoch} of {cfg.train.epochs} (stage 2 from epoch {cfg.stage2.start_epoch + 1})"
-         if cfg.method == "conr" else f"{est.trainer_.epoch} of {cfg.train.epochs}"],
+        ["epochs", _epochs_line(est.trainer_.epoch, cfg.train.epochs, est.trainer_.method.stage2_start())],
         ["batch size", cfg.train.batch_size],
         ["device", str(est.trainer_.device)],
         ["training time", f"{seconds / 60:.1f} min" if seconds else "-"],
@@ -182,6 +181,17 @@ def _cluster(args, src: Path, out: Path, k) -> int:
     print_metrics(est.metrics_)
     release_run_lock(out)
     return 0
+
+
+def _epochs_line(trained: int, planned: int, stage2_start: int | None) -> str:
+    """The report's epochs line: epochs trained of planned and, for a method with a stage 2
+    (CoNR, SimSiam-ConNR*, MoCo-ConNR*), where it begins and whether the run reached it."""
+    line = f"{trained} of {planned}"
+    if stage2_start is None:
+        return line
+    if trained < stage2_start:
+        return f"{line} (stopped in stage 1; stage 2 would begin at epoch {stage2_start})"
+    return f"{line} (stage 2 from epoch {stage2_start})"
 
 
 def _inside(child: Path, parent: Path) -> bool:

@@ -182,6 +182,8 @@ class RunConfig:
     progress: bool = True            # progress bar with loss and ETA
     tensorboard: bool = True
     max_epoch_minutes: float | None = None  # stop cleanly (checkpointed) after this wall time in minutes
+    stop_after_epoch: int | None = None  # stop cleanly (clustered, checkpointed) after this epoch; the schedule
+                                         # stays train.epochs' (repeats a run the time limit stopped)
 
 
 @dataclass
@@ -391,6 +393,10 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"cluster.n_clusters={c.n_clusters}: clustering needs K >= 2 clusters")
     if t.epochs < 1:
         raise ConfigError(f"train.epochs={t.epochs} must be >= 1")
+    stop = cfg.run.stop_after_epoch
+    if stop is not None and not 1 <= stop <= t.epochs:
+        raise ConfigError(f"run.stop_after_epoch={stop} must be between 1 and train.epochs={t.epochs} "
+                          "(or null: train to the end)")
     if t.batch_size < 2:
         raise ConfigError(f"train.batch_size={t.batch_size} must be >= 2 (BatchNorm needs pairs)")
     if t.lr <= 0:

@@ -138,8 +138,9 @@ def _relocate(x: Tensor, labels: Tensor, centers: Tensor, inertia: float, n_iter
     go to their second-nearest centre), puts it on a sample where the current centres serve
     worst (a cluster's farthest sample, or a k-means++ draw) and runs Lloyd again; it is kept only if it lowers the inertia. Each
     round scores the ``_SCORED`` removals that cost least by the inertia right after the move
-    (no Lloyd), runs Lloyd from the ``_TRIES`` best, and ends the search when none improves
-    (or after ``max_moves`` Lloyd runs)."""
+    (no Lloyd), runs Lloyd from the ``_TRIES`` best of those that already lower it, and ends
+    the search when none improves (or after ``max_moves`` Lloyd runs): on a converged
+    partition no move scores lower, and the search costs one distance pass, no Lloyd run."""
     k, n = centers.shape[0], x.shape[0]
     n_draws = 4 * (2 + int(math.log(k)))
     moves = 0
@@ -161,7 +162,9 @@ def _relocate(x: Tensor, labels: Tensor, centers: Tensor, inertia: float, n_iter
             pick = int(after.argmin())
             scored.append((float(after[pick]), j, int(cand[pick])))
         improved = False
-        for _, j, point in sorted(scored)[:_TRIES]:
+        for estimate, j, point in sorted(scored)[:_TRIES]:
+            if estimate >= inertia:  # not even promising before Lloyd: the search ends
+                break
             moves += 1
             trial = centers.clone()
             trial[j] = x[point]

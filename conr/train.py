@@ -699,6 +699,8 @@ class Trainer:
         """Train to train.epochs, or stop (clustered, checkpointed) after ``until_epoch``
         with the schedule still that of train.epochs (a stage-1 warm-up to reuse)."""
         t, r = self.cfg.train, self.cfg.run
+        if until_epoch is None or r.stop_after_epoch is not None and r.stop_after_epoch < until_epoch:
+            until_epoch = r.stop_after_epoch
         self._until_epoch = until_epoch
         last = t.epochs if until_epoch is None else min(t.epochs, until_epoch)
         if self.write:

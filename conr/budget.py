@@ -5,7 +5,15 @@ backward, update) and one clustering step (features of every image + k-means) on
 a freshly built trainer, then puts its weights and optimiser back, so the
 measurement leaves no trace. :func:`epochs_for_budget` turns those costs into the
 number of epochs that fits the budget, counting the clustering steps the
-schedule will run (every ~10 % of stage 1, every epoch of CoNR's stage 2).
+schedule will run (every ~10 % of stage 1, every epoch of CoNR's stage 2), rounded
+down to :data:`EPOCH_GRID` so that timing noise rarely changes the count.
+
+Repeatability: the step is the fastest quarter's mean of 16 timed steps (a neighbour
+process slows some steps, it does not speed any up), and the count is rounded down to
+a geometric grid of ratio ~1.25 (..., 64, 80, 100, 128, 160, ...): a re-timing that
+moves the fitting count within one grid interval gives the same epochs. A run is
+repeated exactly by fixing its epochs (``train.epochs=E``) and seed, as the report and
+budget.json print.
 """
 from __future__ import annotations
 
@@ -17,7 +25,8 @@ import torch
 
 from .autoconfig import schedule_for_epochs
 
-__all__ = ["StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for", "seconds_for"]
+__all__ = ["StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for", "seconds_for", "EPOCH_GRID",
+           "robust_step", "grid_floor"]
 
 
 @dataclass
@@ -36,11 +45,28 @@ class StepCosts:
 
 
 EPOCH_BOOKKEEPING_SECONDS = 0.005  # generators, logging, history: measured ~2-5 ms per epoch on a CPU
+# the epoch counts a budget may choose: ratio ~1.25 (2..10 step by one or two)
+EPOCH_GRID = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256, 320, 400,
+              500, 640, 800, 1000)
 
 
-def measure_costs(trainer, steps: int = 8, checkpoints: bool = False) -> StepCosts:
-    """Time ``steps`` training steps (after two untimed warm-up steps) and one
-    clustering step on ``trainer``; its weights, optimiser state and clustering are
+def robust_step(times: list[float]) -> float:
+    """A step's cost from repeated timings: the mean of the fastest quarter (at least 2).
+    Noise only adds time (another process, a page fault, a frequency dip), so the fast
+    steps are the machine's own cost; the slow ones say how busy it was while timed."""
+    fast = sorted(times)[:max(2, len(times) // 4)]
+    return sum(fast) / len(fast)
+
+
+def grid_floor(epochs: int) -> int:
+    """The largest :data:`EPOCH_GRID` value <= ``epochs`` (``epochs`` itself below the grid)."""
+    below = [g for g in EPOCH_GRID if g <= epochs]
+    return max(below) if below else int(epochs)
+
+
+def measure_costs(trainer, steps: int = 16, checkpoints: bool = False) -> StepCosts:
+    """Time ``steps`` training steps (after two untimed warm-up steps; the step cost is
+    :func:`robust_step` of them) and one clustering step on ``trainer``; its weights, optimiser state and clustering are
     restored afterwards. ``checkpoints``: the run will save a checkpoint every epoch
     (its serialisation is timed too)."""
     method_state = copy.deepcopy(trainer.method.state_dict())
@@ -85,10 +111,7 @@ def measure_costs(trainer, steps: int = 8, checkpoints: bool = False) -> StepCos
         trainer.cluster_epoch = -1
         trainer._last_features = None
         torch.set_rng_state(rng)
-    times.sort()
-    middle = times[len(times) // 4: len(times) - len(times) // 4] or times
-    step = sum(middle) / len(middle)  # mean of the middle half: a slow step (a busy core) does not count
-    return StepCosts(step_seconds=step, cluster_seconds=cluster_seconds, iters_per_epoch=trainer.iters_per_epoch,
+    return StepCosts(step_seconds=robust_step(times), cluster_seconds=cluster_seconds, iters_per_epoch=trainer.iters_per_epoch,
                      epoch_overhead_seconds=overhead)
 
 
@@ -107,7 +130,8 @@ def seconds_for(epochs: int, costs: StepCosts) -> float:
 
 
 def epochs_for_budget(seconds: float, costs: StepCosts, lo: int = 2, hi: int = 1000) -> int:
-    """The most epochs (``lo``..``hi``) whose training and clustering fit in ``seconds``
-    (the cost is not monotone: the evaluation cadence steps with the epochs)."""
-    fits = [e for e in range(lo, hi + 1) if seconds_for(e, costs) <= seconds]
+    """The most epochs (``lo``..``hi``) on :data:`EPOCH_GRID` whose training and clustering
+    fit in ``seconds`` (the cost is not monotone: the evaluation cadence steps with the
+    epochs, so every grid value is checked)."""
+    fits = [e for e in EPOCH_GRID if lo <= e <= hi and seconds_for(e, costs) <= seconds]
     return max(fits) if fits else lo

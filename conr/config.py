@@ -187,6 +187,8 @@ class RunConfig:
     progress: bool = True            # progress bar with loss and ETA
     tensorboard: bool = True
     max_epoch_minutes: float | None = None  # stop cleanly (checkpointed) after this wall time in minutes
+    stop_after_epoch: int | None = None  # stop cleanly (clustered, checkpointed) after this epoch; the schedule
+                                         # stays train.epochs' (repeats a run the time limit stopped)
 
 
 @dataclass

@@ -30,6 +30,10 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"cluster.n_clusters={c.n_clusters}: clustering needs K >= 2 clusters")
     if t.epochs < 1:
         raise ConfigError(f"train.epochs={t.epochs} must be >= 1")
+    stop = cfg.run.stop_after_epoch
+    if stop is not None and not 1 <= stop <= t.epochs:
+        raise ConfigError(f"run.stop_after_epoch={stop} must be between 1 and train.epochs={t.epochs} "
+                          "(or null: train to the end)")
     if t.batch_size < 2:
         raise ConfigError(f"train.batch_size={t.batch_size} must be >= 2 (BatchNorm needs pairs)")
     if t.lr <= 0:

@@ -487,8 +487,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         from .cluster.kselect import estimate_k
 
         cfg = trainer.cfg
-        # methods with a stage 2 (CoNR) estimate K where it starts; the others after training
-        stop = cfg.stage2.start_epoch if hasattr(trainer.method, "in_stage2") else cfg.train.epochs
+        # methods with a stage 2 (CoNR, the ConNR* variants) estimate K where it starts; the others
+        # after training
+        start = trainer.method.stage2_start()
+        stop = start - 1 if start is not None else cfg.train.epochs
         if trainer.epoch < stop:
             seed_mode, cfg.cluster.stage2_seed = cfg.cluster.stage2_seed, "kmeans"  # no seed with a provisional K
             try:

@@ -402,6 +402,10 @@ class Trainer:
             self.centers = ckpt["centers"].to(self.device)
             self.cluster_epoch = int(ckpt.get("cluster_epoch", -1))
             self.stage2_seeded = bool(ckpt.get("stage2_seeded", False))
+            if self.centers.shape[0] != self.cfg.cluster.n_clusters:
+                # a clustering with another K (the provisional one of a run that estimated K at the
+                # end of stage 1 and stopped before clustering again): stale, cluster before use
+                self.cluster_epoch = -1
         if same_data and ckpt.get("partition") is not None:
             from .cluster.partition import Partition
 
@@ -430,7 +434,7 @@ class Trainer:
         with self._disk_full_note():
             if r.save_every and self.epoch % r.save_every == 0:
                 atomic_torch_save(state, self.run_dir / f"epoch{self.epoch:04d}.pt")
-            if hasattr(self.method, "in_stage2") and self.epoch == self.cfg.stage2.start_epoch:
+            if self.method.stage2_start() == self.epoch + 1:  # the last stage-1 epoch
                 atomic_torch_save(state, self.run_dir / "stage1.pt")
             atomic_torch_save(state, self.run_dir / CHECKPOINT_NAME)
 
@@ -705,7 +709,7 @@ class Trainer:
                                                  for k in keys]))
             stat_sums = dict(zip(keys, means))
         record = {"epoch": epoch, "loss": float(loss_sum) / n, "lr": last_lr,
-                  "stage": 2 if getattr(self.method, "in_stage2", lambda e: False)(epoch) else 1}
+                  "stage": 2 if self.method.in_stage2(epoch) else 1}
         if self.method.uses_keep_fraction() and record["stage"] == 2:
             record["keep_fraction"] = keep_fraction
         for k, v in stat_sums.items():
@@ -722,6 +726,8 @@ class Trainer:
         """Train to train.epochs, or stop (clustered, checkpointed) after ``until_epoch``
         with the schedule still that of train.epochs (a stage-1 warm-up to reuse)."""
         t, r = self.cfg.train, self.cfg.run
+        if until_epoch is None or r.stop_after_epoch is not None and r.stop_after_epoch < until_epoch:
+            until_epoch = r.stop_after_epoch
         self._until_epoch = until_epoch
         last = t.epochs if until_epoch is None else min(t.epochs, until_epoch)
         if self.write:

@@ -118,7 +118,8 @@ def test_time_budget_is_respected(tmp_path):
     model = conr.CoNR(n_clusters=4, minutes=budget_min, device="cpu", run_dir=str(tmp_path / "run"),
                       overrides=SMALL_NET).fit(root)
     took = time.perf_counter() - started
-    assert abs(took - budget_min * 60) <= 0.2 * budget_min * 60, (took, model.budget_)
+    # the epochs are rounded down to a grid of ratio ~1.25 (repeatable counts): up to ~20 % under
+    assert 0.7 * budget_min * 60 <= took <= 1.2 * budget_min * 60, (took, model.budget_)
     saved = yaml.safe_load((tmp_path / "run" / "budget.json").read_text())
     assert saved["epochs"] == model.config_.train.epochs >= 2
     assert abs(saved["actual_seconds"] - took) < 2.0

@@ -103,6 +103,7 @@ def _cluster(args, src: Path, out: Path, k) -> int:
               f"({est.config_.model.backbone}, {est.config_.data.image_size} px)")
         est.cluster(src)
         how = f"reused the model in {args.checkpoint}"
+        repeat = None
     else:
         if (run_dir / "metrics.jsonl").exists() and not args.resume:
             raise FileExistsError(f"{run_dir} already holds a trained run; pass --checkpoint {run_dir} to reuse "
@@ -113,6 +114,9 @@ def _cluster(args, src: Path, out: Path, k) -> int:
         print(f"conr cluster: reading the images under {src}")
         est.fit(src)
         how = f"trained in {run_dir}"
+        repeat = repeat_command(args, src, out, est)
+        print(f"conr cluster: to repeat this run (same epochs and seed): {repeat}")
+        _record_repeat(run_dir, repeat)
 
     cfg, data = est.config_, est.data_
     skipped = est.skipped_
@@ -138,13 +142,14 @@ def _cluster(args, src: Path, out: Path, k) -> int:
         ["method", cfg.method],
         ["network", m.backbone + (f" (width {m.width})" if m.backbone == "small_cnn" and m.width else "")],
         ["image size", f"{cfg.data.image_size} px"],
-        ["epochs", f"{est.trainer_.epoch} of {cfg.train.epochs} (stage 2 from epoch {cfg.stage2.start_epoch + 1})"
-         if cfg.method == "conr" else f"{est.trainer_.epoch} of {cfg.train.epochs}"],
+        ["epochs", _epochs_line(est.trainer_.epoch, cfg.train.epochs, est.trainer_.method.stage2_start())],
         ["batch size", cfg.train.batch_size],
         ["device", str(est.trainer_.device)],
         ["training time", f"{seconds / 60:.1f} min" if seconds else "-"],
         ["seed", cfg.train.seed],
     ]
+    if repeat is not None:
+        settings.append(["repeat this run", repeat])
     budget = getattr(est, "budget_", None)
     if budget:
         settings.append(["time budget", f"{budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} "
@@ -183,6 +188,61 @@ def _cluster(args, src: Path, out: Path, k) -> int:
     print_metrics(est.metrics_)
     release_run_lock(out)
     return 0
+
+
+def repeat_command(args, src: Path, out: Path, est) -> str:
+    """The `conr cluster` command that trains this run again: the same options, with the
+    epochs the run was planned for (a time budget chose them from a timing that varies),
+    where it stopped (the budget's time limit may stop a run early) and its seed fixed,
+    into a new output folder. Same machine and versions, CPU or
+    train.deterministic=true: the same assignments."""
+    import shlex
+
+    cfg = est.config_
+    pinned = ("train.epochs=", "train.seed=", "run.stop_after_epoch=")
+    parts = ["conr", "cluster", str(src.resolve()), "--out", f"{out}-repeat"]
+    if args.k is not None:
+        parts += ["--k", str(args.k)]
+    if args.config:
+        parts += ["--config", str(args.config)]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    parts += ["--seed", str(cfg.train.seed)]
+    if args.on_bad_image != "skip":
+        parts += ["--on-bad-image", args.on_bad_image]
+    overrides = [o for o in args.overrides if not o.startswith(pinned)]
+    if getattr(est, "_size_note", None) and not any(o.startswith("data.image_size=") for o in overrides):
+        overrides.append(f"data.image_size={cfg.data.image_size}")  # the budget reduced the images
+    parts += overrides + [f"train.epochs={cfg.train.epochs}"]
+    trained = est.trainer_.epoch
+    if trained < cfg.train.epochs:  # the budget's time limit stopped it: same schedule, same stop
+        parts.append(f"run.stop_after_epoch={trained}")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _record_repeat(run_dir: Path, repeat: str) -> None:
+    """Add the repeat command to OUT/run/budget.json (a budgeted run) or write OUT/run/repeat.txt."""
+    import json
+
+    from ..io import atomic_write_text
+
+    path = run_dir / "budget.json"
+    if path.exists():
+        budget = json.loads(path.read_text())
+        budget["repeat_command"] = repeat
+        atomic_write_text(path, json.dumps(budget, indent=1) + "\n")
+    atomic_write_text(run_dir / "repeat.txt", repeat + "\n")
+
+
+def _epochs_line(trained: int, planned: int, stage2_start: int | None) -> str:
+    """The report's epochs line: epochs trained of planned and, for a method with a stage 2
+    (CoNR, SimSiam-ConNR*, MoCo-ConNR*), where it begins and whether the run reached it."""
+    line = f"{trained} of {planned}"
+    if stage2_start is None:
+        return line
+    if trained < stage2_start:
+        return f"{line} (stopped in stage 1; stage 2 would begin at epoch {stage2_start})"
+    return f"{line} (stage 2 from epoch {stage2_start})"
 
 
 def _inside(child: Path, parent: Path) -> bool:

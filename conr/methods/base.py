@@ -89,6 +89,16 @@ class Method(nn.Module):
         """Crop-area range of the training views at ``epoch``; None = the config's."""
         return None
 
+    def stage2_start(self) -> int | None:
+        """The first (1-based) epoch of stage 2, or None for a method with one stage only.
+        The one place the trainer, the estimator's K estimation and the report ask."""
+        return None
+
+    def in_stage2(self, epoch: int) -> bool:
+        """Whether ``epoch`` (1-based) trains in stage 2."""
+        start = self.stage2_start()
+        return start is not None and epoch >= start
+
     def needs_clusters(self, epoch: int) -> bool:
         """Whether the loss at ``epoch`` uses the pseudo-labels of the last clustering step."""
         return False

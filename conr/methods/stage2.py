@@ -48,8 +48,12 @@ class ConNRPlugin:
         except ValueError as exc:
             raise ConfigError(f"stage2: {exc}") from None
 
+    def stage2_start(self) -> int:
+        """Stage 2 begins after stage2.start_epoch (epochs are 1-based)."""
+        return self.cfg.stage2.start_epoch + 1
+
     def in_stage2(self, epoch: int) -> bool:
-        return epoch > self.cfg.stage2.start_epoch
+        return epoch >= self.stage2_start()
 
     def needs_clusters(self, epoch: int) -> bool:
         return self.in_stage2(epoch) and self.cfg.stage2.boundary_filter

@@ -145,10 +145,11 @@ PLOT_TEXT = {
     "training": ("Training curves", "Loss and clustering scores per epoch, from the run's metrics.jsonl "
                                     "(paper Fig. 3c)."),
     "k_selection": ("Choosing the number of clusters",
-                    "K was not given: k-means ran on the features at the end of stage 1 (BYOL, which never uses "
-                    "K) for every candidate K, and the K with the highest mean silhouette (cosine distance; "
-                    "how much closer each image is to its own cluster than to the next one, -1..1) was "
-                    "used for CoNR's stage 2 and the final clustering."),
+                    "K was not given: k-means ran on the features at the end of stage 1 (the self-supervised "
+                    "warm-up, which never uses K; at the end of training for a method without a stage 2) for "
+                    "every candidate K, and the K with the highest mean silhouette (cosine distance; how much "
+                    "closer each image is to its own cluster than to the next one, -1..1) was used for stage 2 "
+                    "and the final clustering."),
 }
 
 

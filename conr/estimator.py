@@ -365,7 +365,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         c = cfg.cluster
         if c.final != "auto":
             return 0.0
-        runs = 2 if cfg.method != "byol" and c.stage2_seed == "final" else 1
+        two_stage = cfg.method in ("conr", "simsiam_connr", "moco_connr")  # a stage 2 to seed
+        runs = 2 if two_stage and c.stage2_seed == "final" else 1
         return runs * getattr(self, "_pixel_stage_seconds", 0.0) + 0.25 * c.self_label_epochs * epochs_seconds
 
     def _budget_epochs(self, data: ImageData, cfg: Config, started: float) -> tuple[int, dict]:

@@ -850,8 +850,7 @@ class Trainer:
 
     def _stage2_next(self) -> bool:
         """Whether the epoch after the current one is a stage-2 epoch of a two-stage method."""
-        in_stage2 = getattr(self.method, "in_stage2", None)
-        return in_stage2 is not None and in_stage2(self.epoch + 1)
+        return self.method.in_stage2(self.epoch + 1)
 
     def _seed_partition(self, feats: Tensor):
         from .cluster.stage import seed_partition

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from .autoconfig import schedule_for_epochs
 
 __all__ = ["StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for", "seconds_for", "EPOCH_GRID",
+           "timed_pixel_stage", "reserved_seconds", "budget_epochs", "fit_to_budget",
            "robust_step", "grid_floor"]
 
 
@@ -75,7 +76,7 @@ def measure_costs(trainer, steps: int = 16, checkpoints: bool = False) -> StepCo
     b = trainer.cfg.train.batch_size
     n = len(trainer.data)
     gen = torch.Generator(device=trainer.device).manual_seed(12345)
-    augment = trainer._augmenter(1)
+    augment = trainer.augmenter(1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(12345))
     perm = torch.cat([perm] * (1 + (steps + 2) * b // n))
     streamed = (trainer.images.epoch_batches(perm, b, lo=0, hi=b, iters=steps + 2, device=trainer.device)
@@ -87,9 +88,7 @@ def measure_costs(trainer, steps: int = 16, checkpoints: bool = False) -> StepCo
             idx = perm[i * b:(i + 1) * b].to(trainer.device)
             start = time.perf_counter()
             x = next(streamed) if streamed is not None else trainer.images[idx]
-            v1, v2 = augment(x, gen), augment(x, gen)
-            ctx = trainer._context(1, 0, idx, 1.0)
-            loss = trainer.train_step(v1, v2, ctx)
+            loss, _ = trainer.step(x, idx, 1, 0, gen, augment=augment)  # the loop's own step
             float(loss)  # wait for the device
             if i > 1:
                 times.append(time.perf_counter() - start)
@@ -107,9 +106,7 @@ def measure_costs(trainer, steps: int = 16, checkpoints: bool = False) -> StepCo
     finally:
         trainer.method.load_state_dict(method_state)
         trainer.optimizer.load_state_dict(optim_state)
-        trainer.pseudo_labels = trainer.centers = None
-        trainer.cluster_epoch = -1
-        trainer._last_features = None
+        trainer.forget_clustering()
         torch.set_rng_state(rng)
     return StepCosts(step_seconds=robust_step(times), cluster_seconds=cluster_seconds, iters_per_epoch=trainer.iters_per_epoch,
                      epoch_overhead_seconds=overhead)
@@ -135,3 +132,95 @@ def epochs_for_budget(seconds: float, costs: StepCosts, lo: int = 2, hi: int = 1
     epochs, so every grid value is checked)."""
     fits = [e for e in EPOCH_GRID if lo <= e <= hi and seconds_for(e, costs) <= seconds]
     return max(fits) if fits else lo
+
+
+def timed_pixel_stage(images, cfg, seed: int, log=print):
+    """The final stage's pixel candidates (conr/cluster/final.py), made before training at
+    the loaded size (before any budget resize) and timed, so that the budget can reserve
+    what the final stage and the stage-2 seed will cost. Returns (stage, seconds, seconds
+    of UMAP's one-time compilation)."""
+    from .cluster.final import FinalStage
+    from .cluster.manifold import pixel_vectors, warm_up_umap
+
+    compile_seconds = warm_up_umap()  # numba's first-call compilation, once a process
+    start = time.perf_counter()
+    pixels = pixel_vectors(images.numpy(), seed=seed)
+    c = cfg.cluster
+    stage = FinalStage(pixels, c.n_clusters, seed=seed, rule=c.final_rule, log=log)
+    stage.pixel_candidates()
+    seconds = time.perf_counter() - start
+    log(f"final stage: pixel candidates in {seconds:.1f} s (after {compile_seconds:.1f} s of UMAP's one-time "
+        f"compilation)")
+    return stage, seconds, compile_seconds
+
+
+def reserved_seconds(cfg, pixel_stage_seconds: float, epoch_seconds: float = 0.0) -> float:
+    """Seconds the budget keeps for the clustering stages around training: the
+    candidates on the features at stage 2's start and at the end (each about what
+    the pixel candidates took), and the self-labelling stage (an epoch of it about
+    a quarter of a training epoch)."""
+    c = cfg.cluster
+    if c.final != "auto":
+        return 0.0
+    two_stage = cfg.method in ("conr", "simsiam_connr", "moco_connr")  # a stage 2 to seed
+    runs = 2 if two_stage and c.stage2_seed == "final" else 1
+    return runs * pixel_stage_seconds + 0.25 * c.self_label_epochs * epoch_seconds
+
+
+def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool = False,
+                  pixel_stage_seconds: float = 0.0, log=print) -> tuple[int, dict]:
+    """Time the first steps of a throw-away trainer on ``data`` and size the epochs to the
+    ``minutes`` left since ``started`` (a perf_counter time), less what the clustering stages
+    reserve. Returns (epochs, the record budget.json keeps)."""
+    from .engine import Trainer
+
+    probe = Trainer(cfg, data=data, write=False, log=lambda *a: None)
+    costs = measure_costs(probe, checkpoints=checkpoints)
+    del probe
+    left = minutes * 60 - (time.perf_counter() - started)
+    reserved = reserved_seconds(cfg, pixel_stage_seconds, costs.epoch_seconds)
+    epochs = epochs_for_budget(left - reserved, costs)
+    estimate = time.perf_counter() - started + seconds_for(epochs, costs) + reserved
+    info = {"minutes": minutes, "epochs": epochs, "estimate_seconds": round(estimate, 1),
+            "reserved_seconds": round(reserved, 1), "image_size": data.image_size,
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
+    log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms at "
+        f"{data.image_size} px ({costs.iters_per_epoch} per epoch), clustering {costs.cluster_seconds:.1f} s "
+        f"-> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
+    return epochs, info
+
+
+def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_size: int | None = None,
+                  checkpoints: bool = False, pixel_stage_seconds: float = 0.0, log=print):
+    """Epochs for the budget; when the budget buys fewer than MIN_BUDGET_EPOCHS at the
+    automatic size (``user_size`` None), train smaller images instead (a step's cost ~
+    pixels): more epochs beat more pixels. ``configure(data, epochs=None, size_note=None)``
+    gives the config for the data (and the epochs, with the note why the size shrank).
+    Returns (data, config, budget record); the config stops the run once the budget is
+    10 % overrun."""
+    from .autoconfig import MIN_BUDGET_EPOCHS, MIN_NET_SIZE
+    from .data.base import resize_uint8
+
+    def timed(data, cfg):
+        return budget_epochs(cfg, data, minutes, started, checkpoints=checkpoints,
+                             pixel_stage_seconds=pixel_stage_seconds, log=log)
+
+    epochs, info = timed(data, cfg)
+    note = None
+    if epochs < MIN_BUDGET_EPOCHS and user_size is None and data.image_size > MIN_NET_SIZE:
+        # the epoch count scales ~ 1 / pixels: the largest size that still buys the minimum
+        scale = (epochs / MIN_BUDGET_EPOCHS) ** 0.5
+        size = max(MIN_NET_SIZE, 4 * int(data.image_size * scale // 4))
+        if size < data.image_size:
+            log(f"time budget: {epochs} epochs at {data.image_size} px are too few; training at {size} px instead")
+            old = data.image_size
+            data = replace(data, images=resize_uint8(data.images, size))
+            epochs, info = timed(data, configure(data))
+            note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
+                    f"more epochs ({epochs}; at least {MIN_BUDGET_EPOCHS} wanted)")
+    cfg = configure(data, epochs=epochs, size_note=note)
+    # a safety net if the machine gets busier than when it was timed: stop (checkpointed and
+    # clustered) once the budget is 10 % overrun
+    left = info["minutes"] * 60 - (time.perf_counter() - started) - info.get("reserved_seconds", 0.0)
+    cfg.run.max_epoch_minutes = max(0.05, 1.1 * left / 60)
+    return data, cfg, info

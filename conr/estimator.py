@@ -22,135 +22,23 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from torch import Tensor
 
-from .autoconfig import (MIN_BUDGET_EPOCHS, MIN_NET_SIZE, ImageSurvey, auto_settings, default_minutes,
-                         pick_image_size, survey_files, survey_images)
-from .config import Config, apply_overrides, config_from_dict, resolve_config_path
-from .config import deep_merge as _deep_merge, read_yaml as _read_yaml
-from .data.base import ImageData, resize_uint8
-from .data.folder import pil_to_array
+from .auto_k import (K_CRITERION, K_SELECTION_FILE, estimate_selection, fixed_k, k_range, read_k_selection,
+                     select_k_after_stage1)
+from .autoconfig import ImageSurvey, auto_settings, default_minutes, pick_image_size, survey_images
+from .budget import fit_to_budget, timed_pixel_stage
+from .config import (Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, read_yaml,
+                     resolve_config_path)
+from .data.base import ImageData
+from .data.convert import as_image_data, resolve_device_type, square_crop, survey_input
+from .engine import Trainer, load_checkpoint
 from .options import option
 
-__all__ = ["CoNR", "as_image_data", "survey_input", "NotFittedError"]
-
-
-K_CRITERION = "silhouette"          # how n_clusters="auto" picks K (benchmarks/kselect.py measured the others)
-K_SELECTION_FILE = "k_selection.json"  # in the run folder: the chosen K and the score of every candidate
+__all__ = ["CoNR", "as_image_data", "survey_input", "square_crop", "NotFittedError", "read_k_selection",
+           "K_CRITERION", "K_SELECTION_FILE"]
 
 
 class NotFittedError(ValueError, AttributeError):
     """predict / transform before fit."""
-
-
-def read_k_selection(run_dir) -> dict | None:
-    """The K estimate a run recorded (``k_selection.json``), or None."""
-    import json
-
-    path = Path(run_dir) / K_SELECTION_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _device_type(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device).type
-
-
-# ----------------------------------------------------------------------------- input conversion
-
-def survey_input(X) -> ImageSurvey | None:
-    """What the settings rule needs to know about an input (None: not an input it can look at)."""
-    if isinstance(X, (str, Path)):
-        from .data.folder import scan_images
-
-        return survey_files(scan_images(Path(X)))
-    if isinstance(X, ImageData):
-        return survey_images(X.images)
-    if isinstance(X, (list, tuple)) and X and all(hasattr(im, "mode") and hasattr(im, "size") for im in X):
-        from .autoconfig import is_grey as _is_grey
-
-        return ImageSurvey(n_images=len(X), shorter_sides=[min(im.size) for im in X],
-                           grey=all(_is_grey(im) for im in X[:64]))
-    return None
-
-
-def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
-                  device_type: str = "cpu", channels: int | None = None, image_shape=None) -> ImageData:
-    """Any accepted input as ImageData at ``image_size`` (None: the automatic size).
-
-    Accepted: a folder path (nested or flat, any image files), an ImageData, a
-    uint8 / float numpy array or torch tensor N,H,W / N,H,W,C / N,C,H,W (C in 1, 3;
-    floats in [0, 1] or [0, 255]) or flat N,D (rows unflattened by ``image_shape``, or
-    D = H*H grey / 3*H*H colour planes, see :func:`conr.data.arrays.unflatten_images`),
-    or a list of PIL images (or of H,W[,C] arrays).
-    ``channels``: 1 or 3 for a folder (None: 1 when all its images are grey).
-    """
-    if isinstance(X, (str, Path)):
-        from .data.folder import load_image_folder
-
-        root = Path(X)
-        if image_size is None or channels is None:
-            survey = survey_input(root)
-            image_size = image_size or pick_image_size(survey.native_size, device_type)
-            channels = channels or (1 if survey.grey else 3)
-        return load_image_folder(root, image_size, "auto", on_bad_image, channels=channels)
-    if isinstance(X, ImageData):
-        data = X
-    elif isinstance(X, (np.ndarray, Tensor)):
-        from .data.arrays import images_from_array, unflatten_images
-
-        arr = X.detach().cpu().numpy() if isinstance(X, Tensor) else X
-        if arr.size == 0 or (arr.ndim >= 1 and arr.shape[0] == 0):
-            raise ValueError("no images: the input array is empty")
-        arr = unflatten_images(arr, image_shape, "X")
-        data = ImageData(images=torch.from_numpy(np.ascontiguousarray(images_from_array(arr, "X"))),
-                         labels=torch.full((arr.shape[0],), -1, dtype=torch.long), name="array",
-                         normalization="auto")
-    elif isinstance(X, (list, tuple)):
-        if len(X) == 0:
-            raise ValueError("no images: the input list is empty")
-        from PIL import Image
-
-        items = []
-        for i, item in enumerate(X):
-            if isinstance(item, Image.Image):
-                items.append(item)
-            elif isinstance(item, (np.ndarray, Tensor)):
-                a = item.detach().cpu().numpy() if isinstance(item, Tensor) else np.asarray(item)
-                if a.dtype != np.uint8:
-                    a = np.clip(np.rint(a * (255.0 if a.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
-                if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3):
-                    a = a.transpose(1, 2, 0)
-                items.append(Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a))
-            else:
-                raise ValueError(f"X[{i}] is a {type(item).__name__}; a list must hold PIL images or arrays")
-        if image_size is None:
-            image_size = pick_image_size(int(np.median([min(im.size) for im in items])), device_type)
-        arr = np.stack([pil_to_array(im, image_size) for im in items])
-        return ImageData(images=torch.from_numpy(arr), labels=torch.full((len(items),), -1, dtype=torch.long),
-                         name="images", normalization="imagenet")
-    else:
-        raise ValueError(f"cannot cluster a {type(X).__name__}: give a folder path, an ImageData, a numpy "
-                         f"array or tensor of images (N,H,W[,C] or N,C,H,W), or a list of PIL images")
-    if len(data) == 0:
-        raise ValueError("no images: the input holds none")
-    size = image_size or pick_image_size(min(data.images.shape[-2:]), device_type)
-    if data.images.shape[-2:] != (size, size):
-        data = ImageData(images=resize_uint8(_square(data.images), size), labels=data.labels,
-                         classes=list(data.classes), paths=data.paths, name=data.name,
-                         normalization=data.normalization, skipped=list(data.skipped))
-    return data
-
-
-def _square(images: Tensor) -> Tensor:
-    """Centre-crop non-square [N, C, H, W] images to their shorter side."""
-    h, w = images.shape[-2:]
-    if h == w:
-        return images
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return images[..., top:top + s, left:left + s]
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -236,7 +124,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _user_raw(self) -> dict:
         """The settings the user chose: config file, constructor arguments, overrides."""
-        raw: dict = _read_yaml(resolve_config_path(self.config)) if self.config else {}
+        raw: dict = read_yaml(resolve_config_path(self.config)) if self.config else {}
         explicit = [f"method={self.method}", f"train.seed={int(self.seed)}", f"train.device={self.device}",
                     f"cluster.n_clusters={self._fixed_k(provisional=True)}"]
         if self.deterministic:
@@ -251,24 +139,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return apply_overrides(raw, explicit + list(self.overrides or []))
 
     def _fixed_k(self, provisional: bool = False, n_images: int | None = None) -> int | None:
-        """The K given (an int), else None; ``provisional``: the K that stage 1 monitors
-        with while K is still unknown (10 clamped into the range)."""
-        from .cluster.kselect import parse_k
-
-        k = parse_k(self.n_clusters)
-        if isinstance(k, int):
-            return k
-        if not provisional:
-            return None
-        lo, hi = self._k_range(n_images) if n_images else ((2, 10**9) if k == "auto" else k)
-        return int(min(max(10, lo), hi))
+        return fixed_k(self.n_clusters, provisional, n_images)
 
     def _k_range(self, n_images: int) -> tuple[int, int]:
-        from .cluster.kselect import default_k_range, parse_k
-
-        k = parse_k(self.n_clusters)
-        lo, hi = default_k_range(n_images) if k == "auto" else k
-        return lo, min(hi, max(lo, n_images - 1))
+        return k_range(self.n_clusters, n_images)
 
     def _log(self, *args) -> None:
         if self.verbose:
@@ -285,7 +159,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             size, channels = user.get("image_size"), user.get("channels")
             if channels is None and survey is not None:
                 channels = 1 if survey.grey else 3
-        data = as_image_data(X, size, self.on_bad_image, _device_type(self.device), channels=channels,
+        data = as_image_data(X, size, self.on_bad_image, resolve_device_type(self.device), channels=channels,
                              image_shape=self.image_shape)
         if channels == 1 and data.channels == 3:  # grey images handed over as RGB
             data = replace(data, images=data.images[:, :1].contiguous())
@@ -310,7 +184,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             self._mirror = mirror_overlap(data.images.numpy(), seed=int(self.seed))
         survey = ImageSurvey(n_images=len(data), shorter_sides=survey.shorter_sides, grey=data.channels == 1,
                              mirror_overlap=self._mirror)
-        device_type = _device_type(self.device)
+        device_type = resolve_device_type(self.device)
         auto_size = data.image_size == pick_image_size(survey.native_size, device_type)
         auto, why = auto_settings(survey, k, device_type,
                                   epochs=t.get("epochs") or epochs, batch_size=t.get("batch_size"),
@@ -323,7 +197,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             why["data.image_size"] = self._size_note
         elif not auto_size:
             why["data.image_size"] = "chosen by the user"
-        raw = _deep_merge(auto, user)
+        raw = deep_merge(auto, user)
         self.settings_reasons_ = {k: v for k, v in why.items() if _dotted(user, k) is None or k == "train.epochs"}
         if raw["model"].get("backbone") != "small_cnn" and "width" not in user.get("model", {}):
             raw["model"].pop("width", None)  # the automatic small_cnn width means nothing to a ResNet
@@ -338,92 +212,30 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return config_from_dict(raw)
 
     def _final_stage(self, data: ImageData, cfg: Config):
-        """The final stage's pixel candidates, computed before training (at the loaded
-        size, before any budget resize) and timed: the time budget reserves what the
-        final stage and the stage-2 seed will cost from it (conr/cluster/)."""
-        from .cluster.final import FinalStage
-        from .cluster.manifold import pixel_vectors
-
-        from .cluster.manifold import warm_up_umap
-
-        self._umap_compile_seconds = warm_up_umap()  # numba's first-call compilation, once a process
-        start = time.perf_counter()
-        pixels = pixel_vectors(data.images.numpy(), seed=int(self.seed))
-        c = cfg.cluster
-        stage = FinalStage(pixels, c.n_clusters, seed=int(self.seed), rule=c.final_rule, log=self._log)
-        stage.pixel_candidates()
-        self._pixel_stage_seconds = time.perf_counter() - start
-        self._log(f"final stage: pixel candidates in {self._pixel_stage_seconds:.1f} s "
-                  f"(after {self._umap_compile_seconds:.1f} s of UMAP's one-time compilation)")
+        """The final stage's pixel candidates, made before training and timed (conr/budget.py)."""
+        stage, self._pixel_stage_seconds, self._umap_compile_seconds = timed_pixel_stage(
+            data.images, cfg, int(self.seed), log=self._log)
         return stage
 
-    def _reserved_seconds(self, cfg: Config, epochs_seconds: float = 0.0) -> float:
-        """Seconds the budget keeps for the clustering stages around training: the
-        candidates on the features at stage 2's start and at the end (each about what
-        the pixel candidates took), and the self-labelling stage (an epoch of it about
-        a quarter of a training epoch)."""
-        c = cfg.cluster
-        if c.final != "auto":
-            return 0.0
-        two_stage = cfg.method in ("conr", "simsiam_connr", "moco_connr")  # a stage 2 to seed
-        runs = 2 if two_stage and c.stage2_seed == "final" else 1
-        return runs * getattr(self, "_pixel_stage_seconds", 0.0) + 0.25 * c.self_label_epochs * epochs_seconds
-
-    def _budget_epochs(self, data: ImageData, cfg: Config, started: float) -> tuple[int, dict]:
-        """Time the first steps of a throw-away trainer and size the epochs to the budget."""
-        from .budget import epochs_for_budget, measure_costs, seconds_for
-        from .train import Trainer
-
-        minutes = float(self.minutes or default_minutes(len(data), _device_type(self.device)))
-        probe = Trainer(cfg, data=data, write=False, log=lambda *a: None)
-        costs = measure_costs(probe, checkpoints=self.run_dir is not None)
-        del probe
-        left = minutes * 60 - (time.perf_counter() - started)
-        reserved = self._reserved_seconds(cfg, costs.epoch_seconds)
-        epochs = epochs_for_budget(left - reserved, costs)
-        estimate = time.perf_counter() - started + seconds_for(epochs, costs) + reserved
-        info = {"minutes": minutes, "epochs": epochs, "estimate_seconds": round(estimate, 1),
-                "reserved_seconds": round(reserved, 1),
-                "image_size": data.image_size,
-                **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
-        self._log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms at "
-                  f"{data.image_size} px ({costs.iters_per_epoch} per epoch), clustering {costs.cluster_seconds:.1f} s "
-                  f"-> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
-        return epochs, info
-
     def _fit_budget(self, data: ImageData, cfg: Config, root, survey, started: float):
-        """Epochs for the budget; when the budget buys fewer than MIN_BUDGET_EPOCHS at the
-        automatic size, train smaller images instead (a step's cost ~ pixels): more
-        epochs beat more pixels. Returns (data, config, budget record)."""
-        epochs, info = self._budget_epochs(data, cfg, started)
-        user_size = self._user_raw().get("data", {}).get("image_size")
-        if epochs < MIN_BUDGET_EPOCHS and user_size is None and data.image_size > MIN_NET_SIZE:
-            # the epoch count scales ~ 1 / pixels: the largest size that still buys the minimum
-            scale = (epochs / MIN_BUDGET_EPOCHS) ** 0.5
-            size = max(MIN_NET_SIZE, 4 * int(data.image_size * scale // 4))
-            if size < data.image_size:
-                self._log(f"time budget: {epochs} epochs at {data.image_size} px are too few; "
-                          f"training at {size} px instead")
-                old = data.image_size
-                data = replace(data, images=resize_uint8(data.images, size))
-                cfg = self.build_config(data, root=root, survey=survey)
-                epochs, info = self._budget_epochs(data, cfg, started)
-                self._size_note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
-                                   f"more epochs ({epochs}; at least {MIN_BUDGET_EPOCHS} wanted)")
-        cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
-        # a safety net if the machine gets busier than when it was timed: stop (checkpointed and
-        # clustered) once the budget is 10 % overrun
-        left = info["minutes"] * 60 - (time.perf_counter() - started) - info.get("reserved_seconds", 0.0)
-        cfg.run.max_epoch_minutes = max(0.05, 1.1 * left / 60)
-        return data, cfg, info
+        """Epochs for the budget, or smaller images when it buys too few (conr/budget.py).
+        Returns (data, config, budget record)."""
+        def configure(data, epochs=None, size_note=None):
+            if size_note is not None:
+                self._size_note = size_note
+            return self.build_config(data, root=root, survey=survey, epochs=epochs)
+
+        minutes = float(self.minutes or default_minutes(len(data), resolve_device_type(self.device)))
+        return fit_to_budget(data, cfg, started, minutes, configure,
+                             user_size=self._user_raw().get("data", {}).get("image_size"),
+                             checkpoints=self.run_dir is not None,
+                             pixel_stage_seconds=getattr(self, "_pixel_stage_seconds", 0.0), log=self._log)
 
     # ------------------------------------------------------------ API
     def fit(self, X, y=None) -> "CoNR":
         """Train on ``X`` (any accepted input) and cluster it. ``y`` is ignored
         (ground truth, when wanted for scores, comes with an ImageData or class folders)."""
         started = time.perf_counter()  # the budget counts start-up and loading too
-        from .train import Trainer
-
         self._size_note = None
         self._mirror = None
         self._check_params()
@@ -483,69 +295,29 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return self
 
     def _select_k(self, trainer) -> dict:
-        """Train stage 1 (BYOL; K plays no part in it), estimate K from its features,
-        record the choice in the run folder and set it for stage 2."""
-        from .cluster.kselect import estimate_k
-
-        cfg = trainer.cfg
-        # methods with a stage 2 (CoNR, the ConNR* variants) estimate K where it starts; the others
-        # after training
-        start = trainer.method.stage2_start()
-        stop = start - 1 if start is not None else cfg.train.epochs
-        if trainer.epoch < stop:
-            seed_mode, cfg.cluster.stage2_seed = cfg.cluster.stage2_seed, "kmeans"  # no seed with a provisional K
-            try:
-                trainer.fit(until_epoch=stop)
-            finally:
-                cfg.cluster.stage2_seed = seed_mode
-        lo, hi = self._k_range(len(trainer.data))
-        self._log(f"estimating K in {lo}..{hi} from the features after epoch {trainer.epoch} ({K_CRITERION})")
-        k, table = estimate_k(trainer.extract_features().cpu().numpy(), (lo, hi), seed=cfg.train.seed,
-                              criterion=K_CRITERION)
-        selection = {"k": int(k), "criterion": K_CRITERION, "k_range": [lo, hi], "epoch": trainer.epoch,
-                     "table": table}
-        self._log(f"K = {k} ({K_CRITERION} {max(r[K_CRITERION] for r in table):.3f})")
-        cfg.cluster.n_clusters = int(k)
-        trainer.cluster_epoch = -1  # cluster again with the chosen K before stage 2
-        trainer._until_epoch = None
-        if trainer.write:
-            import json
-
-            import yaml
-
-            from .config import config_to_dict
-            from .io import atomic_write_text
-
-            atomic_write_text(Path(trainer.run_dir) / K_SELECTION_FILE, json.dumps(selection, indent=1) + "\n")
-            atomic_write_text(Path(trainer.run_dir) / "config.yaml",
-                              yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        return selection
+        """Train stage 1, estimate K from its features, record and set it (conr/auto_k.py)."""
+        return select_k_after_stage1(trainer, self._k_range(len(trainer.data)), log=self._log)
 
     def cluster(self, X) -> "CoNR":
         """Cluster ``X`` with the trained network, without training: features, then
         k-means with ``n_clusters`` (sets ``labels_`` and the other fitted attributes)."""
-        from .train import Trainer
-
         self._check_fitted()
         self._check_params()
         data = self.load(X)
         k = self._fixed_k()
         selection = None
         if k is None:  # K unknown: estimated from the trained network's features of X
-            from .cluster.kselect import estimate_k
-
-            lo, hi = self._k_range(len(data))
-            k, table = estimate_k(self._features(data).numpy(), (lo, hi), seed=self.seed, criterion=K_CRITERION)
-            selection = {"k": int(k), "criterion": K_CRITERION, "k_range": [lo, hi], "table": table}
+            selection = estimate_selection(self._features(data).numpy(), self._k_range(len(data)), self.seed)
+            k = selection["k"]
         if k > len(data):
             raise ValueError(f"{option('n_clusters', k)} exceeds the number of images ({len(data)}); lower K")
         old = self.trainer_
         cfg = old.cfg
-        raw = apply_overrides(_cfg_dict(cfg), [f"cluster.n_clusters={int(k)}",
-                                               f"train.batch_size={min(cfg.train.batch_size, len(data))}",
-                                               f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
-                                               f"stage2.k1={min(cfg.stage2.k1, len(data))}",
-                                               f"stage2.k2={min(cfg.stage2.k2, cfg.stage2.k1, len(data))}"])
+        raw = apply_overrides(config_to_dict(cfg), [f"cluster.n_clusters={int(k)}",
+                                                    f"train.batch_size={min(cfg.train.batch_size, len(data))}",
+                                                    f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
+                                                    f"stage2.k1={min(cfg.stage2.k1, len(data))}",
+                                                    f"stage2.k2={min(cfg.stage2.k2, cfg.stage2.k1, len(data))}"])
         trainer = Trainer(config_from_dict(raw), data=data, write=False, log=self._log)
         trainer.method.load_state_dict(old.method.state_dict())
         trainer.mean, trainer.std = old.mean, old.std
@@ -553,12 +325,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         trainer.run_dir = old.run_dir
         record = trainer.cluster_step()
         metrics = dict(record)
-        labels, centers = trainer.final_clustering(trainer._last_features)
+        labels, centers = trainer.final_clustering(trainer.last_features)
         if trainer.data.n_labelled:
             from .metrics import evaluate
 
             metrics.update(evaluate(trainer.data.labels, labels), scored=trainer.data.n_labelled)
-        self._set_fitted(trainer, trainer._last_features.cpu(), labels, centers, metrics, list(old.history))
+        self._set_fitted(trainer, trainer.last_features.cpu(), labels, centers, metrics, list(old.history))
         if selection is not None:
             self.k_selection_ = selection
         return self
@@ -568,26 +340,14 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                         verbose: bool = False) -> "CoNR":
         """An estimator holding a saved run's network (a run folder or checkpoint file),
         ready for ``predict`` / ``transform`` / ``cluster``; no images needed."""
-        from .train import Trainer, load_checkpoint
-
         ckpt = load_checkpoint(path, "cpu")
-        raw = apply_overrides(ckpt["config"], ["run.progress=false"] +
-                              ([f"train.device={device}"] if device != "auto" else []))
-        cfg = config_from_dict(raw)
-        info = ckpt.get("data", {})
+        est = cls(n_clusters=2, verbose=verbose)
+        trainer = Trainer.from_checkpoint(path, device=None if device == "auto" else device, log=est._log,
+                                          images=False, ckpt=ckpt)  # the weights only: no images
+        cfg = trainer.cfg
         k = int(n_clusters if isinstance(n_clusters, (int, np.integer)) else cfg.cluster.n_clusters)
-        est = cls(n_clusters=k, method=cfg.method, image_size=cfg.data.image_size, device=cfg.train.device,
-                  seed=cfg.train.seed, verbose=verbose)
-        n = max(cfg.train.batch_size, cfg.cluster.n_clusters)
-        size = cfg.data.image_size
-        placeholder = ImageData(images=torch.zeros(n, info.get("channels", 3), size, size, dtype=torch.uint8),
-                                labels=torch.full((n,), -1, dtype=torch.long), name=info.get("name", "data"),
-                                normalization="imagenet")
-        trainer = Trainer(cfg, data=placeholder, write=False, log=est._log)
-        trainer._restore(ckpt, full=False, quiet=True)
-        trainer.history = list(ckpt.get("history", []))
-        src = Path(path)
-        trainer.run_dir = src if src.is_dir() else src.parent
+        est.set_params(n_clusters=k, method=cfg.method, image_size=cfg.data.image_size, device=cfg.train.device,
+                       seed=cfg.train.seed)
         est.trainer_ = trainer
         est.config_ = cfg
         centers = ckpt.get("final_centers") if ckpt.get("final_centers") is not None else ckpt.get("centers")
@@ -686,9 +446,3 @@ def _dotted(raw: dict, key: str):
             return None
         raw = raw[part]
     return raw
-
-
-def _cfg_dict(cfg: Config) -> dict:
-    from .config import config_to_dict
-
-    return config_to_dict(cfg)

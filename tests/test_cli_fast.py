@@ -64,14 +64,14 @@ def test_demo_schedule_scales_with_epochs():
 def test_heartbeat_says_when_the_next_line_comes(monkeypatch):
     from types import SimpleNamespace
 
-    import conr.train as train_mod
+    import conr.engine.callbacks as callbacks
 
     clock = iter([0.0, 40.0, 80.0, 85.0])
-    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
     said = []
     fake = SimpleNamespace(epoch=0, cfg=SimpleNamespace(train=SimpleNamespace(epochs=100)), log=said.append,
                            next_scores_epoch=lambda e, last: 20)
-    beat = train_mod._Heartbeat(fake, 100)
+    beat = callbacks.Heartbeat(fake, 100)
     beat.after_epoch(1, {"stage": 1, "loss": 1.0})  # 40 s per epoch, next scores after epoch 20: ~760 s away
     assert said == ["epoch 1/100 (stage 1): 40.0 s per epoch; next update after epoch 20 in ~760 s"]
     beat.after_epoch(2, {"stage": 1})  # 40 s after the last message: quiet (at most one a minute)
@@ -81,14 +81,13 @@ def test_heartbeat_says_when_the_next_line_comes(monkeypatch):
 def test_tensorboard_missing_falls_back_and_says_so_once(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    import conr.train as train_mod
+    import conr.engine.callbacks as callbacks
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
-    monkeypatch.setattr(train_mod, "_TB_NOTE_SHOWN", False)
+    monkeypatch.setattr(callbacks, "_TB_NOTE_SHOWN", False)
     said = []
     for _ in range(2):  # two runs in one process: one note
-        fake = SimpleNamespace(_tb=None, write=True, run_dir=tmp_path, log=said.append,
-                               cfg=SimpleNamespace(run=SimpleNamespace(tensorboard=True)))
-        assert train_mod.Trainer._tensorboard(fake) is None
-        assert fake.cfg.run.tensorboard is False
+        run_cfg = SimpleNamespace(tensorboard=True)
+        assert callbacks.TensorBoard(tmp_path, run_cfg, log=said.append).writer() is None
+        assert run_cfg.tensorboard is False
     assert len(said) == 1 and "not installed" in said[0] and "conr[tensorboard]" in said[0]

@@ -149,7 +149,7 @@ def _one_step(method: str, train: dict, rank: int, world: int) -> dict:
         "delta": {n: p.detach() - before[n] for n, p in trainer.method.named_parameters()},
         "state": {k: v.clone() for k, v in trainer.method.state_dict().items()},
         "initial_state": initial_state,
-        "pseudo_labels": trainer.pseudo_labels.clone(), "features": trainer._last_features.clone(),
+        "pseudo_labels": trainer.pseudo_labels.clone(), "features": trainer.last_features.clone(),
         "cluster": cluster,
     }
 

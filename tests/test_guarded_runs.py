@@ -96,7 +96,7 @@ def test_conr_train_refuses_a_run_folder_in_use(tmp_path, other_process, capsys)
 
 # --------------------------------------------------------------------------- full disk
 def test_enospc_names_the_file_the_intact_checkpoint_and_the_resume_command(folder, monkeypatch, capsys):
-    import conr.train as train_mod
+    import conr.engine.checkpoint as train_mod  # where the checkpoint is written
 
     photos, base = folder
     real = train_mod.atomic_torch_save
@@ -135,7 +135,7 @@ def test_enospc_in_conr_train_says_conr_train_resume(tmp_path, monkeypatch, caps
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # no file name: conr adds it
         return real(path, record)
 
-    monkeypatch.setattr("conr.train.append_jsonl", full)
+    monkeypatch.setattr("conr.engine.run_folder.append_jsonl", full)
     run = tmp_path / "run"
     rc = main(["train", "--config", "digits", "--run-dir", str(run), "data.subset=64", "train.epochs=3",
                "train.batch_size=32", "stage2.start_epoch=1", "stage2.t_end=2", "run.progress=false"])

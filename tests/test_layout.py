@@ -24,11 +24,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "conr"
 MAX_LINES = 450
-# Phase 2 of the restructuring (issue 16: the trainer split into conr/engine/) fixes these files;
-# until then their violations are expected failures, and only theirs.
-PHASE2_LONG = {"train.py", "estimator.py"}    # 800 and 640 lines
-PHASE2_PRIVATE = {"estimator.py", "budget.py"}  # trainer._restore / _last_features / _augmenter / _context
-PHASE2_REASON = "phase 2 of issue 16 (the engine split of train.py) fixes this file"
 
 
 def _files(root: Path = PACKAGE) -> list[Path]:
@@ -303,7 +298,7 @@ def test_private_use_finder_on_a_hand_made_package(tmp_path):
 
 def test_graph_of_conr_reads_lazy_imports():
     graph = import_graph()
-    assert "conr.methods" in graph["conr.train"]
+    assert "conr.methods" in graph["conr.engine.setup"]
     assert "conr.methods" in graph["conr.config_checks"]  # validate_config imports the methods on first use
     assert "conr.estimator" in graph["conr"]       # conr.CoNR, imported on first use
     assert graph["conr.errors"] == {}               # the errors import nothing
@@ -317,18 +312,17 @@ def test_import_graph_has_no_circle():
     assert not cycles, "import circle(s) in conr/:\n" + "\n".join(_describe(c, graph) for c in cycles)
 
 
-def _cases(expected_to_fail: set[str]):
-    return [pytest.param(p, id=_rel(p), marks=[pytest.mark.xfail(strict=False, reason=PHASE2_REASON)]
-                         if _rel(p) in expected_to_fail else []) for p in _files()]
+def _cases():
+    return [pytest.param(p, id=_rel(p)) for p in _files()]
 
 
-@pytest.mark.parametrize("path", _cases(PHASE2_LONG))
+@pytest.mark.parametrize("path", _cases())
 def test_file_is_at_most_450_lines(path):
     n = len(path.read_text().splitlines())
     assert n <= MAX_LINES, f"conr/{_rel(path)} has {n} lines (at most {MAX_LINES}): split it along a seam"
 
 
-@pytest.mark.parametrize("path", _cases(PHASE2_PRIVATE))
+@pytest.mark.parametrize("path", _cases())
 def test_no_module_uses_another_modules_private_names(path):
     uses = private_uses(path)
     assert not uses, (f"conr/{_rel(path)} uses other modules' private names (make them public, or move the "

@@ -48,7 +48,7 @@ def demo_config(out_dir: str, name: str, user_overrides: list[str]):
 
 
 def run(args) -> int:
-    from ..train import Trainer
+    from ..engine import Trainer
 
     cfg = demo_config(args.out_dir, f"demo-{datetime.now():%Y%m%d-%H%M%S}", list(args.overrides))
     print(f"conr demo: {cfg.method} on scikit-learn digits, {cfg.train.epochs} epochs (BYOL for "

@@ -20,7 +20,7 @@ or the clustering, e.g. cluster.n_init=10."""
 
 def run(args) -> int:
     from ..outputs.evaluation import evaluate_checkpoint
-    from ..train import Trainer
+    from ..engine import Trainer
     from .common import parse_ks, split_overrides
 
     overrides = split_overrides(list(args.overrides))

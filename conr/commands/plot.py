@@ -7,7 +7,7 @@ from pathlib import Path
 
 def _checkpoint_of(run: Path) -> Path:
     """A run folder, a checkpoint file, or a `conr cluster` output folder (its run/)."""
-    from ..train import CHECKPOINT_NAME
+    from ..engine import CHECKPOINT_NAME
 
     if run.is_file() or (run / CHECKPOINT_NAME).exists():
         return run
@@ -19,7 +19,7 @@ def _checkpoint_of(run: Path) -> Path:
 def run(args) -> int:
     from ..io import check_writable
     from ..outputs.plots import PLOTS, ClusterSnapshot, history_from_run, make_plots
-    from ..train import Trainer
+    from ..engine import Trainer
 
     src = _checkpoint_of(Path(args.run_dir))
     run_dir = src if src.is_dir() else src.parent

@@ -18,7 +18,7 @@ Writes purity.csv and purity.png (default folder: RUN/purity)."""
 def run(args) -> int:
     from ..outputs.evaluation import checkpoint_purity, plot_purity, write_purity
     from ..io import atomic_write_text, check_writable
-    from ..train import Trainer
+    from ..engine import Trainer
     from .common import parse_ks, split_overrides
 
     src = Path(args.checkpoint)

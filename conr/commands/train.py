@@ -9,7 +9,7 @@ from .common import methods_listing, print_metrics
 
 def run(args) -> int:
     from ..config import load_config
-    from ..train import Trainer
+    from ..engine import Trainer
 
     if args.list_methods:
         print(methods_listing())

@@ -40,7 +40,7 @@ def _check_same(run_dir: Path, cfg: Config, what: str) -> None:
 
 def _is_stale(run_dir: Path) -> bool:
     """A conr run folder stopped before its first checkpoint: safe to start over."""
-    from ..train import CHECKPOINT_NAME
+    from ..engine import CHECKPOINT_NAME
 
     return (run_dir / "config.yaml").exists() and not (run_dir / CHECKPOINT_NAME).exists()
 
@@ -67,7 +67,7 @@ def _summary(name: str, overrides: list[str], history: list[dict], init_epoch: i
 
 
 def _run_warmup(sweep: Sweep, log) -> dict:
-    from ..train import CHECKPOINT_NAME, Trainer, load_checkpoint
+    from ..engine import CHECKPOINT_NAME, Trainer, load_checkpoint
 
     w = sweep.warmup
     d = w.run_dir
@@ -95,7 +95,7 @@ def _run_warmup(sweep: Sweep, log) -> dict:
 
 
 def _run_row(sweep: Sweep, row: SweepRow, log) -> dict:
-    from ..train import CHECKPOINT_NAME, Trainer
+    from ..engine import CHECKPOINT_NAME, Trainer
 
     d = row.run_dir
     _check_same(d, row.config, f"row {row.name!r}")
@@ -202,7 +202,7 @@ def run_sweep(grid: str | Path | Sweep, overrides: list[str] | None = None, out:
 def run_purity_sweep(sweep: Sweep, log=print) -> dict:
     """Figure 2: neighbour purity against K of each listed checkpoint's features."""
     from ..outputs.evaluation import checkpoint_purity, plot_purity
-    from ..train import CHECKPOINT_NAME, Trainer
+    from ..engine import CHECKPOINT_NAME, Trainer
 
     p = sweep.purity
     if sweep.warmup is not None and "warmup" in p["checkpoints"].values():

@@ -1,0 +1,12 @@
+"""The training engine: the loop (:class:`Trainer`, trainer.py) and the parts it composes:
+set-up, schedules, checkpoints, the run folder, features and the callbacks."""
+from __future__ import annotations
+
+from ..errors import NonFiniteLossError
+from .checkpoint import CHECKPOINT_NAME, CHECKPOINT_VERSION, load_checkpoint
+from .schedules import LR_SCHEDULES, lr_at
+from .setup import resolve_device
+from .trainer import TrainResult, Trainer
+
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "CHECKPOINT_VERSION",
+           "load_checkpoint", "lr_at", "LR_SCHEDULES", "resolve_device"]

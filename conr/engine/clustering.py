@@ -1,0 +1,97 @@
+"""The trainer's clustering: the per-epoch step (k-means on the whole dataset's features,
+or stage 2's seed from the final stage) and the final clustering a run reports. Both read
+and set the trainer's public state (pseudo_labels, centers, cluster_epoch, last_features,
+partition)."""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from ..cluster.kmeans import kmeans
+from ..distributed import broadcast_object, sync_buffers
+from ..errors import NonFiniteLossError
+from ..metrics import evaluate
+from . import checkpoint
+
+__all__ = ["cluster_step", "final_clustering"]
+
+
+@torch.no_grad()
+def cluster_step(trainer) -> dict:
+    """k-means on the whole dataset's features -> pseudo-labels, centres, scores.
+
+    With several processes: buffers are made identical, features are extracted
+    in shards and all-gathered, k-means runs on rank 0 and its labels, centres
+    and scores are broadcast, so every rank holds the same pseudo-labels."""
+    c = trainer.cfg.cluster
+    start = time.perf_counter()
+    sync_buffers(trainer.method)
+    feats = trainer.extract_features()
+    if not torch.isfinite(feats).all():
+        raise NonFiniteLossError(f"features became NaN/inf at epoch {trainer.epoch}; the model diverged "
+                                 f"(lower train.lr); the last good checkpoint is kept")
+    payload = None
+    if trainer.centers is not None and trainer.centers.shape[0] != c.n_clusters:
+        trainer.stage2_seeded = False  # K changed (estimated after stage 1): seed again with the new K
+    # whether the epoch after the current one starts stage 2 of a two-stage method
+    seeding = c.stage2_seed == "final" and not trainer.stage2_seeded and trainer.method.in_stage2(trainer.epoch + 1)
+    if trainer.dist.is_main:
+        if seeding:  # stage 2 starts from the best label-free partition there is (conr/cluster/final.py)
+            from ..cluster.stage import seed_partition
+
+            result, source = seed_partition(trainer, feats)
+        elif c.stage2_seed == "final" and trainer.stage2_seeded and trainer.centers is not None:
+            # the seeded partition carried on as the features improve: one k-means from its centres
+            result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
+                            init=trainer.centers)
+        else:
+            result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
+                            n_init=c.n_init, seed=trainer.cfg.train.seed)
+        record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
+                  "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
+        if seeding:
+            record["stage2_seed"] = source
+        data = trainer.data
+        if data.n_labelled:  # scored over the labelled images only (STL-10: its 13k of 113k)
+            record.update(evaluate(data.labels, result.labels.cpu()), scored=data.n_labelled)
+        payload = (result.labels, result.centers, record)
+    if trainer.dist.enabled:
+        if payload is not None:
+            payload = (payload[0].cpu(), payload[1].cpu(), payload[2])
+        payload = broadcast_object(payload)
+    labels, centers, record = payload
+    trainer.pseudo_labels, trainer.centers = labels.to(trainer.device), centers.to(trainer.device)
+    trainer.cluster_epoch = trainer.epoch
+    trainer.stage2_seeded = trainer.stage2_seeded or seeding
+    trainer.last_features = feats
+    return record
+
+
+def final_clustering(trainer, feats: Tensor) -> tuple[Tensor, Tensor]:
+    """The labels and centres a run reports, kept as ``trainer.partition`` and in the
+    checkpoint: the last k-means pseudo-labels (``cluster.final: kmeans``), a spectral
+    clustering of the features' k-NN graph (``spectral``, conr/cluster/spectral.py), or the
+    final stage's choice among candidates on the features and the pixels, then the
+    self-labelling stage (``auto``, conr/cluster/)."""
+    from ..cluster.partition import Partition
+
+    final = trainer.cfg.cluster.final
+    main = trainer.dist.is_main
+    partition = Partition(labels=trainer.pseudo_labels.cpu(), centers=trainer.centers.cpu(), source="kmeans")
+    if final == "spectral" and main:
+        from ..cluster.spectral import spectral_clustering
+
+        result = spectral_clustering(feats, trainer.cfg.cluster.n_clusters, seed=trainer.cfg.train.seed)
+        partition = Partition(labels=result.labels, centers=result.centers, source="spectral/features",
+                              assign="nearest_image")
+    elif final == "auto" and main:
+        from ..cluster.stage import final_partition
+
+        partition = final_partition(trainer, feats)
+    trainer.partition = partition
+    if final != "kmeans" and main:
+        trainer.final_arrays = (partition.labels, partition.centers, feats.cpu().float())
+        checkpoint.rewrite(trainer)
+    return partition.labels, partition.centers

@@ -547,9 +547,9 @@ class Trainer:
             if seeding:  # stage 2 starts from the best label-free partition there is (conr/cluster/final.py)
                 result = self._seed_partition(feats)
             elif c.stage2_seed == "final" and self.stage2_seeded and self.centers is not None:
-                # the seeded partition carried on as the features improve: one k-means from its centres
-                result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
-                                init=self.centers)
+                from .cluster.stage import carry_partition
+
+                result = carry_partition(feats, self.pseudo_labels, c.n_clusters)
             else:
                 result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
                                 n_init=c.n_init, seed=self.cfg.train.seed)

@@ -212,6 +212,9 @@ def vector_config(n: int, k_provisional: int, *, method: str = "conr", epochs: i
     neighbourhood sizes clamped to N. ``overrides`` (``section.key=value``) apply last."""
     from .config import apply_overrides, config_from_dict
 
+    given = apply_overrides({}, list(overrides or [])).get("train", {})  # train.epochs=N rescales the schedule
+    epochs, batch_size, lr = (given.get("epochs", epochs), given.get("batch_size", batch_size),
+                              given.get("lr", lr))
     b = int(min(batch_size or 256, n))
     if b < 2:
         raise ValueError(f"{n} vectors: training needs at least 2")
@@ -288,21 +291,22 @@ def read_embeddings(path) -> np.ndarray:
     if suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
     elif suffix == ".csv":
-        import pandas as pd
-
-        frame = pd.read_csv(p, header=None)
-        if len(frame) and not all(np.issubdtype(t, np.number) for t in frame.dtypes):
-            frame = pd.read_csv(p)  # a header row
-        arr = frame.to_numpy()
+        try:
+            arr = np.loadtxt(p, delimiter=",", ndmin=2)
+        except ValueError:  # a header row (or non-numbers, which the second read names)
+            try:
+                arr = np.loadtxt(p, delimiter=",", ndmin=2, skiprows=1)
+            except ValueError as exc:
+                raise ValueError(f"--embeddings {p}: the CSV must hold numbers only (one optional header "
+                                 f"row): {exc}") from None
     elif suffix == ".parquet":
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow.parquet as pq
         except ImportError:
             raise ValueError(f"--embeddings {p}: reading parquet needs pyarrow (pip install pyarrow); or save "
                              f"the table as .npy or .csv") from None
-        import pandas as pd
-
-        arr = pd.read_parquet(p).to_numpy()
+        table = pq.read_table(p)
+        arr = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
     else:
         raise ValueError(f"--embeddings {p}: unknown format {suffix!r}; give a .npy, .csv or .parquet file")
     arr = np.asarray(arr)

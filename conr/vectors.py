@@ -70,8 +70,12 @@ def input_kind(X, requested: str = "auto", image_shape=None) -> tuple[str, str]:
         return "images", "an ImageData"
     if isinstance(X, VectorData):
         return "vectors", "a VectorData"
+    if not isinstance(X, (np.ndarray, Tensor, list, tuple)) and not hasattr(X, "__array__"):
+        return "images", f"a {type(X).__name__} (the image reader names what it accepts)"
     if isinstance(X, (list, tuple)):
-        if X and all(hasattr(i, "mode") and hasattr(i, "size") for i in X):
+        if not X:
+            return "images", "an empty list"
+        if all(hasattr(i, "mode") and hasattr(i, "size") for i in X):
             return "images", "a list of PIL images"
         if X and all(np.ndim(i) >= 2 for i in X[:8]):
             return "images", "a list of 2-D arrays (images)"

@@ -203,9 +203,9 @@ class VectorTrainer(Trainer):
 # ----------------------------------------------------------------------------- config and fit
 
 def default_vector_epochs(n: int, batch_size: int) -> int:
-    """About 3,000 optimiser steps, within 50..300 epochs."""
+    """About 1,000 optimiser steps, within 30..200 epochs."""
     steps = max(1, n // batch_size)
-    return int(min(300, max(50, round(3000 / steps))))
+    return int(min(200, max(30, round(1000 / steps))))
 
 
 def vector_config(n: int, k_provisional: int, *, method: str = "conr", epochs: int | None = None,
@@ -236,7 +236,7 @@ def vector_config(n: int, k_provisional: int, *, method: str = "conr", epochs: i
                   "channels_last": False},
         "stage2": {"start_epoch": start, "t_end": min(e, start + max(1, int(0.15 * e))), "k": k, "k1": k1,
                    "k2": min(2, k1), "lr_factor": 1.0, "predictor_lr_factor": 1.0},
-        "cluster": {"n_clusters": int(k_provisional), "flip_average": False, "eval_every": max(1, e // 5)},
+        "cluster": {"n_clusters": int(k_provisional), "flip_average": False, "n_init": 5, "eval_every": max(1, e // 5)},
         "run": {"progress": bool(verbose), "tensorboard": False, "log_every": 50},
     }
     return config_from_dict(apply_overrides(raw, list(overrides or [])))
@@ -266,7 +266,7 @@ def fit_vectors(est, X, why: str = ""):
                         overrides=est.overrides)
     est._log(f"input: vectors ({why}); {n} x {arr.shape[1]}, mlp backbone, {cfg.train.epochs} epochs, "
              f"batch {cfg.train.batch_size}")
-    trainer = VectorTrainer(cfg, data, views=getattr(est, "views", None), run_dir=est.run_dir,
+    trainer = VectorTrainer(cfg, data, run_dir=est.run_dir,
                             write=est.run_dir is not None, log=est._log)
     selection = est._select_k(trainer) if fixed is None else None
     result = trainer.fit()

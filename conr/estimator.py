@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from torch import Tensor
 
 from .autoconfig import (MIN_BUDGET_EPOCHS, MIN_NET_SIZE, ImageSurvey, auto_settings, default_minutes,
@@ -37,8 +38,9 @@ K_CRITERION = "silhouette"          # how n_clusters="auto" picks K (benchmarks/
 K_SELECTION_FILE = "k_selection.json"  # in the run folder: the chosen K and the score of every candidate
 
 
-class NotFittedError(ValueError, AttributeError):
-    """predict / transform before fit."""
+class NotFittedError(_SklearnNotFittedError):
+    """predict / transform before fit (scikit-learn's NotFittedError, so ``except`` clauses and
+    ``check_is_fitted``-based code written for scikit-learn catch it)."""
 
 
 def read_k_selection(run_dir) -> dict | None:
@@ -180,6 +182,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         verbose: print the trainer's log lines and a progress bar.
         image_shape: how to unflatten a flat N x D array: (H, W) or (H, W, C); None guesses
             a square (D = H*H grey, or 3*H*H colour planes).
+        input: ``auto`` (default), ``images`` or ``vectors``. Vectors (embeddings you already
+            have, an N x D table) train an MLP with CoNR (conr/vectors.py); ``auto`` takes a 2-D
+            table as images only when unambiguous (D = H*H or 3*H*H with H >= 8 and pixel
+            values), else as vectors. ``input_kind_`` says which path was taken.
 
     Attributes after ``fit``: ``n_clusters_`` (the K used), ``k_selection_`` (with an
     estimated K: criterion, range, chosen K and the score table), ``labels_`` [N], ``cluster_centers_`` [K, D] (k-means means
@@ -195,8 +201,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                  deterministic: bool = False,
                  config: str | None = None, overrides: list[str] | None = None, run_dir: str | None = None,
                  resume: bool = False, on_bad_image: str = "skip", verbose: bool = False,
-                 image_shape: tuple | None = None):
+                 image_shape: tuple | None = None, input: str = "auto"):
         self.n_clusters = n_clusters
+        self.input = input
         self.image_shape = image_shape
         self.method = method
         self.image_size = image_size
@@ -426,9 +433,15 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
         self._size_note = None
         self._mirror = None
-        self._check_params()
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
+        from .vectors import fit_vectors, input_kind
+
+        kind, why = input_kind(X, self.input, self.image_shape)
+        if kind == "vectors":
+            return fit_vectors(self, X, why)  # checks X (scikit-learn's messages) before the parameters
+        self._check_params()
+        self._log(f"input: images ({why})")
         survey = survey_input(X)
         data = self.load(X, survey)
         if len(data) == 0:
@@ -480,6 +493,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         self._set_fitted(trainer, result.features, result.labels, result.centers, result.metrics, result.history)
         if selection is not None:
             self.k_selection_ = selection
+        self.input_kind_ = "images"
         return self
 
     def _select_k(self, trainer) -> dict:
@@ -528,6 +542,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
         self._check_fitted()
         self._check_params()
+        if getattr(self, "input_kind_", "images") == "vectors":
+            raise ValueError("cluster(X) re-clusters images with the trained network; for vectors call fit(X), "
+                             "or predict(X) to assign new vectors to the fitted clusters")
         data = self.load(X)
         k = self._fixed_k()
         selection = None
@@ -641,6 +658,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _features(self, X) -> Tensor:
         self._check_fitted()
+        if getattr(self, "input_kind_", "images") == "vectors":
+            from .vectors import vector_features
+
+            return vector_features(self, X)
         data = self.load(X)
         trainer = self.trainer_
         images = data.images
@@ -677,6 +698,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
         return self.fit(X).labels_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # features are float32 whatever the input's dtype
+        tags.input_tags.sparse = False
+        return tags
 
 
 def _dotted(raw: dict, key: str):

@@ -47,6 +47,8 @@ class Partition:
     rule: str | None = None
     candidates: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    first_choice: str | None = None      # the rule's choice before the self-labelling stage
+    seed_candidates: list[dict] = field(default_factory=list)  # the stage-2 seed's table (CoNR)
 
     def __post_init__(self):
         if self.assign not in ASSIGN_RULES:
@@ -64,16 +66,17 @@ class Partition:
         return cls(labels=labels, centers=cluster_means(features, labels, n_clusters), **kwargs)
 
     def to_dict(self) -> dict:
-        return {"labels": self.labels, "centers": self.centers, "source": self.source, "assign": self.assign,
-                "rule": self.rule, "candidates": list(self.candidates), "notes": list(self.notes)}
+        return {"labels": self.labels, "centers": self.centers, **self.summary()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Partition":
         return cls(labels=d["labels"], centers=d["centers"], source=d.get("source", "kmeans"),
                    assign=d.get("assign", "nearest_center"), rule=d.get("rule"),
-                   candidates=list(d.get("candidates", [])), notes=list(d.get("notes", [])))
+                   candidates=list(d.get("candidates", [])), notes=list(d.get("notes", [])),
+                   first_choice=d.get("first_choice"), seed_candidates=list(d.get("seed_candidates", [])))
 
     def summary(self) -> dict:
         """What a report or a JSON record shows of it (no tensors)."""
         return {"source": self.source, "assign": self.assign, "rule": self.rule, "n_clusters": self.n_clusters,
-                "candidates": list(self.candidates), "notes": list(self.notes)}
+                "candidates": list(self.candidates), "notes": list(self.notes), "first_choice": self.first_choice,
+                "seed_candidates": list(self.seed_candidates)}

@@ -64,6 +64,8 @@ def seed_partition(trainer, feats: Tensor) -> tuple[KMeansResult, str]:
                 seed=trainer.cfg.train.seed)
     best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given={"kmeans": km.labels.cpu().numpy()})
     trainer.seed_candidates = _with_truth(trainer, cands)
+    for row in trainer.seed_candidates:
+        row["chosen"] = row["name"] == best.name
     labels = torch.as_tensor(best.labels, dtype=torch.long, device=feats.device)
     centers = cluster_means(feats, labels, c.n_clusters).to(feats.device)
     return KMeansResult(labels=labels, centers=centers, inertia=float("nan"), n_iter=0), best.name
@@ -92,6 +94,7 @@ def final_partition(trainer, feats: Tensor) -> Partition:
     name = "seeded_kmeans" if trainer.stage2_seeded else "kmeans"
     best, cands = stage.run(x, given={name: trainer.pseudo_labels.cpu().numpy()})
     notes = []
+    first_choice = best.name  # the rule's choice before self-labelling
     net = trainer.method.feature_network() if c.self_label_epochs > 0 else None
     if c.self_label_epochs > 0 and net is None:
         notes.append(f"self-labelling skipped: method {trainer.cfg.method} exposes no feature network")
@@ -115,4 +118,5 @@ def final_partition(trainer, feats: Tensor) -> Partition:
     labels = torch.as_tensor(best.labels, dtype=torch.long)
     assign = "nearest_center" if best.name in ("kmeans/features", "seeded_kmeans/features") else "nearest_image"
     return Partition(labels=labels, centers=cluster_means(feats, labels, c.n_clusters), source=best.name,
-                     assign=assign, rule=c.final_rule, candidates=rows, notes=notes)
+                     assign=assign, rule=c.final_rule, candidates=rows, notes=notes, first_choice=first_choice,
+                     seed_candidates=list(getattr(trainer, "seed_candidates", None) or []))

@@ -483,6 +483,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             budget["actual_seconds"] = round(time.perf_counter() - started, 1)
             self._log(f"time budget {budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} min, "
                       f"took {budget['actual_seconds'] / 60:.1f} min")
+            early = early_finish_note(budget, cfg.train.epochs)
+            if early:
+                budget["early_note"] = early
+                self._log(early)
             if write:
                 import json
 
@@ -536,8 +540,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return selection
 
     def cluster(self, X) -> "CoNR":
-        """Cluster ``X`` with the trained network, without training: features, then
-        k-means with ``n_clusters`` (sets ``labels_`` and the other fitted attributes)."""
+        """Cluster ``X`` with the trained network, without training: features, then the
+        run's final clustering with ``n_clusters`` (the final stage without its
+        self-labelling, which would train; sets ``labels_`` and the other fitted attributes)."""
         from .train import Trainer
 
         self._check_fitted()
@@ -558,7 +563,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{option('n_clusters', k)} exceeds the number of images ({len(data)}); lower K")
         old = self.trainer_
         cfg = old.cfg
-        raw = apply_overrides(_cfg_dict(cfg), [f"cluster.n_clusters={int(k)}",
+        raw = apply_overrides(_cfg_dict(cfg), [f"cluster.n_clusters={int(k)}", "cluster.self_label_epochs=0",
                                                f"train.batch_size={min(cfg.train.batch_size, len(data))}",
                                                f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
                                                f"stage2.k1={min(cfg.stage2.k1, len(data))}",
@@ -704,6 +709,20 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = []  # features are float32 whatever the input's dtype
         tags.input_tags.sparse = False
         return tags
+
+
+def early_finish_note(budget: dict, epochs: int) -> str | None:
+    """Why a run finished well inside its time budget (None when it used 90 % or more)."""
+    used, have = budget.get("actual_seconds", 0.0), 60.0 * budget["minutes"]
+    if used >= 0.9 * have:
+        return None
+    from .budget import EPOCH_GRID
+
+    why = ("the epochs reached the cap of 1,000" if epochs >= 1000 else
+           f"{epochs} epochs is the largest value of the epoch grid ({', '.join(map(str, EPOCH_GRID[:3]))}, ..., "
+           f"about x1.25 apart) that fits: the count is rounded down so that timing noise does not change it "
+           f"and the run repeats (train.epochs=N sets any length)")
+    return f"finished in {used / 60:.1f} of {have / 60:g} min: {why}"
 
 
 def _dotted(raw: dict, key: str):

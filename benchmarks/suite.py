@@ -7,6 +7,15 @@ For each dataset it runs, on the same images:
   * byol      -- the same with method=byol (no CoNR stage), the same budget;
   * kmeans    -- k-means (n_init 10) on the raw pixels;
   * spectral  -- spectral clustering on the raw pixels' 10-NN graph;
+  * umap_gmm  -- the floor: UMAP (20 neighbours, min_dist 0, K dimensions) of the raw pixels
+                 (their first 50 principal components above 1,000 values an image), then a
+                 full-covariance Gaussian mixture of K components (5 starts): N2D without
+                 its autoencoder, the best label-free partition the pixels give in a minute;
+and, read off each conr run (not run separately):
+  * conr_seed  -- the partition CoNR's stage 2 started from (the final stage's choice on the
+                  warm-up's features and the pixels);
+  * conr_first -- the final stage's choice before the self-labelling stage;
+so the table shows what each stage added.
 NMI / ACC / ARI and wall time per row; 3 seeds on the small sets, 1 on CIFAR-10.
 
     python benchmarks/suite.py                      # everything (resumes: finished rows are kept)
@@ -47,7 +56,9 @@ DATASETS = {
     "orl": (SHARED / "orl", 40, 3),
     "cifar10": (SHARED / "cifar10-jpeg" / "test", 10, 1),
 }
-ROWS = ("conr", "byol", "kmeans", "spectral")
+ROWS = ("conr", "byol", "kmeans", "spectral", "umap_gmm")
+DERIVED = ("conr_seed", "conr_first")  # read off the conr rows
+ORDER = ("conr", "conr_first", "conr_seed", "byol", "kmeans", "spectral", "umap_gmm")
 
 
 def digits_folder(cache: Path) -> Path:
@@ -92,6 +103,14 @@ def run_baseline(kind: str, folder: Path, k: int, seed: int) -> dict:
     start = time.perf_counter()
     if kind == "kmeans":
         pred = KMeans(k, n_init=10, random_state=seed).fit_predict(x)
+    elif kind == "umap_gmm":  # the time includes PCA and UMAP's first-call compilation
+        from conr.cluster.manifold import PCA_ABOVE, PCA_DIMS, umap_gmm
+
+        if x.shape[1] > PCA_ABOVE:
+            from sklearn.decomposition import PCA
+
+            x = PCA(PCA_DIMS, random_state=seed).fit_transform(x)
+        pred, _, _ = umap_gmm(x, k, seed=seed, n_neighbors=20, n_init=5)
     else:
         pred = SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=10, random_state=seed,
                                   assign_labels="kmeans").fit_predict(x)
@@ -112,13 +131,33 @@ def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None
            "batch": cfg.train.batch_size, "backbone": cfg.model.backbone}
     if model.budget_:
         out.update(budget_minutes=model.budget_["minutes"], estimate_seconds=model.budget_["estimate_seconds"])
+    part = getattr(model, "partition_", None)
+    if part is not None:
+        out.update(source=part.source, first_choice=part.first_choice, rule=part.rule,
+                   candidates=part.candidates, seed_candidates=part.seed_candidates)
+    return out
+
+
+def derived_rows(row: dict) -> list[dict]:
+    """conr_seed and conr_first of a conr row: the stage-2 seed's and the first choice's
+    scores, read off its candidate tables (true_* = scores against the ground truth)."""
+    out = []
+    for name, table, pick in (("conr_seed", row.get("seed_candidates") or [], None),
+                              ("conr_first", row.get("candidates") or [], row.get("first_choice"))):
+        chosen = [c for c in table if (c.get("chosen") if pick is None else c["name"] == pick)]
+        if chosen and "true_nmi" in chosen[0]:
+            c = chosen[0]
+            out.append({"dataset": row["dataset"], "row": name, "seed": row["seed"], "k": row["k"],
+                        "nmi": c["true_nmi"], "acc": c["true_acc"], "ari": c["true_ari"], "seconds": 0.0,
+                        "source": c["name"]})
     return out
 
 
 def summarise(rows: list[dict]) -> tuple[list[dict], str]:
     table = []
+    rows = list(rows) + [d for r in rows if r["row"] == "conr" for d in derived_rows(r)]
     for name in DATASETS:
-        for kind in ROWS:
+        for kind in ORDER:
             got = [r for r in rows if r["dataset"] == name and r["row"] == kind]
             if not got:
                 continue
@@ -130,6 +169,8 @@ def summarise(rows: list[dict]) -> tuple[list[dict], str]:
             for m in ("epochs", "image_size", "channels", "batch", "budget_minutes"):
                 if m in got[0]:
                     entry[m] = got[0][m]
+            if "source" in got[0]:  # which candidate each seed's labels came from
+                entry["sources"] = ", ".join(sorted({r["source"] for r in got}))
             table.append(entry)
     lines = ["| dataset | row | seeds | NMI | ACC | ARI | time (s) | settings |", "|---|---|---|---|---|---|---|---|"]
     for e in table:
@@ -137,6 +178,8 @@ def summarise(rows: list[dict]) -> tuple[list[dict], str]:
             return f"{e[m]:.3f} ± {e[m + '_std']:.3f}" if e["seeds"] > 1 else f"{e[m]:.3f}"
         settings = (f"{e['image_size']} px, {e['channels']} ch, batch {e['batch']}, {e['epochs']} epochs, "
                     f"budget {e.get('budget_minutes', '-')} min" if "epochs" in e else "")
+        if e.get("sources"):
+            settings += ("; " if settings else "") + f"labels from {e['sources']}"
         lines.append(f"| {e['dataset']} | {e['row']} | {e['seeds']} | {pm('nmi')} | {pm('acc')} | {pm('ari')} | "
                      f"{e['seconds']:.0f} | {settings} |")
     return table, "\n".join(lines) + "\n"
@@ -147,6 +190,8 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: 3 on the small sets, 1 on CIFAR-10)")
+    p.add_argument("--byol-seeds", type=int, nargs="+",
+                   help="seeds of the byol row, when fewer than the others' (default: the same)")
     p.add_argument("--minutes", type=float, help="time budget of the deep rows (default: conr's automatic budget)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache")
@@ -171,7 +216,9 @@ def main(argv=None) -> int:
             for kind in args.rows:
                 if (name, kind, seed) in done:
                     continue
-                if kind in ("kmeans", "spectral"):
+                if kind == "byol" and args.byol_seeds is not None and seed not in args.byol_seeds:
+                    continue
+                if kind in ("kmeans", "spectral", "umap_gmm"):
                     res = run_baseline(kind, folder, k, seed)
                 else:
                     res = run_deep(kind, folder, k, seed, args.minutes)

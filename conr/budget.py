@@ -25,7 +25,8 @@ import torch
 
 from .autoconfig import schedule_for_epochs
 
-__all__ = ["StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for", "seconds_for", "EPOCH_GRID",
+__all__ = ["early_finish_note", "finish_budget", "StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for",
+           "seconds_for", "EPOCH_GRID",
            "timed_pixel_stage", "reserved_seconds", "budget_epochs", "fit_to_budget",
            "robust_step", "grid_floor"]
 
@@ -224,3 +225,34 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
     left = info["minutes"] * 60 - (time.perf_counter() - started) - info.get("reserved_seconds", 0.0)
     cfg.run.max_epoch_minutes = max(0.05, 1.1 * left / 60)
     return data, cfg, info
+
+
+def early_finish_note(budget: dict, epochs: int) -> str | None:
+    """Why a run finished well inside its time budget (None when it used 90 % or more)."""
+    used, have = budget.get("actual_seconds", 0.0), 60.0 * budget["minutes"]
+    if used >= 0.9 * have:
+        return None
+    why = ("the epochs reached the cap of 1,000" if epochs >= 1000 else
+           f"{epochs} epochs is the largest value of the epoch grid ({', '.join(map(str, EPOCH_GRID[:3]))}, ..., "
+           f"about x1.25 apart) that fits: the count is rounded down so that timing noise does not change it "
+           f"and the run repeats (train.epochs=N sets any length)")
+    return f"finished in {used / 60:.1f} of {have / 60:g} min: {why}"
+
+
+def finish_budget(budget: dict, started: float, epochs: int, run_dir, log) -> None:
+    """Record the time a budgeted run took (and why it ended early, if it did); write
+    ``budget.json`` into ``run_dir`` (None: no run folder)."""
+    import json
+    from pathlib import Path
+
+    from .io import atomic_write_text
+
+    budget["actual_seconds"] = round(time.perf_counter() - started, 1)
+    log(f"time budget {budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} min, "
+        f"took {budget['actual_seconds'] / 60:.1f} min")
+    early = early_finish_note(budget, epochs)
+    if early:
+        budget["early_note"] = early
+        log(early)
+    if run_dir is not None:
+        atomic_write_text(Path(run_dir) / "budget.json", json.dumps(budget, indent=1) + "\n")

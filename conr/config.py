@@ -22,7 +22,7 @@ import yaml
 from .config_checks import validate_config
 from .errors import ConfigError
 
-__all__ = [
+__all__ = ["dotted_get", 
     "Config", "DataConfig", "AugmentSection", "ModelConfig", "TrainConfig", "Stage2Config",
     "ClusterConfig", "RunConfig", "HaDisConfig", "SimSiamConfig", "MoCoConfig", "ConfigError", "load_config",
     "config_from_dict", "apply_overrides",
@@ -369,6 +369,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return out
+
+
+def dotted_get(raw: dict, key: str):
+    """raw["a"]["b"] for the dotted key "a.b" of nested plain data; None when absent."""
+    for part in key.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return None
+        raw = raw[part]
+    return raw
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -4,12 +4,10 @@
     >>> model.labels_, model.cluster_centers_                  # an array/tensor or PIL images
     >>> model.predict(new_images), model.transform(new_images)
 
-Without settings of its own it derives them from the images (:mod:`conr.autoconfig`:
-size, channels, augmentation, batch, neighbourhood) and sizes the run to a time
-budget (:mod:`conr.budget`: ``minutes``, default from the number of images). Each
-automatic choice is overridable by a constructor argument, a ``config`` YAML file or
-``overrides`` (``section.key=value``), in that order of precedence (overrides win);
-``epochs`` (or ``train.epochs=N``) replaces the time budget.
+Without settings of its own it derives them from the images (:mod:`conr.autoconfig`)
+and sizes the run to a time budget (:mod:`conr.budget`: ``minutes``). Each automatic
+choice is overridable by a constructor argument, a ``config`` YAML file or ``overrides``
+(``section.key=value``), in that order (overrides win); ``epochs`` replaces the budget.
 """
 from __future__ import annotations
 
@@ -20,16 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from torch import Tensor
 
 from .auto_k import (K_CRITERION, K_SELECTION_FILE, estimate_selection, fixed_k, k_range, read_k_selection,
                      select_k_after_stage1)
 from .autoconfig import ImageSurvey, auto_settings, default_minutes, pick_image_size, survey_images
-from .budget import fit_to_budget, timed_pixel_stage
-from .config import (Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, read_yaml,
+from .budget import finish_budget, fit_to_budget, timed_pixel_stage
+from .config import (Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, dotted_get, read_yaml,
                      resolve_config_path)
 from .data.base import ImageData
-from .data.convert import as_image_data, resolve_device_type, square_crop, survey_input
+from .data.convert import as_image_data, match_channels, resolve_device_type, square_crop, survey_input
 from .engine import Trainer, load_checkpoint
 from .options import option
 
@@ -37,8 +36,9 @@ __all__ = ["CoNR", "as_image_data", "survey_input", "square_crop", "NotFittedErr
            "K_CRITERION", "K_SELECTION_FILE"]
 
 
-class NotFittedError(ValueError, AttributeError):
-    """predict / transform before fit."""
+class NotFittedError(_SklearnNotFittedError):
+    """predict / transform before fit (scikit-learn's NotFittedError, so ``except`` clauses and
+    ``check_is_fitted``-based code written for scikit-learn catch it)."""
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -68,6 +68,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         verbose: print the trainer's log lines and a progress bar.
         image_shape: how to unflatten a flat N x D array: (H, W) or (H, W, C); None guesses
             a square (D = H*H grey, or 3*H*H colour planes).
+        input: ``auto`` (default), ``images`` or ``vectors``. Vectors (embeddings you already
+            have, an N x D table) train an MLP with CoNR (conr/vectors.py); ``auto`` takes a 2-D
+            table as images only when unambiguous (D = H*H or 3*H*H with H >= 8 and pixel
+            values), else as vectors. ``input_kind_`` says which path was taken.
 
     Attributes after ``fit``: ``n_clusters_`` (the K used), ``k_selection_`` (with an
     estimated K: criterion, range, chosen K and the score table), ``labels_`` [N], ``cluster_centers_`` [K, D] (k-means means
@@ -83,8 +87,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                  deterministic: bool = False,
                  config: str | None = None, overrides: list[str] | None = None, run_dir: str | None = None,
                  resume: bool = False, on_bad_image: str = "skip", verbose: bool = False,
-                 image_shape: tuple | None = None):
+                 image_shape: tuple | None = None, input: str = "auto"):
         self.n_clusters = n_clusters
+        self.input = input
         self.image_shape = image_shape
         self.method = method
         self.image_size = image_size
@@ -198,7 +203,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         elif not auto_size:
             why["data.image_size"] = "chosen by the user"
         raw = deep_merge(auto, user)
-        self.settings_reasons_ = {k: v for k, v in why.items() if _dotted(user, k) is None or k == "train.epochs"}
+        self.settings_reasons_ = {k: v for k, v in why.items() if dotted_get(user, k) is None or k == "train.epochs"}
         if raw["model"].get("backbone") != "small_cnn" and "width" not in user.get("model", {}):
             raw["model"].pop("width", None)  # the automatic small_cnn width means nothing to a ResNet
         d = raw.setdefault("data", {})
@@ -238,9 +243,15 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         started = time.perf_counter()  # the budget counts start-up and loading too
         self._size_note = None
         self._mirror = None
-        self._check_params()
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
+        from .vectors import fit_vectors, input_kind
+
+        kind, why = input_kind(X, self.input, self.image_shape)
+        if kind == "vectors":
+            return fit_vectors(self, X, why)  # checks X (scikit-learn's messages) before the parameters
+        self._check_params()
+        self._log(f"input: images ({why})")
         survey = survey_input(X)
         data = self.load(X, survey)
         if len(data) == 0:
@@ -278,20 +289,13 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         if fixed is None and selection is None:
             selection = self._select_k(trainer)
         result = trainer.fit()
-        if budget is not None:
-            budget["actual_seconds"] = round(time.perf_counter() - started, 1)
-            self._log(f"time budget {budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} min, "
-                      f"took {budget['actual_seconds'] / 60:.1f} min")
-            if write:
-                import json
-
-                from .io import atomic_write_text
-
-                atomic_write_text(Path(self.run_dir) / "budget.json", json.dumps(budget, indent=1) + "\n")
+        if budget is not None:  # the time taken, why it ended early if it did, budget.json
+            finish_budget(budget, started, cfg.train.epochs, self.run_dir if write else None, self._log)
         self.budget_ = budget
         self._set_fitted(trainer, result.features, result.labels, result.centers, result.metrics, result.history)
         if selection is not None:
             self.k_selection_ = selection
+        self.input_kind_ = "images"
         return self
 
     def _select_k(self, trainer) -> dict:
@@ -299,10 +303,14 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return select_k_after_stage1(trainer, self._k_range(len(trainer.data)), log=self._log)
 
     def cluster(self, X) -> "CoNR":
-        """Cluster ``X`` with the trained network, without training: features, then
-        k-means with ``n_clusters`` (sets ``labels_`` and the other fitted attributes)."""
+        """Cluster ``X`` with the trained network, without training: features, then the
+        run's final clustering with ``n_clusters`` (the final stage without its
+        self-labelling, which would train; sets ``labels_`` and the other fitted attributes)."""
         self._check_fitted()
         self._check_params()
+        if getattr(self, "input_kind_", "images") == "vectors":
+            raise ValueError("cluster(X) re-clusters images with the trained network; for vectors call fit(X), "
+                             "or predict(X) to assign new vectors to the fitted clusters")
         data = self.load(X)
         k = self._fixed_k()
         selection = None
@@ -313,7 +321,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{option('n_clusters', k)} exceeds the number of images ({len(data)}); lower K")
         old = self.trainer_
         cfg = old.cfg
-        raw = apply_overrides(config_to_dict(cfg), [f"cluster.n_clusters={int(k)}",
+        raw = apply_overrides(config_to_dict(cfg), [f"cluster.n_clusters={int(k)}", "cluster.self_label_epochs=0",
                                                     f"train.batch_size={min(cfg.train.batch_size, len(data))}",
                                                     f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
                                                     f"stage2.k1={min(cfg.stage2.k1, len(data))}",
@@ -401,13 +409,13 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _features(self, X) -> Tensor:
         self._check_fitted()
+        if getattr(self, "input_kind_", "images") == "vectors":
+            from .vectors import vector_features
+
+            return vector_features(self, X)
         data = self.load(X)
         trainer = self.trainer_
-        images = data.images
-        want = trainer.data.channels
-        if images.shape[1] != want:  # grey <-> colour, so any input works with the trained network
-            images = images.expand(-1, 3, -1, -1) if want == 3 else \
-                images.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
+        images = match_channels(data.images, trainer.data.channels)  # any input works with the network
         return trainer.extract_features(images.contiguous()).cpu()
 
     def transform(self, X) -> np.ndarray:
@@ -423,26 +431,19 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         centre (cosine, as k-means assigns); with ``spectral`` the cluster of the nearest
         clustered image in feature space (a graph cluster has no single centre), so the
         training images get their own labels back."""
-        from .cluster.kmeans import assign
+        from .cluster.partition import assign_new
 
         if getattr(self, "cluster_centers_", None) is None:
             raise NotFittedError("no cluster centres: call fit(X) or cluster(X) first")
-        ref = getattr(self, "_reference", None)
-        if ref is not None:
-            ref_feats, ref_labels = ref
-            nearest = torch.cat([(chunk @ ref_feats.t()).argmax(1) for chunk in feats.float().split(4096)])
-            return ref_labels[nearest]
-        labels, _ = assign(feats, torch.from_numpy(self.cluster_centers_), self.trainer_.cfg.cluster.metric)
-        return labels
+        return assign_new(feats, torch.from_numpy(self.cluster_centers_), getattr(self, "_reference", None),
+                          self.trainer_.cfg.cluster.metric)
 
     def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
         return self.fit(X).labels_
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # features are float32 whatever the input's dtype
+        tags.input_tags.sparse = False
+        return tags
 
-def _dotted(raw: dict, key: str):
-    """raw["a"]["b"] for key "a.b", None when absent."""
-    for part in key.split("."):
-        if not isinstance(raw, dict) or part not in raw:
-            return None
-        raw = raw[part]
-    return raw

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Partition", "cluster_means", "ASSIGN_RULES"]
+__all__ = ["Partition", "cluster_means", "assign_new", "ASSIGN_RULES"]
 
 ASSIGN_RULES = ("nearest_center", "nearest_image")
 
@@ -47,6 +47,8 @@ class Partition:
     rule: str | None = None
     candidates: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    first_choice: str | None = None      # the rule's choice before the self-labelling stage
+    seed_candidates: list[dict] = field(default_factory=list)  # the stage-2 seed's table (CoNR)
 
     def __post_init__(self):
         if self.assign not in ASSIGN_RULES:
@@ -64,16 +66,32 @@ class Partition:
         return cls(labels=labels, centers=cluster_means(features, labels, n_clusters), **kwargs)
 
     def to_dict(self) -> dict:
-        return {"labels": self.labels, "centers": self.centers, "source": self.source, "assign": self.assign,
-                "rule": self.rule, "candidates": list(self.candidates), "notes": list(self.notes)}
+        return {"labels": self.labels, "centers": self.centers, **self.summary()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Partition":
         return cls(labels=d["labels"], centers=d["centers"], source=d.get("source", "kmeans"),
                    assign=d.get("assign", "nearest_center"), rule=d.get("rule"),
-                   candidates=list(d.get("candidates", [])), notes=list(d.get("notes", [])))
+                   candidates=list(d.get("candidates", [])), notes=list(d.get("notes", [])),
+                   first_choice=d.get("first_choice"), seed_candidates=list(d.get("seed_candidates", [])))
 
     def summary(self) -> dict:
         """What a report or a JSON record shows of it (no tensors)."""
         return {"source": self.source, "assign": self.assign, "rule": self.rule, "n_clusters": self.n_clusters,
-                "candidates": list(self.candidates), "notes": list(self.notes)}
+                "candidates": list(self.candidates), "notes": list(self.notes), "first_choice": self.first_choice,
+                "seed_candidates": list(self.seed_candidates)}
+
+
+def assign_new(features: Tensor, centers: Tensor, reference: tuple | None = None, metric: str = "cosine") -> Tensor:
+    """Clusters of new L2-normalised ``features``: with a ``reference`` (features, labels)
+    of the clustered images, the cluster of the nearest one (a graph or manifold
+    cluster has no single centre; the clustered images get their own labels back);
+    without, the nearest centre (as k-means assigns)."""
+    if reference is not None:
+        ref_feats, ref_labels = reference
+        nearest = torch.cat([(chunk @ ref_feats.float().t()).argmax(1) for chunk in features.float().split(4096)])
+        return ref_labels[nearest]
+    from .kmeans import assign
+
+    labels, _ = assign(features, centers, metric)
+    return labels

@@ -9,7 +9,7 @@ from pathlib import Path
 from .common import print_metrics
 
 DESCRIPTION = """\
-Cluster every image under PATH (nested or flat folders, any size or format) into K groups.
+Cluster every image under PATH (or, with --embeddings FILE, the rows of an N x D table) (nested or flat folders, any size or format) into K groups.
 Without --k (or with --k auto, or a range --k 5..30) K is estimated: after the BYOL stage,
 k-means runs on its features for every candidate K and the K of the highest mean
 silhouette is used for CoNR's stage 2 (plots/k_selection.png shows the curve).
@@ -38,6 +38,14 @@ def option_names(args, out: Path) -> dict[str, str]:
 def run(args) -> int:
     from ..options import command_options
 
+    if args.embeddings and args.path and "=" in args.path and not Path(args.path).exists():
+        args.overrides, args.path = [args.path, *args.overrides], None  # an override, not a folder
+    if args.embeddings:  # vectors the user already has: conr/commands/embeddings.py
+        from .embeddings import run_embeddings
+
+        return run_embeddings(args)
+    if not args.path:
+        raise ValueError("give the folder of images to cluster (or --embeddings FILE for vectors)")
     src = Path(args.path)
     out = Path(args.out) if args.out else Path(f"{src.resolve().name}-conr")
     with command_options(option_names(args, out)):
@@ -263,7 +271,11 @@ def _dotted_value(cfg, key: str):
 def register(sub) -> None:
     p = sub.add_parser("cluster", help="cluster a folder of images: assignments, grids, plots, HTML report",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", help="folder of images (searched recursively)")
+    p.add_argument("path", nargs="?", help="folder of images (searched recursively)")
+    p.add_argument("--embeddings", metavar="FILE",
+                   help="cluster vectors you already have instead of images: an N x D table in .npy, .csv or "
+                        ".parquet (pyarrow); trains an MLP with CoNR; writes OUT/assignments.csv, features.npy, "
+                        "summary.json")
     p.add_argument("--k", default=None, help="number of clusters: K >= 2, 'auto' (the default) or a range of "
                                               "candidates such as 5..30, estimated from the learned features")
     p.add_argument("--out", help="output folder (default: ./<folder name>-conr)")

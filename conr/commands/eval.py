@@ -95,6 +95,6 @@ def register(sub) -> None:
     p.add_argument("--knn-temperature", type=float, default=0.07, help="vote temperature (default 0.07)")
     p.add_argument("--purity-ks", help="comma-separated K for neighbour purity (default 1,5,10,20,50,100)")
     p.add_argument("--purity-batches", type=int, help="score only this many batches (default: all)")
-    p.add_argument("--labels", help="also save the k-means labels as a .npy file")
+    p.add_argument("--labels", help="also save the scored labels (the run's partition) as a .npy file")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/new/path (or --data.root=...)")
     p.set_defaults(func=run)

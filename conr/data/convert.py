@@ -13,7 +13,7 @@ from ..autoconfig import ImageSurvey, is_grey, pick_image_size, survey_files, su
 from .base import ImageData, resize_uint8
 from .folder import pil_to_array
 
-__all__ = ["as_image_data", "survey_input", "square_crop", "resolve_device_type"]
+__all__ = ["match_channels", "as_image_data", "survey_input", "square_crop", "resolve_device_type"]
 
 
 def resolve_device_type(device: str) -> str:
@@ -113,3 +113,13 @@ def square_crop(images: Tensor) -> Tensor:
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
     return images[..., top:top + s, left:left + s]
+
+
+def match_channels(images: Tensor, channels: int) -> Tensor:
+    """uint8 images [N, C, H, W] with ``channels`` channels: grey repeated to RGB, or RGB
+    averaged to grey, so any input works with a network trained on the other kind."""
+    if images.shape[1] == channels:
+        return images
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1)
+    return images.float().mean(dim=1, keepdim=True).round().to(torch.uint8)

@@ -12,6 +12,8 @@ about 10 / N. ``benchmarks/results/mirror.json`` holds the measurements.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["mirror_overlap", "flips_allowed", "MIRROR_OVERLAP_MIN", "NEIGHBORS"]
@@ -43,7 +45,9 @@ def mirror_overlap(images, seed: int = 0, sample: int = SAMPLE, k: int = NEIGHBO
     ref = _rows(images)
     mirrored = _rows(np.ascontiguousarray(images[pick][..., ::-1]))
     dims = int(min(50, ref.shape[1], n - 1))
-    pca = PCA(dims, random_state=seed).fit(ref)
+    with warnings.catch_warnings():  # identical images: PCA's explained-variance ratio divides by 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pca = PCA(dims, random_state=seed).fit(ref)
     nn = NearestNeighbors(n_neighbors=k + 1).fit(pca.transform(ref))
     _, near_orig = nn.kneighbors(pca.transform(ref[pick]))
     _, near_mirr = nn.kneighbors(pca.transform(mirrored))

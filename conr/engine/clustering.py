@@ -43,9 +43,9 @@ def cluster_step(trainer) -> dict:
 
             result, source = seed_partition(trainer, feats)
         elif c.stage2_seed == "final" and trainer.stage2_seeded and trainer.centers is not None:
-            # the seeded partition carried on as the features improve: one k-means from its centres
-            result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
-                            init=trainer.centers)
+            from ..cluster.stage import carry_partition
+
+            result = carry_partition(feats, trainer.pseudo_labels, c.n_clusters)
         else:
             result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
                             n_init=c.n_init, seed=trainer.cfg.train.seed)

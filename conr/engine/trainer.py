@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -205,10 +204,15 @@ class Trainer:
         if shard is None:
             shard = images is None and self.dist.enabled
         images = self.images if images is None else images
-        extract = partial(features, self.method, cfg=self.cfg, device=self.device, mean=self.mean, std=self.std)
         if shard and self.dist.enabled:
-            return sharded_features(extract, images, self.dist.rank, self.dist.world_size)
-        return extract(images)
+            return sharded_features(self.features_of, images, self.dist.rank, self.dist.world_size)
+        return self.features_of(images)
+
+    @torch.no_grad()
+    def features_of(self, images: Tensor) -> Tensor:
+        """L2-normalised features of ``images`` in this process (the evaluation transform);
+        a subclass with other data overrides it (conr/vectors.py)."""
+        return features(self.method, images, cfg=self.cfg, device=self.device, mean=self.mean, std=self.std)
 
     def cluster_step(self) -> dict:
         """k-means on the whole dataset's features -> pseudo-labels, centres, scores (engine/clustering.py)."""
@@ -218,8 +222,9 @@ class Trainer:
     def _autocast(self):
         return autocast(self.cfg, self.device)
 
-    def _augmenter(self, epoch: int) -> BatchAugment:
-        """The view distribution at ``epoch`` (the method may change the crop scale by stage)."""
+    def augmenter(self, epoch: int) -> BatchAugment:
+        """The training views of ``epoch`` (the method may change the crop scale by stage);
+        a subclass with other data overrides it (conr/vectors.py)."""
         scale = tuple(self.method.crop_scale(epoch) or self.cfg.augment.scale)
         if scale not in self._aug_cache:
             self._aug_cache[scale] = make_views(self.cfg, scale, self.mean, self.std)
@@ -258,7 +263,7 @@ class Trainer:
         two views drawn with ``generator``, the method's loss and an optimiser update at
         ``iteration``'s learning rate. Returns the detached loss (no host sync) and the step's
         context (its ``stats``). The loop calls it; so does the time budget (conr/budget.py)."""
-        augment = augment or self._augmenter(epoch)
+        augment = augment or self.augmenter(epoch)
         v1, v2 = augment(x, generator), augment(x, generator)
         if self.cfg.train.channels_last:
             v1 = v1.contiguous(memory_format=torch.channels_last)
@@ -287,7 +292,7 @@ class Trainer:
         else:
             perm = torch.multinomial(weights.double().cpu(), len(self.data), replacement=True,
                                      generator=order_gen).to(self.device)
-        augment = self._augmenter(epoch)
+        augment = self.augmenter(epoch)
         # streamed data: DataLoader workers decode this epoch's batches in the same order as perm
         streamed = (self.images.epoch_batches(perm, t.batch_size, lo=self.dist.rank * self.local_batch,
                                               hi=(self.dist.rank + 1) * self.local_batch,
@@ -429,9 +434,8 @@ class Trainer:
         p = self.partition
         return p if p is not None and p.labels.shape[0] == len(self.data) else None
 
-    def augmenter(self, epoch: int) -> BatchAugment:
-        """The training views of ``epoch`` (public: the self-labelling stage trains with them)."""
-        return self._augmenter(epoch)
+    def _augmenter(self, epoch: int) -> BatchAugment:  # the former name, kept for callers of it
+        return self.augmenter(epoch)
 
     def eval_input(self, images: Tensor) -> Tensor:
         """uint8 images -> the network's evaluation input (resize + normalise)."""

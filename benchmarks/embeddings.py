@@ -1,0 +1,188 @@
+"""CoNR on vectors against k-means, spectral clustering and UMAP + GMM on the same vectors.
+
+The vectors are embeddings nobody tuned for this comparison, made by the repository itself:
+
+* ``conr``: the features (``model.features_``) of a short ``conr.CoNR(...).fit`` run on the
+  images (COIL-20: all 1,440; CIFAR-10: a seeded subset of the test set), fixed epochs;
+* ``pca``: PCA-whitened pixels (50 components), the cheap fallback.
+
+They are cached in ``benchmarks/.cache/`` (git-ignored) with the true labels, which serve
+only for the scores. On them, for 3 seeds each:
+
+* ``conr_vectors``: ``conr.CoNR(n_clusters=K, input="vectors", seed=s)`` with its defaults
+  (MLP, nearest-neighbour views, BYOL then CoNR; k-means of the trained features);
+* ``conr_vectors+spectral``: the same trained model, its features clustered by
+  ``conr.spectral.spectral_clustering`` (what ``cluster.final=spectral`` does), a second row;
+* ``kmeans``: scikit-learn ``KMeans(K, n_init=10)`` on the L2-normalised vectors;
+* ``spectral``: ``SpectralClustering(K, affinity="nearest_neighbors", n_neighbors=10)``;
+* ``umap_gmm``: umap-learn ``UMAP(n_neighbors=20, min_dist=0.0, n_components=K)`` then
+  ``GaussianMixture(K, covariance_type="full", n_init=5)``.
+
+    OMP_NUM_THREADS=1 nice -n 10 python3 benchmarks/embeddings.py            # both sets, conr features
+    OMP_NUM_THREADS=1 nice -n 10 python3 benchmarks/embeddings.py --sets coil20 --source pca
+
+Prints a table (mean ± std over the seeds of NMI / ACC / ARI, seconds) and writes
+``benchmarks/results/embeddings.json`` (every run, and the summary).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATA = Path("/work/shared/data")
+CACHE = ROOT / "benchmarks" / ".cache"
+RESULTS = ROOT / "benchmarks" / "results"
+SETS = {  # name: (folder, K, images kept (None: all), image epochs for the conr features)
+    "coil20": ("coil20", 20, None, 20),
+    "cifar10": ("cifar10-jpeg/test", 10, 2000, 15),
+}
+METHODS = ("conr_vectors", "kmeans", "spectral", "umap_gmm")
+
+
+def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(vectors [N, D] float32, labels [N], how they were made), cached."""
+    folder, k, keep, epochs = SETS[name]
+    path = CACHE / f"{name}-{source}.npz"
+    if path.exists():
+        z = np.load(path, allow_pickle=False)
+        return z["X"], z["y"], json.loads(str(z["info"]))
+    import torch
+
+    from conr.data.folder import load_image_folder
+
+    data = load_image_folder(data_root / folder, 32, "auto", "fail")
+    if keep is not None and keep < len(data):
+        g = torch.Generator().manual_seed(0)
+        data = data.subset(torch.randperm(len(data), generator=g)[:keep].sort().values)
+    if name == "coil20":
+        data = type(data)(images=data.images[:, :1].contiguous(), labels=data.labels, classes=data.classes,
+                          name=data.name, normalization="auto")
+    y = data.labels.numpy()
+    start = time.perf_counter()
+    if source == "pca":
+        from sklearn.decomposition import PCA
+
+        pixels = data.images.reshape(len(data), -1).numpy().astype(np.float32) / 255.0
+        X = PCA(50, whiten=True, random_state=0).fit_transform(pixels).astype(np.float32)
+        info = {"source": "pca", "how": "PCA(50, whiten=True) of the 32 px pixels"}
+    else:
+        import conr
+
+        model = conr.CoNR(n_clusters=k, epochs=epochs, device="cpu", seed=0).fit(data)
+        X = model.features_.astype(np.float32)
+        info = {"source": "conr", "how": f"conr.CoNR(n_clusters={k}, epochs={epochs}, device='cpu', seed=0)"
+                                         f".fit(images).features_ (automatic settings otherwise)",
+                "image_run_metrics": {m: model.metrics_.get(m) for m in ("nmi", "acc", "ari")}}
+    info.update(n=int(len(X)), dim=int(X.shape[1]), k=k, seconds=round(time.perf_counter() - start, 1))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, X=X, y=y, info=json.dumps(info))
+    return X, y, info
+
+
+def run_method(method: str, X: np.ndarray, k: int, seed: int):
+    """Labels, or for conr_vectors {row name: (labels, extra seconds)}: its own labels (k-means on
+    the trained features) and, from the same training, spectral clustering of those features
+    (what ``cluster.final=spectral`` does)."""
+    if method == "conr_vectors":
+        import torch
+
+        import conr
+        from conr.spectral import spectral_clustering
+
+        model = conr.CoNR(n_clusters=k, input="vectors", device="cpu", seed=seed).fit(X)
+        start = time.perf_counter()
+        graph = spectral_clustering(torch.from_numpy(model.features_), k, seed=seed).labels.numpy()
+        return {"conr_vectors": (model.labels_, 0.0),
+                "conr_vectors+spectral": (graph, time.perf_counter() - start)}
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
+    if method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        return KMeans(k, n_init=10, random_state=seed).fit_predict(unit)
+    if method == "spectral":
+        from sklearn.cluster import SpectralClustering
+
+        return SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=10, random_state=seed,
+                                  assign_labels="cluster_qr").fit_predict(unit)
+    if method == "umap_gmm":
+        import umap
+        from sklearn.mixture import GaussianMixture
+
+        emb = umap.UMAP(n_neighbors=20, min_dist=0.0, n_components=k, random_state=seed).fit_transform(X)
+        return GaussianMixture(k, covariance_type="full", n_init=5, random_state=seed).fit_predict(emb)
+    raise ValueError(method)
+
+
+def main(argv=None) -> int:
+    from conr.metrics import evaluate
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--source", default="conr", choices=("conr", "pca"))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--data-root", default=str(DATA))
+    ap.add_argument("--out", default=str(RESULTS / "embeddings.json"))
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if out.exists() else {"runs": [], "vectors": {}}
+    for name in args.sets:
+        X, y, info = make_vectors(name, args.source, Path(args.data_root))
+        key = f"{name}-{args.source}"
+        doc["vectors"][key] = info
+        print(f"{key}: {info['n']} x {info['dim']}, K={info['k']} ({info['how']}, {info['seconds']} s)", flush=True)
+        for method in args.methods:
+            for seed in args.seeds:
+                start = time.perf_counter()
+                result = run_method(method, X, info["k"], seed)
+                sec = time.perf_counter() - start
+                rows = result if isinstance(result, dict) else {method: (result, 0.0)}
+                for row, (labels, extra) in rows.items():
+                    took = sec - sum(e for _, e in rows.values()) + extra  # the shared training + its own part
+                    scores = evaluate(y, labels)
+                    doc["runs"] = [r for r in doc["runs"] if (r["vectors"], r["method"], r["seed"]) != (key, row, seed)]
+                    doc["runs"].append({"vectors": key, "method": row, "seed": seed, "seconds": round(took, 1),
+                                        **{m: round(float(scores[m]), 4) for m in ("nmi", "acc", "ari")}})
+                    print(f"  {row:22s} seed {seed}: nmi {scores['nmi']:.4f} acc {scores['acc']:.4f} "
+                          f"ari {scores['ari']:.4f} ({took:.1f} s)", flush=True)
+                _write(out, doc)
+    _summarise(doc)
+    _write(out, doc)
+    return 0
+
+
+def _summarise(doc: dict) -> None:
+    rows = {}
+    for r in doc["runs"]:
+        rows.setdefault((r["vectors"], r["method"]), []).append(r)
+    summary = []
+    print(f"\n| vectors | method | seeds | NMI | ACC | ARI | seconds |\n|---|---|---|---|---|---|---|")
+    for (vec, method), runs in sorted(rows.items()):
+        cell = {m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs])))
+                for m in ("nmi", "acc", "ari", "seconds")}
+        summary.append({"vectors": vec, "method": method, "seeds": len(runs),
+                        **{m: round(v[0], 4) for m, v in cell.items()},
+                        **{f"{m}_std": round(v[1], 4) for m, v in cell.items()}})
+        print(f"| {vec} | {method} | {len(runs)} | " + " | ".join(
+            f"{cell[m][0]:.3f} ± {cell[m][1]:.3f}" for m in ("nmi", "acc", "ari")) + f" | {cell['seconds'][0]:.1f} |")
+    doc["summary"] = summary
+
+
+def _write(out: Path, doc: dict) -> None:
+    from conr.io import atomic_write_text
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""conr cluster --embeddings FILE: CoNR on vectors a user already has (conr/vectors.py).
+
+Writes OUT/assignments.csv (row, cluster, boundary_ratio, distance), OUT/features.npy
+(the trained network's L2-normalised features) and OUT/summary.json (K, sizes, settings)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def run_embeddings(args) -> int:
+    import numpy as np
+
+    from ..estimator import CoNR
+    from ..io import atomic_write_bytes, atomic_write_text, check_writable
+    from ..kselect import parse_k
+    from ..vectors import read_embeddings
+
+    if args.path:
+        raise ValueError(f"give either a folder of images ({args.path}) or --embeddings FILE, not both")
+    if args.checkpoint or args.resume or args.export or args.config:
+        raise ValueError("--embeddings trains a fresh MLP on the vectors: drop --checkpoint, --resume, --export "
+                         "and --config (config overrides such as train.epochs=100 still apply)")
+    try:
+        k = parse_k(args.k)
+    except ValueError as exc:
+        raise ValueError(f"--k {args.k}: {exc}") from None
+    src = Path(args.embeddings)
+    X = read_embeddings(src)
+    out = Path(args.out) if args.out else Path(f"{src.stem}-conr")
+    check_writable(out, need_bytes=X.shape[0] * 1024)
+    print(f"conr cluster: {X.shape[0]} vectors of width {X.shape[1]} from {src}")
+    est = CoNR(n_clusters=k, device=args.device, seed=args.seed, overrides=list(args.overrides), input="vectors",
+               verbose=True)
+    est.fit(X)
+    labels = est.labels_
+    rows = ["row,cluster,boundary_ratio,distance"] + [
+        f"{i},{int(c)},{float(b):.6f},{float(d):.6f}"
+        for i, (c, b, d) in enumerate(zip(labels, est.boundary_ratios_, est.distances_))]
+    atomic_write_text(out / "assignments.csv", "\n".join(rows) + "\n")
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, est.features_.astype(np.float32))
+    atomic_write_bytes(out / "features.npy", buf.getvalue())
+    cfg = est.config_
+    sizes = np.bincount(labels, minlength=est.n_clusters_).tolist()
+    summary = {"source": str(src.resolve()), "n": int(X.shape[0]), "dim": int(X.shape[1]), "k": est.n_clusters_,
+               "k_selection": getattr(est, "k_selection_", None), "sizes": sizes, "input_kind": est.input_kind_,
+               "backbone": cfg.model.backbone, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
+               "stage2_start_epoch": cfg.stage2.start_epoch, "seed": cfg.train.seed}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    print(f"clustered {len(labels)} vectors into {est.n_clusters_} clusters (sizes {sizes})")
+    print(f"assignments: {out / 'assignments.csv'}")
+    return 0

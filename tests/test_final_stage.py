@@ -1,0 +1,244 @@
+"""The final stage (conr/cluster/): candidates, the label-free rule, the stage-2 seed,
+self-labelling, the flip rule, and one score per run.
+
+The rule is checked on hand-made sets where one algorithm is clearly right and the
+others clearly wrong (the truth known by construction); the flip rule on synthetic
+shapes that are or are not mirror-symmetric.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from conr.cluster.final import FinalStage, choose, cluster_representation, normalized_cut, score_candidates
+from conr.cluster.manifold import pixel_vectors, umap_neighbors
+from conr.cluster.partition import Partition, cluster_means
+from conr.cluster.self_label import confident_members, margin_confidence
+from conr.data.mirror import MIRROR_OVERLAP_MIN, mirror_overlap
+
+
+def rings(n: int = 600, seed: int = 0):
+    """Two concentric rings: k-means cuts them in half, a graph or a manifold follows them."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    r = np.where(y == 0, 1.0, 3.0) + rng.normal(0, 0.1, n)
+    t = rng.uniform(0, 2 * np.pi, n)
+    return np.c_[r * np.cos(t), r * np.sin(t)].astype(np.float32), y
+
+
+def big_and_two_small(gap: float = 1.5, seed: int = 0):
+    """One broad group of 2,000 and two tight groups of 60 side by side: k-means and the
+    Gaussian mixture split the broad group and merge the small pair; the k-NN graph keeps
+    the small pair apart."""
+    rng = np.random.default_rng(seed)
+    parts = [rng.normal(0, 1.0, (2000, 2)), np.array([8, 0]) + rng.normal(0, 0.25, (60, 2)),
+             np.array([8, gap]) + rng.normal(0, 0.25, (60, 2))]
+    return np.concatenate(parts).astype(np.float32), np.repeat([0, 1, 2], [2000, 60, 60])
+
+
+def _scored(x, k):
+    cands, emb = cluster_representation(x, "pixels", k, seed=0)
+    score_candidates(cands, {"pixels": emb}, {"pixels": x}, k, seed=0)
+    return cands
+
+
+@pytest.mark.parametrize("make,k,right", [(rings, 2, ("spectral", "umap_gmm")),
+                                          (big_and_two_small, 3, ("spectral",))])
+def test_rule_chooses_the_right_candidate_on_hand_made_sets(make, k, right):
+    x, y = make()
+    cands = _scored(x, k)
+    by_algo = {c.algorithm: adjusted_rand_score(y, c.labels) for c in cands}
+    assert by_algo["kmeans"] < 0.3                            # the case is hard for k-means ...
+    assert max(by_algo[a] for a in right) > 0.95              # ... and solved by the right algorithm
+    best = choose(cands)                                      # the default rule, no labels
+    assert adjusted_rand_score(y, best.labels) > 0.95, {c.name: c.scores for c in cands}
+
+
+def test_normalized_cut_against_a_hand_count():
+    from scipy.sparse import csr_matrix
+
+    # a path 0-1-2-3 with unit weights; clusters {0,1} and {2,3}: one cut edge,
+    # vol({0,1}) = 1 + 2 = 3, vol({2,3}) = 3 -> ncut = 1/3 + 1/3
+    w = np.zeros((4, 4))
+    for a, b in ((0, 1), (1, 2), (2, 3)):
+        w[a, b] = w[b, a] = 1.0
+    assert normalized_cut(csr_matrix(w), np.array([0, 0, 1, 1])) == pytest.approx(2 / 3)
+    assert normalized_cut(csr_matrix(w), np.array([0, 1, 0, 1])) == pytest.approx(3 / 3 + 3 / 3)
+
+
+def test_umap_neighbours_follow_the_group_size():
+    assert umap_neighbors(400, 40) == 5        # 10 faces a person: a small neighbourhood
+    assert umap_neighbors(10_000, 10) == 20    # groups of a thousand: N2D's 20
+    assert 5 <= umap_neighbors(1440, 20) <= 20
+
+
+def test_pixel_vectors_reduce_long_rows_only():
+    small = np.random.default_rng(0).integers(0, 256, (60, 1, 8, 8), dtype=np.uint8)
+    big = np.random.default_rng(0).integers(0, 256, (60, 3, 32, 32), dtype=np.uint8)
+    assert pixel_vectors(small).shape == (60, 64) and pixel_vectors(small).max() <= 1.0
+    assert pixel_vectors(big).shape == (60, 50)
+
+
+def test_partition_round_trip_and_centres():
+    feats = torch.nn.functional.normalize(torch.randn(30, 4), dim=1)
+    labels = torch.arange(30) % 3
+    p = Partition.from_labels(feats, labels, 3, source="umap_gmm/pixels", assign="nearest_image")
+    for c in range(3):  # centres: the plain mean of each cluster's unit features
+        assert torch.allclose(p.centers[c], feats[labels == c].mean(0), atol=1e-6)
+    q = Partition.from_dict(p.to_dict())
+    assert torch.equal(q.labels, p.labels) and q.source == p.source and q.assign == "nearest_image"
+    with pytest.raises(ValueError, match="assign"):
+        Partition(labels=labels, centers=p.centers, assign="nearest")
+
+
+def test_confident_members_and_margin():
+    x = np.array([[0.0], [0.1], [0.9], [10.0], [10.2], [5.5]], dtype=np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    conf = margin_confidence(x, labels, 2)
+    # brute force: 1 - d_own / d_next to the two cluster means
+    means = np.array([x[labels == 0].mean(), x[labels == 1].mean()])
+    d = np.abs(x[:, 0:1] - means[None])
+    expect = 1 - d[np.arange(6), labels] / d[np.arange(6), 1 - labels]
+    assert np.allclose(conf, np.clip(expect, 0, 1), atol=1e-5)
+    keep = confident_members(labels, conf, share=0.5)
+    assert set(keep) == {0, 1, 3, 4}  # the two most confident of each cluster (ceil(0.5 * 3) = 2)
+
+
+def _glyphs(symmetric: bool, n_classes: int = 6, per_class: int = 40, size: int = 16, seed: int = 0):
+    """Blocky random glyphs, shifted by up to 2 px, with noise; mirror-symmetric or not."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n_classes):
+        g = (rng.random((6, 6)) < 0.45).astype(np.float32)
+        if symmetric:
+            g[:, 3:] = g[:, :3][:, ::-1]
+        else:
+            g[:, 3:] = 0.0
+            g[:, 0] = 1.0  # a bar on the left: the mirror puts it on the right, where no glyph has one
+        big = np.kron(g, np.ones((2, 2), dtype=np.float32))
+        for _ in range(per_class):
+            im = np.zeros((size, size), dtype=np.float32)
+            dy, dx = rng.integers(0, size - 12 + 1, 2) if symmetric else (rng.integers(0, 5), rng.integers(0, 2))
+            im[dy:dy + 12, dx:dx + 12] = big
+            images.append(np.clip(im + rng.normal(0, 0.05, im.shape), 0, 1))
+    return (np.stack(images)[:, None] * 255).astype(np.uint8)
+
+
+def test_flip_rule_on_symmetric_and_asymmetric_shapes():
+    sym = mirror_overlap(_glyphs(symmetric=True))
+    asym = mirror_overlap(_glyphs(symmetric=False))
+    assert sym >= MIRROR_OVERLAP_MIN > asym, (sym, asym)
+
+
+def test_flip_rule_sets_the_views():
+    from conr.autoconfig import ImageSurvey, auto_settings
+
+    no_flip, why = auto_settings(ImageSurvey(500, [16], grey=True, mirror_overlap=0.02), 10)
+    assert no_flip["augment"]["hflip_p"] == 0.0 and no_flip["cluster"]["flip_average"] is False
+    assert no_flip["augment"]["rotation"] > 0 and "augment.hflip_p" in why
+    flip, _ = auto_settings(ImageSurvey(500, [32], grey=False, mirror_overlap=0.3), 10)
+    assert flip["augment"]["hflip_p"] == 0.5 and flip["cluster"]["flip_average"] is True
+
+
+def test_final_stage_reuses_pixel_candidates_and_adds_extra():
+    x, y = rings(300)
+    stage = FinalStage(x, 2, seed=0)
+    first, _ = stage.pixel_candidates()
+    again, _ = stage.pixel_candidates()
+    assert first is again  # computed once a run
+    feats = np.c_[x, np.ones(len(x))]
+    from conr.cluster.final import Candidate
+
+    truth = Candidate("truth", "given", y.astype(np.int64))
+    best, cands = stage.run(feats, extra=[truth])
+    assert {c.name for c in cands} >= {"kmeans/features", "umap_gmm/pixels", "truth/given"}
+    assert all("silhouette_umap" in c.scores for c in cands)
+    assert adjusted_rand_score(y, best.labels) > 0.95
+
+
+# --------------------------------------------------------------------------- in a training run
+
+TINY = ["model.width=8", "model.hidden_dim=64", "model.proj_dim=32", "train.batch_size=128",
+        "train.epochs=3", "stage2.start_epoch=1", "stage2.t_end=3", "cluster.eval_every=1",
+        "cluster.n_init=1", "run.progress=false", "run.tensorboard=false", "train.warmup_epochs=1",
+        "data.subset=400", "train.threads=1"]
+
+
+def test_the_seed_reaches_stage_2(monkeypatch):
+    """stage2_seed=final: the first stage-2 epoch trains with the final stage's choice
+    (here made to be the ground truth), its centres the cluster means of the features,
+    and the next clusterings carry it on (same labels, centres of the current features)."""
+    from conr.cluster import final as final_mod
+    from conr.config import load_config
+    from conr.train import Trainer
+
+    cfg = load_config("digits", TINY + ["cluster.stage2_seed=final", "cluster.final=kmeans"])
+    trainer = Trainer(cfg, write=False, log=lambda *a: None)
+    truth = trainer.data.labels.numpy().astype(np.int64)
+    seen = {}
+
+    def fake_run(self, features, given=None, extra=None):
+        seen["given"] = given
+        cand = final_mod.Candidate("oracle", "test", truth.copy())
+        cand.scores = {self.rule: 1.0}
+        return cand, [cand]
+
+    monkeypatch.setattr(final_mod.FinalStage, "run", fake_run)
+    monkeypatch.setattr(final_mod.FinalStage, "pixel_candidates", lambda self: ([], None))
+    contexts = []
+    step = trainer.train_step
+
+    def spy(v1, v2, ctx):
+        contexts.append((ctx.epoch, ctx.pseudo_labels.clone() if ctx.pseudo_labels is not None else None,
+                         None if ctx.centers is None else ctx.centers.clone()))
+        return step(v1, v2, ctx)
+
+    trainer.train_step = spy
+    trainer.fit(until_epoch=2)
+    assert "kmeans" in seen["given"]  # the training's own k-means is one of the candidates
+    epoch2 = [c for c in contexts if c[0] == 2]
+    assert epoch2 and torch.equal(epoch2[0][1].cpu(), torch.as_tensor(truth))   # stage 2 trains with the seed
+    feats = trainer.extract_features().cpu()
+    assert trainer.stage2_seeded and trainer.history[0]["stage2_seed"] == "oracle/test"
+    # later clusterings carry the seed on: its labels, centred on the current features
+    assert torch.equal(trainer.pseudo_labels.cpu(), torch.as_tensor(truth))
+    expect = torch.stack([feats[torch.as_tensor(truth) == c].mean(0) for c in range(10)])
+    assert torch.allclose(trainer.centers.cpu(), expect, atol=1e-5)
+    assert epoch2[0][2].shape == (10, feats.shape[1])
+
+
+def test_one_run_one_score(tmp_path):
+    """conr cluster's report and assignments, conr eval and conr predict on the same images
+    all carry the run's partition."""
+    import csv
+    import re
+
+    from conr.cli import main
+    from test_cluster_report import TINY as CLI_TINY
+    from test_cluster_report import make_folder
+
+    folder = make_folder(tmp_path / "photos", per_class=6)
+    out = tmp_path / "out"
+    assert main(["cluster", str(folder), "--k", "3", "--out", str(out)] + CLI_TINY) == 0
+    with open(out / "assignments.csv", newline="") as fh:
+        assigned = {r["path"]: int(r["cluster"]) for r in csv.DictReader(fh)}
+    ckpt = torch.load(out / "run" / "checkpoint.pt", weights_only=False)
+    partition = ckpt["partition"]
+    assert partition["source"] and partition["candidates"]
+    # the report names the source and lists every candidate
+    html = (out / "report.html").read_text()
+    assert "Final stage" in html and all(c["name"] in html for c in partition["candidates"])
+    # conr eval scores the same labels (and saves them)
+    labels_file = tmp_path / "labels.npy"
+    assert main(["eval", str(out / "run"), "--json", "--labels", str(labels_file)]) == 0
+    assert np.array_equal(np.load(labels_file), partition["labels"].numpy())
+    # conr predict on the training images gives every image its own cluster back
+    pred_csv = tmp_path / "pred.csv"
+    assert main(["predict", str(out), str(folder), "--out", str(pred_csv)]) == 0
+    with open(pred_csv, newline="") as fh:
+        predicted = {r["path"]: int(r["cluster"]) for r in csv.DictReader(fh)}
+    assert predicted == assigned

@@ -1,0 +1,148 @@
+"""CoNR on vectors: the input routing, the neighbour views, the estimator and `conr cluster --embeddings`."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+from sklearn.neighbors import NearestNeighbors
+
+import conr
+from conr.cli import main
+from conr.data.vectors import VectorData
+from conr.vectors import NeighbourViews, ViewConfig, input_kind, read_embeddings
+
+
+def _blobs(n=120, d=32, k=4, seed=0):
+    X, y = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=2.0, random_state=seed)
+    return X.astype(np.float32), y
+
+
+# ------------------------------------------------------------------ which path
+
+@pytest.mark.parametrize("X, kind", [
+    (np.random.default_rng(0).integers(0, 256, (5, 64)).astype(np.uint8), "images"),   # 8x8 pixels
+    (np.random.default_rng(0).uniform(0, 1, (5, 3 * 64)), "images"),                   # 3 planes of 8x8
+    (np.random.default_rng(0).normal(size=(5, 64)), "vectors"),                        # negative: no pixels
+    (np.random.default_rng(0).uniform(0, 1, (5, 20)), "vectors"),                      # no square width
+    (np.random.default_rng(0).uniform(0, 1, (5, 16)), "vectors"),                      # 4x4: too small to be sure
+    (np.zeros((5, 8, 8), np.uint8), "images"),
+    (np.zeros((5, 8, 8, 3), np.uint8), "images"),
+    ([[0.5, -1.0], [2.0, 3.0]], "vectors"),
+    ("some/folder", "images"),
+])
+def test_input_kind(X, kind):
+    assert input_kind(X)[0] == kind
+
+
+def test_input_kind_explicit_and_sparse():
+    import scipy.sparse as sp
+
+    assert input_kind(np.zeros((4, 64)), "vectors")[0] == "vectors"
+    assert input_kind(np.zeros((4, 20)), image_shape=(4, 5))[0] == "images"
+    with pytest.raises(ValueError, match="input='pixels'"):
+        input_kind(np.zeros((4, 20)), "pixels")
+    with pytest.raises(TypeError, match="sparse input is not supported.*toarray"):
+        input_kind(sp.eye(4, format="csr"))
+
+
+# ------------------------------------------------------------------ data and views
+
+def test_vector_data_mean_std_matches_numpy():
+    X, _ = _blobs(n=50, d=6)
+    X[:, 2] = 3.0  # a constant feature: std 1, so it standardises to 0 instead of dividing by 0
+    mean, std = VectorData(torch.from_numpy(X), torch.full((50,), -1)).mean_std()
+    np.testing.assert_allclose(mean, X.astype(np.float64).mean(0), rtol=1e-6)
+    expect = X.astype(np.float64).std(0, ddof=1)
+    expect[2] = 1.0
+    np.testing.assert_allclose(std, expect, rtol=1e-5)
+
+
+def test_neighbours_match_sklearn_brute_force():
+    X, _ = _blobs(n=200, d=8, seed=3)
+    mean, std = X.mean(0), X.std(0, ddof=1)
+    views = NeighbourViews(torch.from_numpy(X), mean, std, ViewConfig(knn=5), chunk=37)  # several chunks merged
+    got = views.neighbours(torch.from_numpy(X[:40])).numpy()
+    ref = NearestNeighbors(n_neighbors=5, algorithm="brute").fit((X - mean) / std)
+    want = ref.kneighbors((X[:40] - mean) / std, return_distance=False)
+    assert (np.sort(got, 1) == np.sort(want, 1)).mean() > 0.99  # ties of equal distance may differ
+
+
+def test_views_are_standardised_neighbours_without_noise():
+    X, _ = _blobs(n=60, d=5)
+    mean, std = X.mean(0), X.std(0, ddof=1)
+    views = NeighbourViews(torch.from_numpy(X), mean, std, ViewConfig(knn=3, noise=0.0, dropout=0.0))
+    x = torch.from_numpy(X[:10])
+    v = views(x, torch.Generator().manual_seed(0)).numpy()
+    nn = NearestNeighbors(n_neighbors=3).fit((X - mean) / std).kneighbors((X[:10] - mean) / std,
+                                                                           return_distance=False)
+    z = (X - mean) / std
+    for i in range(10):
+        assert any(np.allclose(v[i], z[j], atol=1e-5) for j in nn[i])
+
+
+def test_mlp_backbone_registered():
+    from conr.models import build_backbone
+
+    net, dim = build_backbone("mlp", in_channels=7)
+    assert dim == 128 and net(torch.randn(4, 7)).shape == (4, 128)
+
+
+# ------------------------------------------------------------------ estimator
+
+def test_estimator_clusters_vectors_and_predicts_new_ones():
+    X, y = _blobs()
+    Xnew, ynew = X[::3] + np.random.default_rng(1).normal(0, 0.1, X[::3].shape).astype(np.float32), y[::3]
+    est = conr.CoNR(n_clusters=4, epochs=20, batch_size=32, device="cpu").fit(X)
+    assert est.input_kind_ == "vectors" and est.n_features_in_ == 32
+    assert adjusted_rand_score(y, est.labels_) > 0.9
+    assert adjusted_rand_score(ynew, est.predict(Xnew)) > 0.9
+    f = est.transform(Xnew)
+    assert f.shape == (len(Xnew), est.features_.shape[1])
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="cluster\\(X\\) re-clusters images"):
+        est.cluster(X)
+
+
+# ------------------------------------------------------------------ files and the command
+
+def test_read_embeddings_formats(tmp_path):
+    X, _ = _blobs(n=10, d=3)
+    np.save(tmp_path / "a.npy", X)
+    np.savetxt(tmp_path / "b.csv", X, delimiter=",", header="x,y,z", comments="")
+    np.savetxt(tmp_path / "c.csv", X, delimiter=",")
+    np.testing.assert_allclose(read_embeddings(tmp_path / "a.npy"), X)
+    np.testing.assert_allclose(read_embeddings(tmp_path / "b.csv"), X, rtol=1e-6)
+    np.testing.assert_allclose(read_embeddings(tmp_path / "c.csv"), X, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown format '.txt'"):
+        (tmp_path / "d.txt").write_text("1,2\n")
+        read_embeddings(tmp_path / "d.txt")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        (tmp_path / "e.parquet").write_bytes(b"PAR1")
+        with pytest.raises(ValueError, match="parquet needs pyarrow"):
+            read_embeddings(tmp_path / "e.parquet")
+
+
+def test_cli_cluster_embeddings(tmp_path):
+    """The README's command on a small generated file."""
+    X, y = _blobs(n=90, d=16, k=3, seed=2)
+    np.save(tmp_path / "some.npy", X)
+    out = tmp_path / "out"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["cluster", "--embeddings", str(tmp_path / "some.npy"), "--k", "3", "--out", str(out),
+                   "--device", "cpu", "train.epochs=10"])
+    assert rc == 0, buf.getvalue()
+    rows = np.loadtxt(out / "assignments.csv", delimiter=",", skiprows=1)
+    assert rows.shape == (90, 4) and (rows[:, 0] == np.arange(90)).all()
+    assert adjusted_rand_score(y, rows[:, 1].astype(int)) > 0.9
+    assert np.load(out / "features.npy").shape[0] == 90
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["k"] == 3 and summary["input_kind"] == "vectors" and summary["epochs"] == 10

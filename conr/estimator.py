@@ -66,12 +66,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         resume: continue the run in ``run_dir`` from its checkpoint.
         on_bad_image: ``skip`` (report and leave out) or ``fail`` for unreadable files.
         verbose: print the trainer's log lines and a progress bar.
-        image_shape: how to unflatten a flat N x D array: (H, W) or (H, W, C); None guesses
-            a square (D = H*H grey, or 3*H*H colour planes).
-        input: ``auto`` (default), ``images`` or ``vectors``. Vectors (embeddings you already
-            have, an N x D table) train an MLP with CoNR (conr/vectors.py); ``auto`` takes a 2-D
-            table as images only when unambiguous (D = H*H or 3*H*H with H >= 8 and pixel
-            values), else as vectors. ``input_kind_`` says which path was taken.
+        image_shape: how to unflatten a flat N x D array: (H, W) or (H, W, C); None guesses.
+        input: ``auto``, ``images`` or ``vectors`` (embeddings you have: an MLP trained with CoNR,
+            conr/vectors.py); ``auto`` takes a 2-D table as images only when unambiguous (D = H*H
+            or 3*H*H, H >= 8, pixel values). ``input_kind_`` says which path was taken.
 
     Attributes after ``fit``: ``n_clusters_`` (the K used), ``k_selection_`` (with an
     estimated K: criterion, range, chosen K and the score table), ``labels_`` [N], ``cluster_centers_`` [K, D] (k-means means
@@ -249,7 +247,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
         kind, why = input_kind(X, self.input, self.image_shape)
         if kind == "vectors":
-            return fit_vectors(self, X, why)  # checks X (scikit-learn's messages) before the parameters
+            return fit_vectors(self, X, why, hooks=dict(  # checks X (scikit-learn's words) before the parameters
+                check_params=self._check_params, fixed_k=self._fixed_k, log=self._log, select_k=self._select_k,
+                set_fitted=self._set_fitted))
         self._check_params()
         self._log(f"input: images ({why})")
         survey = survey_input(X)

@@ -242,15 +242,17 @@ def vector_config(n: int, k_provisional: int, *, method: str = "conr", epochs: i
     return config_from_dict(apply_overrides(raw, list(overrides or [])))
 
 
-def fit_vectors(est, X, why: str = ""):
+def fit_vectors(est, X, why: str = "", hooks: dict | None = None):
     """``CoNR.fit`` on vectors: check X, train the MLP with CoNR, cluster, set the fitted
-    attributes (``input_kind_ = "vectors"``, ``n_features_in_``)."""
+    attributes (``input_kind_ = "vectors"``, ``n_features_in_``). ``hooks``: the
+    estimator's own steps (check_params, fixed_k, log, select_k, set_fitted)."""
+    h = hooks
     from .options import option
 
     arr = check_vectors(est, X, reset=True)
-    est._check_params()
+    h["check_params"]()
     n = arr.shape[0]
-    fixed = est._fixed_k()
+    fixed = h["fixed_k"]()
     if fixed is not None and fixed > n:
         raise ValueError(f"{option('n_clusters', fixed)} exceeds the number of samples ({n}); lower K")
     if fixed is None and n < 3:
@@ -260,18 +262,18 @@ def fit_vectors(est, X, why: str = ""):
                          f"(leave backbone=None)")
     labels = X.labels if isinstance(X, VectorData) else torch.full((n,), -1, dtype=torch.long)
     data = VectorData(images=torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), labels=labels)
-    k0 = est._fixed_k(provisional=True, n_images=n)
+    k0 = h["fixed_k"](provisional=True, n_images=n)
     cfg = vector_config(n, k0, method=est.method, epochs=est.epochs, batch_size=est.batch_size, lr=est.lr,
                         seed=est.seed, device=est.device, deterministic=est.deterministic, verbose=est.verbose,
                         overrides=est.overrides)
-    est._log(f"input: vectors ({why}); {n} x {arr.shape[1]}, mlp backbone, {cfg.train.epochs} epochs, "
+    h["log"](f"input: vectors ({why}); {n} x {arr.shape[1]}, mlp backbone, {cfg.train.epochs} epochs, "
              f"batch {cfg.train.batch_size}")
     trainer = VectorTrainer(cfg, data, run_dir=est.run_dir,
-                            write=est.run_dir is not None, log=est._log)
-    selection = est._select_k(trainer) if fixed is None else None
+                            write=est.run_dir is not None, log=h["log"])
+    selection = h["select_k"](trainer) if fixed is None else None
     result = trainer.fit()
     est.budget_ = None
-    est._set_fitted(trainer, result.features, result.labels, result.centers, result.metrics, result.history)
+    h["set_fitted"](trainer, result.features, result.labels, result.centers, result.metrics, result.history)
     if selection is not None:
         est.k_selection_ = selection
     est.input_kind_ = "vectors"

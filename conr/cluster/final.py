@@ -181,8 +181,9 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
         for x in reps.values():
             g = _knn_graph(x, GRAPH_NEIGHBORS)
             graph = g if graph is None else graph + g
-        for c in cands:
-            c.scores["ncut"] = 1.0 - normalized_cut(graph, c.labels) / n_clusters
+        for c in cands:  # an empty cluster counts as fully cut (a collapsed partition cuts few links)
+            empty = n_clusters - len(np.unique(c.labels))
+            c.scores["ncut"] = 1.0 - (normalized_cut(graph, c.labels) + empty) / n_clusters
 
 
 def choose(cands: list[Candidate], rule: str = DEFAULT_RULE) -> Candidate:

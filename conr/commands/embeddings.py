@@ -13,7 +13,7 @@ def run_embeddings(args) -> int:
 
     from ..estimator import CoNR
     from ..io import atomic_write_bytes, atomic_write_text, check_writable
-    from ..kselect import parse_k
+    from ..cluster.kselect import parse_k
     from ..vectors import read_embeddings
 
     if args.path:

@@ -344,3 +344,15 @@ def test_readme_map_matches_the_folders():
     assert tops - named == set(), f"not in the README's map of the package: {sorted(tops - named)}"
     missing = {n for n in named if not (PACKAGE / n).exists() and not (PACKAGE.parent / n).exists()}
     assert not missing, f"the README's map names what conr/ does not have: {sorted(missing)}"
+
+
+def test_every_in_package_import_names_a_module_that_exists():
+    """Every ``conr.x`` (or relative) import, lazy ones in functions included, names a module
+    of the package: a module moved without its importers updated fails here, not at run time."""
+    mods = _modules()
+    missing = []
+    for m in mods:
+        for target, aliases, line in _imports(m):
+            if target not in mods:
+                missing.append(f"{_rel(mods[m])}:{line} imports {target}")
+    assert not missing, "imports of modules that do not exist:\n  " + "\n  ".join(missing)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ImageData", "DATASETS", "register_dataset", "load_dataset", "NORMALIZATION", "resize_uint8"]
+__all__ = ["ImageData", "LabelledRows", "DATASETS", "register_dataset", "load_dataset", "NORMALIZATION", "resize_uint8"]
 
 # Per-dataset normalisation (spec section 7).
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -18,8 +18,30 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 
+class LabelledRows:
+    """What every dataset shares: rows (``images``) with one label each, -1 where unknown."""
+
+    def _check_labels(self, what: str) -> None:
+        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{self.labels.numel()} labels for {self.images.shape[0]} {what}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def has_labels(self) -> bool:
+        """Every row has a ground-truth label (monitors, purity, kNN need that)."""
+        return bool((self.labels >= 0).all()) and len(self) > 0
+
+    @property
+    def n_labelled(self) -> int:
+        """Rows with a known label (label >= 0): the ones NMI / ACC / ARI are scored on."""
+        return int((self.labels >= 0).sum())
+
+
 @dataclass
-class ImageData:
+class ImageData(LabelledRows):
     """A labelled (or unlabelled) image collection held as one uint8 tensor.
 
     ``labels`` is -1 where no ground truth is known. ``paths`` names the source
@@ -38,24 +60,9 @@ class ImageData:
             raise ValueError(f"images must be uint8 [N, C, H, W]; got {self.images.dtype} {tuple(self.images.shape)}")
         if self.images.shape[1] not in (1, 3):
             raise ValueError(f"images must have 1 or 3 channels; got {self.images.shape[1]}")
-        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"{self.labels.numel()} labels for {self.images.shape[0]} images")
+        self._check_labels("images")
         if self.paths is not None and len(self.paths) != self.images.shape[0]:
             raise ValueError(f"{len(self.paths)} paths for {self.images.shape[0]} images")
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def has_labels(self) -> bool:
-        """Every image has a ground-truth label (monitors, purity, kNN need that)."""
-        return bool((self.labels >= 0).all()) and len(self) > 0
-
-    @property
-    def n_labelled(self) -> int:
-        """Images with a known label (label >= 0): the ones NMI / ACC / ARI are scored on."""
-        return int((self.labels >= 0).sum())
 
     @property
     def channels(self) -> int:

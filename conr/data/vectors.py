@@ -13,11 +13,13 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .base import LabelledRows
+
 __all__ = ["VectorData"]
 
 
 @dataclass
-class VectorData:
+class VectorData(LabelledRows):
     """N vectors of width D (float32) and their labels (-1 where unknown)."""
     images: Tensor                       # float32 [N, D]: named as ImageData's so the trainer reads it unchanged
     labels: Tensor                       # int64 [N]
@@ -34,20 +36,7 @@ class VectorData:
             raise ValueError(f"vectors must be a float [N, D] table; got {self.images.dtype} "
                              f"{tuple(self.images.shape)}")
         self.images = self.images.float().contiguous()
-        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"{self.labels.numel()} labels for {self.images.shape[0]} vectors")
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def has_labels(self) -> bool:
-        return bool((self.labels >= 0).all()) and len(self) > 0
-
-    @property
-    def n_labelled(self) -> int:
-        return int((self.labels >= 0).sum())
+        self._check_labels("vectors")
 
     @property
     def channels(self) -> int:

@@ -22,7 +22,7 @@ import yaml
 from .config_checks import validate_config
 from .errors import ConfigError
 
-__all__ = ["dotted_get", 
+__all__ = ["dotted_get", "yaml_mapping", 
     "Config", "DataConfig", "AugmentSection", "ModelConfig", "TrainConfig", "Stage2Config",
     "ClusterConfig", "RunConfig", "HaDisConfig", "SimSiamConfig", "MoCoConfig", "ConfigError", "load_config",
     "config_from_dict", "apply_overrides",
@@ -327,16 +327,23 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def yaml_mapping(path: Path, what: str, expect: str) -> dict:
+    """The YAML mapping in ``path`` (empty file: {}); a ConfigError naming the file when it is
+    not valid YAML or not a mapping (``what``: "config", "grid"; ``expect``: what it should hold)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping of {expect}, got {type(raw).__name__}")
+    return raw
+
+
 def read_yaml(path: Path, seen: tuple = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"config {path} inherits itself through _base_")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must hold a mapping of sections, got {type(raw).__name__}")
+    raw = yaml_mapping(path, "config", "sections")
     base = raw.pop("_base_", None)
     if base is not None:
         parent = read_yaml(resolve_config_path(base, path.parent), seen + (path,))

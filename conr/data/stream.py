@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..options import option
-from .base import NORMALIZATION
+from .base import NORMALIZATION, LabelledRows
 from .folder import BadImageError, decode_image, index_image_folder
 
 __all__ = ["STREAM_ABOVE_BYTES", "FileImages", "StreamData", "stream_data", "image_chunks", "streamable"]
@@ -218,7 +218,7 @@ def image_chunks(images, batch_size: int, device) -> Iterator[Tensor]:
 
 
 @dataclass
-class StreamData:
+class StreamData(LabelledRows):
     """A file-backed image collection: the :class:`~conr.data.base.ImageData`
     interface the trainer uses, with lazily decoded :class:`FileImages`."""
     images: FileImages
@@ -230,26 +230,11 @@ class StreamData:
     streamed = True
 
     def __post_init__(self):
-        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
-        if self.labels.shape != (len(self.images),):
-            raise ValueError(f"{self.labels.numel()} labels for {len(self.images)} images")
-
-    def __len__(self) -> int:
-        return len(self.images)
+        self._check_labels("images")
 
     @property
     def paths(self) -> list[str]:
         return self.images.paths
-
-    @property
-    def has_labels(self) -> bool:
-        """Every image has a ground-truth label (monitors, purity, kNN need that)."""
-        return bool((self.labels >= 0).all()) and len(self) > 0
-
-    @property
-    def n_labelled(self) -> int:
-        """Images with a known label (label >= 0): the ones NMI / ACC / ARI are scored on."""
-        return int((self.labels >= 0).sum())
 
     @property
     def channels(self) -> int:

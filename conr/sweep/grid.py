@@ -40,9 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from ..config import Config, ConfigError, apply_overrides, config_from_dict, read_yaml, resolve_config_path
+from ..config import Config, ConfigError, apply_overrides, config_from_dict, read_yaml, resolve_config_path, yaml_mapping
 
 __all__ = ["Sweep", "SweepRow", "Warmup", "load_sweep", "SWEEP_DIR", "shipped_grids", "PLOT_TYPES", "METRICS",
            "RESULT_FILE", "config_value", "safe_name"]
@@ -150,12 +149,7 @@ def load_sweep(grid: str | Path, overrides: list[str] | None = None, out: str | 
     """Read and check a grid file: every row's config is built and validated (no data is
     read, nothing is trained). ``overrides`` (the command line's) apply last."""
     path = _resolve_grid(grid)
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"grid {path} is not valid YAML: {exc}") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"grid {path} must be a mapping (base, overrides, rows, ...)")
+    spec = yaml_mapping(path, "grid", "base, overrides, rows, ...")
     unknown = set(spec) - _GRID_KEYS
     if unknown:
         raise ConfigError(f"grid {path}: unknown key(s) {sorted(unknown)}; known: {sorted(_GRID_KEYS)}")

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from ..config import Config, ConfigError, apply_overrides, config_from_dict, read_yaml, resolve_config_path, yaml_mapping
+from ..config import (Config, ConfigError, apply_overrides, config_from_dict, read_yaml, resolve_config_path,
+                      yaml_mapping)
 
 __all__ = ["Sweep", "SweepRow", "Warmup", "load_sweep", "SWEEP_DIR", "shipped_grids", "PLOT_TYPES", "METRICS",
            "RESULT_FILE", "config_value", "safe_name"]

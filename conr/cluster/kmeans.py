@@ -190,7 +190,7 @@ def _sklearn_seeds(x: Tensor, n_clusters: int, seed: int) -> Tensor:
 
 def kmeans(x: Tensor, n_clusters: int, *, metric: str = "cosine", max_iter: int = 300,
            tol: float = 1e-4, n_init: int = 1, seed: int = 0, seeding: str = "auto",
-           relocate: bool = True, init: Tensor | None = None) -> KMeansResult:
+           relocate: bool = True) -> KMeansResult:
     """Cluster the rows of ``x`` [N, D] into ``n_clusters`` groups.
 
     ``tol`` is relative, as in scikit-learn: iterations stop when the labels no longer
@@ -204,8 +204,7 @@ def kmeans(x: Tensor, n_clusters: int, *, metric: str = "cosine", max_iter: int 
     ``seeding``: where the k-means++ draw comes from: ``torch`` (this module, any
     device; also what ``auto`` picks: 4x faster than scikit-learn's on 60k x 256) or
     ``sklearn`` (scikit-learn's ``kmeans_plusplus``, CPU tensors only). Seeded: same
-    input, seed and seeding, same result. ``init`` [K, D]: start one run from these
-    centres instead (a partition carried on as the features change; no restarts).
+    input, seed and seeding, same result.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown k-means metric {metric!r}; choose one of {METRICS}")
@@ -227,14 +226,7 @@ def kmeans(x: Tensor, n_clusters: int, *, metric: str = "cosine", max_iter: int 
                          "(lower the learning rate or check the data)")
     if metric == "cosine":
         x = F.normalize(x, dim=1)
-    use_sklearn = seeding == "sklearn"
     shift_tol = tol * float(x.var(dim=0).mean())
-    if init is not None:
-        if tuple(init.shape) != (n_clusters, x.shape[1]):
-            raise ValueError(f"init centres of shape {tuple(init.shape)} do not fit {n_clusters} clusters of "
-                             f"{x.shape[1]}-d rows")
-        labels, centers, inertia, n_iter = _lloyd(x, init.to(x.device).float(), metric, max_iter, shift_tol)
-        return KMeansResult(labels, centers, inertia, n_iter)
     best = None
     for rseed in restart_seeds(seed, n_init):
         result, gen = _restart(x, n_clusters, metric, max_iter, shift_tol, rseed, seeding == "sklearn")

@@ -16,9 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Partition", "cluster_means", "assign_new", "ASSIGN_RULES"]
+__all__ = ["Partition", "cluster_means", "labels_result", "assign_new", "ASSIGN_RULES"]
 
 ASSIGN_RULES = ("nearest_center", "nearest_image")
+
+
+def labels_result(features: Tensor, labels: Tensor, n_clusters: int):
+    """A partition of ``features`` by ``labels`` in k-means' terms (conr/cluster/kmeans.py's
+    KMeansResult): the cluster means of the unit features, and the sum of cosine distances
+    to them as the inertia; on ``features``' device."""
+    from .kmeans import KMeansResult
+
+    labels = labels.long().to(features.device)
+    centers = cluster_means(features, labels, n_clusters).to(features.device)
+    x = F.normalize(features.float(), dim=1)
+    inertia = float((1.0 - (x * F.normalize(centers, dim=1)[labels]).sum(1)).double().sum())
+    return KMeansResult(labels=labels, centers=centers, inertia=inertia, n_iter=0)
 
 
 def cluster_means(features: Tensor, labels: Tensor, n_clusters: int) -> Tensor:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .kmeans import KMeansResult
+from .partition import labels_result
 
 __all__ = ["spectral_clustering", "graph_neighbors"]
 
@@ -43,8 +44,4 @@ def spectral_clustering(features: Tensor, n_clusters: int, n_neighbors: int | No
         warnings.simplefilter("ignore", UserWarning)
         labels = SpectralClustering(n_clusters, affinity="nearest_neighbors", n_neighbors=min(nn, n - 1),
                                     assign_labels="kmeans", random_state=seed).fit_predict(x.numpy())
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    counts = torch.bincount(labels, minlength=n_clusters).clamp_min(1).unsqueeze(1).float()
-    centers = torch.zeros(n_clusters, x.shape[1]).index_add_(0, labels, x) / counts
-    inertia = float((1.0 - (x * F.normalize(centers, dim=1)[labels]).sum(1)).sum())
-    return KMeansResult(labels=labels, centers=centers, inertia=inertia, n_iter=0)
+    return labels_result(x, torch.as_tensor(labels, dtype=torch.long), n_clusters)

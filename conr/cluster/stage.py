@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,7 +17,7 @@ from .kmeans import KMeansResult
 from ..metrics import evaluate
 from .final import Candidate, FinalStage
 from .manifold import pixel_vectors
-from .partition import Partition, cluster_means
+from .partition import Partition, cluster_means, labels_result
 from .self_label import margin_confidence, self_label
 
 __all__ = ["final_stage_for", "seed_partition", "carry_partition", "final_partition", "MAX_PIXEL_IMAGES"]
@@ -66,9 +65,7 @@ def seed_partition(trainer, feats: Tensor) -> tuple[KMeansResult, str]:
     trainer.seed_candidates = _with_truth(trainer, cands)
     for row in trainer.seed_candidates:
         row["chosen"] = row["name"] == best.name
-    labels = torch.as_tensor(best.labels, dtype=torch.long, device=feats.device)
-    centers = cluster_means(feats, labels, c.n_clusters).to(feats.device)
-    return KMeansResult(labels=labels, centers=centers, inertia=float("nan"), n_iter=0), best.name
+    return labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name
 
 
 def carry_partition(feats: Tensor, labels: Tensor, n_clusters: int) -> KMeansResult:
@@ -78,11 +75,7 @@ def carry_partition(feats: Tensor, labels: Tensor, n_clusters: int) -> KMeansRes
     even a single nearest-centre step from the seed's own centres keeps little of it
     (adjusted Rand 0.1 against the seed on 400 digits after one epoch) — the features
     are the weaker partition there, and the final stage weighs both again at the end."""
-    labels = labels.to(feats.device)
-    centers = cluster_means(feats, labels, n_clusters).to(feats.device)
-    x = torch.nn.functional.normalize(feats.float(), dim=1)
-    inertia = float((1.0 - (x * torch.nn.functional.normalize(centers, dim=1)[labels]).sum(1)).double().sum())
-    return KMeansResult(labels=labels, centers=centers, inertia=inertia, n_iter=0)
+    return labels_result(feats, labels, n_clusters)
 
 
 def final_partition(trainer, feats: Tensor) -> Partition:

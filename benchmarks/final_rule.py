@@ -23,7 +23,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main(argv=None) -> int:
-    from conr.cluster.final import PREFERRED, PRIOR_MARGIN, RULES
+    from conr.cluster.final import RULES, derived_score
     from conr.io import atomic_write_text
 
     rows = [json.loads(line) for line in (RESULTS / "suite-runs.jsonl").read_text().splitlines() if line.strip()]
@@ -35,9 +35,9 @@ def main(argv=None) -> int:
     for r in runs:
         key = (r["dataset"], r["row"])
         cands = r["candidates"]
-        for c in cands:  # rows of runs made before a rule existed: derive it where it is a function of the others
-            if "prefer_features" not in c:
-                c["prefer_features"] = c["silhouette_umap"] + (PRIOR_MARGIN if c["name"] == PREFERRED else 0.0)
+        for c in cands:  # the rules that are functions of silhouette_umap, derived again (rows older than them)
+            for rule in ("prefer_features", "manifold"):
+                c[rule] = derived_score(rule, c["name"], c["algorithm"], c["silhouette_umap"])
         for rule in RULES:
             best = max(cands, key=lambda c: c.get(rule, float("-inf")))
             table[key][rule].append((best["true_acc"], best["true_nmi"], best["name"]))

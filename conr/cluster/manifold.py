@@ -14,10 +14,12 @@ import warnings
 
 import numpy as np
 
-__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_neighbors", "pixel_vectors", "PCA_ABOVE", "PCA_DIMS"]
+__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "umap_neighbors", "exact_neighbors",
+           "pixel_vectors", "PCA_ABOVE", "PCA_DIMS", "CONSENSUS_RUNS"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
 PCA_DIMS = 50
+CONSENSUS_RUNS = 5  # UMAP + GMM runs (UMAP seeds) a consensus partition is made of
 
 
 def pixel_vectors(images, seed: int = 0) -> np.ndarray:
@@ -60,19 +62,38 @@ def umap_neighbors(n_samples: int, n_clusters: int) -> int:
     return int(min(20, max(5, round((n_samples / max(1, n_clusters)) ** 0.5))))
 
 
-def umap_embedding(x: np.ndarray, n_components: int, n_neighbors: int = 20, seed: int = 0) -> np.ndarray:
+def exact_neighbors(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean k-NN of the rows of ``x`` (each row its own first neighbour, as
+    UMAP expects): (indices [N, k] int64, distances [N, k] float32). Computed once and
+    shared by the UMAP runs of a consensus."""
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.asarray(x, dtype=np.float32)
+    k = int(max(2, min(n_neighbors, len(x) - 1)))
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
+    return idx.astype(np.int64), dist.astype(np.float32)
+
+
+def umap_embedding(x: np.ndarray, n_components: int, n_neighbors: int = 20, seed: int = 0,
+                   neighbors: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """UMAP of the rows of ``x`` to ``n_components`` dimensions (min_dist 0: tight groups).
-    Seeded (umap-learn then runs single-threaded and repeats itself)."""
+    Seeded (umap-learn then runs single-threaded and repeats itself). ``neighbors``: the
+    k-NN graph from :func:`exact_neighbors`, so that several runs search it once."""
     import umap  # lazy: numba compiles on first use
 
     x = np.asarray(x, dtype=np.float32)
     n = x.shape[0]
     n_components = int(max(2, min(n_components, n - 2)))
+    n_neighbors = int(max(2, min(n_neighbors, n - 1)))
+    extra = {}
+    if neighbors is not None:
+        idx, dist = neighbors
+        n_neighbors = idx.shape[1]
+        extra["precomputed_knn"] = (idx, dist, None)
     with warnings.catch_warnings():  # "n_jobs overridden by random_state" and numba's chatter
         warnings.simplefilter("ignore")
-        reducer = umap.UMAP(n_neighbors=int(max(2, min(n_neighbors, n - 1))), min_dist=0.0,
-                            n_components=n_components, random_state=seed, init="spectral" if n > n_components + 1
-                            else "random")
+        reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.0, n_components=n_components, random_state=seed,
+                            init="spectral" if n > n_components + 1 else "random", **extra)
         return np.asarray(reducer.fit_transform(x), dtype=np.float32)
 
 
@@ -82,13 +103,39 @@ def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 2
     ``n_clusters`` components (``n_init`` starts). Returns (labels [N], posterior
     probability of the own component [N], the embedding [N, d]); ``embedding``: reuse
     one computed before."""
+    emb = embedding if embedding is not None else umap_embedding(x, n_clusters, n_neighbors, seed)
+    proba = _gmm_posterior(emb, n_clusters, n_init, seed)
+    labels = proba.argmax(1)
+    return labels.astype(np.int64), proba.max(1).astype(np.float32), emb
+
+
+def _gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int) -> np.ndarray:
     from sklearn.mixture import GaussianMixture
 
-    emb = embedding if embedding is not None else umap_embedding(x, n_clusters, n_neighbors, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on tiny components
         gmm = GaussianMixture(n_clusters, covariance_type="full", n_init=n_init, random_state=seed,
                               reg_covar=1e-4).fit(emb)
-    proba = gmm.predict_proba(emb)
-    labels = proba.argmax(1)
-    return labels.astype(np.int64), proba.max(1).astype(np.float32), emb
+    return gmm.predict_proba(emb)
+
+
+def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,
+                       runs: int = CONSENSUS_RUNS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The consensus (:mod:`conr.cluster.consensus`) of ``runs`` UMAP + GMM partitions
+    that differ in UMAP's seed, over one shared exact k-NN graph. Returns (labels [N],
+    confidence [N]: the runs' mean posterior of the consensus cluster, the first run's
+    embedding). Measured on three demo runs' features: single runs ACC 0.87-0.96, their
+    consensus 0.94-0.96; on the pixels of digits, COIL-20 and ORL at least the runs' mean."""
+    from .consensus import consensus_confidence, consensus_partition
+
+    neighbors = exact_neighbors(x, n_neighbors)
+    seeds = np.random.SeedSequence(seed).generate_state(runs) % (2**31 - 1)
+    members, probas, first = [], [], None
+    for s in seeds:
+        emb = umap_embedding(x, n_clusters, seed=int(s), neighbors=neighbors)
+        proba = _gmm_posterior(emb, n_clusters, n_init, int(s))
+        members.append(proba.argmax(1))
+        probas.append(proba)
+        first = emb if first is None else first
+    labels = members[0].astype(np.int64) if runs == 1 else consensus_partition(members, n_clusters, seed)
+    return labels, consensus_confidence(labels, members, probas, n_clusters), first

@@ -1,0 +1,82 @@
+"""One partition from several: spectral clustering of the co-association matrix.
+
+UMAP's layout depends on its random seed, and on learned features a single UMAP + GMM
+run can merge two classes one time and keep them apart the next (the demo's features:
+ACC 0.87 to 0.96 over six UMAP seeds). The consensus of several runs is steadier than
+any one of them: two images belong together as often as the runs put them together.
+
+The co-association matrix ``A[i, j]`` (the share of runs that put ``i`` and ``j`` in
+one cluster) is ``H Hᵀ / R`` for the one-hot membership matrix ``H`` [N, R·K] of the
+``R`` runs, so its normalised spectral embedding (Ng, Jordan & Weiss) is the top left
+singular vectors of ``D^-½ H``: no N × N matrix is formed, and a million images
+cost no more than their memberships.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["membership_matrix", "consensus_partition", "align_to", "consensus_confidence"]
+
+
+def membership_matrix(labelings) -> np.ndarray:
+    """One-hot memberships of ``R`` labelings of the same N samples, side by side
+    [N, Σ_r K_r], scaled by 1/√R so that ``H Hᵀ`` is the co-association matrix."""
+    labelings = [np.asarray(lab, dtype=np.int64).ravel() for lab in labelings]
+    if not labelings:
+        raise ValueError("consensus of no labelings: give at least one")
+    n = labelings[0].size
+    if any(lab.size != n for lab in labelings):
+        raise ValueError(f"labelings of different lengths {[lab.size for lab in labelings]}: all must label the "
+                         "same samples")
+    blocks = []
+    for lab in labelings:
+        _, idx = np.unique(lab, return_inverse=True)
+        block = np.zeros((n, idx.max() + 1 if n else 0))
+        block[np.arange(n), idx] = 1.0
+        blocks.append(block)
+    return np.concatenate(blocks, axis=1) / np.sqrt(len(labelings))
+
+
+def consensus_partition(labelings, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """``n_clusters`` clusters of the co-association matrix of ``labelings`` by
+    normalised spectral clustering (k-means of the row-normalised top eigenvectors of
+    ``D^-½ A D^-½``, computed from the membership matrix)."""
+    from sklearn.cluster import KMeans
+
+    h = membership_matrix(labelings)
+    n = h.shape[0]
+    if n_clusters < 1 or n_clusters > n:
+        raise ValueError(f"n_clusters={n_clusters} for {n} samples: choose 1..{n}")
+    degree = h @ (h.T @ np.ones(n))            # row sums of A = H Hᵀ (every entry ≥ 1/R: A[i, i] = 1)
+    m = h / np.sqrt(degree)[:, None]
+    u, _, _ = np.linalg.svd(m, full_matrices=False)
+    u = u[:, :n_clusters]
+    u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(u).astype(np.int64)
+
+
+def align_to(reference: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """For each cluster id of ``labels``, the id of ``reference`` it overlaps most under
+    a one-to-one matching (Hungarian), as an array [n_clusters] (unmatched ids: -1)."""
+    from scipy.optimize import linear_sum_assignment
+
+    counts = np.zeros((n_clusters, n_clusters))
+    np.add.at(counts, (np.asarray(labels), np.asarray(reference)), 1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    out = np.full(n_clusters, -1, dtype=np.int64)
+    out[rows] = cols
+    return out
+
+
+def consensus_confidence(labels: np.ndarray, members, probabilities, n_clusters: int) -> np.ndarray:
+    """Per sample, the mean over the runs of the probability each run gives to the
+    consensus cluster (each run's clusters matched to the consensus ones first)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    conf = np.zeros(labels.size)
+    for lab, proba in zip(members, probabilities):
+        mapping = align_to(labels, lab, n_clusters)           # member id -> consensus id
+        column = np.full(n_clusters, -1, dtype=np.int64)     # consensus id -> member column
+        column[mapping[mapping >= 0]] = np.flatnonzero(mapping >= 0)
+        col = column[labels]
+        conf += np.where(col >= 0, np.asarray(proba)[np.arange(labels.size), np.maximum(col, 0)], 0.0)
+    return (conf / max(1, len(members))).astype(np.float32)

@@ -1,0 +1,89 @@
+"""The consensus partition (conr/cluster/consensus.py) against independent references:
+scikit-learn's spectral clustering of the explicit co-association matrix, and
+hand-made labelings whose majority is known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.cluster import SpectralClustering
+from sklearn.metrics import adjusted_rand_score
+
+from conr.cluster.consensus import align_to, consensus_confidence, consensus_partition, membership_matrix
+
+
+def _noisy_copies(truth, k, runs, flip, seed):
+    """``runs`` relabelled copies of ``truth``, each with a share ``flip`` of samples moved
+    to a random cluster and its cluster ids permuted."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(runs):
+        lab = truth.copy()
+        moved = rng.random(truth.size) < flip
+        lab[moved] = rng.integers(0, k, moved.sum())
+        out.append(rng.permutation(k)[lab])
+    return out
+
+
+def test_membership_product_is_the_coassociation_matrix():
+    labs = [np.array([0, 0, 1, 1]), np.array([1, 0, 0, 0])]
+    h = membership_matrix(labs)
+    brute = np.array([[np.mean([lab[i] == lab[j] for lab in labs]) for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(h @ h.T, brute)
+
+
+def test_matches_spectral_clustering_of_the_dense_coassociation_matrix():
+    from sklearn.cluster import KMeans
+
+    truth = np.repeat(np.arange(5), [120, 60, 30, 200, 90])
+    labs = _noisy_copies(truth, 5, runs=6, flip=0.25, seed=1)
+    h = membership_matrix(labs)
+    a = h @ h.T                                              # the N x N matrix the module never forms
+    d = a.sum(1)
+    vals, vecs = np.linalg.eigh(a / np.sqrt(np.outer(d, d)))  # Ng-Jordan-Weiss on the dense matrix
+    u = vecs[:, np.argsort(vals)[::-1][:5]]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    dense = KMeans(5, n_init=10, random_state=0).fit_predict(u)
+    ours = consensus_partition(labs, 5, seed=0)
+    assert adjusted_rand_score(dense, ours) > 0.99
+    sk = SpectralClustering(5, affinity="precomputed", random_state=0).fit_predict(a)
+    assert adjusted_rand_score(truth, ours) >= adjusted_rand_score(truth, sk) - 0.01   # scikit-learn's variant
+    assert adjusted_rand_score(truth, ours) > max(adjusted_rand_score(truth, lab) for lab in labs)
+
+
+def test_recovers_the_majority_that_no_single_run_has():
+    truth = np.repeat(np.arange(4), 50)
+    labs = []
+    for r in range(5):  # run r moves every fifth sample (its own fifth) to the next cluster, ids permuted
+        lab = truth.copy()
+        lab[r::5] = (lab[r::5] + 1) % 4
+        labs.append(np.roll(np.arange(4), r)[lab])
+    assert max(adjusted_rand_score(truth, lab) for lab in labs) < 0.7   # every run is wrong somewhere ...
+    assert adjusted_rand_score(truth, consensus_partition(labs, 4)) == 1.0   # ... their consensus is not
+
+
+def test_one_split_run_does_not_split_the_consensus():
+    truth = np.repeat([0, 1, 2], 40)
+    split = truth.copy()
+    split[:20] = 2
+    split[40:] = np.where(truth[40:] == 2, 1, 0)  # a run that cuts cluster 0 and merges 1 with 2
+    labs = [truth, truth, split]
+    assert adjusted_rand_score(truth, consensus_partition(labs, 3)) == 1.0
+
+
+def test_alignment_and_confidence_by_hand():
+    ref = np.array([0, 0, 1, 1, 2, 2])
+    lab = np.array([2, 2, 0, 0, 1, 0])
+    np.testing.assert_array_equal(align_to(ref, lab, 3), [1, 2, 0])
+    proba = np.eye(3)[lab] * 0.8 + 0.2 / 3
+    conf = consensus_confidence(ref, [lab], [proba], 3)
+    # sample 5: the run put it in the cluster matched to consensus 1, so its consensus cluster 2 gets 0.2/3
+    np.testing.assert_allclose(conf, [0.8 + 0.2 / 3] * 5 + [0.2 / 3], rtol=1e-6)
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        consensus_partition([], 2)
+    with pytest.raises(ValueError, match="same samples"):
+        consensus_partition([np.zeros(3, int), np.zeros(4, int)], 2)
+    with pytest.raises(ValueError, match="n_clusters=5 for 3 samples"):
+        consensus_partition([np.array([0, 1, 2])], 5)

@@ -232,7 +232,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return fit_to_budget(data, cfg, started, minutes, configure,
                              user_size=self._user_raw().get("data", {}).get("image_size"),
                              checkpoints=self.run_dir is not None,
-                             pixel_stage_seconds=getattr(self, "_pixel_stage_seconds", 0.0), log=self._log)
+                             pixel_stage_seconds=getattr(self, "_pixel_stage_seconds", 0.0),
+                             compile_seconds=getattr(self, "_umap_compile_seconds", 0.0), log=self._log)
 
     # ------------------------------------------------------------ API
     def fit(self, X, y=None) -> "CoNR":

@@ -110,6 +110,15 @@ def test_robust_step_ignores_a_busy_neighbour():
         assert sum(mid) / len(mid) > 1.1 * quiet
 
 
+def test_umap_compilation_counts_as_a_fixed_allowance():
+    from conr.budget import COMPILE_ALLOWANCE, seconds_left
+
+    # a compilation that took 35 s instead of 12 s (a busy machine) leaves the same seconds
+    assert seconds_left(1.5, elapsed=50.0, compile_seconds=35.0) == seconds_left(1.5, elapsed=27.0, compile_seconds=12.0)
+    assert seconds_left(1.5, elapsed=27.0, compile_seconds=12.0) == 90 - 15 - COMPILE_ALLOWANCE
+    assert seconds_left(2.0, elapsed=10.0) == 110.0  # no compilation in this process: nothing allowed for
+
+
 def test_epochs_are_on_the_grid_and_the_most_that_fit():
     from conr.budget import EPOCH_GRID, StepCosts, epochs_for_budget, grid_floor, seconds_for
 

@@ -156,8 +156,8 @@ def timed_pixel_stage(images, cfg, seed: int, log=print):
 
     compile_seconds = warm_up_umap()  # numba's first-call compilation, once a process
     start = time.perf_counter()
-    pixels = pixel_vectors(images.numpy(), seed=seed)
     c = cfg.cluster
+    pixels = pixel_vectors(images.numpy(), seed=seed) if c.final_pixels else None
     stage = FinalStage(pixels, c.n_clusters, seed=seed, rule=c.final_rule, log=log)
     stage.pixel_candidates()
     seconds = time.perf_counter() - start

@@ -171,6 +171,7 @@ class ClusterConfig:
     final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
                                      # | auto (candidates on features and pixels, a label-free rule: conr/cluster/final.py)
     final_rule: str = "manifold"  # how final=auto chooses: manifold | prefer_features | silhouette_umap | agreement | ncut
+    final_pixels: bool = True        # final=auto: the raw pixels' partitions are candidates too (off: the features' only)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, then k-means warm-started from its centres)
     self_label_epochs: int = 0       # final=auto: epochs of the self-labelling stage (0 = off; conr/cluster/self_label.py)

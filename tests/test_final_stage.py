@@ -211,6 +211,22 @@ def test_the_seed_reaches_stage_2(monkeypatch):
     assert epoch2[0][2].shape == (10, feats.shape[1])
 
 
+def test_final_stage_without_the_pixels():
+    """cluster.final_pixels=false (the demo's setting): only the features' partitions are
+    candidates; the demo shows what its training learned."""
+    from conr.commands.demo import demo_config
+    from conr.config import load_config
+    from conr.train import Trainer
+
+    assert demo_config("runs", "demo-x", []).cluster.final_pixels is False
+    cfg = load_config("digits", TINY + ["cluster.final=auto", "cluster.final_pixels=false", "data.subset=200"])
+    trainer = Trainer(cfg, write=False, log=lambda *a: None)
+    trainer.fit()
+    names = [c["name"] for c in trainer.partition.candidates]
+    assert names and all(n.endswith("/features") for n in names), names
+    assert trainer.partition.source.endswith("/features")
+
+
 def test_one_run_one_score(tmp_path):
     """conr cluster's report and assignments, conr eval and conr predict on the same images
     all carry the run's partition."""

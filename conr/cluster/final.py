@@ -26,8 +26,12 @@ the same features moves by up to 9 points of ACC with the seed.
   :data:`PRIOR_MARGIN` for UMAP + GMM of the learned features, the partition the
   training is for; another candidate must beat it clearly (as the pixels do after a
   run too short to learn: silhouette 0.53 against 0.44 on digits after 5 epochs).
-  Near-ties between candidates are common (0.793 against 0.798 where the two differ by
-  8 points of ACC) and plain ``silhouette_umap`` then chooses by noise;
+  Silhouette cannot tell the better of the two representations: over 11 trained runs
+  (the suite's 8, the demo's 3) the features' UMAP + GMM was the better partition in
+  9 and trailed the pixels' on silhouette by up to 0.03 (demo: ACC 0.95
+  against 0.87); the features lost on ORL (0.56 against 0.68) while leading on
+  silhouette. The head start covers that spread, and stays below the gap of a run too
+  short to learn;
 * ``silhouette_umap``: the mean silhouette of the candidate's clusters in the UMAP
   embeddings of every representation (the same embeddings the manifold step
   makes), averaged over the representations, so no representation judges only its
@@ -58,7 +62,7 @@ ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
 RULES = ("manifold", "prefer_features", "silhouette_umap", "agreement", "ncut")
 DEFAULT_RULE = "manifold"
 PREFERRED = "umap_gmm/features"   # the manifold step on the learned features: N2D's ending, after training
-PRIOR_MARGIN = 0.02               # silhouette another candidate must gain over it to be chosen instead
+PRIOR_MARGIN = 0.05               # silhouette another candidate must gain over it to be chosen instead
 GRAPH_NEIGHBORS = 10
 SILHOUETTE_SAMPLES = 3000
 MANIFOLD_MARGIN = 0.05            # the manifold rule's further head start for the manifold step's partitions

@@ -29,9 +29,11 @@ def final_stage_for(trainer) -> FinalStage:
     """The trainer's FinalStage (built once: the pixel candidates are computed once a run)."""
     stage = trainer.final_stage
     c = trainer.cfg.cluster
-    if stage is None or stage.n_clusters != c.n_clusters or stage.rule != c.final_rule:
-        pixels = stage.pixels if stage is not None else None
-        if pixels is None and not getattr(trainer.data, "streamed", False) and len(trainer.data) <= MAX_PIXEL_IMAGES:
+    if stage is None or stage.n_clusters != c.n_clusters or stage.rule != c.final_rule or \
+            (stage.pixels is not None) != c.final_pixels:
+        pixels = stage.pixels if stage is not None and c.final_pixels else None
+        if pixels is None and c.final_pixels and not getattr(trainer.data, "streamed", False) and \
+                len(trainer.data) <= MAX_PIXEL_IMAGES:
             pixels = pixel_vectors(trainer.data.images.cpu().numpy(), seed=trainer.cfg.train.seed)
         stage = FinalStage(pixels, c.n_clusters, seed=trainer.cfg.train.seed, rule=c.final_rule, log=trainer.log)
         trainer.final_stage = stage

@@ -32,8 +32,11 @@ def demo_config(out_dir: str, name: str, user_overrides: list[str]):
     stage-2 schedule (:func:`scaled_schedule`)."""
     from ..config import load_config, parse_override
 
-    # the final labels from the final stage (conr/cluster/final.py), not from one k-means draw of the last epoch
-    overrides = [f"run.out_dir={out_dir}", f"run.name={name}", "cluster.final=auto"] + list(user_overrides)
+    # the final labels from the final stage (conr/cluster/final.py), not from one k-means draw of the last
+    # epoch; of the learned features only: the demo shows what the training learned (the pixels' candidates
+    # are `conr cluster`'s fallback for budgets too short to learn)
+    overrides = [f"run.out_dir={out_dir}", f"run.name={name}", "cluster.final=auto",
+                 "cluster.final_pixels=false"] + list(user_overrides)
     keys = {".".join(parse_override(o)[0]) for o in user_overrides}
     if "train.epochs" in keys and not keys & {"stage2.start_epoch", "stage2.t_end"}:
         base = load_config("digits")

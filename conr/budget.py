@@ -239,6 +239,7 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
             old = data.image_size
             data = replace(data, images=resize_uint8(data.images, size))
             epochs, info = timed(data, configure(data))
+            info["reduced_from_size"] = old  # a repeat loads the images at the reduced size
             note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
                     f"more epochs ({epochs}; at least {MIN_BUDGET_EPOCHS} wanted)")
     cfg = configure(data, epochs=epochs, size_note=note)

@@ -218,9 +218,13 @@ def test_repeat_command_of_a_run_the_time_limit_stopped():
     from conr.commands.cluster import repeat_command
 
     cfg = load_config("digits", ["train.epochs=200", "train.seed=7"])
-    est = SimpleNamespace(config_=cfg, trainer_=SimpleNamespace(epoch=179), _size_note=None)
+    est = SimpleNamespace(config_=cfg, trainer_=SimpleNamespace(epoch=179), budget_=None)
     args = SimpleNamespace(k="auto", config=None, device="auto", on_bad_image="skip",
                            overrides=["train.seed=7", "model.width=8", "train.epochs=12"])
     cmd = repeat_command(args, Path("/data/my photos"), Path("out"), est)
     assert cmd == ("conr cluster '/data/my photos' --out out-repeat --k auto --seed 7 model.width=8 "
                    "train.epochs=200 run.stop_after_epoch=179")
+    # a budget that shrank the images: the repeat loads them at the size trained
+    est.budget_ = {"epochs": 200, "reduced_from_size": 32}
+    cfg.data.image_size = 24
+    assert "data.image_size=24 train.epochs=200" in repeat_command(args, Path("/data/my photos"), Path("out"), est)

@@ -219,7 +219,8 @@ def repeat_command(args, src: Path, out: Path, est) -> str:
     if args.on_bad_image != "skip":
         parts += ["--on-bad-image", args.on_bad_image]
     overrides = [o for o in args.overrides if not o.startswith(pinned)]
-    if getattr(est, "_size_note", None) and not any(o.startswith("data.image_size=") for o in overrides):
+    reduced = (getattr(est, "budget_", None) or {}).get("reduced_from_size")
+    if reduced and not any(o.startswith("data.image_size=") for o in overrides):
         overrides.append(f"data.image_size={cfg.data.image_size}")  # the budget reduced the images
     parts += overrides + [f"train.epochs={cfg.train.epochs}"]
     trained = est.trainer_.epoch

@@ -11,7 +11,7 @@ BYOL warm-up then CoNR on scikit-learn's 1,797 bundled 8x8 digits (offline, CPU)
 The shipped schedule is 120 epochs, stage 2 (CoNR) from epoch 81, boundary filter
 relaxed until epoch 95; train.epochs=N scales that schedule to N epochs (e.g.
 train.epochs=30: CoNR from epoch 21), unless stage2.start_epoch / stage2.t_end are
-given too. The run ends with nmi=... acc=... ari=... (ACC 0.87-0.96 over seeds 0-2 with the
+given too. The run ends with nmi=... acc=... ari=... (ACC 0.93-0.96 over seeds 0-2 with the
 shipped schedule; README "The demo's result")."""
 
 

@@ -12,7 +12,8 @@ Repeatability: the step is the fastest quarter's mean of 16 timed steps (a neigh
 process slows some steps, it does not speed any up), a cheap clustering step is timed
 twice and the faster kept, UMAP's one-time numba compilation (10 to 40 s, whatever the
 machine's load) is counted as a fixed :data:`COMPILE_ALLOWANCE` instead of its measured
-time, and the count is rounded down to a geometric grid of ratio ~1.25 (..., 64, 80,
+time, the CPU time other processes used while the steps were timed scales every measured
+time to the quiet machine's (:mod:`conr.machine_load`), and the count is rounded down to a geometric grid of ratio ~1.25 (..., 64, 80,
 100, 128, 160, ...): a re-timing that moves the fitting count within one grid interval
 gives the same epochs. A run the machine slows down later is let run to
 :data:`OVERRUN` times its budget before it is stopped, so that a busier neighbour
@@ -22,6 +23,7 @@ changes its length, not its epochs. A run is repeated exactly by fixing its epoc
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -196,16 +198,29 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
     Returns (epochs, the record budget.json keeps)."""
     from .engine import Trainer
 
+    from .machine_load import LoadWindow, quiet_factor
+
     probe = Trainer(cfg, data=data, write=False, log=lambda *a: None)
+    load = LoadWindow()
     costs = measure_costs(probe, checkpoints=checkpoints)
+    other = load.other_cores() if probe.device.type == "cpu" else None
     del probe
-    left = seconds_left(minutes, time.perf_counter() - started, compile_seconds)
-    reserved = reserved_seconds(cfg, pixel_stage_seconds, costs.epoch_seconds)
+    # other processes busy while timing: every measured time is scaled to the quiet machine's,
+    # so that a neighbour changes how long the run takes (up to OVERRUN), not its epochs
+    f = quiet_factor(other, torch.get_num_threads())
+    costs = replace(costs, step_seconds=f * costs.step_seconds, cluster_seconds=f * costs.cluster_seconds)
+    left = seconds_left(minutes, f * (time.perf_counter() - started), f * compile_seconds)
+    reserved = reserved_seconds(cfg, f * pixel_stage_seconds, costs.epoch_seconds)
     epochs = epochs_for_budget(left - reserved, costs)
     estimate = time.perf_counter() - started + seconds_for(epochs, costs) + reserved
     info = {"minutes": minutes, "epochs": epochs, "estimate_seconds": round(estimate, 1),
             "reserved_seconds": round(reserved, 1), "image_size": data.image_size,
+            "other_cores": None if other is None else round(other, 2), "quiet_factor": round(f, 3),
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
+    if f < 0.95:
+        log(f"time budget: other processes used {other:.1f} of {os.cpu_count()} CPUs while the steps were "
+            f"timed; sized for the quiet machine (times x {f:.2f}): a busy machine lengthens the run, up to "
+            f"{OVERRUN:g}x the budget, rather than changing its epochs")
     log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms at "
         f"{data.image_size} px ({costs.iters_per_epoch} per epoch), clustering {costs.cluster_seconds:.1f} s "
         f"-> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
@@ -214,11 +229,12 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
 
 def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_size: int | None = None,
                   checkpoints: bool = False, pixel_stage_seconds: float = 0.0, compile_seconds: float = 0.0,
-                  log=print):
+                  reload=None, log=print):
     """Epochs for the budget; when the budget buys fewer than MIN_BUDGET_EPOCHS at the
     automatic size (``user_size`` None), train smaller images instead (a step's cost ~
     pixels): more epochs beat more pixels. ``configure(data, epochs=None, size_note=None)``
-    gives the config for the data (and the epochs, with the note why the size shrank).
+    gives the config for the data (and the epochs, with the note why the size shrank);
+    ``reload(size)``: the images loaded again at ``size`` (None: the loaded ones resized).
     Returns (data, config, budget record); the config stops the run once it has taken
     :data:`OVERRUN` times its budget."""
     from .autoconfig import MIN_BUDGET_EPOCHS, MIN_NET_SIZE
@@ -237,7 +253,9 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
         if size < data.image_size:
             log(f"time budget: {epochs} epochs at {data.image_size} px are too few; training at {size} px instead")
             old = data.image_size
-            data = replace(data, images=resize_uint8(data.images, size))
+            # reloaded from the source at the new size where there is one (a folder): exactly the
+            # images a repeat with data.image_size=<size> loads
+            data = reload(size) if reload is not None else replace(data, images=resize_uint8(data.images, size))
             epochs, info = timed(data, configure(data))
             info["reduced_from_size"] = old  # a repeat loads the images at the reduced size
             note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "

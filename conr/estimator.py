@@ -28,7 +28,7 @@ from .budget import finish_budget, fit_to_budget, timed_pixel_stage
 from .config import (Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, dotted_get, read_yaml,
                      resolve_config_path)
 from .data.base import ImageData
-from .data.convert import as_image_data, match_channels, resolve_device_type, square_crop, survey_input
+from .data.convert import as_image_data, match_channels, reload_folder, resolve_device_type, square_crop, survey_input
 from .engine import Trainer, load_checkpoint
 from .options import option
 
@@ -221,8 +221,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return stage
 
     def _fit_budget(self, data: ImageData, cfg: Config, root, survey, started: float):
-        """Epochs for the budget, or smaller images when it buys too few (conr/budget.py).
-        Returns (data, config, budget record)."""
+        """Epochs for the budget, or smaller images (reloaded) when it buys too few (conr/budget.py)."""
         def configure(data, epochs=None, size_note=None):
             if size_note is not None:
                 self._size_note = size_note
@@ -233,7 +232,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                              user_size=self._user_raw().get("data", {}).get("image_size"),
                              checkpoints=self.run_dir is not None,
                              pixel_stage_seconds=getattr(self, "_pixel_stage_seconds", 0.0),
-                             compile_seconds=getattr(self, "_umap_compile_seconds", 0.0), log=self._log)
+                             compile_seconds=getattr(self, "_umap_compile_seconds", 0.0), log=self._log,
+                             reload=None if root is None else lambda n: reload_folder(root, n, data, self.on_bad_image))
 
     # ------------------------------------------------------------ API
     def fit(self, X, y=None) -> "CoNR":

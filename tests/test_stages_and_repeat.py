@@ -228,3 +228,20 @@ def test_repeat_command_of_a_run_the_time_limit_stopped():
     est.budget_ = {"epochs": 200, "reduced_from_size": 32}
     cfg.data.image_size = 24
     assert "data.image_size=24 train.epochs=200" in repeat_command(args, Path("/data/my photos"), Path("out"), est)
+
+
+def test_a_budget_shrink_reloads_what_the_repeat_loads(tmp_path: Path):
+    """When the budget trains smaller images, it loads them again from the folder at that
+    size: the same pixels a repeat with data.image_size=<size> reads (resizing the first
+    load instead gave other pixels and other clusters)."""
+    from conr.data.base import resize_uint8
+    from conr.data.convert import as_image_data, reload_folder
+
+    folder = make_folder(tmp_path / "photos", per_class=4)
+    first = as_image_data(folder, 32)
+    first.normalization = "imagenet"
+    again = reload_folder(folder, 24, first)
+    direct = as_image_data(folder, 24, channels=first.channels)
+    assert torch.equal(again.images, direct.images) and again.paths == direct.paths
+    assert again.normalization == "imagenet" and again.channels == first.channels
+    assert not torch.equal(resize_uint8(first.images, 24), direct.images)  # why it reloads

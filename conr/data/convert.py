@@ -13,7 +13,7 @@ from ..autoconfig import ImageSurvey, is_grey, pick_image_size, survey_files, su
 from .base import ImageData, resize_uint8
 from .folder import pil_to_array
 
-__all__ = ["match_channels", "as_image_data", "survey_input", "square_crop", "resolve_device_type"]
+__all__ = ["match_channels", "as_image_data", "survey_input", "square_crop", "resolve_device_type", "reload_folder"]
 
 
 def resolve_device_type(device: str) -> str:
@@ -102,6 +102,16 @@ def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
         data = ImageData(images=resize_uint8(square_crop(data.images), size), labels=data.labels,
                          classes=list(data.classes), paths=data.paths, name=data.name,
                          normalization=data.normalization, skipped=list(data.skipped))
+    return data
+
+
+def reload_folder(root, size: int, like: ImageData, on_bad_image: str = "skip") -> ImageData:
+    """The folder ``root`` loaded again at ``size``, with the channels and normalisation
+    of ``like`` (its first load): what a run with ``data.image_size=size`` loads."""
+    from .folder import load_image_folder
+
+    data = load_image_folder(Path(root), size, "auto", on_bad_image, channels=like.channels)
+    data.normalization = like.normalization
     return data
 
 

@@ -190,6 +190,28 @@ def seconds_left(minutes: float, elapsed: float, compile_seconds: float = 0.0) -
     return minutes * 60 - (elapsed - compile_seconds + allowance)
 
 
+def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, epochs: int):
+    """The epochs an earlier budgeted run of the same command bought on this machine
+    (:mod:`conr.budget_plans`), else ``epochs`` (then recorded). Returns (epochs, a note)."""
+    import hashlib
+
+    from .budget_plans import plan_key, recall_plan, remember_plan
+
+    images = data.images[::max(1, len(data) // 64)]
+    key = plan_key(data=hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest(), n=len(data),
+                   size=data.image_size, channels=data.channels, root=cfg.data.root, method=cfg.method,
+                   model=cfg.model, batch=cfg.train.batch_size, k=cfg.cluster.n_clusters, final=cfg.cluster.final,
+                   device=cfg.train.device, threads=torch.get_num_threads(), minutes=minutes, checkpoints=checkpoints)
+    plan = recall_plan(key, costs.step_seconds)
+    if plan is None or plan["epochs"] == epochs:
+        remember_plan(key, costs.step_seconds, epochs, data.image_size)
+        return epochs, None
+    return int(plan["epochs"]), (
+        f"time budget: this command bought {plan['epochs']} epochs on this machine before (a step "
+        f"{plan['step_seconds'] * 1000:.0f} ms then, {costs.step_seconds * 1000:.0f} ms now, {epochs} epochs by "
+        f"this timing alone); it trains {plan['epochs']} again so that it repeats (train.epochs=N sets any length)")
+
+
 def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool = False,
                   pixel_stage_seconds: float = 0.0, compile_seconds: float = 0.0, log=print) -> tuple[int, dict]:
     """Time the first steps of a throw-away trainer on ``data`` and size the epochs to the
@@ -207,15 +229,21 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
     del probe
     # other processes busy while timing: every measured time is scaled to the quiet machine's,
     # so that a neighbour changes how long the run takes (up to OVERRUN), not its epochs
-    f = quiet_factor(other, torch.get_num_threads())
+    # (at most by 1/OVERRUN: the bound overstates a neighbour that fills idle moments, and a run sized
+    # for the quiet machine still ends within OVERRUN under the load that was measured)
+    f = quiet_factor(other, torch.get_num_threads(), floor=1.0 / OVERRUN)
     costs = replace(costs, step_seconds=f * costs.step_seconds, cluster_seconds=f * costs.cluster_seconds)
     left = seconds_left(minutes, f * (time.perf_counter() - started), f * compile_seconds)
     reserved = reserved_seconds(cfg, f * pixel_stage_seconds, costs.epoch_seconds)
     epochs = epochs_for_budget(left - reserved, costs)
+    epochs, plan_note = _same_plan(cfg, data, minutes, checkpoints, costs, epochs)
+    if plan_note:
+        log(plan_note)
     estimate = time.perf_counter() - started + seconds_for(epochs, costs) + reserved
     info = {"minutes": minutes, "epochs": epochs, "estimate_seconds": round(estimate, 1),
             "reserved_seconds": round(reserved, 1), "image_size": data.image_size,
             "other_cores": None if other is None else round(other, 2), "quiet_factor": round(f, 3),
+            "plan": "reused" if plan_note else "timed",
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
     if f < 0.95:
         log(f"time budget: other processes used {other:.1f} of {os.cpu_count()} CPUs while the steps were "

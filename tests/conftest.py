@@ -20,3 +20,9 @@ def _one_thread_per_module():
         yield
     torch.set_num_threads(n)
     torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(autouse=True)
+def _own_plan_cache(tmp_path, monkeypatch):
+    """Budget plans (conr/budget_plans.py) go to the test's own folder, never the user's home."""
+    monkeypatch.setenv("CONR_CACHE_DIR", str(tmp_path / "conr-cache"))

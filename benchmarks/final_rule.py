@@ -1,6 +1,7 @@
 """Which label-free rule should choose the final partition: the table that decided.
 
-Every conr / byol row of the open suite (benchmarks/results/suite-runs.jsonl) carries
+Every conr / byol row of the open suite (benchmarks/results/suite-runs*.jsonl: the latest
+runs and the kept earlier ones, whose UMAP + GMM was a single run, not a consensus) carries
 its final stage's candidate table: each candidate's value under every rule of
 conr/cluster/final.py and, for this table only, its scores against the ground truth.
 For each rule this script takes the candidate that rule would have chosen in every
@@ -26,7 +27,8 @@ def main(argv=None) -> int:
     from conr.cluster.final import RULES, derived_score
     from conr.io import atomic_write_text
 
-    rows = [json.loads(line) for line in (RESULTS / "suite-runs.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for path in sorted(RESULTS.glob("suite-runs*.jsonl"))  # today's and kept earlier runs
+            for line in path.read_text().splitlines() if line.strip()]
     runs = [r for r in rows if r.get("candidates") and "true_acc" in r["candidates"][0]]
     if not runs:
         print("no run with a candidate table in suite-runs.jsonl: run benchmarks/suite.py first")

@@ -13,9 +13,11 @@ process slows some steps, it does not speed any up), a cheap clustering step is 
 twice and the faster kept, UMAP's one-time numba compilation (10 to 40 s, whatever the
 machine's load) is counted as a fixed :data:`COMPILE_ALLOWANCE` instead of its measured
 time, the CPU time other processes used while the steps were timed scales every measured
-time to the quiet machine's (:mod:`conr.machine_load`), and the count is rounded down to a geometric grid of ratio ~1.25 (..., 64, 80,
-100, 128, 160, ...): a re-timing that moves the fitting count within one grid interval
-gives the same epochs. A run the machine slows down later is let run to
+time to the quiet machine's (:mod:`conr.machine_load`), and the count is rounded down to
+a geometric grid of ratio ~1.25 (..., 64, 80, 100, 128, 160, ...): a re-timing that
+moves the fitting count within one grid interval gives the same epochs; a later run of
+the same command on the same machine takes the epochs the first one bought
+(:mod:`conr.budget_plans`). A run the machine slows down later is let run to
 :data:`OVERRUN` times its budget before it is stopped, so that a busier neighbour
 changes its length, not its epochs. A run is repeated exactly by fixing its epochs
 (``train.epochs=E``) and seed, as the report and budget.json print.
@@ -219,7 +221,6 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
     reserve; the ``compile_seconds`` UMAP's compilation took count as :data:`COMPILE_ALLOWANCE`.
     Returns (epochs, the record budget.json keeps)."""
     from .engine import Trainer
-
     from .machine_load import LoadWindow, quiet_factor
 
     probe = Trainer(cfg, data=data, write=False, log=lambda *a: None)

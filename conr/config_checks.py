@@ -56,7 +56,9 @@ def validate_config(cfg: Config) -> None:
     _choice(s.ratio_variant, ("code", "paper"), "stage2.ratio_variant")
     _choice(c.metric, ("cosine", "euclidean"), "cluster.metric")
     _choice(c.final, ("kmeans", "spectral", "auto"), "cluster.final")
-    _choice(c.final_rule, ("manifold", "prefer_features", "silhouette_umap", "agreement", "ncut"), "cluster.final_rule")
+    from .cluster.final import RULES  # numpy only at import: the rule names live beside the rules
+
+    _choice(c.final_rule, RULES, "cluster.final_rule")
     _choice(c.stage2_seed, ("kmeans", "final"), "cluster.stage2_seed")
     if c.self_label_epochs < 0:
         raise ConfigError(f"cluster.self_label_epochs={c.self_label_epochs} must be >= 0 (0 = off)")

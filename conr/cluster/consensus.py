@@ -57,14 +57,13 @@ def consensus_partition(labelings, n_clusters: int, seed: int = 0) -> np.ndarray
 
 def align_to(reference: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
     """For each cluster id of ``labels``, the id of ``reference`` it overlaps most under
-    a one-to-one matching (Hungarian), as an array [n_clusters] (unmatched ids: -1)."""
-    from scipy.optimize import linear_sum_assignment
+    a one-to-one matching (Hungarian, :func:`conr.metrics.best_cluster_map`), as an array
+    [n_clusters] (ids without a match: -1)."""
+    from ..metrics import best_cluster_map
 
-    counts = np.zeros((n_clusters, n_clusters))
-    np.add.at(counts, (np.asarray(labels), np.asarray(reference)), 1)
-    rows, cols = linear_sum_assignment(counts, maximize=True)
     out = np.full(n_clusters, -1, dtype=np.int64)
-    out[rows] = cols
+    for cluster, ref in best_cluster_map(reference, labels).items():
+        out[cluster] = ref
     return out
 
 
@@ -74,9 +73,6 @@ def consensus_confidence(labels: np.ndarray, members, probabilities, n_clusters:
     labels = np.asarray(labels, dtype=np.int64)
     conf = np.zeros(labels.size)
     for lab, proba in zip(members, probabilities):
-        mapping = align_to(labels, lab, n_clusters)           # member id -> consensus id
-        column = np.full(n_clusters, -1, dtype=np.int64)     # consensus id -> member column
-        column[mapping[mapping >= 0]] = np.flatnonzero(mapping >= 0)
-        col = column[labels]
+        col = align_to(lab, labels, n_clusters)[labels]   # each sample's consensus cluster, as the run's column
         conf += np.where(col >= 0, np.asarray(proba)[np.arange(labels.size), np.maximum(col, 0)], 0.0)
     return (conf / max(1, len(members))).astype(np.float32)

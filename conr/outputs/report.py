@@ -197,8 +197,10 @@ def _final_stage_section(partition: dict | None) -> list[str]:
     """The final stage's candidates, each criterion value and the choice (conr/cluster/final.py)."""
     if not partition or not partition.get("candidates"):
         return []
+    from ..cluster.final import RULES
+
     rows = partition["candidates"]
-    crit = [k for k in ("manifold", "prefer_features", "silhouette_umap", "agreement", "ncut") if k in rows[0]]
+    crit = [k for k in RULES if k in rows[0]]
     truth = [k for k in ("true_nmi", "true_acc") if k in rows[0]]
     header = ["candidate"] + crit + [k.replace("true_", "").upper() for k in truth] + ["time (s)", "chosen"]
     body = [[r["name"]] + [f"{r[k]:.3f}" for k in crit] + [f"{r[k]:.3f}" for k in truth]

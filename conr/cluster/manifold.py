@@ -14,8 +14,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "umap_neighbors", "exact_neighbors",
-           "pixel_vectors", "PCA_ABOVE", "PCA_DIMS", "CONSENSUS_RUNS"]
+__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
+           "exact_neighbors", "pixel_vectors", "PCA_ABOVE", "PCA_DIMS", "CONSENSUS_RUNS"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
 PCA_DIMS = 50
@@ -104,12 +104,13 @@ def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 2
     probability of the own component [N], the embedding [N, d]); ``embedding``: reuse
     one computed before."""
     emb = embedding if embedding is not None else umap_embedding(x, n_clusters, n_neighbors, seed)
-    proba = _gmm_posterior(emb, n_clusters, n_init, seed)
+    proba = gmm_posterior(emb, n_clusters, n_init, seed)
     labels = proba.argmax(1)
     return labels.astype(np.int64), proba.max(1).astype(np.float32), emb
 
 
-def _gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int) -> np.ndarray:
+def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int) -> np.ndarray:
+    """Posterior probabilities [N, K] of a full-covariance Gaussian mixture fitted to ``emb``."""
     from sklearn.mixture import GaussianMixture
 
     with warnings.catch_warnings():
@@ -125,7 +126,8 @@ def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbor
     that differ in UMAP's seed, over one shared exact k-NN graph. Returns (labels [N],
     confidence [N]: the runs' mean posterior of the consensus cluster, the first run's
     embedding). Measured on three demo runs' features: single runs ACC 0.87-0.96, their
-    consensus 0.94-0.96; on the pixels of digits, COIL-20 and ORL at least the runs' mean."""
+    consensus 0.94-0.96; on the pixels of digits, COIL-20 and ORL inside the single runs' range
+    (``benchmarks/consensus.py``)."""
     from .consensus import consensus_confidence, consensus_partition
 
     neighbors = exact_neighbors(x, n_neighbors)
@@ -133,7 +135,7 @@ def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbor
     members, probas, first = [], [], None
     for s in seeds:
         emb = umap_embedding(x, n_clusters, seed=int(s), neighbors=neighbors)
-        proba = _gmm_posterior(emb, n_clusters, n_init, int(s))
+        proba = gmm_posterior(emb, n_clusters, n_init, int(s))
         members.append(proba.argmax(1))
         probas.append(proba)
         first = emb if first is None else first

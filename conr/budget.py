@@ -173,14 +173,16 @@ def timed_pixel_stage(images, cfg, seed: int, log=print):
 def reserved_seconds(cfg, pixel_stage_seconds: float, epoch_seconds: float = 0.0) -> float:
     """Seconds the budget keeps for the clustering stages around training: the
     candidates on the features at stage 2's start and at the end (each about what
-    the pixel candidates took), and the self-labelling stage (an epoch of it about
-    a quarter of a training epoch)."""
+    the pixel candidates took, and as much again for the joint candidate on the
+    features' and the pixels' graphs where the pixels are candidates), and the
+    self-labelling stage (an epoch of it about a quarter of a training epoch)."""
     c = cfg.cluster
     if c.final != "auto":
         return 0.0
     two_stage = cfg.method in ("conr", "simsiam_connr", "moco_connr")  # a stage 2 to seed
     runs = 2 if two_stage and c.stage2_seed == "final" else 1
-    return runs * pixel_stage_seconds + 0.25 * c.self_label_epochs * epoch_seconds
+    per_run = 2 if c.final_pixels else 1
+    return runs * per_run * pixel_stage_seconds + 0.25 * c.self_label_epochs * epoch_seconds
 
 
 def seconds_left(minutes: float, elapsed: float, compile_seconds: float = 0.0) -> float:

@@ -173,7 +173,9 @@ class ClusterConfig:
     final_rule: str = "manifold"  # how final=auto chooses: manifold | prefer_features | silhouette_umap | agreement | ncut
     final_pixels: bool = True        # final=auto: the raw pixels' partitions are candidates too (off: the features' only)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
-                                     # (the final stage's choice; its labels kept, centres following the features)
+                                     # (the final stage's choice, carried on as the features improve)
+    stage2_update_iters: int = 1     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition
+                                     # on the current features (0 = the seed's labels kept to the end)
     self_label_epochs: int = 0       # final=auto: epochs of the self-labelling stage (0 = off; conr/cluster/self_label.py)
     eval_every: int = 1              # cluster + score every N epochs in stage 1 (stage 2: every epoch)
     eval_batch_size: int = 1024

@@ -60,6 +60,9 @@ def validate_config(cfg: Config) -> None:
 
     _choice(c.final_rule, RULES, "cluster.final_rule")
     _choice(c.stage2_seed, ("kmeans", "final"), "cluster.stage2_seed")
+    if c.stage2_update_iters < 0:
+        raise ConfigError(f"cluster.stage2_update_iters={c.stage2_update_iters} must be >= 0 "
+                          "(0 = the stage-2 seed's labels kept)")
     if c.self_label_epochs < 0:
         raise ConfigError(f"cluster.self_label_epochs={c.self_label_epochs} must be >= 0 (0 = off)")
     _choice(cfg.data.on_bad_image, ("skip", "fail"), "data.on_bad_image")

@@ -176,7 +176,8 @@ def test_the_seed_reaches_stage_2(monkeypatch):
     from conr.config import load_config
     from conr.train import Trainer
 
-    cfg = load_config("digits", TINY + ["cluster.stage2_seed=final", "cluster.final=kmeans"])
+    cfg = load_config("digits", TINY + ["cluster.stage2_seed=final", "cluster.final=kmeans",
+                                        "cluster.stage2_update_iters=0"])
     trainer = Trainer(cfg, write=False, log=lambda *a: None)
     truth = trainer.data.labels.numpy().astype(np.int64)
     seen = {}
@@ -258,3 +259,59 @@ def test_one_run_one_score(tmp_path):
     with open(pred_csv, newline="") as fh:
         predicted = {r["path"]: int(r["cluster"]) for r in csv.DictReader(fh)}
     assert predicted == assigned
+
+
+def test_carried_partition_moves_by_lloyd_iterations():
+    """cluster.stage2_update_iters: the carried labels move by Lloyd iterations on the
+    current features (scikit-learn's count: assign to the carried means, then each
+    iteration new means and a new assignment; cosine: nearest unit mean), checked
+    against a hand loop; 0 iterations keep them."""
+    from conr.cluster.stage import carry_partition
+
+    rng = np.random.default_rng(0)
+    feats = torch.as_tensor(rng.normal(size=(300, 8)), dtype=torch.float32)
+    labels = torch.as_tensor(rng.integers(0, 4, 300))
+    kept = carry_partition(feats, labels, 4, iters=0)
+    assert torch.equal(kept.labels.cpu(), labels)
+    x = feats.numpy() / np.linalg.norm(feats.numpy(), axis=1, keepdims=True)
+    lab = labels.numpy()
+    for _ in range(2):  # the assignment to the carried means, then one iteration
+        means = np.stack([x[lab == c].mean(0) for c in range(4)])
+        lab = (x @ (means / np.linalg.norm(means, axis=1, keepdims=True)).T).argmax(1)
+    assert (lab != labels.numpy()).any()
+    moved = carry_partition(feats, labels, 4, iters=1)
+    assert np.array_equal(moved.labels.cpu().numpy(), lab)
+    assert torch.allclose(moved.centers, torch.as_tensor(np.stack([x[lab == c].mean(0) for c in range(4)])),
+                          atol=1e-5)
+
+
+def test_intersection_keeps_links_both_graphs_hold():
+    """On the fuzzy intersection of two neighbour graphs, links both graphs hold weigh
+    more than links one graph holds (here: the same points, half of them moved in the
+    second representation)."""
+    import scipy.sparse as sp
+
+    from conr.cluster.manifold import fuzzy_graph, intersect_graphs
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    moved = x.copy()
+    moved[:200] = rng.normal(size=(200, 5))
+    ga, gb = fuzzy_graph(x, 10), fuzzy_graph(moved, 10)
+    joint = intersect_graphs(ga, gb).tocoo()
+    both = np.asarray(ga.multiply(gb.astype(bool)).astype(bool)[joint.row, joint.col]).ravel()
+    assert both.any() and (~both).any()
+    assert joint.data[both].mean() > 2 * joint.data[~both].mean()
+    with pytest.raises(ValueError, match="same samples"):
+        intersect_graphs(ga, sp.csr_matrix((3, 3)))
+
+
+def test_rule_prefers_the_joint_candidate_where_the_pixels_are_candidates():
+    from conr.cluster.final import JOINT, PREFERRED, Candidate
+
+    lab = np.arange(20) % 2
+    cands = [Candidate("umap_gmm", "features", lab), Candidate("umap_gmm", "joint", lab)]
+    emb = lab[:, None] * np.ones((1, 2)) + np.random.default_rng(0).normal(0, 0.1, (20, 2))
+    score_candidates(cands, {"x": emb.astype(np.float32)}, {"x": emb.astype(np.float32)}, 2)
+    by = {c.name: c.scores["manifold"] for c in cands}
+    assert by[JOINT] > by[PREFERRED]   # the same partition: the head start goes to the joint one

@@ -301,3 +301,18 @@ def test_assign_hand_made():
     xc = torch.tensor([[6.0, 0.5], [0.1, 0.2], [-5.0, 1.0], [1.0, 0.9]])
     labels_c, _ = assign(xc, centers_c, "cosine")
     assert labels_c.tolist() == [0, 1, 2, 0]
+
+
+def test_warm_start_is_sklearns_lloyd_from_the_same_centres():
+    """init=centres runs Lloyd from them (no restarts): on Euclidean data the labels are
+    scikit-learn's KMeans(init=centres, n_init=1) with the same iteration cap."""
+    x, _ = make_blobs(600, centers=5, cluster_std=2.5, random_state=3)
+    start = x[[0, 1, 2, 3, 4]]
+    for iters in (1, 2, 50):
+        ours = kmeans(torch.as_tensor(x, dtype=torch.float32), 5, metric="euclidean", max_iter=iters,
+                      init=torch.as_tensor(start, dtype=torch.float32), tol=0.0)
+        ref = SkKMeans(5, init=start, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd").fit(x)
+        # scikit-learn's labels are those of its last centres, as ours are
+        assert adjusted_rand_score(ref.labels_, ours.labels.numpy()) > 0.99, iters
+    with pytest.raises(ValueError, match="init must hold 5 centres"):
+        kmeans(torch.as_tensor(x, dtype=torch.float32), 5, init=torch.zeros(4, 2))

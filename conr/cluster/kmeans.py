@@ -190,7 +190,7 @@ def _sklearn_seeds(x: Tensor, n_clusters: int, seed: int) -> Tensor:
 
 def kmeans(x: Tensor, n_clusters: int, *, metric: str = "cosine", max_iter: int = 300,
            tol: float = 1e-4, n_init: int = 1, seed: int = 0, seeding: str = "auto",
-           relocate: bool = True) -> KMeansResult:
+           relocate: bool = True, init: Tensor | None = None) -> KMeansResult:
     """Cluster the rows of ``x`` [N, D] into ``n_clusters`` groups.
 
     ``tol`` is relative, as in scikit-learn: iterations stop when the labels no longer
@@ -205,6 +205,10 @@ def kmeans(x: Tensor, n_clusters: int, *, metric: str = "cosine", max_iter: int 
     device; also what ``auto`` picks: 4x faster than scikit-learn's on 60k x 256) or
     ``sklearn`` (scikit-learn's ``kmeans_plusplus``, CPU tensors only). Seeded: same
     input, seed and seeding, same result.
+
+    ``init`` [K, D]: start Lloyd from these centres instead (one run, no restarts and no
+    relocation: a warm start stays near the partition it continues, as scikit-learn's
+    ``KMeans(init=array)``); ``max_iter`` bounds how far it may move.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown k-means metric {metric!r}; choose one of {METRICS}")
@@ -227,6 +231,11 @@ def kmeans(x: Tensor, n_clusters: int, *, metric: str = "cosine", max_iter: int 
     if metric == "cosine":
         x = F.normalize(x, dim=1)
     shift_tol = tol * float(x.var(dim=0).mean())
+    if init is not None:
+        if tuple(init.shape) != (n_clusters, x.shape[1]):
+            raise ValueError(f"init must hold {n_clusters} centres of {x.shape[1]} values; got shape "
+                             f"{tuple(init.shape)}")
+        return KMeansResult(*_lloyd(x, init.float().to(x.device), metric, max_iter, shift_tol))
     best = None
     for rseed in restart_seeds(seed, n_init):
         result, gen = _restart(x, n_clusters, metric, max_iter, shift_tol, rseed, seeding == "sklearn")

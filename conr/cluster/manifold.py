@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
+           "fuzzy_graph", "intersect_graphs", "embed_graph", "joint_umap_gmm_consensus", "graph_umap_gmm_consensus",
            "exact_neighbors", "pixel_vectors", "PCA_ABOVE", "PCA_DIMS", "CONSENSUS_RUNS"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
@@ -95,6 +96,84 @@ def umap_embedding(x: np.ndarray, n_components: int, n_neighbors: int = 20, seed
         reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.0, n_components=n_components, random_state=seed,
                             init="spectral" if n > n_components + 1 else "random", **extra)
         return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+
+
+def fuzzy_graph(x: np.ndarray, n_neighbors: int, seed: int = 0,
+                neighbors: tuple[np.ndarray, np.ndarray] | None = None):
+    """UMAP's fuzzy neighbour graph of the rows of ``x`` (sparse [N, N], symmetric,
+    weights in (0, 1]): the graph a UMAP embedding of ``x`` lays out."""
+    from umap.umap_ import fuzzy_simplicial_set
+
+    x = np.asarray(x, dtype=np.float32)
+    idx, dist = neighbors if neighbors is not None else exact_neighbors(x, n_neighbors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = fuzzy_simplicial_set(x, idx.shape[1], np.random.RandomState(seed), "euclidean",
+                                     knn_indices=idx, knn_dists=dist)[0]
+    return graph.tocsr()
+
+
+def intersect_graphs(a, b):
+    """The fuzzy intersection of two neighbour graphs of the same samples (umap-learn's
+    ``model_a * model_b``): a link is strong only where both graphs hold it."""
+    from umap.umap_ import general_simplicial_set_intersection, reset_local_connectivity
+
+    if a.shape != b.shape:
+        raise ValueError(f"graphs of {a.shape[0]} and {b.shape[0]} samples: both must hold the same samples")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reset_local_connectivity(general_simplicial_set_intersection(a.tocoo(), b.tocoo(), 0.5),
+                                        True).tocsr()
+
+
+def embed_graph(graph, n_components: int, seed: int = 0) -> np.ndarray:
+    """UMAP's layout (min_dist 0) of a fuzzy graph into ``n_components`` dimensions,
+    with UMAP's defaults for the rest; a graph in several pieces starts from a random
+    layout instead of the spectral one (as umap-learn does for combined models)."""
+    import scipy.sparse.csgraph
+    from umap.umap_ import find_ab_params, simplicial_set_embedding
+
+    n = graph.shape[0]
+    n_components = int(max(2, min(n_components, n - 2)))
+    a, b = find_ab_params(1.0, 0.0)
+    pieces = scipy.sparse.csgraph.connected_components(graph)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        emb, _ = simplicial_set_embedding(None, graph.tocoo(), n_components, 1.0, a, b, 1.0, 5, None,
+                                          "spectral" if pieces == 1 else "random", np.random.RandomState(seed),
+                                          "euclidean", {}, False, {}, False)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def joint_umap_gmm_consensus(representations, n_clusters: int, seed: int = 0, n_neighbors: int = 20,
+                             n_init: int = 5, runs: int = CONSENSUS_RUNS):
+    """UMAP + GMM consensus on the fuzzy intersection of the representations' neighbour
+    graphs (the learned features' and the pixels'): two images are near only where
+    every representation puts them near, so a neighbour the training got wrong but
+    the pixels did not (or the reverse) loses its pull. Returns (labels, confidence,
+    the first run's embedding), as :func:`umap_gmm_consensus`."""
+    graph = None
+    for x in representations:
+        g = fuzzy_graph(x, n_neighbors, seed)
+        graph = g if graph is None else intersect_graphs(graph, g)
+    return graph_umap_gmm_consensus(graph, n_clusters, seed, n_init, runs)
+
+
+def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5, runs: int = CONSENSUS_RUNS):
+    """The consensus of ``runs`` UMAP layouts (different seeds) of one fuzzy ``graph``,
+    each clustered by a Gaussian mixture; returns as :func:`umap_gmm_consensus`."""
+    from .consensus import consensus_confidence, consensus_partition
+
+    seeds = np.random.SeedSequence(seed).generate_state(runs) % (2**31 - 1)
+    members, probas, first = [], [], None
+    for s in seeds:
+        emb = embed_graph(graph, n_clusters, int(s))
+        proba = gmm_posterior(emb, n_clusters, n_init, int(s))
+        members.append(proba.argmax(1))
+        probas.append(proba)
+        first = emb if first is None else first
+    labels = members[0].astype(np.int64) if runs == 1 else consensus_partition(members, n_clusters, seed)
+    return labels, consensus_confidence(labels, members, probas, n_clusters), first
 
 
 def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,

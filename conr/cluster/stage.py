@@ -70,14 +70,23 @@ def seed_partition(trainer, feats: Tensor) -> tuple[KMeansResult, str]:
     return labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name
 
 
-def carry_partition(feats: Tensor, labels: Tensor, n_clusters: int) -> KMeansResult:
-    """The seeded partition carried on as the features improve: its labels stay, its
-    centres move to the cluster means of the current features (so the boundary filter
-    and the ratios follow the features). Measured: on the features of an early epoch
-    even a single nearest-centre step from the seed's own centres keeps little of it
-    (adjusted Rand 0.1 against the seed on 400 digits after one epoch) — the features
-    are the weaker partition there, and the final stage weighs both again at the end."""
-    return labels_result(feats, labels, n_clusters)
+def carry_partition(feats: Tensor, labels: Tensor, n_clusters: int, iters: int = 1,
+                    metric: str = "cosine") -> KMeansResult:
+    """The seeded partition carried on as the features improve: its centres move to the
+    cluster means of the current features, then ``iters`` Lloyd iterations from there
+    let the labels follow the features (0: labels kept, only the centres move). A step
+    an epoch, not k-means to convergence: the training pulls the features towards the
+    partition while the partition moves towards the features. Measured on digits (seed
+    0, default budget, a stage-2 seed that had merged two classes: ACC 0.889): with the
+    labels kept the run ended at ACC / NMI 0.890 / 0.925, with one iteration an epoch
+    at 0.959 / 0.942; ORL with one: 0.663 / 0.839 from a seed of 0.660 / 0.835."""
+    carried = labels_result(feats, labels, n_clusters)
+    if iters <= 0:
+        return carried
+    from .kmeans import kmeans
+
+    moved = kmeans(feats, n_clusters, metric=metric, max_iter=iters, init=carried.centers)
+    return labels_result(feats, moved.labels, n_clusters)
 
 
 def final_partition(trainer, feats: Tensor) -> Partition:

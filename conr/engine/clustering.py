@@ -45,7 +45,7 @@ def cluster_step(trainer) -> dict:
         elif c.stage2_seed == "final" and trainer.stage2_seeded and trainer.centers is not None:
             from ..cluster.stage import carry_partition
 
-            result = carry_partition(feats, trainer.pseudo_labels, c.n_clusters)
+            result = carry_partition(feats, trainer.pseudo_labels, c.n_clusters, c.stage2_update_iters, c.metric)
         else:
             result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
                             n_init=c.n_init, seed=trainer.cfg.train.seed)

@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main(argv=None) -> int:
-    from conr.cluster.final import RULES, derived_score
+    from conr.cluster.final import JOINT, PREFERRED, RULES, derived_score, eligible
     from conr.io import atomic_write_text
 
     rows = [json.loads(line) for path in sorted(RESULTS.glob("suite-runs*.jsonl"))  # today's and kept earlier runs
@@ -37,11 +37,13 @@ def main(argv=None) -> int:
     for r in runs:
         key = (r["dataset"], r["row"])
         cands = r["candidates"]
+        preferred = JOINT if any(c["name"] == JOINT for c in cands) else PREFERRED
         for c in cands:  # the rules that are functions of silhouette_umap, derived again (rows older than them)
-            for rule in ("prefer_features", "manifold"):
-                c[rule] = derived_score(rule, c["name"], c["algorithm"], c["silhouette_umap"])
+            for rule in ("prefer_features", "manifold", "joint"):
+                c[rule] = derived_score(rule, c["name"], c["algorithm"], c["silhouette_umap"], preferred)
         for rule in RULES:
-            best = max(cands, key=lambda c: c.get(rule, float("-inf")))
+            best = max(eligible(cands, rule, lambda c: c["representation"], lambda c: c["name"]),
+                       key=lambda c: c.get(rule, float("-inf")))
             table[key][rule].append((best["true_acc"], best["true_nmi"], best["name"]))
         oracle = max(cands, key=lambda c: c["true_acc"])
         table[key]["oracle (labels)"].append((oracle["true_acc"], oracle["true_nmi"], oracle["name"]))

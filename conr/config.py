@@ -170,7 +170,8 @@ class ClusterConfig:
     flip_average: bool = False       # features = mean over the image and its mirror (automatic settings: on)
     final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
                                      # | auto (candidates on features and pixels, a label-free rule: conr/cluster/final.py)
-    final_rule: str = "manifold"  # how final=auto chooses: manifold | prefer_features | silhouette_umap | agreement | ncut
+    final_rule: str = "joint"        # how final=auto chooses: joint | manifold | prefer_features | silhouette_umap
+                                     # | agreement | ncut (conr/cluster/final.py)
     final_pixels: bool = True        # final=auto: the raw pixels' partitions are candidates too (off: the features' only)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)

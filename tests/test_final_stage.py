@@ -315,3 +315,23 @@ def test_rule_prefers_the_joint_candidate_where_the_pixels_are_candidates():
     score_candidates(cands, {"x": emb.astype(np.float32)}, {"x": emb.astype(np.float32)}, 2)
     by = {c.name: c.scores["manifold"] for c in cands}
     assert by[JOINT] > by[PREFERRED]   # the same partition: the head start goes to the joint one
+
+
+def test_joint_rule_keeps_the_features_own_candidates_out_where_the_joint_one_is():
+    """The default rule lets the pixels' candidates compete with the joint one (a run
+    too short to learn) but not the features' own (a choice between representations);
+    without a joint candidate it is the manifold rule."""
+    from conr.cluster.final import DEFAULT_RULE, Candidate, eligible
+
+    assert DEFAULT_RULE == "joint"
+    lab = np.zeros(4, dtype=np.int64)
+    feats, joint, pix = (Candidate("umap_gmm", r, lab) for r in ("features", "joint", "pixels"))
+    feats.scores, joint.scores, pix.scores = {"joint": 0.9, "manifold": 0.9}, {"joint": 0.5, "manifold": 0.5}, \
+        {"joint": 0.4, "manifold": 0.4}
+    assert choose([feats, joint, pix], "joint") is joint
+    assert choose([feats, joint, pix], "manifold") is feats
+    pix.scores["joint"] = 0.6
+    assert choose([feats, joint, pix], "joint") is pix
+    assert choose([feats, pix], "joint") is feats          # no joint candidate: nothing left out
+    rows = [{"name": "umap_gmm/joint", "representation": "joint"}, {"name": "x/features", "representation": "features"}]
+    assert eligible(rows, "joint", lambda r: r["representation"], lambda r: r["name"]) == rows[:1]

@@ -35,7 +35,7 @@ from .autoconfig import schedule_for_epochs
 
 __all__ = ["early_finish_note", "finish_budget", "StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for",
            "seconds_for", "EPOCH_GRID",
-           "timed_pixel_stage", "reserved_seconds", "budget_epochs", "fit_to_budget",
+           "timed_pixel_stage", "reserved_seconds", "reserve_for_budget", "budget_epochs", "fit_to_budget",
            "robust_step", "grid_floor", "seconds_left", "COMPILE_ALLOWANCE", "OVERRUN"]
 
 
@@ -56,6 +56,7 @@ class StepCosts:
 
 COMPILE_ALLOWANCE = 20.0   # seconds the budget counts for UMAP's first-call compilation (measured 10-40 s)
 OVERRUN = 1.5              # a budgeted run is stopped once it has taken this many times its budget
+CLUSTERING_SHARE = 1 / 3   # the clustering stages' reserve beyond which stage 2 starts from k-means, not a seed
 CHEAP_CLUSTER_SECONDS = 2.0  # a clustering step cheaper than this is timed twice (the faster kept)
 EPOCH_BOOKKEEPING_SECONDS = 0.005  # generators, logging, history: measured ~2-5 ms per epoch on a CPU
 # the epoch counts a budget may choose: ratio ~1.25 (2..10 step by one or two)
@@ -185,6 +186,22 @@ def reserved_seconds(cfg, pixel_stage_seconds: float, epoch_seconds: float = 0.0
     return runs * per_run * pixel_stage_seconds + 0.25 * c.self_label_epochs * epoch_seconds
 
 
+def reserve_for_budget(cfg, pixel_stage_seconds: float, epoch_seconds: float, minutes: float):
+    """(:func:`reserved_seconds`, None), or where two passes of the final stage's candidates
+    (stage 2's seed and the end) would take more than :data:`CLUSTERING_SHARE` of the
+    budget, the reserve of one pass and a note saying that stage 2 starts from k-means
+    instead: the candidates cost ~ N (UMAP), and on a large set two passes leave the
+    network a few epochs (CIFAR-10's 10,000 test images, 10 minutes on 2 cores: 2)."""
+    reserved = reserved_seconds(cfg, pixel_stage_seconds, epoch_seconds)
+    if cfg.cluster.stage2_seed != "final" or reserved <= CLUSTERING_SHARE * minutes * 60:
+        return reserved, None
+    lighter = replace(cfg, cluster=replace(cfg.cluster, stage2_seed="kmeans"))
+    note = (f"time budget: the final stage's candidates twice (the stage-2 seed and the end) would take "
+            f"{reserved:.0f} s of {minutes * 60:.0f}; stage 2 starts from k-means of the warm-up's features "
+            f"instead (cluster.stage2_seed=kmeans)")
+    return reserved_seconds(lighter, pixel_stage_seconds, epoch_seconds), note
+
+
 def seconds_left(minutes: float, elapsed: float, compile_seconds: float = 0.0) -> float:
     """Seconds of a ``minutes`` budget left after ``elapsed`` seconds, of which
     ``compile_seconds`` were UMAP's one-time compilation: that counts as the fixed
@@ -237,7 +254,9 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
     f = quiet_factor(other, torch.get_num_threads(), floor=1.0 / OVERRUN)
     costs = replace(costs, step_seconds=f * costs.step_seconds, cluster_seconds=f * costs.cluster_seconds)
     left = seconds_left(minutes, f * (time.perf_counter() - started), f * compile_seconds)
-    reserved = reserved_seconds(cfg, f * pixel_stage_seconds, costs.epoch_seconds)
+    reserved, seed_note = reserve_for_budget(cfg, f * pixel_stage_seconds, costs.epoch_seconds, minutes)
+    if seed_note:
+        log(seed_note)
     epochs = epochs_for_budget(left - reserved, costs)
     epochs, plan_note = _same_plan(cfg, data, minutes, checkpoints, costs, epochs)
     if plan_note:
@@ -247,6 +266,7 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
             "reserved_seconds": round(reserved, 1), "image_size": data.image_size,
             "other_cores": None if other is None else round(other, 2), "quiet_factor": round(f, 3),
             "plan": "reused" if plan_note else "timed",
+            **({"stage2_seed": "kmeans", "seed_note": seed_note} if seed_note else {}),
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
     if f < 0.95:
         log(f"time budget: other processes used {other:.1f} of {os.cpu_count()} CPUs while the steps were "
@@ -292,6 +312,8 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
             note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
                     f"more epochs ({epochs}; at least {MIN_BUDGET_EPOCHS} wanted)")
     cfg = configure(data, epochs=epochs, size_note=note)
+    if info.get("stage2_seed"):  # the reserve left too little for a seeded stage 2 (budget_epochs)
+        cfg.cluster.stage2_seed = info["stage2_seed"]
     # a safety net if the machine gets much busier than when it was timed: stop (checkpointed
     # and clustered) once the run has taken OVERRUN times its budget; a few tens of percent of
     # slowdown change the run's length, not its epochs (so it repeats)

@@ -245,3 +245,23 @@ def test_a_budget_shrink_reloads_what_the_repeat_loads(tmp_path: Path):
     assert torch.equal(again.images, direct.images) and again.paths == direct.paths
     assert again.normalization == "imagenet" and again.channels == first.channels
     assert not torch.equal(resize_uint8(first.images, 24), direct.images)  # why it reloads
+
+
+def test_a_budget_too_small_for_two_final_stage_passes_drops_the_seed():
+    """Where the final stage's candidates twice (stage 2's seed, the end) would take more
+    than a third of the budget, stage 2 starts from k-means and one pass is reserved;
+    otherwise both are, and the repeat command pins what the budget chose."""
+    from types import SimpleNamespace
+
+    from conr.budget import CLUSTERING_SHARE, reserve_for_budget, reserved_seconds
+    from conr.commands.cluster import repeat_command
+    from conr.config import load_config
+
+    cfg = load_config("digits", ["cluster.final=auto", "cluster.stage2_seed=final", "cluster.self_label_epochs=0"])
+    small, note = reserve_for_budget(cfg, 10.0, 1.0, minutes=6)
+    assert note is None and small == reserved_seconds(cfg, 10.0) == 40.0   # 2 passes x (features + joint)
+    big, note = reserve_for_budget(cfg, 125.0, 1.0, minutes=10)
+    assert 4 * 125.0 > CLUSTERING_SHARE * 600 and big == 2 * 125.0 and "stage2_seed=kmeans" in note
+    args = SimpleNamespace(k=10, config=None, device="auto", on_bad_image="skip", overrides=[])
+    est = SimpleNamespace(config_=cfg, budget_={"stage2_seed": "kmeans"}, trainer_=SimpleNamespace(epoch=cfg.train.epochs))
+    assert "cluster.stage2_seed=kmeans" in repeat_command(args, Path("photos"), Path("out"), est)

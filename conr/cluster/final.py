@@ -21,9 +21,11 @@ it; :func:`~conr.cluster.manifold.joint_umap_gmm_consensus`). It takes the rules
 start (:data:`JOINT`). Measured on the features saved from three default runs (digits,
 ORL, COIL-20, seed 0; ACC / NMI): the joint candidate gave 0.959 / 0.941, 0.673 / 0.843
 and 0.919 / 0.945 where the features alone gave 0.902 / 0.899, 0.575 / 0.796 and
-0.957 / 0.977 and the pixels 0.875 / 0.895, 0.668 / 0.833 and 0.866 / 0.920; on COIL-20
-the features' candidate still won on silhouette by more than the head start and was
-chosen.
+0.957 / 0.977 and the pixels 0.875 / 0.895, 0.668 / 0.833 and 0.866 / 0.920. On COIL-20
+the features alone are the better partition (the training linked an object's rotated
+views, which the pixels do not, and the intersection drops those links); the default
+rule does not let them compete with the joint one (below), which costs there what it
+gains on the faces and digits.
 
 * ``joint`` (the default): ``manifold``, except that where the joint candidate is one
   the features' own candidates do not compete with it (:func:`eligible`): it holds the

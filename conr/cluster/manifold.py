@@ -162,12 +162,18 @@ def joint_umap_gmm_consensus(representations, n_clusters: int, seed: int = 0, n_
 def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5, runs: int = CONSENSUS_RUNS):
     """The consensus of ``runs`` UMAP layouts (different seeds) of one fuzzy ``graph``,
     each clustered by a Gaussian mixture; returns as :func:`umap_gmm_consensus`."""
+    return _layout_consensus(lambda s: embed_graph(graph, n_clusters, s), n_clusters, seed, n_init, runs)
+
+
+def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int):
+    """The consensus of ``runs`` Gaussian-mixture partitions of ``layout(s)``, the
+    embeddings of ``runs`` seeds drawn from ``seed``: (labels, confidence, first embedding)."""
     from .consensus import consensus_confidence, consensus_partition
 
     seeds = np.random.SeedSequence(seed).generate_state(runs) % (2**31 - 1)
     members, probas, first = [], [], None
     for s in seeds:
-        emb = embed_graph(graph, n_clusters, int(s))
+        emb = layout(int(s))
         proba = gmm_posterior(emb, n_clusters, n_init, int(s))
         members.append(proba.argmax(1))
         probas.append(proba)
@@ -207,16 +213,6 @@ def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbor
     embedding). Measured on three demo runs' features: single runs ACC 0.87-0.96, their
     consensus 0.94-0.96; on the pixels of digits, COIL-20 and ORL inside the single runs' range
     (``benchmarks/consensus.py``)."""
-    from .consensus import consensus_confidence, consensus_partition
-
     neighbors = exact_neighbors(x, n_neighbors)
-    seeds = np.random.SeedSequence(seed).generate_state(runs) % (2**31 - 1)
-    members, probas, first = [], [], None
-    for s in seeds:
-        emb = umap_embedding(x, n_clusters, seed=int(s), neighbors=neighbors)
-        proba = gmm_posterior(emb, n_clusters, n_init, int(s))
-        members.append(proba.argmax(1))
-        probas.append(proba)
-        first = emb if first is None else first
-    labels = members[0].astype(np.int64) if runs == 1 else consensus_partition(members, n_clusters, seed)
-    return labels, consensus_confidence(labels, members, probas, n_clusters), first
+    return _layout_consensus(lambda s: umap_embedding(x, n_clusters, seed=s, neighbors=neighbors),
+                             n_clusters, seed, n_init, runs)

@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main(argv=None) -> int:
-    from conr.cluster.final import JOINT, PREFERRED, RULES, derived_score, eligible
+    from conr.cluster.final import RULES, derived_score, eligible, preferred_for
     from conr.io import atomic_write_text
 
     rows = [json.loads(line) for path in sorted(RESULTS.glob("suite-runs*.jsonl"))  # today's and kept earlier runs
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     for r in runs:
         key = (r["dataset"], r["row"])
         cands = r["candidates"]
-        preferred = JOINT if any(c["name"] == JOINT for c in cands) else PREFERRED
+        preferred = preferred_for(c["name"] for c in cands)
         for c in cands:  # the rules that are functions of silhouette_umap, derived again (rows older than them)
             for rule in ("prefer_features", "manifold", "joint"):
                 c[rule] = derived_score(rule, c["name"], c["algorithm"], c["silhouette_umap"], preferred)

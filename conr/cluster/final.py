@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Candidate", "ALGORITHMS", "RULES", "DEFAULT_RULE", "cluster_representation", "score_candidates",
-           "choose", "eligible", "FinalStage"]
+           "choose", "eligible", "preferred_for", "FinalStage"]
 
 ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
 RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut")
@@ -91,6 +91,12 @@ GRAPH_NEIGHBORS = 10
 SILHOUETTE_SAMPLES = 3000
 MANIFOLD_MARGIN = 0.05            # the manifold rule's further head start for the manifold step's partitions
 MANIFOLD_ALGORITHMS = ("umap_gmm", "self_label")
+
+
+def preferred_for(names) -> str:
+    """The candidate name that gets the head start among ``names``: :data:`JOINT` where it
+    is one of them, else :data:`PREFERRED`."""
+    return JOINT if JOINT in set(names) else PREFERRED
 
 
 def derived_score(rule: str, name: str, algorithm: str, silhouette: float, preferred: str = PREFERRED) -> float:
@@ -228,7 +234,7 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
         for c in cands:
             others = [nmi(c.labels, o.labels) for o in cands if o is not c]
             c.scores["agreement"] = float(np.mean(others)) if others else 0.0
-    preferred = JOINT if any(c.name == JOINT for c in cands) else PREFERRED
+    preferred = preferred_for(c.name for c in cands)
     for rule in ("prefer_features", "manifold", "joint"):  # silhouette_umap, with head starts
         if rule in rules:
             for c in cands:

@@ -35,7 +35,7 @@ from .autoconfig import schedule_for_epochs
 
 __all__ = ["early_finish_note", "finish_budget", "StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for",
            "seconds_for", "EPOCH_GRID",
-           "timed_pixel_stage", "reserved_seconds", "reserve_for_budget", "budget_epochs", "fit_to_budget",
+           "timed_pixel_stage", "consensus_allowance", "reserved_seconds", "reserve_for_budget", "budget_epochs", "fit_to_budget",
            "robust_step", "grid_floor", "seconds_left", "COMPILE_ALLOWANCE", "OVERRUN"]
 
 
@@ -151,11 +151,24 @@ def epochs_for_budget(seconds: float, costs: StepCosts, lo: int = 2, hi: int = 1
     return max(fits) if fits else lo
 
 
-def timed_pixel_stage(images, cfg, seed: int, log=print):
+def consensus_allowance(minutes: float | None) -> float | None:
+    """Seconds one UMAP + GMM consensus may take in a ``minutes`` budget (None: no budget,
+    no limit): :data:`CLUSTERING_SHARE` shared by the four a default run makes or
+    matches in time (the pixels' once; the joint one at stage 2's seed and at the end;
+    the rest of the candidates, scoring and self-labelling together). A large set's
+    layouts then make a smaller consensus instead of taking the epochs (CIFAR-10's
+    10,000 test images, 2 cores: ~18 s a layout, five of each consensus took ~5 of the
+    10 minutes and left 8 epochs)."""
+    return None if minutes is None else CLUSTERING_SHARE * minutes * 60 / 4
+
+
+def timed_pixel_stage(images, cfg, seed: int, log=print, minutes: float | None = None):
     """The final stage's pixel candidates (conr/cluster/final.py), made before training at
     the loaded size (before any budget resize) and timed, so that the budget can reserve
-    what the final stage and the stage-2 seed will cost. Returns (stage, seconds, seconds
-    of UMAP's one-time compilation)."""
+    what the final stage and the stage-2 seed will cost. ``minutes``: the time budget, which
+    bounds the layouts of a consensus (:func:`consensus_allowance`; the stage's
+    ``consensus_runs`` then says how many). Returns the stage, its ``seconds`` and the
+    ``compile_seconds`` of UMAP's one-time compilation set on it."""
     from .cluster.final import FinalStage
     from .cluster.manifold import pixel_vectors, warm_up_umap
 
@@ -163,12 +176,13 @@ def timed_pixel_stage(images, cfg, seed: int, log=print):
     start = time.perf_counter()
     c = cfg.cluster
     pixels = pixel_vectors(images.numpy(), seed=seed) if c.final_pixels else None
-    stage = FinalStage(pixels, c.n_clusters, seed=seed, rule=c.final_rule, log=log)
+    stage = FinalStage(pixels, c.n_clusters, seed=seed, rule=c.final_rule, log=log, consensus_runs=c.consensus_runs,
+                       consensus_seconds=consensus_allowance(minutes))
     stage.pixel_candidates()
-    seconds = time.perf_counter() - start
-    log(f"final stage: pixel candidates in {seconds:.1f} s (after {compile_seconds:.1f} s of UMAP's one-time "
+    stage.seconds, stage.compile_seconds = time.perf_counter() - start, compile_seconds
+    log(f"final stage: pixel candidates in {stage.seconds:.1f} s (after {compile_seconds:.1f} s of UMAP's one-time "
         f"compilation)")
-    return stage, seconds, compile_seconds
+    return stage
 
 
 def reserved_seconds(cfg, pixel_stage_seconds: float, epoch_seconds: float = 0.0) -> float:
@@ -279,17 +293,21 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
 
 
 def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_size: int | None = None,
-                  checkpoints: bool = False, pixel_stage_seconds: float = 0.0, compile_seconds: float = 0.0,
-                  reload=None, log=print):
+                  checkpoints: bool = False, pixel_stage=None, reload=None, log=print):
     """Epochs for the budget; when the budget buys fewer than MIN_BUDGET_EPOCHS at the
     automatic size (``user_size`` None), train smaller images instead (a step's cost ~
     pixels): more epochs beat more pixels. ``configure(data, epochs=None, size_note=None)``
     gives the config for the data (and the epochs, with the note why the size shrank);
     ``reload(size)``: the images loaded again at ``size`` (None: the loaded ones resized).
+    ``pixel_stage``: the final stage from :func:`timed_pixel_stage` (None: none made), whose
+    time is reserved and whose consensus layouts the config takes (recorded where fewer).
     Returns (data, config, budget record); the config stops the run once it has taken
     :data:`OVERRUN` times its budget."""
     from .autoconfig import MIN_BUDGET_EPOCHS, MIN_NET_SIZE
     from .data.base import resize_uint8
+
+    pixel_stage_seconds, compile_seconds = (getattr(pixel_stage, "seconds", 0.0),
+                                            getattr(pixel_stage, "compile_seconds", 0.0))
 
     def timed(data, cfg):
         return budget_epochs(cfg, data, minutes, started, checkpoints=checkpoints,
@@ -314,6 +332,9 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
     cfg = configure(data, epochs=epochs, size_note=note)
     if info.get("stage2_seed"):  # the reserve left too little for a seeded stage 2 (budget_epochs)
         cfg.cluster.stage2_seed = info["stage2_seed"]
+    runs = getattr(pixel_stage, "consensus_runs", cfg.cluster.consensus_runs)
+    if runs < cfg.cluster.consensus_runs:  # the budget's layouts of a consensus (a repeat pins them)
+        info["consensus_runs"] = cfg.cluster.consensus_runs = int(runs)
     # a safety net if the machine gets much busier than when it was timed: stop (checkpointed
     # and clustered) once the run has taken OVERRUN times its budget; a few tens of percent of
     # slowdown change the run's length, not its epochs (so it repeats)

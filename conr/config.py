@@ -173,6 +173,8 @@ class ClusterConfig:
     final_rule: str = "joint"        # how final=auto chooses: joint | manifold | prefer_features | silhouette_umap
                                      # | agreement | ncut (conr/cluster/final.py)
     final_pixels: bool = True        # final=auto: the raw pixels' partitions are candidates too (off: the features' only)
+    consensus_runs: int = 5          # final=auto: UMAP layouts a UMAP + GMM consensus is made of (a time budget
+                                     # may make fewer: conr/budget.py consensus_allowance)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 1     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition

@@ -63,6 +63,8 @@ def validate_config(cfg: Config) -> None:
     if c.stage2_update_iters < 0:
         raise ConfigError(f"cluster.stage2_update_iters={c.stage2_update_iters} must be >= 0 "
                           "(0 = the stage-2 seed's labels kept)")
+    if c.consensus_runs < 1:
+        raise ConfigError(f"cluster.consensus_runs={c.consensus_runs} must be >= 1 (1 = a single UMAP + GMM run)")
     if c.self_label_epochs < 0:
         raise ConfigError(f"cluster.self_label_epochs={c.self_label_epochs} must be >= 0 (0 = off)")
     _choice(cfg.data.on_bad_image, ("skip", "fail"), "data.on_bad_image")

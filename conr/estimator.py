@@ -82,10 +82,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def __init__(self, n_clusters: int = 10, *, method: str = "conr", image_size: int | None = None,
                  backbone: str | None = None, epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, minutes: float | None = None, device: str = "auto", seed: int = 0,
-                 deterministic: bool = False,
-                 config: str | None = None, overrides: list[str] | None = None, run_dir: str | None = None,
-                 resume: bool = False, on_bad_image: str = "skip", verbose: bool = False,
-                 image_shape: tuple | None = None, input: str = "auto"):
+                 deterministic: bool = False, config: str | None = None, overrides: list[str] | None = None,
+                 run_dir: str | None = None, resume: bool = False, on_bad_image: str = "skip",
+                 verbose: bool = False, image_shape: tuple | None = None, input: str = "auto"):
         self.n_clusters = n_clusters
         self.input = input
         self.image_shape = image_shape
@@ -215,10 +214,15 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         return config_from_dict(raw)
 
     def _final_stage(self, data: ImageData, cfg: Config):
-        """The final stage's pixel candidates, made before training and timed (conr/budget.py)."""
-        stage, self._pixel_stage_seconds, self._umap_compile_seconds = timed_pixel_stage(
-            data.images, cfg, int(self.seed), log=self._log)
-        return stage
+        """The pixel candidates, made before training, timed; a budget bounds their layouts (conr/budget.py)."""
+        user = self._user_raw()
+        budgeted = not user.get("train", {}).get("epochs") and "consensus_runs" not in user.get("cluster", {})
+        self._pixel_stage = timed_pixel_stage(data.images, cfg, int(self.seed), log=self._log,
+                                              minutes=self._minutes(data) if budgeted else None)
+        return self._pixel_stage
+
+    def _minutes(self, data: ImageData) -> float:
+        return float(self.minutes or default_minutes(len(data), resolve_device_type(self.device)))
 
     def _fit_budget(self, data: ImageData, cfg: Config, root, survey, started: float):
         """Epochs for the budget, or smaller images (reloaded) when it buys too few (conr/budget.py)."""
@@ -227,12 +231,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                 self._size_note = size_note
             return self.build_config(data, root=root, survey=survey, epochs=epochs)
 
-        minutes = float(self.minutes or default_minutes(len(data), resolve_device_type(self.device)))
-        return fit_to_budget(data, cfg, started, minutes, configure,
+        return fit_to_budget(data, cfg, started, self._minutes(data), configure,
                              user_size=self._user_raw().get("data", {}).get("image_size"),
                              checkpoints=self.run_dir is not None,
-                             pixel_stage_seconds=getattr(self, "_pixel_stage_seconds", 0.0),
-                             compile_seconds=getattr(self, "_umap_compile_seconds", 0.0), log=self._log,
+                             pixel_stage=getattr(self, "_pixel_stage", None), log=self._log,
                              reload=None if root is None else lambda n: reload_folder(root, n, data, self.on_bad_image))
 
     # ------------------------------------------------------------ API
@@ -240,8 +242,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         """Train on ``X`` (any accepted input) and cluster it. ``y`` is ignored
         (ground truth, when wanted for scores, comes with an ImageData or class folders)."""
         started = time.perf_counter()  # the budget counts start-up and loading too
-        self._size_note = None
-        self._mirror = None
+        self._size_note = self._mirror = self._pixel_stage = None
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
         from .vectors import fit_vectors, input_kind
@@ -271,8 +272,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             selection = read_k_selection(self.run_dir)  # a resumed run keeps the K it chose
         if cfg.data.normalization is not None:
             data.normalization = cfg.data.normalization
-        budget = None
-        fixed_epochs = self._user_raw().get("train", {}).get("epochs")
+        budget, fixed_epochs = None, self._user_raw().get("train", {}).get("epochs")
         saved = Path(self.run_dir) / "config.yaml" if self.run_dir is not None else None
         if self.resume and saved is not None and saved.exists():  # a resumed run keeps its length
             import yaml

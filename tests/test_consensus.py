@@ -87,3 +87,45 @@ def test_clear_errors():
         consensus_partition([np.zeros(3, int), np.zeros(4, int)], 2)
     with pytest.raises(ValueError, match="n_clusters=5 for 3 samples"):
         consensus_partition([np.array([0, 1, 2])], 5)
+
+
+# --------------------------------------------------------------------------- a consensus sized to its time
+
+def test_affordable_runs_is_the_largest_odd_count_that_fits():
+    from conr.cluster.manifold import affordable_runs
+
+    assert affordable_runs(18.0, None) == 5            # no budget: all of them
+    assert affordable_runs(18.0, 50.0) == 1            # two would fit, but two have no majority
+    assert affordable_runs(18.0, 60.0) == 3
+    assert affordable_runs(2.0, 600.0) == 5            # never more than asked
+    assert affordable_runs(2.0, 600.0, cap=3) == 3
+    assert affordable_runs(100.0, 1.0) == 1            # at least one, however short the time
+
+
+def test_a_consensus_cut_short_by_time_is_the_consensus_of_its_first_runs(monkeypatch):
+    """With layouts of 10 s (a fake clock) and 35 s allowed, three of five runs are made,
+    with the first three seeds of the full consensus: the same partition a repeat that
+    asks for three layouts gets, whatever the clock then says."""
+    import conr.cluster.manifold as manifold
+
+    centres = np.array([[0, 0], [6, 0], [0, 6]], dtype=np.float32)
+    truth = np.repeat(np.arange(3), 40)
+
+    def layout(seed):
+        calls.append(seed)
+        jitter = np.random.default_rng(seed).normal(scale=0.8, size=(len(truth), 2)).astype(np.float32)
+        return centres[truth] + jitter
+
+    clock = iter(np.arange(0.0, 1000.0, 10.0))         # a run's start and end readings: 10 s a run
+    monkeypatch.setattr(manifold.time, "perf_counter", lambda: float(next(clock)))
+    calls = []
+    short = manifold._layout_consensus(layout, 3, seed=4, n_init=1, runs=5, max_seconds=35.0)
+    short_seeds = list(calls)
+    monkeypatch.undo()
+    calls = []
+    pinned = manifold._layout_consensus(layout, 3, seed=4, n_init=1, runs=3)
+    full_seeds = list(np.random.SeedSequence(4).generate_state(5) % (2**31 - 1))
+    assert short.runs == 3 and pinned.runs == 3 and len(short_seeds) == 3
+    assert short_seeds == calls == full_seeds[:3]
+    np.testing.assert_array_equal(short.labels, pinned.labels)
+    assert adjusted_rand_score(truth, short.labels) == 1.0

@@ -8,6 +8,7 @@ shapes that are or are not mirror-symmetric.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,39 @@ def test_final_stage_reuses_pixel_candidates_and_adds_extra():
     assert {c.name for c in cands} >= {"kmeans/features", "umap_gmm/pixels", "truth/given"}
     assert all("silhouette_umap" in c.scores for c in cands)
     assert adjusted_rand_score(y, best.labels) > 0.95
+
+
+def test_layouts_follow_the_rule_and_the_time_allowed():
+    """Under the joint rule the features' own UMAP + GMM cannot be chosen: one layout lists it
+    (the one the criteria need), while the pixels' and the joint consensus make the stage's
+    count; a pixel consensus with no time to spare makes one, and so do the later ones."""
+    x, _ = rings(200)
+    feats = np.c_[x, np.ones(len(x))]
+    layouts = lambda cands: {c.name: c.layouts for c in cands if c.algorithm == "umap_gmm"}  # noqa: E731
+    _, cands = FinalStage(x, 2, seed=0, consensus_runs=3).run(feats)
+    assert layouts(cands) == {"umap_gmm/features": 1, "umap_gmm/pixels": 3, "umap_gmm/joint": 3}
+    _, cands = FinalStage(x, 2, seed=0, rule="manifold", consensus_runs=3).run(feats)
+    assert layouts(cands)["umap_gmm/features"] == 3   # a rule that may choose it gets the consensus
+    short = FinalStage(x, 2, seed=0, consensus_runs=3, consensus_seconds=0.0)
+    _, cands = short.run(feats)
+    assert short.consensus_runs == 1 and set(layouts(cands).values()) == {1}
+    assert all(row.get("layouts") == 1 for row in (c.row() for c in cands) if row["algorithm"] == "umap_gmm")
+
+
+def test_budget_records_and_repeat_pins_the_layouts():
+    from types import SimpleNamespace
+
+    from conr.budget import consensus_allowance
+    from conr.commands.cluster import repeat_command
+    from conr.config import ConfigError, load_config
+
+    assert consensus_allowance(None) is None and consensus_allowance(10) == pytest.approx(50.0)  # 1/3 of 600 s, / 4
+    cfg = load_config("digits", ["cluster.final=auto"])
+    args = SimpleNamespace(k=10, config=None, device="auto", on_bad_image="skip", overrides=[])
+    est = SimpleNamespace(config_=cfg, budget_={"consensus_runs": 1}, trainer_=SimpleNamespace(epoch=cfg.train.epochs))
+    assert "cluster.consensus_runs=1" in repeat_command(args, Path("photos"), Path("out"), est)
+    with pytest.raises(ConfigError, match="consensus_runs"):
+        load_config("digits", ["cluster.consensus_runs=0"])
 
 
 # --------------------------------------------------------------------------- in a training run

@@ -44,3 +44,31 @@ def test_graph_size_rule():
     assert graph_neighbors(400, 40) == 10         # clusters of 10: still 10
     assert graph_neighbors(120, 40) == 3          # clusters of 3: never fewer than 3
     assert graph_neighbors(200, 40) == 5          # never more than the mean cluster size
+
+
+def test_large_graphs_use_lobpcg_with_arpacks_partition():
+    """Above ARPACK_MAX images the eigenvectors come from LOBPCG (ARPACK's factorisation
+    grows ~ N^2.5); on a hand-made set of five unequal, touching blobs its partition is
+    the one scikit-learn's default ARPACK path gives."""
+    import warnings
+
+    from sklearn.cluster import SpectralClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    from conr.cluster.spectral import ARPACK_MAX, eigen_solver
+
+    assert eigen_solver(ARPACK_MAX) == "arpack" and eigen_solver(ARPACK_MAX + 1) == "lobpcg"
+    rng = np.random.default_rng(0)
+    sizes = [900, 600, 400, 300, 200]
+    truth = np.repeat(np.arange(5), sizes)
+    centres = rng.normal(scale=4.0, size=(5, 8))
+    x = (centres[truth] + rng.normal(size=(len(truth), 8))).astype(np.float32)
+    assert len(x) > ARPACK_MAX
+    ours = spectral_clustering(torch.from_numpy(x), 5, seed=0).labels.numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        ref = SpectralClustering(5, affinity="nearest_neighbors", n_neighbors=10, assign_labels="kmeans",
+                                 random_state=0).fit_predict(unit)
+    assert adjusted_rand_score(ref, ours) > 0.99
+    assert adjusted_rand_score(truth, ours) > 0.95

@@ -12,7 +12,10 @@ candidate with label-free criteria:
 
 UMAP + GMM is the consensus of :data:`~conr.cluster.manifold.CONSENSUS_RUNS` runs
 that differ in UMAP's seed (:mod:`conr.cluster.consensus`): one run's partition of
-the same features moves by up to 9 points of ACC with the seed.
+the same features moves by up to 9 points of ACC with the seed. Fewer where a time
+budget is short for them (the pixels' consensus is timed first, and the run's later
+ones make as many: :func:`conr.budget.consensus_allowance`); and one, where the
+default rule cannot choose it, for the features' own (the layout the criteria need).
 
 Where the pixels are candidates, one more candidate weighs both representations
 instead of choosing one: ``umap_gmm/joint``, UMAP + GMM on the fuzzy intersection of
@@ -77,6 +80,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .manifold import CONSENSUS_RUNS
+
 __all__ = ["Candidate", "ALGORITHMS", "RULES", "DEFAULT_RULE", "cluster_representation", "score_candidates",
            "choose", "eligible", "preferred_for", "FinalStage"]
 
@@ -118,6 +123,7 @@ class Candidate:
     seconds: float = 0.0
     confidence: np.ndarray | None = None   # per-sample confidence where the algorithm gives one
     scores: dict = field(default_factory=dict)
+    layouts: int | None = None             # UMAP + GMM: the UMAP layouts its consensus was made of
 
     @property
     def name(self) -> str:
@@ -125,7 +131,8 @@ class Candidate:
 
     def row(self) -> dict:
         return {"name": self.name, "algorithm": self.algorithm, "representation": self.representation,
-                "seconds": round(self.seconds, 2), **{k: round(float(v), 4) for k, v in self.scores.items()}}
+                "seconds": round(self.seconds, 2), **({"layouts": self.layouts} if self.layouts else {}),
+                **{k: round(float(v), 4) for k, v in self.scores.items()}}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -142,20 +149,23 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 def _spectral(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import SpectralClustering
 
-    from .spectral import graph_neighbors
+    from .spectral import eigen_solver, graph_neighbors
 
     nn = min(graph_neighbors(len(x), k), len(x) - 1)
     with warnings.catch_warnings():  # a graph in several pieces is fine: the pieces are clusters
         warnings.simplefilter("ignore")
         return SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=nn, assign_labels="kmeans",
-                                  random_state=seed).fit_predict(x).astype(np.int64)
+                                  eigen_solver=eigen_solver(len(x)), random_state=seed).fit_predict(x).astype(np.int64)
 
 
 def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int = 0,
-                           algorithms=ALGORITHMS, given: dict | None = None) -> tuple[list[Candidate], np.ndarray]:
+                           algorithms=ALGORITHMS, given: dict | None = None, runs: int = CONSENSUS_RUNS,
+                           max_seconds: float | None = None) -> tuple[list[Candidate], np.ndarray]:
     """Every algorithm's partition of one representation ``x`` [N, D], and its UMAP
     embedding (for the criteria). ``given``: labels already computed, by algorithm
-    (the training loop's last k-means, say), used instead of computing them again."""
+    (the training loop's last k-means, say), used instead of computing them again.
+    ``runs``, ``max_seconds``: the UMAP + GMM consensus's layouts, and the time they may
+    take (fewer where it is short: :func:`~conr.cluster.manifold.affordable_runs`)."""
     from .manifold import umap_embedding, umap_gmm_consensus, umap_neighbors
 
     given = dict(given or {})
@@ -168,14 +178,15 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
     n_neighbors = umap_neighbors(len(x), n_clusters)
     start = time.perf_counter()
     if "umap_gmm" in algorithms and "umap_gmm" not in given:  # its first run's embedding serves the criteria
-        manifold = umap_gmm_consensus(x, n_clusters, seed=seed, n_neighbors=n_neighbors)
-        emb = manifold[2]
+        manifold = umap_gmm_consensus(x, n_clusters, seed=seed, n_neighbors=n_neighbors, runs=runs,
+                                      max_seconds=max_seconds)
+        emb = manifold.embedding
     else:
         manifold, emb = None, umap_embedding(x, n_clusters, n_neighbors=n_neighbors, seed=seed)
     umap_seconds = time.perf_counter() - start
     for algo in algorithms:
         start = time.perf_counter()
-        conf = None
+        conf, layouts = None, None
         if algo in given:  # labels the caller computed (the training's own k-means, say)
             labels = np.asarray(given[algo], dtype=np.int64)
         elif algo == "kmeans":
@@ -183,9 +194,9 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
         elif algo == "spectral":
             labels = _spectral(x, n_clusters, seed)
         else:  # umap_gmm: made above
-            labels, conf, _ = manifold
+            labels, conf, layouts = manifold.labels, manifold.confidence, manifold.runs
         seconds = time.perf_counter() - start + (umap_seconds if algo == "umap_gmm" else 0.0)
-        out.append(Candidate(algo, name, labels, seconds, conf))
+        out.append(Candidate(algo, name, labels, seconds, conf, layouts=layouts))
     return out, emb
 
 
@@ -285,11 +296,17 @@ class FinalStage:
     """
 
     def __init__(self, pixels: np.ndarray | None, n_clusters: int, seed: int = 0, rule: str = DEFAULT_RULE,
-                 algorithms=ALGORITHMS, log=None):
+                 algorithms=ALGORITHMS, log=None, consensus_runs: int = CONSENSUS_RUNS,
+                 consensus_seconds: float | None = None):
         if rule not in RULES:
             raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
+        if int(consensus_runs) < 1:
+            raise ValueError(f"consensus_runs={consensus_runs}: a consensus needs at least one UMAP layout")
         self.pixels = None if pixels is None else np.asarray(pixels, dtype=np.float32)
         self.n_clusters, self.seed, self.rule, self.algorithms = int(n_clusters), int(seed), rule, tuple(algorithms)
+        # the layouts every consensus of the run is made of: the pixels' consensus may make fewer where
+        # consensus_seconds is short (it is timed first), and the later ones then make as many
+        self.consensus_runs, self.consensus_seconds = int(consensus_runs), consensus_seconds
         self.log = log or (lambda *a: None)
         self._pixel_cands: list[Candidate] | None = None
         self._pixel_emb: np.ndarray | None = None
@@ -300,8 +317,18 @@ class FinalStage:
             return [], None
         if self._pixel_cands is None:
             self._pixel_cands, self._pixel_emb = cluster_representation(
-                self.pixels, "pixels", self.n_clusters, self.seed, self.algorithms)
+                self.pixels, "pixels", self.n_clusters, self.seed, self.algorithms, runs=self.consensus_runs,
+                max_seconds=self.consensus_seconds)
+            made = next((c for c in self._pixel_cands if c.layouts), None)
+            if made is not None and made.layouts < self.consensus_runs:
+                self.log(f"final stage: UMAP + GMM consensus of {made.layouts} layouts, not {self.consensus_runs} "
+                         f"(the pixels' took {made.seconds:.0f} s; {self.consensus_seconds:.0f} s allowed)")
+                self.consensus_runs = made.layouts
         return self._pixel_cands, self._pixel_emb
+
+    def joint_in_play(self) -> bool:
+        """Whether :meth:`run` makes the joint candidate (the pixels are candidates, and so is UMAP + GMM)."""
+        return self.pixels is not None and "umap_gmm" in self.algorithms
 
     def joint_candidate(self, features: np.ndarray) -> Candidate:
         """UMAP + GMM (consensus) on the fuzzy intersection of the features' and the
@@ -314,17 +341,22 @@ class FinalStage:
         if self._pixel_graph is None:
             self._pixel_graph = fuzzy_graph(self.pixels, nn, self.seed)
         graph = intersect_graphs(fuzzy_graph(features, nn, self.seed), self._pixel_graph)
-        labels, conf, _ = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed)
-        return Candidate("umap_gmm", "joint", labels, time.perf_counter() - start, conf)
+        made = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed, runs=self.consensus_runs)
+        return Candidate("umap_gmm", "joint", made.labels, time.perf_counter() - start, made.confidence,
+                         layouts=made.runs)
 
     def run(self, features: np.ndarray, given: dict | None = None,
             extra: list[Candidate] | None = None) -> tuple[Candidate, list[Candidate]]:
         """Candidates on ``features`` (unit rows) and the pixels, plus ``extra`` ones,
         scored; returns (the chosen one, all of them)."""
         feats = _unit(features)
-        cands, emb = cluster_representation(feats, "features", self.n_clusters, self.seed, self.algorithms, given)
-        embeddings, reps = {"features": emb}, {"features": feats}
         pix, pix_emb = self.pixel_candidates()
+        # under the joint rule the features' own UMAP + GMM is not chosen where the joint one is made: one
+        # layout (the one the criteria need anyway) lists it, a consensus would only cost time
+        runs = 1 if self.rule == "joint" and self.joint_in_play() else self.consensus_runs
+        cands, emb = cluster_representation(feats, "features", self.n_clusters, self.seed, self.algorithms, given,
+                                            runs=runs)
+        embeddings, reps = {"features": emb}, {"features": feats}
         if pix:
             cands, embeddings["pixels"], reps["pixels"] = cands + list(pix), pix_emb, self.pixels
             if "umap_gmm" in self.algorithms:

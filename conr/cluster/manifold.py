@@ -10,17 +10,40 @@ in a fresh install compiles for several seconds, which the time budget counts.
 """
 from __future__ import annotations
 
+import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
            "fuzzy_graph", "intersect_graphs", "embed_graph", "joint_umap_gmm_consensus", "graph_umap_gmm_consensus",
-           "exact_neighbors", "pixel_vectors", "PCA_ABOVE", "PCA_DIMS", "CONSENSUS_RUNS"]
+           "exact_neighbors", "pixel_vectors", "affordable_runs", "Consensus", "PCA_ABOVE", "PCA_DIMS", "CONSENSUS_RUNS"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
 PCA_DIMS = 50
 CONSENSUS_RUNS = 5  # UMAP + GMM runs (UMAP seeds) a consensus partition is made of
+
+
+class Consensus(NamedTuple):
+    """A consensus of UMAP + GMM runs: labels [N], confidence [N] (the runs' mean
+    posterior of the consensus cluster), the first run's embedding, and how many runs
+    (layouts) it was made of."""
+    labels: np.ndarray
+    confidence: np.ndarray
+    embedding: np.ndarray
+    runs: int
+
+
+def affordable_runs(layout_seconds: float, max_seconds: float | None, cap: int = CONSENSUS_RUNS) -> int:
+    """The most layouts, odd (a consensus of two has no majority) and at most ``cap``,
+    that take at most ``max_seconds`` at ``layout_seconds`` each; at least one. None:
+    no time limit, ``cap``."""
+    if max_seconds is None or layout_seconds <= 0:
+        return int(cap)
+    runs = int(max_seconds // layout_seconds)
+    runs = runs if runs % 2 else runs - 1
+    return int(max(1, min(cap, runs)))
 
 
 def pixel_vectors(images, seed: int = 0) -> np.ndarray:
@@ -146,40 +169,52 @@ def embed_graph(graph, n_components: int, seed: int = 0) -> np.ndarray:
 
 
 def joint_umap_gmm_consensus(representations, n_clusters: int, seed: int = 0, n_neighbors: int = 20,
-                             n_init: int = 5, runs: int = CONSENSUS_RUNS):
+                             n_init: int = 5, runs: int = CONSENSUS_RUNS, max_seconds: float | None = None) -> Consensus:
     """UMAP + GMM consensus on the fuzzy intersection of the representations' neighbour
     graphs (the learned features' and the pixels'): two images are near only where
     every representation puts them near, so a neighbour the training got wrong but
-    the pixels did not (or the reverse) loses its pull. Returns (labels, confidence,
-    the first run's embedding), as :func:`umap_gmm_consensus`."""
+    the pixels did not (or the reverse) loses its pull. Returns a :class:`Consensus`,
+    as :func:`umap_gmm_consensus`."""
     graph = None
     for x in representations:
         g = fuzzy_graph(x, n_neighbors, seed)
         graph = g if graph is None else intersect_graphs(graph, g)
-    return graph_umap_gmm_consensus(graph, n_clusters, seed, n_init, runs)
+    return graph_umap_gmm_consensus(graph, n_clusters, seed, n_init, runs, max_seconds)
 
 
-def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5, runs: int = CONSENSUS_RUNS):
+def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5, runs: int = CONSENSUS_RUNS,
+                             max_seconds: float | None = None) -> Consensus:
     """The consensus of ``runs`` UMAP layouts (different seeds) of one fuzzy ``graph``,
     each clustered by a Gaussian mixture; returns as :func:`umap_gmm_consensus`."""
-    return _layout_consensus(lambda s: embed_graph(graph, n_clusters, s), n_clusters, seed, n_init, runs)
+    return _layout_consensus(lambda s: embed_graph(graph, n_clusters, s), n_clusters, seed, n_init, runs,
+                             max_seconds)
 
 
-def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int):
+def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int,
+                      max_seconds: float | None = None) -> Consensus:
     """The consensus of ``runs`` Gaussian-mixture partitions of ``layout(s)``, the
-    embeddings of ``runs`` seeds drawn from ``seed``: (labels, confidence, first embedding)."""
+    embeddings of ``runs`` seeds drawn from ``seed``. ``max_seconds``: fewer runs where
+    ``runs`` would take longer, as many as :func:`affordable_runs` allows at the first
+    run's time (at least one; the seeds are the same, so the runs made are the first
+    ones of the full consensus)."""
     from .consensus import consensus_confidence, consensus_partition
 
     seeds = np.random.SeedSequence(seed).generate_state(runs) % (2**31 - 1)
     members, probas, first = [], [], None
     for s in seeds:
+        start = time.perf_counter()
         emb = layout(int(s))
         proba = gmm_posterior(emb, n_clusters, n_init, int(s))
         members.append(proba.argmax(1))
         probas.append(proba)
-        first = emb if first is None else first
+        if first is None:
+            first = emb
+            runs = affordable_runs(time.perf_counter() - start, max_seconds, runs)
+        if len(members) >= runs:
+            break
+    runs = len(members)
     labels = members[0].astype(np.int64) if runs == 1 else consensus_partition(members, n_clusters, seed)
-    return labels, consensus_confidence(labels, members, probas, n_clusters), first
+    return Consensus(labels, consensus_confidence(labels, members, probas, n_clusters), first, runs)
 
 
 def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,
@@ -206,13 +241,14 @@ def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int) -> n
 
 
 def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,
-                       runs: int = CONSENSUS_RUNS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       runs: int = CONSENSUS_RUNS, max_seconds: float | None = None) -> Consensus:
     """The consensus (:mod:`conr.cluster.consensus`) of ``runs`` UMAP + GMM partitions
-    that differ in UMAP's seed, over one shared exact k-NN graph. Returns (labels [N],
-    confidence [N]: the runs' mean posterior of the consensus cluster, the first run's
-    embedding). Measured on three demo runs' features: single runs ACC 0.87-0.96, their
+    that differ in UMAP's seed, over one shared exact k-NN graph (fewer where they would
+    take over ``max_seconds``: :func:`_layout_consensus`). Returns a :class:`Consensus`
+    (labels [N], confidence [N]: the runs' mean posterior of the consensus cluster, the
+    first run's embedding, the runs made). Measured on three demo runs' features: single runs ACC 0.87-0.96, their
     consensus 0.94-0.96; on the pixels of digits, COIL-20 and ORL inside the single runs' range
     (``benchmarks/consensus.py``)."""
     neighbors = exact_neighbors(x, n_neighbors)
     return _layout_consensus(lambda s: umap_embedding(x, n_clusters, seed=s, neighbors=neighbors),
-                             n_clusters, seed, n_init, runs)
+                             n_clusters, seed, n_init, runs, max_seconds)

@@ -18,7 +18,20 @@ from torch import Tensor
 from .kmeans import KMeansResult
 from .partition import labels_result
 
-__all__ = ["spectral_clustering", "graph_neighbors"]
+__all__ = ["spectral_clustering", "graph_neighbors", "eigen_solver", "ARPACK_MAX"]
+
+ARPACK_MAX = 2000   # images up to which ARPACK (exact, shift-invert) finds the graph's eigenvectors
+
+
+def eigen_solver(n_samples: int) -> str:
+    """scikit-learn's eigensolver for the spectral embedding of ``n_samples`` images:
+    ARPACK up to :data:`ARPACK_MAX`, LOBPCG above. ARPACK factorises the graph Laplacian
+    and its time grows ~ N^2.5: on the PCA-50 pixels of CIFAR-10's test images (10-NN
+    graph) it took 0.42 s for 2,000, 3.6 s for 5,000 and 33 s for 10,000, where LOBPCG
+    took 0.11, 0.33 and 0.75 s for the same partitions (ARI 0.95, 0.999; NMI with the
+    classes 0.0916 and 0.0917 at 10,000). On small sets the two differ a little more
+    (ORL pixels: ARI 0.84 between them), and there ARPACK is fast and exact."""
+    return "arpack" if n_samples <= ARPACK_MAX else "lobpcg"
 
 
 def graph_neighbors(n_samples: int, n_clusters: int, cap: int = 10) -> int:
@@ -43,5 +56,6 @@ def spectral_clustering(features: Tensor, n_clusters: int, n_neighbors: int | No
     with warnings.catch_warnings():  # a graph in several pieces is fine: the pieces are clusters
         warnings.simplefilter("ignore", UserWarning)
         labels = SpectralClustering(n_clusters, affinity="nearest_neighbors", n_neighbors=min(nn, n - 1),
-                                    assign_labels="kmeans", random_state=seed).fit_predict(x.numpy())
+                                    assign_labels="kmeans", eigen_solver=eigen_solver(n),
+                                    random_state=seed).fit_predict(x.numpy())
     return labels_result(x, torch.as_tensor(labels, dtype=torch.long), n_clusters)

@@ -35,7 +35,8 @@ def final_stage_for(trainer) -> FinalStage:
         if pixels is None and c.final_pixels and not getattr(trainer.data, "streamed", False) and \
                 len(trainer.data) <= MAX_PIXEL_IMAGES:
             pixels = pixel_vectors(trainer.data.images.cpu().numpy(), seed=trainer.cfg.train.seed)
-        stage = FinalStage(pixels, c.n_clusters, seed=trainer.cfg.train.seed, rule=c.final_rule, log=trainer.log)
+        stage = FinalStage(pixels, c.n_clusters, seed=trainer.cfg.train.seed, rule=c.final_rule, log=trainer.log,
+                           consensus_runs=c.consensus_runs)
         trainer.final_stage = stage
     return stage
 

@@ -222,9 +222,10 @@ def repeat_command(args, src: Path, out: Path, est) -> str:
     reduced = (getattr(est, "budget_", None) or {}).get("reduced_from_size")
     if reduced and not any(o.startswith("data.image_size=") for o in overrides):
         overrides.append(f"data.image_size={cfg.data.image_size}")  # the budget reduced the images
-    seed = (getattr(est, "budget_", None) or {}).get("stage2_seed")
-    if seed and not any(o.startswith("cluster.stage2_seed=") for o in overrides):
-        overrides.append(f"cluster.stage2_seed={seed}")  # the budget left no time for a seeded stage 2
+    budget = getattr(est, "budget_", None) or {}
+    for key in ("stage2_seed", "consensus_runs"):  # the budget left no time for a seeded stage 2 / 5 layouts
+        if budget.get(key) and not any(o.startswith(f"cluster.{key}=") for o in overrides):
+            overrides.append(f"cluster.{key}={budget[key]}")
     parts += overrides + [f"train.epochs={cfg.train.epochs}"]
     trained = est.trainer_.epoch
     if trained < cfg.train.epochs:  # the budget's time limit stopped it: same schedule, same stop

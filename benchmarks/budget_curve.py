@@ -53,6 +53,7 @@ def main(argv=None) -> int:
         row = {"dataset": args.dataset, "seed": args.seed, "minutes": minutes, "seconds": round(took, 1),
                "epochs": model.config_.train.epochs, "trained_epochs": model.trainer_.epoch,
                "image_size": model.config_.data.image_size, "source": model.partition_.source, **s,
+               "budget": model.budget_,
                "candidates": model.partition_.candidates}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("a") as f:

@@ -130,7 +130,8 @@ def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None
            "epochs": cfg.train.epochs, "image_size": cfg.data.image_size, "channels": cfg.data.channels,
            "batch": cfg.train.batch_size, "backbone": cfg.model.backbone}
     if model.budget_:
-        out.update(budget_minutes=model.budget_["minutes"], estimate_seconds=model.budget_["estimate_seconds"])
+        out.update(budget_minutes=model.budget_["minutes"], estimate_seconds=model.budget_["estimate_seconds"],
+                   budget=model.budget_)  # what the budget measured and bought (epochs, reserve, layouts)
     part = getattr(model, "partition_", None)
     if part is not None:
         out.update(source=part.source, first_choice=part.first_choice, rule=part.rule,

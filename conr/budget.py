@@ -296,8 +296,9 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
                   checkpoints: bool = False, pixel_stage=None, reload=None, log=print):
     """Epochs for the budget; when the budget buys fewer than MIN_BUDGET_EPOCHS at the
     automatic size (``user_size`` None), train smaller images instead (a step's cost ~
-    pixels): more epochs beat more pixels. ``configure(data, epochs=None, size_note=None)``
-    gives the config for the data (and the epochs, with the note why the size shrank);
+    pixels): more epochs beat more pixels. ``configure(data, epochs=None, reasons=None)``
+    gives the config for the data (and the epochs, with ``reasons``: {setting: why} for the
+    settings the budget changed: the image size, stage 2's seed, a consensus's layouts);
     ``reload(size)``: the images loaded again at ``size`` (None: the loaded ones resized).
     ``pixel_stage``: the final stage from :func:`timed_pixel_stage` (None: none made), whose
     time is reserved and whose consensus layouts the config takes (recorded where fewer).
@@ -329,12 +330,20 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
             info["reduced_from_size"] = old  # a repeat loads the images at the reduced size
             note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
                     f"more epochs ({epochs}; at least {MIN_BUDGET_EPOCHS} wanted)")
-    cfg = configure(data, epochs=epochs, size_note=note)
+    reasons = {"data.image_size": note} if note else {}
     if info.get("stage2_seed"):  # the reserve left too little for a seeded stage 2 (budget_epochs)
-        cfg.cluster.stage2_seed = info["stage2_seed"]
+        reasons["cluster.stage2_seed"] = info["seed_note"]
     runs = getattr(pixel_stage, "consensus_runs", cfg.cluster.consensus_runs)
     if runs < cfg.cluster.consensus_runs:  # the budget's layouts of a consensus (a repeat pins them)
-        info["consensus_runs"] = cfg.cluster.consensus_runs = int(runs)
+        info["consensus_runs"] = int(runs)
+        reasons["cluster.consensus_runs"] = (f"time budget: a UMAP + GMM consensus of {runs} layouts, not "
+                                             f"{cfg.cluster.consensus_runs}: more would take over the "
+                                             f"{consensus_allowance(minutes):.0f} s each may have")
+    cfg = configure(data, epochs=epochs, reasons=reasons)
+    if info.get("stage2_seed"):
+        cfg.cluster.stage2_seed = info["stage2_seed"]
+    if info.get("consensus_runs"):
+        cfg.cluster.consensus_runs = info["consensus_runs"]
     # a safety net if the machine gets much busier than when it was timed: stop (checkpointed
     # and clustered) once the run has taken OVERRUN times its budget; a few tens of percent of
     # slowdown change the run's length, not its epochs (so it repeats)

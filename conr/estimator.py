@@ -195,10 +195,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             why["train.epochs"] = "chosen by the user"
         elif epochs is not None:
             why["train.epochs"] = "sized to the time budget"
-        if getattr(self, "_size_note", None):
-            why["data.image_size"] = self._size_note
-        elif not auto_size:
+        if not auto_size:
             why["data.image_size"] = "chosen by the user"
+        why.update(getattr(self, "_budget_reasons", None) or {})  # what the time budget changed, and why
         raw = deep_merge(auto, user)
         self.settings_reasons_ = {k: v for k, v in why.items() if dotted_get(user, k) is None or k == "train.epochs"}
         if raw["model"].get("backbone") != "small_cnn" and "width" not in user.get("model", {}):
@@ -226,9 +225,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _fit_budget(self, data: ImageData, cfg: Config, root, survey, started: float):
         """Epochs for the budget, or smaller images (reloaded) when it buys too few (conr/budget.py)."""
-        def configure(data, epochs=None, size_note=None):
-            if size_note is not None:
-                self._size_note = size_note
+        def configure(data, epochs=None, reasons=None):
+            self._budget_reasons.update(reasons or {})
             return self.build_config(data, root=root, survey=survey, epochs=epochs)
 
         return fit_to_budget(data, cfg, started, self._minutes(data), configure,
@@ -242,7 +240,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         """Train on ``X`` (any accepted input) and cluster it. ``y`` is ignored
         (ground truth, when wanted for scores, comes with an ImageData or class folders)."""
         started = time.perf_counter()  # the budget counts start-up and loading too
-        self._size_note = self._mirror = self._pixel_stage = None
+        self._mirror = self._pixel_stage = None
+        self._budget_reasons = {}   # settings the time budget changed: why (conr/budget.py fit_to_budget)
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
         from .vectors import fit_vectors, input_kind

@@ -265,3 +265,31 @@ def test_a_budget_too_small_for_two_final_stage_passes_drops_the_seed():
     args = SimpleNamespace(k=10, config=None, device="auto", on_bad_image="skip", overrides=[])
     est = SimpleNamespace(config_=cfg, budget_={"stage2_seed": "kmeans"}, trainer_=SimpleNamespace(epoch=cfg.train.epochs))
     assert "cluster.stage2_seed=kmeans" in repeat_command(args, Path("photos"), Path("out"), est)
+
+
+def test_what_the_budget_changes_carries_its_reason(monkeypatch):
+    """A budget that drops stage 2's seed or shortens a consensus says so in the settings'
+    reasons (config.yaml, the report), not the automatic rule's reason for the value it
+    replaced, and sets both in the config."""
+    import time
+    from types import SimpleNamespace
+
+    import conr.budget as budget
+    from conr.config import load_config
+
+    cfg = load_config("digits", ["cluster.final=auto", "cluster.stage2_seed=final"])
+    seed_note = "time budget: ... (cluster.stage2_seed=kmeans)"
+    monkeypatch.setattr(budget, "budget_epochs", lambda *a, **k: (120, {
+        "minutes": 10.0, "epochs": 120, "reserved_seconds": 10.0, "stage2_seed": "kmeans", "seed_note": seed_note}))
+    seen = {}
+
+    def configure(data, epochs=None, reasons=None):
+        seen.update(reasons or {})
+        return load_config("digits", ["cluster.final=auto", "cluster.stage2_seed=final", f"train.epochs={epochs}"])
+
+    stage = SimpleNamespace(seconds=5.0, compile_seconds=0.0, consensus_runs=1)
+    _, out, info = budget.fit_to_budget(SimpleNamespace(image_size=16), cfg, time.perf_counter(), 10.0, configure,
+                                        user_size=16, pixel_stage=stage)
+    assert out.train.epochs == 120 and out.cluster.stage2_seed == "kmeans" and out.cluster.consensus_runs == 1
+    assert info["consensus_runs"] == 1
+    assert seen["cluster.stage2_seed"] == seed_note and "consensus of 1 layouts" in seen["cluster.consensus_runs"]

@@ -153,13 +153,17 @@ def epochs_for_budget(seconds: float, costs: StepCosts, lo: int = 2, hi: int = 1
 
 def consensus_allowance(minutes: float | None) -> float | None:
     """Seconds one UMAP + GMM consensus may take in a ``minutes`` budget (None: no budget,
-    no limit): :data:`CLUSTERING_SHARE` shared by the four a default run makes or
-    matches in time (the pixels' once; the joint one at stage 2's seed and at the end;
-    the rest of the candidates, scoring and self-labelling together). A large set's
-    layouts then make a smaller consensus instead of taking the epochs (CIFAR-10's
-    10,000 test images, 2 cores: ~18 s a layout, five of each consensus took ~5 of the
-    10 minutes and left 8 epochs)."""
-    return None if minutes is None else CLUSTERING_SHARE * minutes * 60 / 4
+    no limit): half of what a seeded run's reserve may give each of its four pixel-stage
+    equivalents (:func:`reserved_seconds`: the pixels' candidates, the features' and the
+    joint candidates at stage 2's seed and at the end) within :data:`CLUSTERING_SHARE`,
+    the other half left to the rest of each (neighbour search, k-means, spectral,
+    scoring) and to self-labelling. So more layouts never cost the seed: with a quarter
+    instead, CIFAR-10's 10,000 test images at 12 minutes made three layouts of ~18 s,
+    two passes then took over a third of the budget and stage 2 lost its seed (ACC 0.226
+    after 40 epochs, where 10 minutes, one layout and a seed gave 0.277 after 25). A large
+    set's layouts make a smaller consensus instead of taking the epochs (five a consensus
+    took ~5 of CIFAR-10's 10 minutes and left 8 epochs)."""
+    return None if minutes is None else CLUSTERING_SHARE * minutes * 60 / 8
 
 
 def timed_pixel_stage(images, cfg, seed: int, log=print, minutes: float | None = None):

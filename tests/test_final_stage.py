@@ -209,7 +209,7 @@ def test_budget_records_and_repeat_pins_the_layouts():
     from conr.commands.cluster import repeat_command
     from conr.config import ConfigError, load_config
 
-    assert consensus_allowance(None) is None and consensus_allowance(10) == pytest.approx(50.0)  # 1/3 of 600 s, / 4
+    assert consensus_allowance(None) is None and consensus_allowance(10) == pytest.approx(25.0)  # 1/3 of 600 s, / 8
     cfg = load_config("digits", ["cluster.final=auto"])
     args = SimpleNamespace(k=10, config=None, device="auto", on_bad_image="skip", overrides=[])
     est = SimpleNamespace(config_=cfg, budget_={"consensus_runs": 1}, trainer_=SimpleNamespace(epoch=cfg.train.epochs))

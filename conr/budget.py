@@ -344,10 +344,9 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
                                              f"{cfg.cluster.consensus_runs}: more would take over the "
                                              f"{consensus_allowance(minutes):.0f} s each may have")
     cfg = configure(data, epochs=epochs, reasons=reasons)
-    if info.get("stage2_seed"):
-        cfg.cluster.stage2_seed = info["stage2_seed"]
-    if info.get("consensus_runs"):
-        cfg.cluster.consensus_runs = info["consensus_runs"]
+    for key in ("stage2_seed", "consensus_runs"):  # what the budget chose over the automatic settings
+        if info.get(key):
+            setattr(cfg.cluster, key, info[key])
     # a safety net if the machine gets much busier than when it was timed: stop (checkpointed
     # and clustered) once the run has taken OVERRUN times its budget; a few tens of percent of
     # slowdown change the run's length, not its epochs (so it repeats)

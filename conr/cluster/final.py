@@ -359,7 +359,7 @@ class FinalStage:
         embeddings, reps = {"features": emb}, {"features": feats}
         if pix:
             cands, embeddings["pixels"], reps["pixels"] = cands + list(pix), pix_emb, self.pixels
-            if "umap_gmm" in self.algorithms:
+            if self.joint_in_play():
                 cands.append(self.joint_candidate(feats))
         self._embeddings, self._reps = embeddings, reps
         return self.rescore(cands + list(extra or []))

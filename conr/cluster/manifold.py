@@ -169,7 +169,7 @@ def embed_graph(graph, n_components: int, seed: int = 0) -> np.ndarray:
 
 
 def joint_umap_gmm_consensus(representations, n_clusters: int, seed: int = 0, n_neighbors: int = 20,
-                             n_init: int = 5, runs: int = CONSENSUS_RUNS, max_seconds: float | None = None) -> Consensus:
+                             n_init: int = 5, runs: int = CONSENSUS_RUNS) -> Consensus:
     """UMAP + GMM consensus on the fuzzy intersection of the representations' neighbour
     graphs (the learned features' and the pixels'): two images are near only where
     every representation puts them near, so a neighbour the training got wrong but
@@ -179,15 +179,14 @@ def joint_umap_gmm_consensus(representations, n_clusters: int, seed: int = 0, n_
     for x in representations:
         g = fuzzy_graph(x, n_neighbors, seed)
         graph = g if graph is None else intersect_graphs(graph, g)
-    return graph_umap_gmm_consensus(graph, n_clusters, seed, n_init, runs, max_seconds)
+    return graph_umap_gmm_consensus(graph, n_clusters, seed, n_init, runs)
 
 
-def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5, runs: int = CONSENSUS_RUNS,
-                             max_seconds: float | None = None) -> Consensus:
+def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5,
+                             runs: int = CONSENSUS_RUNS) -> Consensus:
     """The consensus of ``runs`` UMAP layouts (different seeds) of one fuzzy ``graph``,
     each clustered by a Gaussian mixture; returns as :func:`umap_gmm_consensus`."""
-    return _layout_consensus(lambda s: embed_graph(graph, n_clusters, s), n_clusters, seed, n_init, runs,
-                             max_seconds)
+    return _layout_consensus(lambda s: embed_graph(graph, n_clusters, s), n_clusters, seed, n_init, runs)
 
 
 def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int,

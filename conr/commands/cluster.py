@@ -219,10 +219,9 @@ def repeat_command(args, src: Path, out: Path, est) -> str:
     if args.on_bad_image != "skip":
         parts += ["--on-bad-image", args.on_bad_image]
     overrides = [o for o in args.overrides if not o.startswith(pinned)]
-    reduced = (getattr(est, "budget_", None) or {}).get("reduced_from_size")
-    if reduced and not any(o.startswith("data.image_size=") for o in overrides):
-        overrides.append(f"data.image_size={cfg.data.image_size}")  # the budget reduced the images
     budget = getattr(est, "budget_", None) or {}
+    if budget.get("reduced_from_size") and not any(o.startswith("data.image_size=") for o in overrides):
+        overrides.append(f"data.image_size={cfg.data.image_size}")  # the budget reduced the images
     for key in ("stage2_seed", "consensus_runs"):  # the budget left no time for a seeded stage 2 / 5 layouts
         if budget.get(key) and not any(o.startswith(f"cluster.{key}=") for o in overrides):
             overrides.append(f"cluster.{key}={budget[key]}")

@@ -122,7 +122,7 @@ def run_method(method: str, X: np.ndarray, k: int, seed: int):
 
 
 def main(argv=None) -> int:
-    from conr.metrics import evaluate
+    from conr.ops.metrics import evaluate
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))

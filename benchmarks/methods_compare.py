@@ -103,7 +103,7 @@ def run_one(method: str, common: list[str], data, args) -> dict:
     import torch
 
     from conr.config import load_config
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     source = method_source(method)
     cfg = load_config(source, [f"method={method}"] + common)

@@ -5,7 +5,7 @@
     python benchmarks/neighbors.py --sizes 256 512 --step-sizes 256 --backbone small_cnn
 
 For every batch size B it prints the median time and the peak extra memory of
-``conr.neighbors.contextual_similarity`` followed by the top-k (what CoNR runs per
+``conr.ops.neighbors.contextual_similarity`` followed by the top-k (what CoNR runs per
 view and step) next to ``topk(F Fᵀ)``; then, for the --step-sizes, the time of a
 whole BYOL training step (two views, symmetric loss, backward, SGD, EMA) and the
 share that the two ConAff computations of a CoNR step add to it. Peak memory is
@@ -54,7 +54,7 @@ def _median_time(fn, device, reps: int, warmup: int = 1) -> float:
 def measure_one(op: str, batch: int, dim: int, k: int, k1: int, k2: int, device: str, dtype: str,
                 reps: int) -> dict:
     """Time and peak memory of one op at one batch size (run inside a fresh process)."""
-    from conr.neighbors import conaff_neighbors
+    from conr.ops.neighbors import conaff_neighbors
 
     dev = torch.device(device)
     torch.manual_seed(0)
@@ -89,8 +89,8 @@ def step_share(batch: int, args: argparse.Namespace) -> dict:
     """Median BYOL step time vs. the two ConAff calls a CoNR step adds (one per view order)."""
     from conr.config import load_config
     from conr.data.base import ImageData
-    from conr.neighbors import conaff_neighbors
-    from conr.train import Trainer
+    from conr.ops.neighbors import conaff_neighbors
+    from conr.engine import Trainer
 
     dev = torch.device(args.device)
     cfg = load_config("cifar10", [

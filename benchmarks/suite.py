@@ -80,7 +80,7 @@ def digits_folder(cache: Path) -> Path:
 
 def pixels(folder: Path):
     """Raw pixels at native resolution (grey when the folder is grey), flattened to [0, 1]."""
-    from conr.autoconfig import survey_files
+    from conr.data.survey import survey_files
     from conr.data.folder import load_image_folder, scan_images
 
     survey = survey_files(scan_images(folder))
@@ -91,7 +91,7 @@ def pixels(folder: Path):
 def scores(y, pred) -> dict:
     import torch
 
-    from conr.metrics import evaluate
+    from conr.ops.metrics import evaluate
 
     return {k: round(float(v), 4) for k, v in evaluate(torch.as_tensor(y), torch.as_tensor(pred)).items()}
 

@@ -122,7 +122,7 @@ def reference_transform(scale, size: int = 32):
 def make_trainer(method: str, args, batch: int, images, labels, fast: bool):
     from conr.config import load_config
     from conr.data import ImageData
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     over = [f"method={method}", f"model.backbone={args.backbone}", f"train.batch_size={batch}",
             "train.epochs=100", "train.warmup_epochs=0", f"train.device={args.device}", "run.progress=false",
@@ -279,7 +279,7 @@ def synthetic_features(n: int, d: int, k: int, seed: int = 0):
 
 def kmeans_bench(device: str, args) -> list[dict]:
     from conr.cluster.kmeans import kmeans
-    from conr.metrics import evaluate
+    from conr.ops.metrics import evaluate
 
     feats, labels = synthetic_features(args.kmeans_n, args.kmeans_dim, args.kmeans_k)
     rows = []

@@ -2,7 +2,7 @@
 
 Every one subclasses ValueError, OSError or FloatingPointError, so the command line
 (conr/cli.py) prints its message as one line and exits with status 2. The modules
-that raise them re-export them (``conr.config.ConfigError``, ``conr.train.NonFiniteLossError``,
+that raise them re-export them (``conr.config.ConfigError``, ``conr.engine.NonFiniteLossError``,
 ``conr.io.OutputError`` ...), so either import works. ``NotFittedError`` belongs to the
 estimator's interface and stays in conr/estimator.py.
 """

@@ -4,8 +4,8 @@
     >>> model.labels_, model.cluster_centers_                  # an array/tensor or PIL images
     >>> model.predict(new_images), model.transform(new_images)
 
-Without settings of its own it derives them from the images (:mod:`conr.autoconfig`)
-and sizes the run to a time budget (:mod:`conr.budget`: ``minutes``). Each automatic
+Without settings of its own it derives them from the images (:mod:`conr.auto.settings`)
+and sizes the run to a time budget (:mod:`conr.auto.budget`: ``minutes``). Each automatic
 choice is overridable by a constructor argument, a ``config`` YAML file or ``overrides``
 (``section.key=value``), in that order (overrides win); ``epochs`` replaces the budget.
 """
@@ -21,10 +21,11 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from torch import Tensor
 
-from .auto_k import (K_CRITERION, K_SELECTION_FILE, estimate_selection, fixed_k, k_range, read_k_selection,
+from .auto.k_selection import (K_CRITERION, K_SELECTION_FILE, estimate_selection, fixed_k, k_range, read_k_selection,
                      select_k_after_stage1)
-from .autoconfig import ImageSurvey, auto_settings, default_minutes, pick_image_size, survey_images
-from .budget import finish_budget, fit_to_budget, timed_pixel_stage
+from .data.survey import ImageSurvey, pick_image_size, survey_images
+from .auto.settings import auto_settings, default_minutes
+from .auto.budget import finish_budget, fit_to_budget, timed_pixel_stage
 from .config import (Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, dotted_get, read_yaml,
                      resolve_config_path)
 from .data.base import ImageData
@@ -52,11 +53,11 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             features (:func:`conr.cluster.kselect.estimate_k`) before CoNR's stage 2 trains with it.
         method: training method (``conr`` by default; see ``conr methods``).
         image_size, backbone, epochs, batch_size, lr: None = the automatic rule
-            (:mod:`conr.autoconfig`); a value overrides it. ``epochs`` (or the
+            (:mod:`conr.auto.settings`); a value overrides it. ``epochs`` (or the
             override ``train.epochs=N``) replaces the time budget.
         minutes: time budget for training and clustering (None: from the number of
-            images, :func:`conr.autoconfig.default_minutes`); the first steps are timed
-            and the epochs sized to fit (:mod:`conr.budget`).
+            images, :func:`conr.auto.settings.default_minutes`); the first steps are timed
+            and the epochs sized to fit (:mod:`conr.auto.budget`).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
         seed: seeds weights, data order, augmentation and k-means.
         deterministic: deterministic algorithms (bit-exact resume on a CPU).
@@ -244,7 +245,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         self._budget_reasons = {}   # settings the time budget changed: why (conr/budget.py fit_to_budget)
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
-        from .vectors import fit_vectors, input_kind
+        from .auto.vectors import fit_vectors, input_kind
 
         kind, why = input_kind(X, self.input, self.image_shape)
         if kind == "vectors":
@@ -335,7 +336,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         metrics = dict(record)
         labels, centers = trainer.final_clustering(trainer.last_features)
         if trainer.data.n_labelled:
-            from .metrics import evaluate
+            from .ops.metrics import evaluate
 
             metrics.update(evaluate(trainer.data.labels, labels), scored=trainer.data.n_labelled)
         self._set_fitted(trainer, trainer.last_features.cpu(), labels, centers, metrics, list(old.history))
@@ -379,7 +380,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _set_fitted(self, trainer, feats: Tensor, labels: Tensor, centers: Tensor, metrics: dict,
                     history: list) -> None:
-        from .boundary import boundary_ratio
+        from .ops.boundary import boundary_ratio
 
         feats, labels, centers = feats.float().cpu(), labels.long().cpu(), centers.float().cpu()
         self.trainer_ = trainer
@@ -410,7 +411,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def _features(self, X) -> Tensor:
         self._check_fitted()
         if getattr(self, "input_kind_", "images") == "vectors":
-            from .vectors import vector_features
+            from .auto.vectors import vector_features
 
             return vector_features(self, X)
         data = self.load(X)

@@ -12,8 +12,9 @@ import yaml
 from PIL import Image
 
 import conr
-from conr.autoconfig import auto_settings, pick_image_size, schedule_for_epochs, survey_files, survey_images
-from conr.budget import StepCosts, clusterings_for, epochs_for_budget
+from conr.data.survey import pick_image_size, survey_files, survey_images
+from conr.auto.settings import auto_settings, schedule_for_epochs
+from conr.auto.budget import StepCosts, clusterings_for, epochs_for_budget
 from conr.data.folder import scan_images
 from conr.estimator import as_image_data
 
@@ -136,7 +137,7 @@ def test_flip_average_is_the_mean_over_the_mirror():
     from conr.config import apply_overrides, config_from_dict, config_to_dict, load_config
     from conr.data import ImageData
     from conr.data.augment import eval_transform
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8, generator=g)

@@ -1,4 +1,4 @@
-"""Tests of conr.boundary (spec 4b, 4c) against loop references and hand-made cases."""
+"""Tests of conr.ops.boundary (spec 4b, 4c) against loop references and hand-made cases."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conr.boundary import boundary_ratio, keep_mask, relaxed_fraction
+from conr.ops.boundary import boundary_ratio, keep_mask, relaxed_fraction
 
 
 # ---------------------------------------------------------------- reference (spec 4b)

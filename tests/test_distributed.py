@@ -129,7 +129,7 @@ def _recording(trainer):
 
 def _one_step(method: str, train: dict, rank: int, world: int) -> dict:
     """Build a trainer, cluster, take one optimiser step on the fixed views; return what to compare."""
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     trainer = Trainer(_config(method, train), data=_data(), write=False, log=lambda *a: None)
     cluster = trainer.cluster_step()
@@ -156,7 +156,7 @@ def _one_step(method: str, train: dict, rank: int, world: int) -> dict:
 
 def _syncbn_unit(rank: int, world: int) -> dict:
     """SyncBatchNorm on each rank's half vs BatchNorm2d on the whole batch."""
-    from conr.distributed import convert_sync_batchnorm
+    from conr.engine.distributed import convert_sync_batchnorm
 
     torch.manual_seed(3)
     bn = torch.nn.BatchNorm2d(3)
@@ -296,8 +296,8 @@ def test_without_syncbn_ranks_agree_and_targets_are_shuffle_bn(runs):
     """Per-rank BatchNorm cannot equal one batch of 2b; checked instead: both ranks hold the
     same gathered loss, neighbourhoods, mask, averaged gradients and parameters, and each
     target feature is that of its sample forwarded inside the shuffled slice it fell in."""
-    from conr.distributed import shuffle_permutation
-    from conr.train import Trainer
+    from conr.engine.distributed import shuffle_permutation
+    from conr.engine import Trainer
 
     ranks, _ = runs
     a, b = ranks[0]["conr_shuffle"], ranks[1]["conr_shuffle"]
@@ -357,7 +357,7 @@ def test_syncbatchnorm_equals_batchnorm_on_the_gathered_batch(runs):
 
 
 def test_single_process_helpers_are_identities():
-    from conr import distributed as d
+    from conr.engine import distributed as d
 
     x = torch.randn(4, 3, requires_grad=True)
     assert d.all_gather_nograd(x) is x
@@ -435,7 +435,7 @@ def test_bn_groups_in_one_process_equal_per_rank_bn_with_shuffle(runs, name):
     as the ranks did (per-rank BatchNorm, shuffle-BN on the target): the same loss,
     gradients and update, and BN running statistics equal to the ranks' buffers averaged
     (what sync_buffers makes them at the end of the epoch)."""
-    from conr.batchnorm import GroupBatchNorm
+    from conr.engine.batchnorm import GroupBatchNorm
 
     ranks, _ = runs
     method, train = SCENARIOS[name]

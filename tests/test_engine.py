@@ -39,7 +39,7 @@ def test_public_step_updates_at_the_scheduled_rate():
 
 
 def test_measure_costs_times_the_step_and_leaves_no_trace():
-    from conr.budget import measure_costs
+    from conr.auto.budget import measure_costs
 
     trainer = Trainer(load_config("digits", TINY), write=False, **QUIET)
     state = {k: v.clone() for k, v in trainer.method.state_dict().items()}

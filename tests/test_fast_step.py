@@ -31,7 +31,7 @@ def _tiny_data(n: int = 48) -> ImageData:
 
 
 def _trainer(method: str, *extra: str):
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     cfg = load_config(None, TINY + [f"method={method}", *extra])
     return Trainer(cfg, data=_tiny_data(), write=False, log=lambda *a: None)
@@ -156,7 +156,7 @@ def test_no_sync_on_cuda_with_sync_debug_mode():
 
 # ------------------------------------------------------------------ optimiser
 def test_foreach_sgd_equals_the_per_parameter_loop():
-    from conr.speed import make_sgd
+    from conr.engine.speed import make_sgd
 
     torch.manual_seed(0)
     a = _trainer("byol").method
@@ -179,7 +179,7 @@ def test_foreach_sgd_equals_the_per_parameter_loop():
 
 
 def test_sgd_implementation_per_device_and_after_loading():
-    from conr.speed import set_sgd_impl, sgd_impl
+    from conr.engine.speed import set_sgd_impl, sgd_impl
 
     assert sgd_impl("cpu") == {"foreach": True}
     assert sgd_impl("cuda") in ({"fused": True}, {"foreach": True})
@@ -196,7 +196,7 @@ def test_sgd_implementation_per_device_and_after_loading():
 # ------------------------------------------------------------------- compile
 def test_compile_networks_in_place_keeps_state_and_results():
     from conr.methods import StepContext
-    from conr.speed import compile_networks
+    from conr.engine.speed import compile_networks
 
     torch.manual_seed(0)
     eager = _trainer("byol").method
@@ -213,11 +213,11 @@ def test_compile_networks_in_place_keeps_state_and_results():
 
 
 def test_compile_skipped_with_a_warning_where_it_cannot_work(monkeypatch):
-    from conr import speed
+    from conr.engine import speed
 
     monkeypatch.setattr(speed, "_COMPILE_OK", {"cpu": False})
     logs = []
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     cfg = load_config(None, TINY + ["method=byol", "train.compile=true"])
     trainer = Trainer(cfg, data=_tiny_data(), write=False, log=logs.append)
@@ -227,7 +227,7 @@ def test_compile_skipped_with_a_warning_where_it_cannot_work(monkeypatch):
 
 
 def test_compile_failure_at_first_call_falls_back_to_eager():
-    from conr.speed import compile_networks
+    from conr.engine.speed import compile_networks
 
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no compiler here")
@@ -248,7 +248,7 @@ def test_bf16_autocast_keeps_neighbourhoods_and_losses_in_float32(monkeypatch):
     neighbourhoods, boundary ratios and loss are computed in float32."""
     from conr.methods import stage2 as conr_mod
     from conr.methods import StepContext
-    from conr.neighbors import conaff_neighbors
+    from conr.ops.neighbors import conaff_neighbors
 
     trainer = _trainer("conr")
     trainer.cluster_step()

@@ -160,7 +160,8 @@ def test_flip_rule_on_symmetric_and_asymmetric_shapes():
 
 
 def test_flip_rule_sets_the_views():
-    from conr.autoconfig import ImageSurvey, auto_settings
+    from conr.data.survey import ImageSurvey
+    from conr.auto.settings import auto_settings
 
     no_flip, why = auto_settings(ImageSurvey(500, [16], grey=True, mirror_overlap=0.02), 10)
     assert no_flip["augment"]["hflip_p"] == 0.0 and no_flip["cluster"]["flip_average"] is False
@@ -205,7 +206,7 @@ def test_layouts_follow_the_rule_and_the_time_allowed():
 def test_budget_records_and_repeat_pins_the_layouts():
     from types import SimpleNamespace
 
-    from conr.budget import consensus_allowance
+    from conr.auto.budget import consensus_allowance
     from conr.commands.cluster import repeat_command
     from conr.config import ConfigError, load_config
 
@@ -232,7 +233,7 @@ def test_the_seed_reaches_stage_2(monkeypatch):
     and the next clusterings carry it on (same labels, centres of the current features)."""
     from conr.cluster import final as final_mod
     from conr.config import load_config
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     cfg = load_config("digits", TINY + ["cluster.stage2_seed=final", "cluster.final=kmeans",
                                         "cluster.stage2_update_iters=0"])
@@ -275,7 +276,7 @@ def test_final_stage_without_the_pixels():
     candidates; the demo shows what its training learned."""
     from conr.commands.demo import demo_config
     from conr.config import load_config
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     assert demo_config("runs", "demo-x", []).cluster.final_pixels is False
     cfg = load_config("digits", TINY + ["cluster.final=auto", "cluster.final_pixels=false", "data.subset=200"])

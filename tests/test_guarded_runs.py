@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conr.cli import main
-from conr.runlock import LOCK_NAME, RunLockedError, acquire_run_lock, pid_alive, release_run_lock
+from conr.engine.runlock import LOCK_NAME, RunLockedError, acquire_run_lock, pid_alive, release_run_lock
 from test_cluster_report import N_READABLE, TINY, make_folder, run_cli as _run
 
 
@@ -74,7 +74,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 def test_lock_between_two_real_processes(tmp_path):
     acquire_run_lock(tmp_path)
-    code = ("import sys; from conr.runlock import acquire_run_lock, RunLockedError\n"
+    code = ("import sys; from conr.engine.runlock import acquire_run_lock, RunLockedError\n"
             f"try:\n    acquire_run_lock({str(tmp_path)!r}, '--run-dir')\nexcept RunLockedError as e:\n"
             "    print(e); sys.exit(3)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)

@@ -3,8 +3,10 @@
 - the import graph of conr/ has no circle;
 - no file in conr/ is longer than 450 lines;
 - no module uses another module's ``_private`` names;
-- the README's "Map of the package" names every module and folder at the top of conr/, and
-  nothing that is not there.
+- imports go down the layers (:data:`LAYERS`): a part of conr/ imports only parts of its own
+  layer or of the layers below it, never one above;
+- docs/architecture.md's "Map of the package" names every module and folder at the top of
+  conr/, and nothing that is not there.
 
 What counts as an import: every ``import`` / ``from ... import`` statement of a module, at
 any depth, function-level (lazy) imports included: a lazy import still makes one module
@@ -24,6 +26,18 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "conr"
 MAX_LINES = 450
+MAX_ROOT_MODULES = 10
+# conr/'s parts (a top-level module or folder), lowest layer first (docs/architecture.md)
+LAYERS = (
+    ("errors", "options", "io"),                        # shared: what a user can fix, messages, atomic writes
+    ("ops", "losses", "models", "data"),                # the method's math, the networks, the images
+    ("methods", "cluster", "encoders"),                 # one method a module; clustering a fixed representation
+    ("config", "config_checks", "configs"),             # every setting, checked against the registries below
+    ("engine",),                                        # the training loop and its helpers
+    ("auto", "outputs"),                                # the automatic pipeline; what a run produces
+    ("estimator",),                                     # conr.CoNR
+    ("sweep", "commands", "cli", "__main__", "__init__"),  # entry points
+)
 
 
 def _files(root: Path = PACKAGE) -> list[Path]:
@@ -312,6 +326,29 @@ def test_import_graph_has_no_circle():
     assert not cycles, "import circle(s) in conr/:\n" + "\n".join(_describe(c, graph) for c in cycles)
 
 
+def _part(module: str) -> str:
+    """The part of conr/ a module belongs to: ``conr.engine.trainer`` -> ``engine``; ``conr`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def layer_violations(graph: dict[str, dict[str, int]], layers=LAYERS) -> list[str]:
+    """Every import from a lower layer into a higher one (and every part no layer names)."""
+    rank = {part: i for i, layer in enumerate(layers) for part in layer}
+    found = []
+    for module, targets in sorted(graph.items()):
+        a = _part(module)
+        if a not in rank:
+            found.append(f"{module}: its part {a!r} is in no layer")
+            continue
+        for target, line in sorted(targets.items()):
+            b = _part(target)
+            if b in rank and rank[b] > rank[a]:
+                found.append(f"{module} (line {line}) imports {target}: {a} (layer {rank[a]}) sits below "
+                             f"{b} (layer {rank[b]})")
+    return found
+
+
 def _cases():
     return [pytest.param(p, id=_rel(p)) for p in _files()]
 
@@ -329,21 +366,41 @@ def test_no_module_uses_another_modules_private_names(path):
                       f"code beside them):\n" + "\n".join(uses))
 
 
-def test_readme_map_matches_the_folders():
-    """Every module and package at the top of conr/ is named in the README's map, and every
-    file or folder the map names exists."""
+def test_layer_checker_on_a_hand_made_graph():
+    layers = (("base",), ("mid",), ("top",))
+    graph = {"pkg.base.a": {"pkg.base.b": 1}, "pkg.mid": {"pkg.base.a": 2}, "pkg.top.x": {"pkg.mid": 3},
+             "pkg.base.b": {"pkg.top.x": 7}, "pkg.odd": {}}
+    assert layer_violations(graph, layers) == [
+        "pkg.base.b (line 7) imports pkg.top.x: base (layer 0) sits below top (layer 2)",
+        "pkg.odd: its part 'odd' is in no layer"]
+
+
+def test_imports_go_down_the_layers():
+    found = layer_violations(import_graph())
+    assert not found, "imports against the layers (docs/architecture.md):\n" + "\n".join(found)
+
+
+def test_root_holds_few_modules():
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, f"conr/ holds {len(root)} modules (at most {MAX_ROOT_MODULES}): {root}"
+
+
+def test_architecture_map_matches_the_folders():
+    """Every module and package at the top of conr/ is named in docs/architecture.md's map, and
+    every file or folder the map names exists."""
     import re
 
-    readme = (PACKAGE.parent / "README.md").read_text()
+    readme = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     start = readme.index("## Map of the package")
-    end = readme.index("\n## ", start + 1)
+    end = readme.find("\n## ", start + 1)
+    end = len(readme) if end < 0 else end
     section = readme[start:end]
     named = set(re.findall(r"`([\w/]+(?:\.py|/))`", section))
     tops = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py", "__main__.py"}
     tops |= {p.name + "/" for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
-    assert tops - named == set(), f"not in the README's map of the package: {sorted(tops - named)}"
+    assert tops - named == set(), f"not in docs/architecture.md's map of the package: {sorted(tops - named)}"
     missing = {n for n in named if not (PACKAGE / n).exists() and not (PACKAGE.parent / n).exists()}
-    assert not missing, f"the README's map names what conr/ does not have: {sorted(missing)}"
+    assert not missing, f"docs/architecture.md's map names what conr/ does not have: {sorted(missing)}"
 
 
 def test_every_in_package_import_names_a_module_that_exists():

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conr.machine_load import LoadWindow, busy_cpu_seconds, quiet_factor
+from conr.auto.machine_load import LoadWindow, busy_cpu_seconds, quiet_factor
 
 
 def test_quiet_factor_by_hand():
@@ -46,7 +46,7 @@ def test_a_busy_neighbour_is_seen():
 
 # ------------------------------------------------------------------ budget plans (conr/budget_plans.py)
 def test_a_plan_is_recalled_on_the_same_machine_only():
-    from conr.budget_plans import plans_path, recall_plan, remember_plan
+    from conr.auto.plans import plans_path, recall_plan, remember_plan
 
     remember_plan("cmd", step_seconds=0.2725, epochs=100, image_size=32)
     assert plans_path().is_file() and "conr-cache" in str(plans_path())   # the test's folder (conftest)
@@ -57,7 +57,7 @@ def test_a_plan_is_recalled_on_the_same_machine_only():
 
 
 def test_same_command_same_epochs_through_the_budget():
-    from conr.budget import StepCosts, _same_plan
+    from conr.auto.budget import StepCosts, _same_plan
     from conr.config import load_config
 
     cfg = load_config("digits")

@@ -243,7 +243,7 @@ def _tiny_data(n: int = 32):
 @pytest.mark.parametrize("method", NEW_METHODS)
 def test_method_trains_on_tiny_images(method):
     from conr.config import load_config
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     cfg = load_config(None, TINY + [f"method={method}"])
     trainer = Trainer(cfg, data=_tiny_data(), write=False, log=lambda *a: None)

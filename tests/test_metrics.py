@@ -1,4 +1,4 @@
-"""Tests of conr.metrics against scikit-learn, brute-force references and hand-made cases."""
+"""Tests of conr.ops.metrics against scikit-learn, brute-force references and hand-made cases."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from conr.metrics import (best_cluster_map, cluster_accuracy, confusion, evaluate, knn_accuracy,
+from conr.ops.metrics import (best_cluster_map, cluster_accuracy, confusion, evaluate, knn_accuracy,
                           neighbor_purity)
 
 

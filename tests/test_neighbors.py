@@ -1,4 +1,4 @@
-"""Tests of conr.neighbors against slow, loop-based references written from the spec
+"""Tests of conr.ops.neighbors against slow, loop-based references written from the spec
 (section 4a), never against the module's own output."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conr.neighbors import conaff_neighbors, contextual_similarity, euclidean_neighbors
+from conr.ops.neighbors import conaff_neighbors, contextual_similarity, euclidean_neighbors
 
 
 # --------------------------------------------------------------------------- data

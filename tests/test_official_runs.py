@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conr.config import ConfigError, load_config
-from conr.train import lr_at
+from conr.engine import lr_at
 
 # ----------------------------------------------------------------------------- LR schedule
 
@@ -71,7 +71,7 @@ def test_lr_schedule_config_key():
 
 @pytest.mark.parametrize("schedule", ["official_cosine", "cosine_to_zero"])
 def test_trainer_steps_the_configured_schedule(schedule):
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     cfg = load_config("digits", ["model.width=4", "model.hidden_dim=32", "model.proj_dim=16", "data.subset=256",
                                  "train.batch_size=64", "train.epochs=3", "train.warmup_epochs=1",
@@ -138,7 +138,7 @@ def test_stl10_with_unlabelled_images_scores_the_labelled_only(tmp_path, capsys)
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     from conr.cli import main
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     truth = _write_stl10(tmp_path)
     over = [f"data.root={tmp_path}", "data.image_size=16", "model.backbone=small_cnn", "model.width=4",
@@ -172,7 +172,7 @@ def test_stl10_with_unlabelled_images_scores_the_labelled_only(tmp_path, capsys)
 @pytest.mark.parametrize("shape", [(12, 5), (12, 3, 4, 4)])
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_group_batchnorm_is_one_batchnorm_per_group(shape, momentum):
-    from conr.batchnorm import GroupBatchNorm, convert_group_batchnorm
+    from conr.engine.batchnorm import GroupBatchNorm, convert_group_batchnorm
 
     torch.manual_seed(0)
     c = shape[1]
@@ -277,7 +277,7 @@ def test_hadis_96px_training_views_are_not_blurred():
     """The trainer's augmentation for hadis_stl10 does not blur (the official config's
     use_gaussian_blur: false); augment.blur_p=0.5 switches blur on for about half the views."""
     from conr.data import ImageData
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     g = torch.Generator().manual_seed(0)
     data = ImageData(images=torch.randint(0, 256, (40, 3, 24, 24), dtype=torch.uint8, generator=g),

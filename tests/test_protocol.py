@@ -10,9 +10,9 @@ import torch
 
 from conr.cli import main
 from conr.config import ConfigError, load_config, packaged_config_dir
-from conr.metrics import evaluate
+from conr.ops.metrics import evaluate
 from conr.sweep import load_sweep, run_sweep, shipped_grids
-from conr.train import CHECKPOINT_NAME, Trainer
+from conr.engine import CHECKPOINT_NAME, Trainer
 
 QUIET = lambda *a, **k: None  # noqa: E731
 

@@ -21,7 +21,7 @@ import yaml
 from conr.cli import main
 from conr.config import config_from_dict
 from conr.io import atomic_write_bytes, read_jsonl
-from conr.train import NonFiniteLossError, Trainer, load_checkpoint
+from conr.engine import NonFiniteLossError, Trainer, load_checkpoint
 
 TIMING_KEYS = {"epoch_seconds", "cluster_seconds"}
 EPOCHS = 6

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conr.cluster.kmeans import kmeans
-from conr.metrics import evaluate
+from conr.ops.metrics import evaluate
 from conr.cluster.spectral import graph_neighbors, spectral_clustering
 
 

@@ -64,7 +64,7 @@ def test_resume_at_the_end_of_stage1_drops_a_provisional_k_clustering(tmp_path: 
     """A run that estimated K at the end of stage 1 (clustered there with a provisional K) and
     was killed before clustering again resumes with the chosen K: the checkpoint's clustering
     of another K is not used for stage 2 (boundary filter) nor reported."""
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     over = ["data.subset=300", "model.width=8", "model.hidden_dim=64", "model.proj_dim=32",
             "train.batch_size=100", "train.epochs=3", "stage2.start_epoch=2", "stage2.t_end=3",
@@ -99,7 +99,7 @@ def _timings(step: float, seed: int, busy: bool, n: int = 16) -> list[float]:
 
 
 def test_robust_step_ignores_a_busy_neighbour():
-    from conr.budget import robust_step
+    from conr.auto.budget import robust_step
 
     for seed in range(20):
         quiet = robust_step(_timings(0.1, seed, busy=False))
@@ -111,7 +111,7 @@ def test_robust_step_ignores_a_busy_neighbour():
 
 
 def test_umap_compilation_counts_as_a_fixed_allowance():
-    from conr.budget import COMPILE_ALLOWANCE, seconds_left
+    from conr.auto.budget import COMPILE_ALLOWANCE, seconds_left
 
     # a compilation that took 35 s instead of 12 s (a busy machine) leaves the same seconds
     assert seconds_left(1.5, elapsed=50.0, compile_seconds=35.0) == seconds_left(1.5, elapsed=27.0, compile_seconds=12.0)
@@ -120,7 +120,7 @@ def test_umap_compilation_counts_as_a_fixed_allowance():
 
 
 def test_epochs_are_on_the_grid_and_the_most_that_fit():
-    from conr.budget import EPOCH_GRID, StepCosts, epochs_for_budget, grid_floor, seconds_for
+    from conr.auto.budget import EPOCH_GRID, StepCosts, epochs_for_budget, grid_floor, seconds_for
 
     assert all(b / a <= 1.5 for a, b in zip(EPOCH_GRID[6:], EPOCH_GRID[7:]))  # ratio ~1.25 from 10 on
     assert grid_floor(219) == 200 and grid_floor(126) == 100 and grid_floor(1) == 1
@@ -134,7 +134,7 @@ def test_epochs_are_on_the_grid_and_the_most_that_fit():
 
 def _old_epochs(seconds: float, step: float, cluster: float, iters: int) -> int:
     """The former rule, typed here: any epoch count 2..1000 that fits, from the middle-half mean."""
-    from conr.budget import StepCosts, seconds_for
+    from conr.auto.budget import StepCosts, seconds_for
 
     costs = StepCosts(step, cluster, iters)
     fits = [e for e in range(2, 1001) if seconds_for(e, costs) <= seconds]
@@ -148,7 +148,7 @@ def test_a_busy_neighbour_rarely_changes_the_epochs():
     middle half, any epoch count) agreed in under 25 %."""
     import numpy as np
 
-    from conr.budget import StepCosts, epochs_for_budget, robust_step
+    from conr.auto.budget import StepCosts, epochs_for_budget, robust_step
 
     rng = np.random.default_rng(0)
     same = same_old = 0
@@ -195,7 +195,7 @@ def test_stop_after_epoch_keeps_the_schedule(tmp_path: Path):
     """run.stop_after_epoch=2 of train.epochs=3 trains the first 2 epochs of the 3-epoch run
     (same LR and losses, deterministic CPU) and ends clustered."""
     from conr.config import ConfigError
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     over = ["data.subset=200", "model.width=8", "model.hidden_dim=64", "model.proj_dim=32",
             "train.batch_size=100", "train.epochs=3", "stage2.start_epoch=1", "stage2.t_end=3",
@@ -253,7 +253,7 @@ def test_a_budget_too_small_for_two_final_stage_passes_drops_the_seed():
     otherwise both are, and the repeat command pins what the budget chose."""
     from types import SimpleNamespace
 
-    from conr.budget import CLUSTERING_SHARE, reserve_for_budget, reserved_seconds
+    from conr.auto.budget import CLUSTERING_SHARE, reserve_for_budget, reserved_seconds
     from conr.commands.cluster import repeat_command
     from conr.config import load_config
 
@@ -274,7 +274,7 @@ def test_what_the_budget_changes_carries_its_reason(monkeypatch):
     import time
     from types import SimpleNamespace
 
-    import conr.budget as budget
+    import conr.auto.budget as budget
     from conr.config import load_config
 
     cfg = load_config("digits", ["cluster.final=auto", "cluster.stage2_seed=final"])

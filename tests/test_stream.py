@@ -106,7 +106,7 @@ def _record_steps(trainer):
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_streamed_training_equals_in_memory_training(folder, workers):
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     runs = {}
     for mode in ("true", "false"):
@@ -145,7 +145,7 @@ def test_timed_cifar10_config_stops_after_the_epoch_that_crosses_the_limit(tmp_p
     """conr/configs/cifar10_timed.yaml with a tiny CIFAR-like JPEG tree, on the CPU."""
     from PIL import Image
 
-    from conr.train import Trainer
+    from conr.engine import Trainer
 
     rng = np.random.default_rng(1)
     root = tmp_path / "cifar10-jpeg"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conr.config import ConfigError, load_config
-from conr.train import CHECKPOINT_NAME, Trainer
+from conr.engine import CHECKPOINT_NAME, Trainer
 
 TINY = ["model.width=8", "model.hidden_dim=64", "model.proj_dim=32", "train.batch_size=128",
         "train.epochs=3", "stage2.start_epoch=1", "stage2.t_end=3", "cluster.eval_every=1",

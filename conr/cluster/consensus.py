@@ -57,9 +57,9 @@ def consensus_partition(labelings, n_clusters: int, seed: int = 0) -> np.ndarray
 
 def align_to(reference: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
     """For each cluster id of ``labels``, the id of ``reference`` it overlaps most under
-    a one-to-one matching (Hungarian, :func:`conr.metrics.best_cluster_map`), as an array
+    a one-to-one matching (Hungarian, :func:`conr.ops.metrics.best_cluster_map`), as an array
     [n_clusters] (ids without a match: -1)."""
-    from ..metrics import best_cluster_map
+    from ..ops.metrics import best_cluster_map
 
     out = np.full(n_clusters, -1, dtype=np.int64)
     for cluster, ref in best_cluster_map(reference, labels).items():

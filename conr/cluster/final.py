@@ -14,7 +14,7 @@ UMAP + GMM is the consensus of :data:`~conr.cluster.manifold.CONSENSUS_RUNS` run
 that differ in UMAP's seed (:mod:`conr.cluster.consensus`): one run's partition of
 the same features moves by up to 9 points of ACC with the seed. Fewer where a time
 budget is short for them (the pixels' consensus is timed first, and the run's later
-ones make as many: :func:`conr.budget.consensus_allowance`); and one, where the
+ones make as many: :func:`conr.auto.budget.consensus_allowance`); and one, where the
 default rule cannot choose it, for the features' own (the layout the criteria need).
 
 Where the pixels are candidates, one more candidate weighs both representations

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .kmeans import KMeansResult
-from ..metrics import evaluate
+from ..ops.metrics import evaluate
 from .final import Candidate, FinalStage
 from .manifold import pixel_vectors
 from .partition import Partition, cluster_means, labels_result

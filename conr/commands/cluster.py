@@ -90,7 +90,7 @@ def _cluster(args, src: Path, out: Path, k) -> int:
     from ..io import check_writable
     from ..outputs.plots import ClusterSnapshot
     from ..outputs.report import write_outputs
-    from ..runlock import acquire_run_lock, release_run_lock
+    from ..engine.runlock import acquire_run_lock, release_run_lock
 
     check_writable(out, need_bytes=64 * 2**20)  # before any decoding or training
     acquire_run_lock(out, "--out")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..autoconfig import ImageSurvey, is_grey, pick_image_size, survey_files, survey_images
+from .survey import ImageSurvey, is_grey, pick_image_size, survey_files, survey_images
 from .base import ImageData, resize_uint8
 from .folder import pil_to_array
 

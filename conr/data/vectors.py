@@ -1,6 +1,6 @@
 """Vectors (embeddings a user already has) held the way the trainer holds images.
 
-:class:`VectorData` answers the questions :class:`conr.train.Trainer` asks of an
+:class:`VectorData` answers the questions :class:`conr.engine.Trainer` asks of an
 :class:`~conr.data.base.ImageData` (``images``, ``labels``, ``channels``, ``mean_std``,
 ``subset``, ...): ``images`` is the float32 [N, D] table and ``channels`` its width D,
 which the ``mlp`` backbone takes as its input width.

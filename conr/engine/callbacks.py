@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..distributed import broadcast_object
+from .distributed import broadcast_object
 
 __all__ = ["Heartbeat", "TensorBoard", "TimeLimit", "progress_bar"]
 

@@ -14,7 +14,7 @@ from ..data.base import ImageData
 from ..errors import NonFiniteLossError, OutputError
 from ..io import atomic_torch_save, is_disk_full
 from ..options import option
-from ..speed import set_sgd_impl
+from .speed import set_sgd_impl
 
 __all__ = ["CHECKPOINT_NAME", "CHECKPOINT_VERSION", "load_checkpoint", "checkpoint_config", "placeholder_data",
            "trainer_state", "restore", "save", "rewrite", "disk_full_note"]

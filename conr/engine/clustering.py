@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from ..cluster.kmeans import kmeans
-from ..distributed import broadcast_object, sync_buffers
+from .distributed import broadcast_object, sync_buffers
 from ..errors import NonFiniteLossError
-from ..metrics import evaluate
+from ..ops.metrics import evaluate
 from . import checkpoint
 
 __all__ = ["cluster_step", "final_clustering"]

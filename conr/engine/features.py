@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..data import eval_transform
 from ..data.stream import image_chunks
-from ..distributed import all_gather_nograd
+from .distributed import all_gather_nograd
 
 __all__ = ["autocast", "features", "sharded_features"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import Config, config_to_dict
 from ..io import append_jsonl, atomic_write_text, check_writable
 from ..options import option
-from ..runlock import acquire_run_lock, release_run_lock
+from .runlock import acquire_run_lock, release_run_lock
 from .checkpoint import disk_full_note
 
 __all__ = ["RunFolder", "default_run_dir", "write_config"]

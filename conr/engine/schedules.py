@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..boundary import relaxed_fraction
+from ..ops.boundary import relaxed_fraction
 
 __all__ = ["LR_SCHEDULES", "lr_at", "keep_fraction"]
 

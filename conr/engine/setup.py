@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from ..batchnorm import convert_group_batchnorm
+from .batchnorm import convert_group_batchnorm
 from ..config import Config, ConfigError
-from ..distributed import convert_sync_batchnorm, init_from_env
+from .distributed import convert_sync_batchnorm, init_from_env
 from ..methods import build_method
 from ..options import option
-from ..speed import compile_networks, make_sgd
+from .speed import compile_networks, make_sgd
 
 __all__ = ["resolve_device", "start_runtime", "check_data", "build_model"]
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..data import AugmentConfig, BatchAugment
-from ..distributed import ShuffleBN, all_gather_nograd, all_gather_with_grad
+from .distributed import ShuffleBN, all_gather_nograd, all_gather_with_grad
 from ..methods import StepContext
 
 __all__ = ["make_views", "epoch_generators", "step_context", "set_learning_rates"]

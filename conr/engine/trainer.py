@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..boundary import boundary_ratio
+from ..ops.boundary import boundary_ratio
 from ..config import Config
 from ..data import BatchAugment, ImageData, build_data, eval_transform
-from ..distributed import (all_reduce_mean, average_gradients, barrier, broadcast_object, destroy, dist_info,
+from .distributed import (all_reduce_mean, average_gradients, barrier, broadcast_object, destroy, dist_info,
                            sync_buffers)
 from ..errors import NonFiniteLossError
 from ..methods import StepContext
-from ..metrics import evaluate
+from ..ops.metrics import evaluate
 from ..options import option
-from ..warm_start import init_provenance
+from .warm_start import init_provenance
 from . import checkpoint, clustering
 from .callbacks import Heartbeat, TensorBoard, TimeLimit, progress_bar
 from .features import autocast, features, sharded_features

@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..boundary import boundary_ratio, keep_mask
+from ..ops.boundary import boundary_ratio, keep_mask
 from ..errors import ConfigError
 from ..losses import full_precision
-from ..neighbors import check_neighborhood_sizes, conaff_neighbors, euclidean_neighbors
+from ..ops.neighbors import check_neighborhood_sizes, conaff_neighbors, euclidean_neighbors
 from .base import StepContext
 
 __all__ = ["ConNRPlugin", "batch_neighbors"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..boundary import boundary_ratio, keep_mask
-from ..neighbors import conaff_neighbors, euclidean_neighbors
+from ..ops.boundary import boundary_ratio, keep_mask
+from ..ops.neighbors import conaff_neighbors, euclidean_neighbors
 
 __all__ = ["purity_curve"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..metrics import best_cluster_map, confusion, evaluate, knn_accuracy
+from ..ops.metrics import best_cluster_map, confusion, evaluate, knn_accuracy
 from .analysis import purity_curve
 
 __all__ = ["evaluate_checkpoint", "checkpoint_purity", "write_purity", "plot_purity", "DEFAULT_PURITY_KS"]

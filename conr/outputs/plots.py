@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..boundary import boundary_ratio, keep_mask
+from ..ops.boundary import boundary_ratio, keep_mask
 from ..io import atomic_write_bytes, read_jsonl
 
 __all__ = ["ClusterSnapshot", "plot_tsne", "plot_neighbors", "plot_purity", "plot_training", "make_plots",
@@ -199,7 +199,7 @@ def plot_tsne(snap: ClusterSnapshot, max_points: int = 3000, seed: int = 0) -> b
 def neighbor_sets(snap: ClusterSnapshot, k: int = 10, batch: int = 512, seed: int = 0):
     """Top-k Euclidean and ConAff neighbours (self excluded) of every image of a
     seeded batch, as the training step sees them: (batch indices, eu [B, k], ca [B, k])."""
-    from ..neighbors import conaff_neighbors, euclidean_neighbors
+    from ..ops.neighbors import conaff_neighbors, euclidean_neighbors
 
     idx = _subset(len(snap.labels), batch, seed)
     b = len(idx)

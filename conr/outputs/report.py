@@ -2,7 +2,7 @@
 
 * ``assignments.csv``: path, cluster, boundary_ratio, distance_to_center, boundary
   (1 = the boundary filter would drop it at fr0), confidence (1 - d_own / d_next, see
-  :func:`conr.boundary.assignment_confidence`) and, when known, the true label;
+  :func:`conr.ops.boundary.assignment_confidence`) and, when known, the true label;
 * ``clusters/cluster_XX.png``: one grid per cluster, closest to the centre first,
   boundary samples framed red;
 * ``plots/{tsne,neighbors,purity,training}.png`` (conr/outputs/plots.py);
@@ -39,7 +39,7 @@ def _name(snap: ClusterSnapshot, i: int) -> str:
 def assignments_csv(snap: ClusterSnapshot) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    from ..boundary import assignment_confidence
+    from ..ops.boundary import assignment_confidence
 
     header = ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary", "confidence"]
     if snap.truth is not None:

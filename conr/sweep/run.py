@@ -15,7 +15,7 @@ import yaml
 
 from ..config import Config, ConfigError, config_to_dict
 from ..io import atomic_write_text
-from ..warm_start import config_differences
+from ..engine.warm_start import config_differences
 from .grid import METRICS, RESULT_FILE, Sweep, SweepRow, load_sweep, safe_name
 from .plot import plot_sweep
 

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data.vectors import VectorData
-from .train import Trainer
+from ..data.vectors import VectorData
+from ..engine import Trainer
 
 __all__ = ["ViewConfig", "NeighbourViews", "VectorTrainer", "input_kind", "vector_config", "fit_vectors",
            "check_vectors", "vector_features", "read_embeddings", "MIN_IMAGE_SIDE", "SPARSE_MESSAGE"]
@@ -62,7 +62,7 @@ def input_kind(X, requested: str = "auto", image_shape=None) -> tuple[str, str]:
         raise TypeError(SPARSE_MESSAGE)
     if requested != "auto":
         return requested, f"input={requested!r}"
-    from .data.base import ImageData
+    from ..data.base import ImageData
 
     if isinstance(X, (str, Path)):
         return "images", "a folder path"
@@ -214,7 +214,7 @@ def vector_config(n: int, k_provisional: int, *, method: str = "conr", epochs: i
     """The run config for N vectors: the ``mlp`` backbone, BYOL for the first 60 % of the
     epochs, then CoNR (kept fraction relaxed to 1 over the next 15 %); batch and
     neighbourhood sizes clamped to N. ``overrides`` (``section.key=value``) apply last."""
-    from .config import apply_overrides, config_from_dict
+    from ..config import apply_overrides, config_from_dict
 
     given = apply_overrides({}, list(overrides or [])).get("train", {})  # train.epochs=N rescales the schedule
     epochs, batch_size, lr = (given.get("epochs", epochs), given.get("batch_size", batch_size),
@@ -247,7 +247,7 @@ def fit_vectors(est, X, why: str = "", hooks: dict | None = None):
     attributes (``input_kind_ = "vectors"``, ``n_features_in_``). ``hooks``: the
     estimator's own steps (check_params, fixed_k, log, select_k, set_fitted)."""
     h = hooks
-    from .options import option
+    from ..options import option
 
     arr = check_vectors(est, X, reset=True)
     h["check_params"]()

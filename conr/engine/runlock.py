@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import RunLockedError
+from ..errors import RunLockedError
 
 __all__ = ["RunLockedError", "acquire_run_lock", "release_run_lock", "LOCK_NAME", "pid_alive"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .config import Config, ConfigError, config_to_dict
+from ..config import Config, ConfigError, config_to_dict
 
 __all__ = ["init_provenance", "config_differences"]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .cluster.kselect import default_k_range, estimate_k, parse_k
-from .engine.run_folder import write_config
-from .io import atomic_write_text
+from ..cluster.kselect import default_k_range, estimate_k, parse_k
+from ..engine.run_folder import write_config
+from ..io import atomic_write_text
 
 __all__ = ["K_CRITERION", "K_SELECTION_FILE", "read_k_selection", "estimate_selection", "select_k_after_stage1",
            "k_range", "fixed_k"]

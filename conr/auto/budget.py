@@ -13,11 +13,11 @@ process slows some steps, it does not speed any up), a cheap clustering step is 
 twice and the faster kept, UMAP's one-time numba compilation (10 to 40 s, whatever the
 machine's load) is counted as a fixed :data:`COMPILE_ALLOWANCE` instead of its measured
 time, the CPU time other processes used while the steps were timed scales every measured
-time to the quiet machine's (:mod:`conr.machine_load`), and the count is rounded down to
+time to the quiet machine's (:mod:`conr.auto.machine_load`), and the count is rounded down to
 a geometric grid of ratio ~1.25 (..., 64, 80, 100, 128, 160, ...): a re-timing that
 moves the fitting count within one grid interval gives the same epochs; a later run of
 the same command on the same machine takes the epochs the first one bought
-(:mod:`conr.budget_plans`). A run the machine slows down later is let run to
+(:mod:`conr.auto.plans`). A run the machine slows down later is let run to
 :data:`OVERRUN` times its budget before it is stopped, so that a busier neighbour
 changes its length, not its epochs. A run is repeated exactly by fixing its epochs
 (``train.epochs=E``) and seed, as the report and budget.json print.
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from .autoconfig import schedule_for_epochs
+from .settings import schedule_for_epochs
 
 __all__ = ["early_finish_note", "finish_budget", "StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for",
            "seconds_for", "EPOCH_GRID",
@@ -173,8 +173,8 @@ def timed_pixel_stage(images, cfg, seed: int, log=print, minutes: float | None =
     bounds the layouts of a consensus (:func:`consensus_allowance`; the stage's
     ``consensus_runs`` then says how many). Returns the stage, its ``seconds`` and the
     ``compile_seconds`` of UMAP's one-time compilation set on it."""
-    from .cluster.final import FinalStage
-    from .cluster.manifold import pixel_vectors, warm_up_umap
+    from ..cluster.final import FinalStage
+    from ..cluster.manifold import pixel_vectors, warm_up_umap
 
     compile_seconds = warm_up_umap()  # numba's first-call compilation, once a process
     start = time.perf_counter()
@@ -231,10 +231,10 @@ def seconds_left(minutes: float, elapsed: float, compile_seconds: float = 0.0) -
 
 def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, epochs: int):
     """The epochs an earlier budgeted run of the same command bought on this machine
-    (:mod:`conr.budget_plans`), else ``epochs`` (then recorded). Returns (epochs, a note)."""
+    (:mod:`conr.auto.plans`), else ``epochs`` (then recorded). Returns (epochs, a note)."""
     import hashlib
 
-    from .budget_plans import plan_key, recall_plan, remember_plan
+    from .plans import plan_key, recall_plan, remember_plan
 
     images = data.images[::max(1, len(data) // 64)]
     key = plan_key(data=hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest(), n=len(data),
@@ -257,7 +257,7 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
     ``minutes`` left since ``started`` (a perf_counter time), less what the clustering stages
     reserve; the ``compile_seconds`` UMAP's compilation took count as :data:`COMPILE_ALLOWANCE`.
     Returns (epochs, the record budget.json keeps)."""
-    from .engine import Trainer
+    from ..engine import Trainer
     from .machine_load import LoadWindow, quiet_factor
 
     probe = Trainer(cfg, data=data, write=False, log=lambda *a: None)
@@ -308,8 +308,9 @@ def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_siz
     time is reserved and whose consensus layouts the config takes (recorded where fewer).
     Returns (data, config, budget record); the config stops the run once it has taken
     :data:`OVERRUN` times its budget."""
-    from .autoconfig import MIN_BUDGET_EPOCHS, MIN_NET_SIZE
-    from .data.base import resize_uint8
+    from ..data.survey import MIN_NET_SIZE
+    from .settings import MIN_BUDGET_EPOCHS
+    from ..data.base import resize_uint8
 
     pixel_stage_seconds, compile_seconds = (getattr(pixel_stage, "seconds", 0.0),
                                             getattr(pixel_stage, "compile_seconds", 0.0))
@@ -373,7 +374,7 @@ def finish_budget(budget: dict, started: float, epochs: int, run_dir, log) -> No
     import json
     from pathlib import Path
 
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
 
     budget["actual_seconds"] = round(time.perf_counter() - started, 1)
     log(f"time budget {budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} min, "

@@ -56,7 +56,7 @@ def recall_plan(key: str, step_seconds: float) -> dict | None:
 
 def remember_plan(key: str, step_seconds: float, epochs: int, image_size: int) -> None:
     """Record (atomically) what a budget measured and bought; never fails a run."""
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
 
     path = plans_path()
     try:

@@ -7,7 +7,7 @@ SyncBN). :class:`GroupBatchNorm` with ``group_size=128`` makes one process with 
 Forward and backward are ``F.batch_norm`` on the groups laid side by side as channels,
 the same kernel each rank runs. Running statistics: each group updates its own copy
 (as each rank does) and the copies are averaged, which is what the ranks' buffers
-become at the end of the epoch (``conr.distributed.sync_buffers``) — the update is
+become at the end of the epoch (``conr.engine.distributed.sync_buffers``) — the update is
 linear, so averaging every step or once per epoch gives the same buffers. Eval mode
 is plain BatchNorm. Same parameters, buffers and state-dict keys as ``nn.BatchNorm*d``.
 """

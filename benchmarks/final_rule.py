@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main(argv=None) -> int:
-    from conr.cluster.final import RULES, derived_score, eligible, preferred_for
+    from conr.cluster.policy import RULES, derived_score, eligible, preferred_for
     from conr.io import atomic_write_text
 
     rows = [json.loads(line) for path in sorted(RESULTS.glob("suite-runs*.jsonl"))  # today's and kept earlier runs

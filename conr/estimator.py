@@ -12,8 +12,6 @@ choice is overridable by a constructor argument, a ``config`` YAML file or ``ove
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,15 +19,11 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from torch import Tensor
 
-from .auto.k_selection import (K_CRITERION, K_SELECTION_FILE, estimate_selection, fixed_k, k_range, read_k_selection,
-                     select_k_after_stage1)
-from .data.survey import ImageSurvey, pick_image_size, survey_images
-from .auto.settings import auto_settings, default_minutes
-from .auto.budget import finish_budget, fit_to_budget, timed_pixel_stage
-from .config import (Config, apply_overrides, config_from_dict, config_to_dict, deep_merge, dotted_get, read_yaml,
-                     resolve_config_path)
+from .auto.k_selection import K_CRITERION, K_SELECTION_FILE, estimate_selection, read_k_selection
+from .auto.resolve import fixed_k, k_range, user_settings
+from .config import apply_overrides, config_from_dict, config_to_dict
 from .data.base import ImageData
-from .data.convert import as_image_data, match_channels, reload_folder, resolve_device_type, square_crop, survey_input
+from .data.convert import as_image_data, match_channels, resolve_device_type, square_crop, survey_input
 from .engine import Trainer, load_checkpoint
 from .options import option
 
@@ -125,183 +119,55 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         if self.minutes is not None and not (isinstance(self.minutes, (int, float)) and self.minutes > 0):
             raise ValueError(f"minutes={self.minutes!r} must be a positive number of minutes or None (automatic)")
 
-    def _user_raw(self) -> dict:
-        """The settings the user chose: config file, constructor arguments, overrides."""
-        raw: dict = read_yaml(resolve_config_path(self.config)) if self.config else {}
-        explicit = [f"method={self.method}", f"train.seed={int(self.seed)}", f"train.device={self.device}",
-                    f"cluster.n_clusters={self._fixed_k(provisional=True)}"]
-        if self.deterministic:
-            explicit.append("train.deterministic=true")
-        if not self.verbose:
-            explicit.append("run.progress=false")
-        for key, value in (("data.image_size", self.image_size), ("model.backbone", self.backbone),
-                           ("train.epochs", self.epochs), ("train.batch_size", self.batch_size),
-                           ("train.lr", self.lr)):
-            if value is not None:
-                explicit.append(f"{key}={value}")
-        return apply_overrides(raw, explicit + list(self.overrides or []))
-
-    def _fixed_k(self, provisional: bool = False, n_images: int | None = None) -> int | None:
-        return fixed_k(self.n_clusters, provisional, n_images)
-
-    def _k_range(self, n_images: int) -> tuple[int, int]:
-        return k_range(self.n_clusters, n_images)
-
     def _log(self, *args) -> None:
         if self.verbose:
             print(*args)
 
-    def load(self, X, survey: ImageSurvey | None = None) -> ImageData:
-        """The input as ImageData at the size and channels this estimator will train on
-        (or was trained on)."""
+    def load(self, X) -> ImageData:
+        """The input as ImageData at the size and channels the fitted network takes (before
+        a fit: ``image_size`` or the automatic size, the input's channels)."""
+        size, channels = self.image_size, None
         if hasattr(self, "trainer_"):
-            data_cfg = self.trainer_.cfg.data
-            size, channels = data_cfg.image_size, data_cfg.channels
-        else:
-            user = self._user_raw().get("data", {})
-            size, channels = user.get("image_size"), user.get("channels")
-            if channels is None and survey is not None:
-                channels = 1 if survey.grey else 3
-        data = as_image_data(X, size, self.on_bad_image, resolve_device_type(self.device), channels=channels,
+            size, channels = self.trainer_.cfg.data.image_size, self.trainer_.cfg.data.channels
+        return as_image_data(X, size, self.on_bad_image, resolve_device_type(self.device), channels=channels,
                              image_shape=self.image_shape)
-        if channels == 1 and data.channels == 3:  # grey images handed over as RGB
-            data = replace(data, images=data.images[:, :1].contiguous())
-        return data
-
-    def build_config(self, data: ImageData, root: str | Path | None = None, survey: ImageSurvey | None = None,
-                     epochs: int | None = None) -> Config:
-        """Automatic settings for ``data``, then the config file, arguments and overrides.
-        ``root``: the folder the images came from, recorded so that ``conr plot`` can
-        reload them from the run folder. ``epochs``: the length the time budget chose.
-        The reasons for the automatic choices land in ``self.settings_reasons_``."""
-        user = self._user_raw()
-        t = user.get("train", {})
-        k = int(user.get("cluster", {}).get("n_clusters") or 10)
-        if self._fixed_k() is None:  # K estimated after stage 1: a provisional K sizes batch and k
-            k = self._fixed_k(provisional=True, n_images=len(data))
-            user.setdefault("cluster", {})["n_clusters"] = k
-        survey = survey or survey_images(data.images)
-        if getattr(self, "_mirror", None) is None:  # the flip rule (conr/data/mirror.py), once a fit
-            from .data.mirror import mirror_overlap
-
-            self._mirror = mirror_overlap(data.images.numpy(), seed=int(self.seed))
-        survey = ImageSurvey(n_images=len(data), shorter_sides=survey.shorter_sides, grey=data.channels == 1,
-                             mirror_overlap=self._mirror)
-        device_type = resolve_device_type(self.device)
-        auto_size = data.image_size == pick_image_size(survey.native_size, device_type)
-        auto, why = auto_settings(survey, k, device_type,
-                                  epochs=t.get("epochs") or epochs, batch_size=t.get("batch_size"),
-                                  image_size=None if auto_size else data.image_size)
-        if t.get("epochs"):
-            why["train.epochs"] = "chosen by the user"
-        elif epochs is not None:
-            why["train.epochs"] = "sized to the time budget"
-        if not auto_size:
-            why["data.image_size"] = "chosen by the user"
-        why.update(getattr(self, "_budget_reasons", None) or {})  # what the time budget changed, and why
-        raw = deep_merge(auto, user)
-        self.settings_reasons_ = {k: v for k, v in why.items() if dotted_get(user, k) is None or k == "train.epochs"}
-        if raw["model"].get("backbone") != "small_cnn" and "width" not in user.get("model", {}):
-            raw["model"].pop("width", None)  # the automatic small_cnn width means nothing to a ResNet
-        d = raw.setdefault("data", {})
-        d["image_size"] = data.image_size
-        d["channels"] = data.channels
-        d["on_bad_image"] = self.on_bad_image
-        if root is not None:
-            d.update(name="imagefolder", root=str(Path(root).resolve()), split="all", subset=None)
-        else:  # in-memory images: the config names no dataset that could be reloaded
-            d.update(name="numpy", root=None, split="all", subset=None)
-        return config_from_dict(raw)
-
-    def _final_stage(self, data: ImageData, cfg: Config):
-        """The pixel candidates, made before training, timed; a budget bounds their layouts (conr/budget.py)."""
-        user = self._user_raw()
-        budgeted = not user.get("train", {}).get("epochs") and "consensus_runs" not in user.get("cluster", {})
-        self._pixel_stage = timed_pixel_stage(data.images, cfg, int(self.seed), log=self._log,
-                                              minutes=self._minutes(data) if budgeted else None)
-        return self._pixel_stage
-
-    def _minutes(self, data: ImageData) -> float:
-        return float(self.minutes or default_minutes(len(data), resolve_device_type(self.device)))
-
-    def _fit_budget(self, data: ImageData, cfg: Config, root, survey, started: float):
-        """Epochs for the budget, or smaller images (reloaded) when it buys too few (conr/budget.py)."""
-        def configure(data, epochs=None, reasons=None):
-            self._budget_reasons.update(reasons or {})
-            return self.build_config(data, root=root, survey=survey, epochs=epochs)
-
-        return fit_to_budget(data, cfg, started, self._minutes(data), configure,
-                             user_size=self._user_raw().get("data", {}).get("image_size"),
-                             checkpoints=self.run_dir is not None,
-                             pixel_stage=getattr(self, "_pixel_stage", None), log=self._log,
-                             reload=None if root is None else lambda n: reload_folder(root, n, data, self.on_bad_image))
 
     # ------------------------------------------------------------ API
     def fit(self, X, y=None) -> "CoNR":
         """Train on ``X`` (any accepted input) and cluster it. ``y`` is ignored
         (ground truth, when wanted for scores, comes with an ImageData or class folders)."""
         started = time.perf_counter()  # the budget counts start-up and loading too
-        self._mirror = self._pixel_stage = None
-        self._budget_reasons = {}   # settings the time budget changed: why (conr/budget.py fit_to_budget)
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
-        from .auto.vectors import fit_vectors, input_kind
+        from .auto.fit import fit_images, fit_vectors
+        from .data.vectors import VectorData, check_vectors, input_kind
 
         kind, why = input_kind(X, self.input, self.image_shape)
         if kind == "vectors":
-            return fit_vectors(self, X, why, hooks=dict(  # checks X (scikit-learn's words) before the parameters
-                check_params=self._check_params, fixed_k=self._fixed_k, log=self._log, select_k=self._select_k,
-                set_fitted=self._set_fitted))
-        self._check_params()
-        self._log(f"input: images ({why})")
-        survey = survey_input(X)
-        data = self.load(X, survey)
-        if len(data) == 0:
-            raise ValueError("no images to cluster: the input is empty")
-        fixed = self._fixed_k()
-        if fixed is not None and fixed > len(data):
-            raise ValueError(f"{option('n_clusters', fixed)} exceeds the number of images ({len(data)}); lower K")
-        if fixed is None and len(data) < 3:
-            raise ValueError(f"{len(data)} images: estimating K needs at least 3")
-        root = X if isinstance(X, (str, Path)) else None
-        cfg = self.build_config(data, root=root, survey=survey)
-        # the pixel candidates need K: with K still to be estimated they are made after stage 1
-        stage = self._final_stage(data, cfg) if cfg.cluster.final == "auto" and fixed is not None else None
-        selection = None
-        if fixed is None and self.resume and self.run_dir is not None:
-            selection = read_k_selection(self.run_dir)  # a resumed run keeps the K it chose
-        if cfg.data.normalization is not None:
-            data.normalization = cfg.data.normalization
-        budget, fixed_epochs = None, self._user_raw().get("train", {}).get("epochs")
-        saved = Path(self.run_dir) / "config.yaml" if self.run_dir is not None else None
-        if self.resume and saved is not None and saved.exists():  # a resumed run keeps its length
-            import yaml
-
-            epochs = (yaml.safe_load(saved.read_text()) or {}).get("train", {}).get("epochs")
-            cfg = self.build_config(data, root=root, survey=survey, epochs=epochs)
-        elif not fixed_epochs:
-            data, cfg, budget = self._fit_budget(data, cfg, root, survey, started)
-        if selection is not None:  # the K the resumed run chose (build_config gives a provisional one)
-            cfg.cluster.n_clusters = int(selection["k"])
-        write = self.run_dir is not None
-        notes = [f"{k}: {v}" for k, v in self.settings_reasons_.items()]
-        trainer = Trainer(cfg, data=data, run_dir=self.run_dir, resume=self.resume, write=write, log=self._log,
-                          notes=notes, final_stage=stage)
-        if fixed is None and selection is None:
-            selection = self._select_k(trainer)
-        result = trainer.fit()
-        if budget is not None:  # the time taken, why it ended early if it did, budget.json
-            finish_budget(budget, started, cfg.train.epochs, self.run_dir if write else None, self._log)
-        self.budget_ = budget
-        self._set_fitted(trainer, result.features, result.labels, result.centers, result.metrics, result.history)
-        if selection is not None:
-            self.k_selection_ = selection
-        self.input_kind_ = "images"
+            arr = check_vectors(self, X, reset=True)  # scikit-learn's checks of X come before the parameters'
+            self._check_params()
+            if self.backbone not in (None, "mlp"):
+                raise ValueError(f"backbone={self.backbone!r} is an image network; vectors train the 'mlp' backbone "
+                                 f"(leave backbone=None)")
+            n = arr.shape[0]
+            labels = X.labels if isinstance(X, VectorData) else torch.full((n,), -1, dtype=torch.long)
+            data = VectorData(images=torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), labels=labels)
+            result = fit_vectors(data, self.get_params(), user_settings(self.get_params()), started=started,
+                                 log=self._log, input_reason=why)
+        else:
+            self._check_params()
+            self._log(f"input: images ({why})")
+            result = fit_images(X, self.get_params(), user_settings(self.get_params()), started=started,
+                                log=self._log, input_reason=why, survey=survey_input(X))
+        self._set_fitted(result.trainer, result.features, result.labels, result.centers, result.metrics,
+                         result.history)
+        self.run_record_ = result.record
+        self.budget_ = result.budget
+        self.settings_reasons_ = dict(result.record.reasons)
+        if result.record.k_selection is not None:
+            self.k_selection_ = dict(result.record.k_selection)
+        self.input_kind_ = result.record.input_kind
         return self
-
-    def _select_k(self, trainer) -> dict:
-        """Train stage 1, estimate K from its features, record and set it (conr/auto_k.py)."""
-        return select_k_after_stage1(trainer, self._k_range(len(trainer.data)), log=self._log)
 
     def cluster(self, X) -> "CoNR":
         """Cluster ``X`` with the trained network, without training: features, then the
@@ -313,10 +179,11 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError("cluster(X) re-clusters images with the trained network; for vectors call fit(X), "
                              "or predict(X) to assign new vectors to the fitted clusters")
         data = self.load(X)
-        k = self._fixed_k()
+        k = fixed_k(self.n_clusters)
         selection = None
         if k is None:  # K unknown: estimated from the trained network's features of X
-            selection = estimate_selection(self._features(data).numpy(), self._k_range(len(data)), self.seed)
+            selection = estimate_selection(self._features(data).numpy(), k_range(self.n_clusters, len(data)),
+                                           self.seed)
             k = selection["k"]
         if k > len(data):
             raise ValueError(f"{option('n_clusters', k)} exceeds the number of images ({len(data)}); lower K")
@@ -329,7 +196,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                                                     f"stage2.k2={min(cfg.stage2.k2, cfg.stage2.k1, len(data))}"])
         trainer = Trainer(config_from_dict(raw), data=data, write=False, log=self._log)
         trainer.method.load_state_dict(old.method.state_dict())
-        trainer.mean, trainer.std = old.mean, old.std
+        trainer.set_normalisation(old.mean, old.std)
         trainer.history = list(old.history)
         trainer.run_dir = old.run_dir
         record = trainer.cluster_step()
@@ -411,9 +278,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def _features(self, X) -> Tensor:
         self._check_fitted()
         if getattr(self, "input_kind_", "images") == "vectors":
-            from .auto.vectors import vector_features
+            from .data.vectors import check_vectors
 
-            return vector_features(self, X)
+            arr = check_vectors(self, X, reset=False)
+            return self.trainer_.extract_features(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))).cpu()
         data = self.load(X)
         trainer = self.trainer_
         images = match_channels(data.images, trainer.data.channels)  # any input works with the network

@@ -315,3 +315,27 @@ def test_estimator_on_a_folder_and_from_checkpoint(env):
     loaded = conr.CoNR.from_checkpoint(env["base"] / "est_run")
     np.testing.assert_array_equal(loaded.predict(env["folder"]), model.labels_)
     assert np.abs(loaded.transform(env["folder"]) - model.features_).max() < 1e-5
+
+
+def test_a_fit_reads_the_users_settings_once(env, tmp_path, monkeypatch):
+    """The config file is read once a fit; the run's record holds what the user set apart
+    from what the rules chose (with their reasons), and config.yaml is written from it."""
+    import conr.auto.resolve as resolve
+
+    cfg_file = tmp_path / "mine.yaml"
+    cfg_file.write_text("model:\n  width: 8\n  hidden_dim: 64\n  proj_dim: 32\ntrain:\n  threads: 1\n")
+    reads = []
+    read_yaml = resolve.read_yaml
+    monkeypatch.setattr(resolve, "read_yaml", lambda path, *a: reads.append(path) or read_yaml(path, *a))
+    model = conr.CoNR(n_clusters=K, image_size=16, epochs=3, batch_size=16, config=str(cfg_file),
+                      run_dir=str(tmp_path / "run")).fit(env["folder"])
+    assert len(reads) == 1
+    record = model.run_record_
+    assert record.user["model"] == {"width": 8, "hidden_dim": 64, "proj_dim": 32}
+    assert record.user["train"]["epochs"] == 3 and record.budget is None
+    assert "model.width" not in record.reasons and "stage2.k" in record.reasons  # the user's vs the rules'
+    assert record.config.model.width == 8 and model.config_ is record.config
+    header = (tmp_path / "run" / "config.yaml").read_text().split("\n")
+    assert all(f"# {line}" in header for line in record.notes())
+    with pytest.raises(Exception):
+        record.config_is_frozen = True  # the record is immutable

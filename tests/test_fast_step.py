@@ -89,7 +89,7 @@ def sync_detector(monkeypatch):
 def _watch_steps(trainer, det: SyncDetector) -> None:
     """Detection on from the first step of an epoch up to its first log step (which syncs by
     design); the augmentation takes its GPU path (whole-batch ``where``) on the CPU too."""
-    augmenter, check_finite = trainer._augmenter, trainer._check_finite
+    augmenter, check_finite = trainer.augmenter, trainer._check_finite
 
     def watched_augmenter(epoch):
         aug = augmenter(epoch)

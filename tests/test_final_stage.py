@@ -73,10 +73,11 @@ def test_rule_chooses_the_right_candidate_on_hand_made_sets(make, k, right, wron
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_spectral_merges_the_pair_because_its_cut_prefers_it(seed):
-    from conr.cluster.final import _knn_graph, _spectral
+    from conr.cluster.final import _knn_graph
+    from conr.cluster.spectral import spectral_labels
 
     x, y = pair_beside_big_group(seed)
-    labels = _spectral(x, 3, seed=0)
+    labels = spectral_labels(x, 3, seed=0)
     pair = labels[y > 0]
     assert np.bincount(pair).max() == len(pair)                  # the two small groups share one cluster
     graph = _knn_graph(x, 10)
@@ -173,8 +174,8 @@ def test_flip_rule_sets_the_views():
 def test_final_stage_reuses_pixel_candidates_and_adds_extra():
     x, y = rings(300)
     stage = FinalStage(x, 2, seed=0)
-    first, _ = stage.pixel_candidates()
-    again, _ = stage.pixel_candidates()
+    first, _ = stage.input_candidates()
+    again, _ = stage.input_candidates()
     assert first is again  # computed once a run
     feats = np.c_[x, np.ones(len(x))]
     from conr.cluster.final import Candidate
@@ -206,15 +207,21 @@ def test_layouts_follow_the_rule_and_the_time_allowed():
 def test_budget_records_and_repeat_pins_the_layouts():
     from types import SimpleNamespace
 
-    from conr.auto.budget import consensus_allowance
+    from conr.auto.budget import BudgetPlan
+    from conr.auto.record import RunRecord
+    from conr.cluster.policy import consensus_allowance
     from conr.commands.cluster import repeat_command
     from conr.config import ConfigError, load_config
 
     assert consensus_allowance(None) is None and consensus_allowance(10) == pytest.approx(25.0)  # 1/3 of 600 s, / 8
     cfg = load_config("digits", ["cluster.final=auto"])
     args = SimpleNamespace(k=10, config=None, device="auto", on_bad_image="skip", overrides=[])
-    est = SimpleNamespace(config_=cfg, budget_={"consensus_runs": 1}, trainer_=SimpleNamespace(epoch=cfg.train.epochs))
-    assert "cluster.consensus_runs=1" in repeat_command(args, Path("photos"), Path("out"), est)
+    plan = BudgetPlan(minutes=10.0, epochs=cfg.train.epochs, reserved_seconds=1.0, estimate_seconds=60.0,
+                      max_epoch_minutes=15.0, consensus_runs=1)
+    record = RunRecord(input_kind="images", input_reason="a folder path", user={}, automatic={}, reasons={},
+                       config=cfg, budget=plan)
+    assert "cluster.consensus_runs=1" in repeat_command(args, Path("photos"), Path("out"), record, cfg.train.epochs)
+    assert plan.record()["consensus_runs"] == 1
     with pytest.raises(ConfigError, match="consensus_runs"):
         load_config("digits", ["cluster.consensus_runs=0"])
 
@@ -248,7 +255,7 @@ def test_the_seed_reaches_stage_2(monkeypatch):
         return cand, [cand]
 
     monkeypatch.setattr(final_mod.FinalStage, "run", fake_run)
-    monkeypatch.setattr(final_mod.FinalStage, "pixel_candidates", lambda self: ([], None))
+    monkeypatch.setattr(final_mod.FinalStage, "input_candidates", lambda self: ([], None))
     contexts = []
     step = trainer.train_step
 
@@ -366,7 +373,8 @@ def test_intersection_keeps_links_both_graphs_hold():
 
 
 def test_rule_prefers_the_joint_candidate_where_the_pixels_are_candidates():
-    from conr.cluster.final import JOINT, PREFERRED, Candidate
+    from conr.cluster.final import Candidate
+    from conr.cluster.policy import JOINT, PREFERRED
 
     lab = np.arange(20) % 2
     cands = [Candidate("umap_gmm", "features", lab), Candidate("umap_gmm", "joint", lab)]
@@ -380,7 +388,8 @@ def test_joint_rule_keeps_the_features_own_candidates_out_where_the_joint_one_is
     """The default rule lets the pixels' candidates compete with the joint one (a run
     too short to learn) but not the features' own (a choice between representations);
     without a joint candidate it is the manifold rule."""
-    from conr.cluster.final import DEFAULT_RULE, Candidate, eligible
+    from conr.cluster.final import Candidate
+    from conr.cluster.policy import DEFAULT_RULE, eligible
 
     assert DEFAULT_RULE == "joint"
     lab = np.zeros(4, dtype=np.int64)

@@ -244,11 +244,17 @@ def test_estimator_accepts_flat_arrays():
 def test_a_resnet_override_drops_the_automatic_small_cnn_width():
     # conr cluster ... model.backbone=resnet18_cifar on a CPU used to fail: resnet18_cifar() got 'width'
     import conr
+    from conr.auto.resolve import image_settings, user_settings
+    from conr.data.survey import survey_images
     from conr.estimator import as_image_data
 
     data = as_image_data(np.zeros((40, 16, 16, 3), np.uint8), 16)
-    cfg = conr.CoNR(n_clusters=3, device="cpu", overrides=["model.backbone=resnet18_cifar"]).build_config(data)
+
+    def config(**params):
+        user = user_settings(conr.CoNR(n_clusters=3, device="cpu", **params).get_params())
+        return image_settings(user, survey_images(data.images), data, device_type="cpu", k=3)[0]
+
+    cfg = config(overrides=["model.backbone=resnet18_cifar"])
     assert cfg.model.backbone == "resnet18_cifar" and cfg.model.width is None
-    assert conr.CoNR(n_clusters=3, device="cpu").build_config(data).model.width == 16
-    kept = conr.CoNR(n_clusters=3, device="cpu", overrides=["model.width=8"]).build_config(data)
-    assert kept.model.width == 8
+    assert config().model.width == 16
+    assert config(overrides=["model.width=8"]).model.width == 8

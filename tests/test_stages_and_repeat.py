@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,8 +167,9 @@ def test_a_busy_neighbour_rarely_changes_the_epochs():
 
 
 def test_printed_repeat_command_reproduces_the_assignments(folder):
-    """A budgeted run (the epochs come from a timing) prints, in its report and budget.json,
-    the command that trains it again; that command gives the same assignments."""
+    """A budgeted run (the epochs come from a timing) prints, in its report and repeat.txt,
+    the command that trains it again (budget.json keeps the overrides that pin it); that
+    command gives the same assignments."""
     import shlex
 
     src, base = folder
@@ -177,9 +179,10 @@ def test_printed_repeat_command_reproduces_the_assignments(folder):
                           "--seed", "3"] + tiny)
     assert rc == 0, stdout
     budget = json.loads((out / "run" / "budget.json").read_text())
-    repeat = budget["repeat_command"]
+    repeat = (out / "run" / "repeat.txt").read_text().strip()
     assert f"train.epochs={budget['epochs']}" in repeat and "--seed 3" in repeat
-    assert repeat in stdout and (out / "run" / "repeat.txt").read_text().strip() == repeat
+    assert all(pin in repeat.split() for pin in budget["repeat_overrides"])
+    assert repeat in stdout
     import html as _html
     assert _html.escape(repeat) in (out / "report.html").read_text()
     argv = shlex.split(repeat)
@@ -212,22 +215,39 @@ def test_stop_after_epoch_keeps_the_schedule(tmp_path: Path):
         load_config("digits", over + ["run.stop_after_epoch=4"])
 
 
+def _record(cfg, budget=None, user=None):
+    from conr.auto.record import RunRecord
+
+    return RunRecord(input_kind="images", input_reason="a folder path", user=user or {}, automatic={}, reasons={},
+                     config=cfg, budget=budget)
+
+
+def _plan(**decided):
+    from conr.auto.budget import BudgetPlan
+
+    return BudgetPlan(minutes=10.0, epochs=200, reserved_seconds=10.0, estimate_seconds=500.0, max_epoch_minutes=15.0,
+                      **decided)
+
+
 def test_repeat_command_of_a_run_the_time_limit_stopped():
     from types import SimpleNamespace
 
     from conr.commands.cluster import repeat_command
 
     cfg = load_config("digits", ["train.epochs=200", "train.seed=7"])
-    est = SimpleNamespace(config_=cfg, trainer_=SimpleNamespace(epoch=179), budget_=None)
     args = SimpleNamespace(k="auto", config=None, device="auto", on_bad_image="skip",
                            overrides=["train.seed=7", "model.width=8", "train.epochs=12"])
-    cmd = repeat_command(args, Path("/data/my photos"), Path("out"), est)
+    cmd = repeat_command(args, Path("/data/my photos"), Path("out"), _record(cfg), 179)
     assert cmd == ("conr cluster '/data/my photos' --out out-repeat --k auto --seed 7 model.width=8 "
                    "train.epochs=200 run.stop_after_epoch=179")
     # a budget that shrank the images: the repeat loads them at the size trained
-    est.budget_ = {"epochs": 200, "reduced_from_size": 32}
     cfg.data.image_size = 24
-    assert "data.image_size=24 train.epochs=200" in repeat_command(args, Path("/data/my photos"), Path("out"), est)
+    record = _record(cfg, _plan(image_size=24, reduced_from_size=32))
+    assert "data.image_size=24 train.epochs=200" in repeat_command(args, Path("/data/my photos"), Path("out"),
+                                                                   record, 200)
+    # ... unless the user chose the size
+    chosen = _record(cfg, _plan(image_size=24, reduced_from_size=32), user={"data": {"image_size": 24}})
+    assert chosen.repeat_pins(200) == ["train.epochs=200"]
 
 
 def test_a_budget_shrink_reloads_what_the_repeat_loads(tmp_path: Path):
@@ -253,43 +273,51 @@ def test_a_budget_too_small_for_two_final_stage_passes_drops_the_seed():
     otherwise both are, and the repeat command pins what the budget chose."""
     from types import SimpleNamespace
 
-    from conr.auto.budget import CLUSTERING_SHARE, reserve_for_budget, reserved_seconds
+    from conr.auto.budget import reserve
+    from conr.cluster.policy import CLUSTERING_SHARE, reserved_seconds
     from conr.commands.cluster import repeat_command
-    from conr.config import load_config
 
     cfg = load_config("digits", ["cluster.final=auto", "cluster.stage2_seed=final", "cluster.self_label_epochs=0"])
-    small, note = reserve_for_budget(cfg, 10.0, 1.0, minutes=6)
-    assert note is None and small == reserved_seconds(cfg, 10.0) == 40.0   # 2 passes x (features + joint)
-    big, note = reserve_for_budget(cfg, 125.0, 1.0, minutes=10)
+    small, note = reserve(cfg, 10.0, 1.0, minutes=6)
+    # 2 passes x (features + joint) of 10 s each
+    assert note is None and small == reserved_seconds("conr", "auto", "final", True, 0, 10.0) == 40.0
+    big, note = reserve(cfg, 125.0, 1.0, minutes=10)
     assert 4 * 125.0 > CLUSTERING_SHARE * 600 and big == 2 * 125.0 and "stage2_seed=kmeans" in note
+    assert reserved_seconds("byol", "auto", "final", True, 0, 10.0) == 20.0   # no stage 2 to seed: one pass
+    assert reserved_seconds("conr", "kmeans", "final", True, 0, 10.0) == 0.0  # no final stage
     args = SimpleNamespace(k=10, config=None, device="auto", on_bad_image="skip", overrides=[])
-    est = SimpleNamespace(config_=cfg, budget_={"stage2_seed": "kmeans"}, trainer_=SimpleNamespace(epoch=cfg.train.epochs))
-    assert "cluster.stage2_seed=kmeans" in repeat_command(args, Path("photos"), Path("out"), est)
+    record = _record(cfg, _plan(stage2_seed="kmeans"))
+    assert "cluster.stage2_seed=kmeans" in repeat_command(args, Path("photos"), Path("out"), record, cfg.train.epochs)
 
 
-def test_what_the_budget_changes_carries_its_reason(monkeypatch):
+def test_what_the_budget_changes_carries_its_reason():
     """A budget that drops stage 2's seed or shortens a consensus says so in the settings'
     reasons (config.yaml, the report), not the automatic rule's reason for the value it
-    replaced, and sets both in the config."""
+    replaced, and sets both in the config, where the user did not set them."""
     import time
-    from types import SimpleNamespace
 
-    import conr.auto.budget as budget
-    from conr.config import load_config
+    from conr.auto.budget import BudgetPlan, BudgetTiming, StepCosts
+    from conr.auto.record import RunRecord
+    from conr.auto.resolve import image_settings
+    from conr.data.convert import as_image_data
+    from conr.data.survey import survey_images
 
-    cfg = load_config("digits", ["cluster.final=auto", "cluster.stage2_seed=final"])
     seed_note = "time budget: ... (cluster.stage2_seed=kmeans)"
-    monkeypatch.setattr(budget, "budget_epochs", lambda *a, **k: (120, {
-        "minutes": 10.0, "epochs": 120, "reserved_seconds": 10.0, "stage2_seed": "kmeans", "seed_note": seed_note}))
-    seen = {}
+    timing = BudgetTiming(epochs=120, image_size=16, reserved_seconds=10.0, estimate_seconds=500.0,
+                          costs=StepCosts(0.1, 1.0, 10), other_cores=0.0, quiet_factor=1.0, seed_note=seed_note)
+    plan = BudgetPlan.decide(timing, 10.0, time.perf_counter(), default_layouts=5, layouts=1)
+    assert plan.stage2_seed == "kmeans" and plan.consensus_runs == 1 and plan.record()["consensus_runs"] == 1
+    data = as_image_data(np.random.default_rng(0).integers(0, 255, (60, 16, 16, 3), dtype=np.uint8), 16)
+    cfg, _, reasons = image_settings({}, survey_images(data.images), data, device_type="cpu", k=3, budget=plan)
+    assert cfg.train.epochs == 120 and cfg.cluster.stage2_seed == "kmeans" and cfg.cluster.consensus_runs == 1
+    assert reasons["cluster.stage2_seed"] == seed_note and "consensus of 1 layouts" in reasons["cluster.consensus_runs"]
+    assert reasons["train.epochs"] == "sized to the 10-min time budget"
+    record = RunRecord(input_kind="images", input_reason="an array", user={}, automatic={}, reasons=reasons,
+                       config=cfg, budget=plan)
+    assert f"cluster.stage2_seed: {seed_note}" in record.notes()
+    assert ["cluster.stage2_seed = kmeans", seed_note] in record.settings_rows()
+    # the user's own choice stands
+    mine, _, why = image_settings({"cluster": {"consensus_runs": 3}}, survey_images(data.images), data,
+                                  device_type="cpu", k=3, budget=plan)
+    assert mine.cluster.consensus_runs == 3 and "cluster.consensus_runs" not in why
 
-    def configure(data, epochs=None, reasons=None):
-        seen.update(reasons or {})
-        return load_config("digits", ["cluster.final=auto", "cluster.stage2_seed=final", f"train.epochs={epochs}"])
-
-    stage = SimpleNamespace(seconds=5.0, compile_seconds=0.0, consensus_runs=1)
-    _, out, info = budget.fit_to_budget(SimpleNamespace(image_size=16), cfg, time.perf_counter(), 10.0, configure,
-                                        user_size=16, pixel_stage=stage)
-    assert out.train.epochs == 120 and out.cluster.stage2_seed == "kmeans" and out.cluster.consensus_runs == 1
-    assert info["consensus_runs"] == 1
-    assert seen["cluster.stage2_seed"] == seed_note and "consensus of 1 layouts" in seen["cluster.consensus_runs"]

@@ -15,7 +15,8 @@ from sklearn.neighbors import NearestNeighbors
 import conr
 from conr.cli import main
 from conr.data.vectors import VectorData
-from conr.auto.vectors import NeighbourViews, ViewConfig, input_kind, read_embeddings
+from conr.data.vectors import input_kind, read_embeddings
+from conr.engine.vectors import NeighbourViews, ViewConfig
 
 
 def _blobs(n=120, d=32, k=4, seed=0):

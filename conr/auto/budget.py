@@ -27,15 +27,15 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from ..cluster.policy import consensus_allowance, reserved_seconds, seed_fits
 from .settings import schedule_for_epochs
 
 __all__ = ["early_finish_note", "finish_budget", "StepCosts", "measure_costs", "epochs_for_budget", "clusterings_for",
-           "seconds_for", "EPOCH_GRID",
-           "timed_pixel_stage", "consensus_allowance", "reserved_seconds", "reserve_for_budget", "budget_epochs", "fit_to_budget",
+           "seconds_for", "EPOCH_GRID", "reserve", "BudgetTiming", "time_budget", "smaller_size", "BudgetPlan",
            "robust_step", "grid_floor", "seconds_left", "COMPILE_ALLOWANCE", "OVERRUN"]
 
 
@@ -56,7 +56,6 @@ class StepCosts:
 
 COMPILE_ALLOWANCE = 20.0   # seconds the budget counts for UMAP's first-call compilation (measured 10-40 s)
 OVERRUN = 1.5              # a budgeted run is stopped once it has taken this many times its budget
-CLUSTERING_SHARE = 1 / 3   # the clustering stages' reserve beyond which stage 2 starts from k-means, not a seed
 CHEAP_CLUSTER_SECONDS = 2.0  # a clustering step cheaper than this is timed twice (the faster kept)
 EPOCH_BOOKKEEPING_SECONDS = 0.005  # generators, logging, history: measured ~2-5 ms per epoch on a CPU
 # the epoch counts a budget may choose: ratio ~1.25 (2..10 step by one or two)
@@ -151,75 +150,6 @@ def epochs_for_budget(seconds: float, costs: StepCosts, lo: int = 2, hi: int = 1
     return max(fits) if fits else lo
 
 
-def consensus_allowance(minutes: float | None) -> float | None:
-    """Seconds one UMAP + GMM consensus may take in a ``minutes`` budget (None: no budget,
-    no limit): half of what a seeded run's reserve may give each of its four pixel-stage
-    equivalents (:func:`reserved_seconds`: the pixels' candidates, the features' and the
-    joint candidates at stage 2's seed and at the end) within :data:`CLUSTERING_SHARE`,
-    the other half left to the rest of each (neighbour search, k-means, spectral,
-    scoring) and to self-labelling. So more layouts never cost the seed: with a quarter
-    instead, CIFAR-10's 10,000 test images at 12 minutes made three layouts of ~18 s,
-    two passes then took over a third of the budget and stage 2 lost its seed (ACC 0.226
-    after 40 epochs, where 10 minutes, one layout and a seed gave 0.277 after 25). A large
-    set's layouts make a smaller consensus instead of taking the epochs (five a consensus
-    took ~5 of CIFAR-10's 10 minutes and left 8 epochs)."""
-    return None if minutes is None else CLUSTERING_SHARE * minutes * 60 / 8
-
-
-def timed_pixel_stage(images, cfg, seed: int, log=print, minutes: float | None = None):
-    """The final stage's pixel candidates (conr/cluster/final.py), made before training at
-    the loaded size (before any budget resize) and timed, so that the budget can reserve
-    what the final stage and the stage-2 seed will cost. ``minutes``: the time budget, which
-    bounds the layouts of a consensus (:func:`consensus_allowance`; the stage's
-    ``consensus_runs`` then says how many). Returns the stage, its ``seconds`` and the
-    ``compile_seconds`` of UMAP's one-time compilation set on it."""
-    from ..cluster.final import FinalStage
-    from ..cluster.manifold import pixel_vectors, warm_up_umap
-
-    compile_seconds = warm_up_umap()  # numba's first-call compilation, once a process
-    start = time.perf_counter()
-    c = cfg.cluster
-    pixels = pixel_vectors(images.numpy(), seed=seed) if c.final_pixels else None
-    stage = FinalStage(pixels, c.n_clusters, seed=seed, rule=c.final_rule, log=log, consensus_runs=c.consensus_runs,
-                       consensus_seconds=consensus_allowance(minutes))
-    stage.pixel_candidates()
-    stage.seconds, stage.compile_seconds = time.perf_counter() - start, compile_seconds
-    log(f"final stage: pixel candidates in {stage.seconds:.1f} s (after {compile_seconds:.1f} s of UMAP's one-time "
-        f"compilation)")
-    return stage
-
-
-def reserved_seconds(cfg, pixel_stage_seconds: float, epoch_seconds: float = 0.0) -> float:
-    """Seconds the budget keeps for the clustering stages around training: the
-    candidates on the features at stage 2's start and at the end (each about what
-    the pixel candidates took, and as much again for the joint candidate on the
-    features' and the pixels' graphs where the pixels are candidates), and the
-    self-labelling stage (an epoch of it about a quarter of a training epoch)."""
-    c = cfg.cluster
-    if c.final != "auto":
-        return 0.0
-    two_stage = cfg.method in ("conr", "simsiam_connr", "moco_connr")  # a stage 2 to seed
-    runs = 2 if two_stage and c.stage2_seed == "final" else 1
-    per_run = 2 if c.final_pixels else 1
-    return runs * per_run * pixel_stage_seconds + 0.25 * c.self_label_epochs * epoch_seconds
-
-
-def reserve_for_budget(cfg, pixel_stage_seconds: float, epoch_seconds: float, minutes: float):
-    """(:func:`reserved_seconds`, None), or where two passes of the final stage's candidates
-    (stage 2's seed and the end) would take more than :data:`CLUSTERING_SHARE` of the
-    budget, the reserve of one pass and a note saying that stage 2 starts from k-means
-    instead: the candidates cost ~ N (UMAP), and on a large set two passes leave the
-    network a few epochs (CIFAR-10's 10,000 test images, 10 minutes on 2 cores: 2)."""
-    reserved = reserved_seconds(cfg, pixel_stage_seconds, epoch_seconds)
-    if cfg.cluster.stage2_seed != "final" or reserved <= CLUSTERING_SHARE * minutes * 60:
-        return reserved, None
-    lighter = replace(cfg, cluster=replace(cfg.cluster, stage2_seed="kmeans"))
-    note = (f"time budget: the final stage's candidates twice (the stage-2 seed and the end) would take "
-            f"{reserved:.0f} s of {minutes * 60:.0f}; stage 2 starts from k-means of the warm-up's features "
-            f"instead (cluster.stage2_seed=kmeans)")
-    return reserved_seconds(lighter, pixel_stage_seconds, epoch_seconds), note
-
-
 def seconds_left(minutes: float, elapsed: float, compile_seconds: float = 0.0) -> float:
     """Seconds of a ``minutes`` budget left after ``elapsed`` seconds, of which
     ``compile_seconds`` were UMAP's one-time compilation: that counts as the fixed
@@ -238,12 +168,12 @@ def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, e
 
     images = data.images[::max(1, len(data) // 64)]
     key = plan_key(data=hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest(), n=len(data),
-                   size=data.image_size, channels=data.channels, root=cfg.data.root, method=cfg.method,
+                   size=getattr(data, "image_size", None), channels=data.channels, root=cfg.data.root, method=cfg.method,
                    model=cfg.model, batch=cfg.train.batch_size, k=cfg.cluster.n_clusters, final=cfg.cluster.final,
                    device=cfg.train.device, threads=torch.get_num_threads(), minutes=minutes, checkpoints=checkpoints)
     plan = recall_plan(key, costs.step_seconds)
     if plan is None or plan["epochs"] == epochs:
-        remember_plan(key, costs.step_seconds, epochs, data.image_size)
+        remember_plan(key, costs.step_seconds, epochs, getattr(data, "image_size", None))
         return epochs, None
     return int(plan["epochs"]), (
         f"time budget: this command bought {plan['epochs']} epochs on this machine before (a step "
@@ -251,16 +181,51 @@ def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, e
         f"this timing alone); it trains {plan['epochs']} again so that it repeats (train.epochs=N sets any length)")
 
 
-def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool = False,
-                  pixel_stage_seconds: float = 0.0, compile_seconds: float = 0.0, log=print) -> tuple[int, dict]:
-    """Time the first steps of a throw-away trainer on ``data`` and size the epochs to the
-    ``minutes`` left since ``started`` (a perf_counter time), less what the clustering stages
-    reserve; the ``compile_seconds`` UMAP's compilation took count as :data:`COMPILE_ALLOWANCE`.
-    Returns (epochs, the record budget.json keeps)."""
+def reserve(cfg, input_seconds: float, epoch_seconds: float, minutes: float) -> tuple[float, str | None]:
+    """Seconds kept for the final stage (:func:`conr.cluster.policy.reserved_seconds`) and,
+    where two passes of its candidates would not fit (:func:`conr.cluster.policy.seed_fits`),
+    the reserve of one pass and a note that stage 2 starts from k-means instead: the
+    candidates cost ~ N (UMAP), and on a large set two passes leave the network few epochs."""
+    c = cfg.cluster
+
+    def seconds(seed: str) -> float:
+        return reserved_seconds(cfg.method, c.final, seed, c.final_pixels, c.self_label_epochs, input_seconds,
+                                epoch_seconds)
+
+    reserved = seconds(c.stage2_seed)
+    if c.stage2_seed != "final" or seed_fits(reserved, minutes):
+        return reserved, None
+    note = (f"time budget: the final stage's candidates twice (the stage-2 seed and the end) would take "
+            f"{reserved:.0f} s of {minutes * 60:.0f}; stage 2 starts from k-means of the warm-up's features "
+            f"instead (cluster.stage2_seed=kmeans)")
+    return seconds("kmeans"), note
+
+
+@dataclass(frozen=True)
+class BudgetTiming:
+    """What one timing of a run's steps found: the epochs that fit and why."""
+    epochs: int
+    image_size: int | None
+    reserved_seconds: float
+    estimate_seconds: float
+    costs: StepCosts
+    other_cores: float | None
+    quiet_factor: float
+    plan_note: str | None = None
+    seed_note: str | None = None
+
+
+def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None, checkpoints: bool = False,
+                input_seconds: float = 0.0, compile_seconds: float = 0.0, log=print) -> BudgetTiming:
+    """Time the first steps of a throw-away trainer (``trainer_type``, the engine's Trainer by
+    default) on ``data`` and size the epochs to the ``minutes`` left since ``started`` (a
+    perf_counter time), less what the final stage reserves (its input candidates took
+    ``input_seconds``; UMAP's compilation, ``compile_seconds``, counts as
+    :data:`COMPILE_ALLOWANCE`)."""
     from ..engine import Trainer
     from .machine_load import LoadWindow, quiet_factor
 
-    probe = Trainer(cfg, data=data, write=False, log=lambda *a: None)
+    probe = (trainer_type or Trainer)(cfg, data=data, write=False, log=lambda *a: None)
     load = LoadWindow()
     costs = measure_costs(probe, checkpoints=checkpoints)
     other = load.other_cores() if probe.device.type == "cpu" else None
@@ -272,7 +237,7 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
     f = quiet_factor(other, torch.get_num_threads(), floor=1.0 / OVERRUN)
     costs = replace(costs, step_seconds=f * costs.step_seconds, cluster_seconds=f * costs.cluster_seconds)
     left = seconds_left(minutes, f * (time.perf_counter() - started), f * compile_seconds)
-    reserved, seed_note = reserve_for_budget(cfg, f * pixel_stage_seconds, costs.epoch_seconds, minutes)
+    reserved, seed_note = reserve(cfg, f * input_seconds, costs.epoch_seconds, minutes)
     if seed_note:
         log(seed_note)
     epochs = epochs_for_budget(left - reserved, costs)
@@ -280,80 +245,104 @@ def budget_epochs(cfg, data, minutes: float, started: float, checkpoints: bool =
     if plan_note:
         log(plan_note)
     estimate = time.perf_counter() - started + seconds_for(epochs, costs) + reserved
-    info = {"minutes": minutes, "epochs": epochs, "estimate_seconds": round(estimate, 1),
-            "reserved_seconds": round(reserved, 1), "image_size": data.image_size,
-            "other_cores": None if other is None else round(other, 2), "quiet_factor": round(f, 3),
-            "plan": "reused" if plan_note else "timed",
-            **({"stage2_seed": "kmeans", "seed_note": seed_note} if seed_note else {}),
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in costs.to_dict().items()}}
     if f < 0.95:
         log(f"time budget: other processes used {other:.1f} of {os.cpu_count()} CPUs while the steps were "
             f"timed; sized for the quiet machine (times x {f:.2f}): a busy machine lengthens the run, up to "
             f"{OVERRUN:g}x the budget, rather than changing its epochs")
-    log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms at "
-        f"{data.image_size} px ({costs.iters_per_epoch} per epoch), clustering {costs.cluster_seconds:.1f} s "
-        f"-> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
-    return epochs, info
+    size = getattr(data, "image_size", None)
+    log(f"time budget {minutes:g} min: a step takes {costs.step_seconds * 1000:.0f} ms"
+        + (f" at {size} px" if size else "") + f" ({costs.iters_per_epoch} per epoch), clustering "
+        f"{costs.cluster_seconds:.1f} s -> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
+    return BudgetTiming(epochs=epochs, image_size=size, reserved_seconds=reserved, estimate_seconds=estimate,
+                        costs=costs, other_cores=other, quiet_factor=f, plan_note=plan_note, seed_note=seed_note)
 
 
-def fit_to_budget(data, cfg, started: float, minutes: float, configure, user_size: int | None = None,
-                  checkpoints: bool = False, pixel_stage=None, reload=None, log=print):
-    """Epochs for the budget; when the budget buys fewer than MIN_BUDGET_EPOCHS at the
-    automatic size (``user_size`` None), train smaller images instead (a step's cost ~
-    pixels): more epochs beat more pixels. ``configure(data, epochs=None, reasons=None)``
-    gives the config for the data (and the epochs, with ``reasons``: {setting: why} for the
-    settings the budget changed: the image size, stage 2's seed, a consensus's layouts);
-    ``reload(size)``: the images loaded again at ``size`` (None: the loaded ones resized).
-    ``pixel_stage``: the final stage from :func:`timed_pixel_stage` (None: none made), whose
-    time is reserved and whose consensus layouts the config takes (recorded where fewer).
-    Returns (data, config, budget record); the config stops the run once it has taken
-    :data:`OVERRUN` times its budget."""
+def smaller_size(timing: BudgetTiming, user_size: int | None) -> int | None:
+    """The image size to train at instead, where the budget buys fewer than
+    MIN_BUDGET_EPOCHS epochs at the automatic size (a step's cost ~ pixels: more epochs
+    beat more pixels); None: keep the size (the user chose it, or it is the smallest)."""
     from ..data.survey import MIN_NET_SIZE
     from .settings import MIN_BUDGET_EPOCHS
-    from ..data.base import resize_uint8
 
-    pixel_stage_seconds, compile_seconds = (getattr(pixel_stage, "seconds", 0.0),
-                                            getattr(pixel_stage, "compile_seconds", 0.0))
+    size = timing.image_size
+    if size is None or user_size is not None or timing.epochs >= MIN_BUDGET_EPOCHS or size <= MIN_NET_SIZE:
+        return None
+    scale = (timing.epochs / MIN_BUDGET_EPOCHS) ** 0.5  # the epoch count scales ~ 1 / pixels
+    smaller = max(MIN_NET_SIZE, 4 * int(size * scale // 4))
+    return smaller if smaller < size else None
 
-    def timed(data, cfg):
-        return budget_epochs(cfg, data, minutes, started, checkpoints=checkpoints,
-                             pixel_stage_seconds=pixel_stage_seconds, compile_seconds=compile_seconds, log=log)
 
-    epochs, info = timed(data, cfg)
-    note = None
-    if epochs < MIN_BUDGET_EPOCHS and user_size is None and data.image_size > MIN_NET_SIZE:
-        # the epoch count scales ~ 1 / pixels: the largest size that still buys the minimum
-        scale = (epochs / MIN_BUDGET_EPOCHS) ** 0.5
-        size = max(MIN_NET_SIZE, 4 * int(data.image_size * scale // 4))
-        if size < data.image_size:
-            log(f"time budget: {epochs} epochs at {data.image_size} px are too few; training at {size} px instead")
-            old = data.image_size
-            # reloaded from the source at the new size where there is one (a folder): exactly the
-            # images a repeat with data.image_size=<size> loads
-            data = reload(size) if reload is not None else replace(data, images=resize_uint8(data.images, size))
-            epochs, info = timed(data, configure(data))
-            info["reduced_from_size"] = old  # a repeat loads the images at the reduced size
-            note = (f"reduced from {old} px so the {info['minutes']:g}-min budget buys "
-                    f"more epochs ({epochs}; at least {MIN_BUDGET_EPOCHS} wanted)")
-    reasons = {"data.image_size": note} if note else {}
-    if info.get("stage2_seed"):  # the reserve left too little for a seeded stage 2 (budget_epochs)
-        reasons["cluster.stage2_seed"] = info["seed_note"]
-    runs = getattr(pixel_stage, "consensus_runs", cfg.cluster.consensus_runs)
-    if runs < cfg.cluster.consensus_runs:  # the budget's layouts of a consensus (a repeat pins them)
-        info["consensus_runs"] = int(runs)
-        reasons["cluster.consensus_runs"] = (f"time budget: a UMAP + GMM consensus of {runs} layouts, not "
-                                             f"{cfg.cluster.consensus_runs}: more would take over the "
-                                             f"{consensus_allowance(minutes):.0f} s each may have")
-    cfg = configure(data, epochs=epochs, reasons=reasons)
-    for key in ("stage2_seed", "consensus_runs"):  # what the budget chose over the automatic settings
-        if info.get(key):
-            setattr(cfg.cluster, key, info[key])
-    # a safety net if the machine gets much busier than when it was timed: stop (checkpointed
-    # and clustered) once the run has taken OVERRUN times its budget; a few tens of percent of
-    # slowdown change the run's length, not its epochs (so it repeats)
-    left = OVERRUN * info["minutes"] * 60 - (time.perf_counter() - started) - info.get("reserved_seconds", 0.0)
-    cfg.run.max_epoch_minutes = max(0.05, left / 60)
-    return data, cfg, info
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What a time budget decided for a run, with its reasons and what it measured: the
+    epochs, the image size (reduced where it bought too few), stage 2's seed (dropped where
+    two passes of the final stage would not fit), a consensus's layouts (fewer where they
+    would take too long), and the time after which the run is stopped."""
+    minutes: float
+    epochs: int
+    reserved_seconds: float
+    estimate_seconds: float
+    max_epoch_minutes: float
+    image_size: int | None = None
+    reduced_from_size: int | None = None
+    stage2_seed: str | None = None
+    consensus_runs: int | None = None
+    reasons: dict = field(default_factory=dict)   # {config key: why the budget set it}
+    measured: dict = field(default_factory=dict)  # the step's costs and the machine's load while timed
+
+    @classmethod
+    def decide(cls, timing: BudgetTiming, minutes: float, started: float, *, default_layouts: int,
+               layouts: int | None = None, reduced_from_size: int | None = None) -> "BudgetPlan":
+        """The plan from the last timing; ``layouts``: the consensus's layouts the input's
+        candidates could afford (None: no consensus made), ``default_layouts`` the setting's."""
+        reasons = {}
+        if reduced_from_size is not None:
+            reasons["data.image_size"] = (f"reduced from {reduced_from_size} px so the {minutes:g}-min budget "
+                                          f"buys more epochs ({timing.epochs}; at least "
+                                          f"{_min_budget_epochs()} wanted)")
+        if timing.seed_note:
+            reasons["cluster.stage2_seed"] = timing.seed_note
+        fewer = layouts is not None and layouts < default_layouts
+        if fewer:
+            reasons["cluster.consensus_runs"] = (f"time budget: a UMAP + GMM consensus of {layouts} layouts, not "
+                                                 f"{default_layouts}: more would take over the "
+                                                 f"{consensus_allowance(minutes):.0f} s each may have")
+        # a safety net if the machine gets much busier than when it was timed: stop (checkpointed and
+        # clustered) once the run has taken OVERRUN times its budget
+        left = OVERRUN * minutes * 60 - (time.perf_counter() - started) - timing.reserved_seconds
+        measured = {"other_cores": None if timing.other_cores is None else round(timing.other_cores, 2),
+                    "quiet_factor": round(timing.quiet_factor, 3), "plan": "reused" if timing.plan_note else "timed",
+                    **({"seed_note": timing.seed_note} if timing.seed_note else {}),
+                    **{k: round(v, 4) if isinstance(v, float) else v for k, v in timing.costs.to_dict().items()}}
+        return cls(minutes=minutes, epochs=timing.epochs, reserved_seconds=round(timing.reserved_seconds, 1),
+                   estimate_seconds=round(timing.estimate_seconds, 1), max_epoch_minutes=max(0.05, left / 60),
+                   image_size=timing.image_size, reduced_from_size=reduced_from_size,
+                   stage2_seed="kmeans" if timing.seed_note else None,
+                   consensus_runs=int(layouts) if fewer else None, reasons=reasons, measured=measured)
+
+    def overrides(self) -> dict:
+        """{config key: value} the plan sets over the automatic settings."""
+        out = {"train.epochs": self.epochs, "run.max_epoch_minutes": self.max_epoch_minutes}
+        if self.stage2_seed:
+            out["cluster.stage2_seed"] = self.stage2_seed
+        if self.consensus_runs:
+            out["cluster.consensus_runs"] = self.consensus_runs
+        return out
+
+    def record(self) -> dict:
+        """The budget.json record (before the run's actual time is known)."""
+        out = {"minutes": self.minutes, "epochs": self.epochs, "estimate_seconds": self.estimate_seconds,
+               "reserved_seconds": self.reserved_seconds, "image_size": self.image_size, **self.measured}
+        for key in ("reduced_from_size", "stage2_seed", "consensus_runs"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+def _min_budget_epochs() -> int:
+    from .settings import MIN_BUDGET_EPOCHS
+
+    return MIN_BUDGET_EPOCHS
 
 
 def early_finish_note(budget: dict, epochs: int) -> str | None:
@@ -368,14 +357,16 @@ def early_finish_note(budget: dict, epochs: int) -> str | None:
     return f"finished in {used / 60:.1f} of {have / 60:g} min: {why}"
 
 
-def finish_budget(budget: dict, started: float, epochs: int, run_dir, log) -> None:
-    """Record the time a budgeted run took (and why it ended early, if it did); write
-    ``budget.json`` into ``run_dir`` (None: no run folder)."""
+def finish_budget(plan: BudgetPlan, started: float, epochs: int, run_dir, log, pins: list[str] | None = None) -> dict:
+    """The budget's record with the time the run took (and why it ended early, if it did) and
+    the overrides that repeat it (``pins``); written once as ``budget.json`` into ``run_dir``
+    (None: no run folder). Returns the record."""
     import json
     from pathlib import Path
 
     from ..io import atomic_write_text
 
+    budget = plan.record()
     budget["actual_seconds"] = round(time.perf_counter() - started, 1)
     log(f"time budget {budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} min, "
         f"took {budget['actual_seconds'] / 60:.1f} min")
@@ -383,5 +374,8 @@ def finish_budget(budget: dict, started: float, epochs: int, run_dir, log) -> No
     if early:
         budget["early_note"] = early
         log(early)
+    if pins:
+        budget["repeat_overrides"] = list(pins)
     if run_dir is not None:
         atomic_write_text(Path(run_dir) / "budget.json", json.dumps(budget, indent=1) + "\n")
+    return budget

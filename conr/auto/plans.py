@@ -54,7 +54,7 @@ def recall_plan(key: str, step_seconds: float) -> dict | None:
     return plan if 1.0 / SAME_MACHINE_BAND <= ratio <= SAME_MACHINE_BAND else None
 
 
-def remember_plan(key: str, step_seconds: float, epochs: int, image_size: int) -> None:
+def remember_plan(key: str, step_seconds: float, epochs: int, image_size: int | None) -> None:
     """Record (atomically) what a budget measured and bought; never fails a run."""
     from ..io import atomic_write_text
 
@@ -63,7 +63,7 @@ def remember_plan(key: str, step_seconds: float, epochs: int, image_size: int) -
         plans = _read(path)
         plans.pop(key, None)
         plans[key] = {"step_seconds": round(float(step_seconds), 6), "epochs": int(epochs),
-                      "image_size": int(image_size)}
+                      "image_size": None if image_size is None else int(image_size)}
         while len(plans) > MAX_PLANS:
             plans.pop(next(iter(plans)))
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,117 +1,40 @@
-"""The final stage: several partitions of the same images, and a label-free rule
-that chooses one.
+"""The final stage: several partitions of the same images, scored without labels.
 
-No single clustering algorithm wins on every set of images: k-means cuts the
-elongated groups that the views of one object form, spectral clustering of the
-k-NN graph merges classes that touch, and UMAP + a Gaussian mixture (the manifold
-step, :mod:`conr.cluster.manifold`) is the strongest on digits but weaker on faces.
-Neither do the learned features always beat the pixels after a short run. So the
-final stage clusters each *representation* (the learned features, the raw pixels)
-with each *algorithm* (``kmeans``, ``spectral``, ``umap_gmm``) and scores every
-candidate with label-free criteria:
+No single clustering algorithm wins on every set of images: k-means cuts the elongated
+groups that the views of one object form, spectral clustering of the k-NN graph merges
+classes that touch, and UMAP + a Gaussian mixture (the manifold step,
+:mod:`conr.cluster.manifold`) is the strongest on digits but weaker on faces. Nor do the
+learned features always beat the input (the pixels, or the vectors a run started from)
+after a short run. So the stage clusters each *representation* (the learned ``features``,
+the input) with each *algorithm* (``kmeans``, ``spectral``, ``umap_gmm``), adds
+``umap_gmm/joint`` (UMAP + GMM on the fuzzy intersection of the features' and the input's
+neighbour graphs, a link strong only where both hold it) where the input is a candidate,
+and scores every candidate with label-free criteria:
 
-UMAP + GMM is the consensus of :data:`~conr.cluster.manifold.CONSENSUS_RUNS` runs
-that differ in UMAP's seed (:mod:`conr.cluster.consensus`): one run's partition of
-the same features moves by up to 9 points of ACC with the seed. Fewer where a time
-budget is short for them (the pixels' consensus is timed first, and the run's later
-ones make as many: :func:`conr.auto.budget.consensus_allowance`); and one, where the
-default rule cannot choose it, for the features' own (the layout the criteria need).
-
-Where the pixels are candidates, one more candidate weighs both representations
-instead of choosing one: ``umap_gmm/joint``, UMAP + GMM on the fuzzy intersection of
-the features' and the pixels' neighbour graphs (a link is strong only where both hold
-it; :func:`~conr.cluster.manifold.joint_umap_gmm_consensus`). It takes the rules' head
-start (:data:`JOINT`). Measured on the features saved from three default runs (digits,
-ORL, COIL-20, seed 0; ACC / NMI): the joint candidate gave 0.959 / 0.941, 0.673 / 0.843
-and 0.919 / 0.945 where the features alone gave 0.902 / 0.899, 0.575 / 0.796 and
-0.957 / 0.977 and the pixels 0.875 / 0.895, 0.668 / 0.833 and 0.866 / 0.920. On COIL-20
-the features alone are the better partition (the training linked an object's rotated
-views, which the pixels do not, and the intersection drops those links); the default
-rule does not let them compete with the joint one (below), which costs there what it
-gains on the faces and digits.
-
-* ``joint`` (the default): ``manifold``, except that where the joint candidate is one
-  the features' own candidates do not compete with it (:func:`eligible`): it holds the
-  features already, and the choice between the features' and the joint graph's
-  partitions is again one between representations, which silhouette cannot make (on the
-  suite's 9 runs with a joint candidate it kept a worse features' partition twice, on
-  ORL: ACC 0.60 and 0.62 against 0.71 and 0.68, and took a worse joint one once, on
-  COIL-20: 0.89 against 0.95). The pixels' candidates still compete, for a run too
-  short to learn. Without the pixels it is ``manifold``;
-* ``manifold``: ``prefer_features`` with a further head start of
-  :data:`MANIFOLD_MARGIN` for the manifold step's partitions (UMAP + GMM of the
-  features or of the pixels, and the self-labelled ones) over k-means and spectral
-  ones. On the open suite's 8 deep runs and the demo's 3, k-means and spectral were
-  the best candidate twice (by 0.003 and 0.025 of ACC), while a spectral partition
-  that had merged classes won on silhouette by less than 0.02 twice (ACC 0.868 against
-  0.952, 0.885 against 0.904); where spectral is clearly right and UMAP + GMM wrong (a
-  broad group beside a tight pair: tests/test_final_stage.py) it leads by 0.31;
-* ``prefer_features``: ``silhouette_umap`` with a head start of
-  :data:`PRIOR_MARGIN` for UMAP + GMM of the learned features, the partition the
-  training is for (of the joint graph where there is one: it holds the features too);
-  another candidate must beat it clearly (as the pixels do after a run too short to
-  learn: silhouette 0.53 against 0.44 on digits after 5 epochs).
-  Silhouette cannot tell the better of the two representations: over 11 trained runs
-  (the suite's 8, the demo's 3) the features' UMAP + GMM was the better partition in
-  9 and trailed the pixels' on silhouette by up to 0.03 (demo: ACC 0.95
-  against 0.87); the features lost on ORL (0.56 against 0.68) while leading on
-  silhouette. The head start covers that spread, and stays below the gap of a run too
-  short to learn;
 * ``silhouette_umap``: the mean silhouette of the candidate's clusters in the UMAP
-  embeddings of every representation (the same embeddings the manifold step
-  makes), averaged over the representations, so no representation judges only its
-  own partitions;
-* ``agreement``: the mean normalised mutual information with the other candidates
-  (the partition most of the others confirm);
-* ``ncut``: 1 − (normalised cut / K) of the candidate on the union of the
-  representations' 10-NN graphs (the share of neighbour links kept inside the
-  clusters, each cluster weighted by its own volume, so tiny splinter clusters and
-  merged classes both cost).
+  embeddings of every representation, averaged, so no representation judges only its own;
+* ``agreement``: the mean normalised mutual information with the other candidates;
+* ``ncut``: 1 - (normalised cut / K) on the union of the representations' k-NN graphs;
+* ``prefer_features``, ``manifold``, ``joint``: silhouette with the head starts of
+  :mod:`conr.cluster.policy`, which also says which candidates may compete.
 
-:data:`DEFAULT_RULE` was chosen by measurement (``benchmarks/final_rule.py``, README
-"The final stage"). Every candidate and every criterion value is kept in the
-:class:`~conr.cluster.partition.Partition` the stage returns.
+Every candidate and every criterion value is kept in the run's
+:class:`~conr.cluster.partition.Partition`. Measurements: docs/final-stage.md.
 """
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .manifold import CONSENSUS_RUNS
+from .policy import (CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES, best_by, derived_score,
+                     preferred_for)
 
-__all__ = ["Candidate", "ALGORITHMS", "RULES", "DEFAULT_RULE", "cluster_representation", "score_candidates",
-           "choose", "eligible", "preferred_for", "FinalStage"]
+__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "choose", "normalized_cut",
+           "FinalStage"]
 
 ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
-RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut")
-DEFAULT_RULE = "joint"
-PREFERRED = "umap_gmm/features"   # the manifold step on the learned features: N2D's ending, after training
-JOINT = "umap_gmm/joint"          # ... on the intersection of the features' and the pixels' neighbour graphs:
-                                  # preferred over PREFERRED where the pixels are candidates too
-PRIOR_MARGIN = 0.05               # silhouette another candidate must gain over it to be chosen instead
-GRAPH_NEIGHBORS = 10
-SILHOUETTE_SAMPLES = 3000
-MANIFOLD_MARGIN = 0.05            # the manifold rule's further head start for the manifold step's partitions
-MANIFOLD_ALGORITHMS = ("umap_gmm", "self_label")
-
-
-def preferred_for(names) -> str:
-    """The candidate name that gets the head start among ``names``: :data:`JOINT` where it
-    is one of them, else :data:`PREFERRED`."""
-    return JOINT if JOINT in set(names) else PREFERRED
-
-
-def derived_score(rule: str, name: str, algorithm: str, silhouette: float, preferred: str = PREFERRED) -> float:
-    """The value of a rule derived from ``silhouette_umap`` (``prefer_features``,
-    ``manifold``) for the candidate ``name`` made by ``algorithm``; ``preferred``: the
-    candidate with the head start (:data:`PREFERRED`, or :data:`JOINT` where it is one)."""
-    value = silhouette + (PRIOR_MARGIN if name == preferred else 0.0)
-    if rule in ("manifold", "joint") and algorithm in MANIFOLD_ALGORITHMS:
-        value += MANIFOLD_MARGIN
-    return value
 
 
 @dataclass
@@ -146,18 +69,6 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(k, n_init=10, random_state=seed).fit_predict(x).astype(np.int64)
 
 
-def _spectral(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    from sklearn.cluster import SpectralClustering
-
-    from .spectral import eigen_solver, graph_neighbors
-
-    nn = min(graph_neighbors(len(x), k), len(x) - 1)
-    with warnings.catch_warnings():  # a graph in several pieces is fine: the pieces are clusters
-        warnings.simplefilter("ignore")
-        return SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=nn, assign_labels="kmeans",
-                                  eigen_solver=eigen_solver(len(x)), random_state=seed).fit_predict(x).astype(np.int64)
-
-
 def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int = 0,
                            algorithms=ALGORITHMS, given: dict | None = None, runs: int = CONSENSUS_RUNS,
                            max_seconds: float | None = None) -> tuple[list[Candidate], np.ndarray]:
@@ -167,6 +78,7 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
     ``runs``, ``max_seconds``: the UMAP + GMM consensus's layouts, and the time they may
     take (fewer where it is short: :func:`~conr.cluster.manifold.affordable_runs`)."""
     from .manifold import umap_embedding, umap_gmm_consensus, umap_neighbors
+    from .spectral import spectral_labels
 
     given = dict(given or {})
     algorithms = [a for a in algorithms if not (a == "kmeans" and "seeded_kmeans" in given)] + \
@@ -192,7 +104,7 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
         elif algo == "kmeans":
             labels = _kmeans(x, n_clusters, seed)
         elif algo == "spectral":
-            labels = _spectral(x, n_clusters, seed)
+            labels = spectral_labels(x, n_clusters, seed)
         else:  # umap_gmm: made above
             labels, conf, layouts = manifold.labels, manifold.confidence, manifold.runs
         seconds = time.perf_counter() - start + (umap_seconds if algo == "umap_gmm" else 0.0)
@@ -264,101 +176,111 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
             c.scores["ncut"] = 1.0 - (normalized_cut(graph, c.labels) + empty) / n_clusters
 
 
-def eligible(cands: list, rule: str, representation=lambda c: c.representation, name=lambda c: c.name) -> list:
-    """The candidates ``rule`` may choose: under ``joint``, where the joint candidate is
-    one, not those of the features alone (the joint one holds the features, and silhouette
-    cannot compare representations); the rest compete with it, the pixels' for a run too
-    short to learn. ``representation`` / ``name``: how to read a candidate (a
-    :class:`Candidate`, or a row of a saved candidate table)."""
-    if rule == "joint" and any(name(c) == JOINT for c in cands):
-        return [c for c in cands if representation(c) != "features"]
-    return list(cands)
-
-
 def choose(cands: list[Candidate], rule: str = DEFAULT_RULE) -> Candidate:
-    """The eligible candidate (:func:`eligible`) of the highest ``rule`` score (ties:
-    the earlier candidate)."""
-    if rule not in RULES:
-        raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
-    best = None
-    for c in eligible(cands, rule):
-        if best is None or c.scores[rule] > best.scores[rule]:
-            best = c
-    return best
+    """The candidate ``rule`` chooses (:func:`conr.cluster.policy.best_by`)."""
+    return best_by(cands, rule)
 
 
 class FinalStage:
-    """The final stage over fixed representations: the pixels once (they do not change
-    during training), the features every time it is asked.
+    """The final stage over fixed representations: the input once (the pixels, or the vectors
+    a run started from: they do not change during training), the features every time it is
+    asked. :meth:`prepare` makes the input's candidates and records what they cost
+    (``input_seconds``, and ``compile_seconds`` of UMAP's one-time compilation), so that a
+    time budget can reserve the later passes.
 
     >>> stage = FinalStage(pixels, n_clusters=10, seed=0)
     >>> best, table = stage.run(features, given={"kmeans": pseudo_labels})
     """
 
-    def __init__(self, pixels: np.ndarray | None, n_clusters: int, seed: int = 0, rule: str = DEFAULT_RULE,
+    def __init__(self, inputs: np.ndarray | None, n_clusters: int, seed: int = 0, rule: str = DEFAULT_RULE,
                  algorithms=ALGORITHMS, log=None, consensus_runs: int = CONSENSUS_RUNS,
-                 consensus_seconds: float | None = None):
+                 consensus_seconds: float | None = None, input_name: str = "pixels"):
         if rule not in RULES:
             raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
         if int(consensus_runs) < 1:
             raise ValueError(f"consensus_runs={consensus_runs}: a consensus needs at least one UMAP layout")
-        self.pixels = None if pixels is None else np.asarray(pixels, dtype=np.float32)
+        self.inputs = None if inputs is None else np.asarray(inputs, dtype=np.float32)
+        self.input_name = input_name
         self.n_clusters, self.seed, self.rule, self.algorithms = int(n_clusters), int(seed), rule, tuple(algorithms)
-        # the layouts every consensus of the run is made of: the pixels' consensus may make fewer where
+        # the layouts every consensus of the run is made of: the input's consensus may make fewer where
         # consensus_seconds is short (it is timed first), and the later ones then make as many
         self.consensus_runs, self.consensus_seconds = int(consensus_runs), consensus_seconds
         self.log = log or (lambda *a: None)
-        self._pixel_cands: list[Candidate] | None = None
-        self._pixel_emb: np.ndarray | None = None
-        self._pixel_graph = None
+        self.input_seconds: float | None = None     # what the input's candidates took (prepare)
+        self.compile_seconds: float = 0.0           # UMAP's one-time compilation before them
+        self._input_cands: list[Candidate] | None = None
+        self._input_emb: np.ndarray | None = None
+        self._input_graph = None
+        self._embeddings: dict = {}
+        self._reps: dict = {}
 
-    def pixel_candidates(self) -> tuple[list[Candidate], np.ndarray | None]:
-        if self.pixels is None:
+    def with_k(self, n_clusters: int) -> "FinalStage":
+        """The same stage for another K (the input kept; its candidates made again when asked)."""
+        return FinalStage(self.inputs, n_clusters, self.seed, self.rule, self.algorithms, self.log,
+                          self.consensus_runs, self.consensus_seconds, self.input_name)
+
+    def prepare(self) -> float:
+        """Compile UMAP (once a process) and make the input's candidates, timed; returns the
+        seconds the candidates took (0 without an input)."""
+        from .manifold import warm_up_umap
+
+        self.compile_seconds = warm_up_umap() if self.inputs is not None else 0.0
+        start = time.perf_counter()
+        self.input_candidates()
+        self.input_seconds = time.perf_counter() - start
+        if self.inputs is not None:
+            self.log(f"final stage: {self.input_name} candidates in {self.input_seconds:.1f} s (after "
+                     f"{self.compile_seconds:.1f} s of UMAP's one-time compilation)")
+        return self.input_seconds
+
+    def input_candidates(self) -> tuple[list[Candidate], np.ndarray | None]:
+        if self.inputs is None:
             return [], None
-        if self._pixel_cands is None:
-            self._pixel_cands, self._pixel_emb = cluster_representation(
-                self.pixels, "pixels", self.n_clusters, self.seed, self.algorithms, runs=self.consensus_runs,
+        if self._input_cands is None:
+            self._input_cands, self._input_emb = cluster_representation(
+                self.inputs, self.input_name, self.n_clusters, self.seed, self.algorithms, runs=self.consensus_runs,
                 max_seconds=self.consensus_seconds)
-            made = next((c for c in self._pixel_cands if c.layouts), None)
+            made = next((c for c in self._input_cands if c.layouts), None)
             if made is not None and made.layouts < self.consensus_runs:
                 self.log(f"final stage: UMAP + GMM consensus of {made.layouts} layouts, not {self.consensus_runs} "
-                         f"(the pixels' took {made.seconds:.0f} s; {self.consensus_seconds:.0f} s allowed)")
+                         f"(the {self.input_name}' took {made.seconds:.0f} s; {self.consensus_seconds:.0f} s allowed)")
                 self.consensus_runs = made.layouts
-        return self._pixel_cands, self._pixel_emb
+        return self._input_cands, self._input_emb
 
     def joint_in_play(self) -> bool:
-        """Whether :meth:`run` makes the joint candidate (the pixels are candidates, and so is UMAP + GMM)."""
-        return self.pixels is not None and "umap_gmm" in self.algorithms
+        """Whether :meth:`run` makes the joint candidate (the input is a candidate, and so is UMAP + GMM)."""
+        return self.inputs is not None and "umap_gmm" in self.algorithms
 
     def joint_candidate(self, features: np.ndarray) -> Candidate:
-        """UMAP + GMM (consensus) on the fuzzy intersection of the features' and the
-        pixels' neighbour graphs (:func:`~conr.cluster.manifold.joint_umap_gmm_consensus`):
-        it weighs both representations instead of choosing one."""
+        """UMAP + GMM (consensus) on the fuzzy intersection of the features' and the input's
+        neighbour graphs (:func:`~conr.cluster.manifold.joint_umap_gmm_consensus`): it weighs
+        both representations instead of choosing one."""
         from .manifold import fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs, umap_neighbors
 
         start = time.perf_counter()
         nn = umap_neighbors(len(features), self.n_clusters)
-        if self._pixel_graph is None:
-            self._pixel_graph = fuzzy_graph(self.pixels, nn, self.seed)
-        graph = intersect_graphs(fuzzy_graph(features, nn, self.seed), self._pixel_graph)
+        if self._input_graph is None:
+            self._input_graph = fuzzy_graph(self.inputs, nn, self.seed)
+        graph = intersect_graphs(fuzzy_graph(features, nn, self.seed), self._input_graph)
         made = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed, runs=self.consensus_runs)
         return Candidate("umap_gmm", "joint", made.labels, time.perf_counter() - start, made.confidence,
                          layouts=made.runs)
 
     def run(self, features: np.ndarray, given: dict | None = None,
             extra: list[Candidate] | None = None) -> tuple[Candidate, list[Candidate]]:
-        """Candidates on ``features`` (unit rows) and the pixels, plus ``extra`` ones,
+        """Candidates on ``features`` (unit rows) and the input, plus ``extra`` ones,
         scored; returns (the chosen one, all of them)."""
         feats = _unit(features)
-        pix, pix_emb = self.pixel_candidates()
+        own, own_emb = self.input_candidates()
         # under the joint rule the features' own UMAP + GMM is not chosen where the joint one is made: one
         # layout (the one the criteria need anyway) lists it, a consensus would only cost time
         runs = 1 if self.rule == "joint" and self.joint_in_play() else self.consensus_runs
         cands, emb = cluster_representation(feats, "features", self.n_clusters, self.seed, self.algorithms, given,
                                             runs=runs)
         embeddings, reps = {"features": emb}, {"features": feats}
-        if pix:
-            cands, embeddings["pixels"], reps["pixels"] = cands + list(pix), pix_emb, self.pixels
+        if own:
+            cands = cands + list(own)
+            embeddings[self.input_name], reps[self.input_name] = own_emb, self.inputs
             if self.joint_in_play():
                 cands.append(self.joint_candidate(feats))
         self._embeddings, self._reps = embeddings, reps

@@ -16,13 +16,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .policy import CONSENSUS_RUNS, affordable_runs
+
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
            "fuzzy_graph", "intersect_graphs", "embed_graph", "joint_umap_gmm_consensus", "graph_umap_gmm_consensus",
-           "exact_neighbors", "pixel_vectors", "affordable_runs", "Consensus", "PCA_ABOVE", "PCA_DIMS", "CONSENSUS_RUNS"]
+           "exact_neighbors", "pixel_vectors", "Consensus", "PCA_ABOVE", "PCA_DIMS"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
 PCA_DIMS = 50
-CONSENSUS_RUNS = 5  # UMAP + GMM runs (UMAP seeds) a consensus partition is made of
 
 
 class Consensus(NamedTuple):
@@ -35,22 +36,12 @@ class Consensus(NamedTuple):
     runs: int
 
 
-def affordable_runs(layout_seconds: float, max_seconds: float | None, cap: int = CONSENSUS_RUNS) -> int:
-    """The most layouts, odd (a consensus of two has no majority) and at most ``cap``,
-    that take at most ``max_seconds`` at ``layout_seconds`` each; at least one. None:
-    no time limit, ``cap``."""
-    if max_seconds is None or layout_seconds <= 0:
-        return int(cap)
-    runs = int(max_seconds // layout_seconds)
-    runs = runs if runs % 2 else runs - 1
-    return int(max(1, min(cap, runs)))
-
-
-def pixel_vectors(images, seed: int = 0) -> np.ndarray:
-    """Images [N, C, H, W] (uint8 or float) as float32 rows in [0, 1]; with more than
-    ``PCA_ABOVE`` values per image, their first ``PCA_DIMS`` principal components."""
+def pixel_vectors(images, seed: int = 0, scale: bool = True) -> np.ndarray:
+    """Images [N, C, H, W] (uint8 or float) as float32 rows in [0, 1] (``scale``: values
+    above 1 read as 0..255; off for vectors, taken as they are); with more than
+    ``PCA_ABOVE`` values per row, their first ``PCA_DIMS`` principal components."""
     x = np.asarray(images).reshape(len(images), -1).astype(np.float32)
-    if x.size and x.max() > 1.0:
+    if scale and x.size and x.max() > 1.0:
         x /= 255.0
     if x.shape[1] > PCA_ABOVE and x.shape[0] > PCA_DIMS:
         from sklearn.decomposition import PCA

@@ -18,7 +18,7 @@ from torch import Tensor
 from .kmeans import KMeansResult
 from .partition import labels_result
 
-__all__ = ["spectral_clustering", "graph_neighbors", "eigen_solver", "ARPACK_MAX"]
+__all__ = ["spectral_clustering", "spectral_labels", "graph_neighbors", "eigen_solver", "ARPACK_MAX"]
 
 ARPACK_MAX = 2000   # images up to which ARPACK (exact, shift-invert) finds the graph's eigenvectors
 
@@ -40,22 +40,30 @@ def graph_neighbors(n_samples: int, n_clusters: int, cap: int = 10) -> int:
     return int(max(3, min(cap, n_samples // max(1, n_clusters))))
 
 
-def spectral_clustering(features: Tensor, n_clusters: int, n_neighbors: int | None = None,
-                        seed: int = 0) -> KMeansResult:
-    """Spectral clustering (scikit-learn) of the symmetrised k-NN graph of the
-    L2-normalised ``features``; centres are the plain means of each cluster's unit
-    features (as k-means' are), so boundary ratios and ``predict`` keep their meaning.
-    ``inertia`` is the sum of cosine distances to those centres."""
+def spectral_labels(x, n_clusters: int, seed: int = 0, n_neighbors: int | None = None):
+    """Spectral clustering (scikit-learn) of the symmetrised k-NN graph of the rows of ``x``
+    [N, D] (a numpy array, as given): labels [N] (int64). ``n_neighbors``: None =
+    :func:`graph_neighbors`; the eigensolver follows N (:func:`eigen_solver`)."""
+    import numpy as np
     from sklearn.cluster import SpectralClustering
 
+    n = len(x)
+    nn = min(n_neighbors or graph_neighbors(n, n_clusters), n - 1)
+    with warnings.catch_warnings():  # a graph in several pieces is fine: the pieces are clusters
+        warnings.simplefilter("ignore")
+        labels = SpectralClustering(n_clusters, affinity="nearest_neighbors", n_neighbors=nn, assign_labels="kmeans",
+                                    eigen_solver=eigen_solver(n), random_state=seed).fit_predict(x)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def spectral_clustering(features: Tensor, n_clusters: int, n_neighbors: int | None = None,
+                        seed: int = 0) -> KMeansResult:
+    """:func:`spectral_labels` of the L2-normalised ``features``; centres are the plain means
+    of each cluster's unit features (as k-means' are), so boundary ratios and ``predict``
+    keep their meaning. ``inertia`` is the sum of cosine distances to those centres."""
     x = F.normalize(features.float().cpu(), dim=1)
     n = x.shape[0]
     if not 2 <= n_clusters <= n:
         raise ValueError(f"n_clusters={n_clusters} must lie in [2, {n}] (the number of samples)")
-    nn = n_neighbors or graph_neighbors(n, n_clusters)
-    with warnings.catch_warnings():  # a graph in several pieces is fine: the pieces are clusters
-        warnings.simplefilter("ignore", UserWarning)
-        labels = SpectralClustering(n_clusters, affinity="nearest_neighbors", n_neighbors=min(nn, n - 1),
-                                    assign_labels="kmeans", eigen_solver=eigen_solver(n),
-                                    random_state=seed).fit_predict(x.numpy())
+    labels = spectral_labels(x.numpy(), n_clusters, seed=seed, n_neighbors=n_neighbors)
     return labels_result(x, torch.as_tensor(labels, dtype=torch.long), n_clusters)

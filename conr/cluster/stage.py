@@ -1,74 +1,96 @@
 """The final stage and the stage-2 seed of a training run: what the trainer calls.
 
-:func:`final_partition` runs the candidates of :mod:`conr.cluster.final` on the
-run's features and its images' pixels, then (``cluster.self_label_epochs``) the
-self-labelling stage from the chosen candidate, and lets the same rule choose
-again with the self-labelled partition among the candidates. :func:`seed_partition`
-is the same choice, without self-labelling, where CoNR's stage 2 starts.
+:func:`build_final_stage` is the one place a run's :class:`~conr.cluster.final.FinalStage`
+is made (before training, where a time budget times its input candidates, or by the
+trainer when it needs one). :func:`final_partition` runs the candidates on the run's
+features and its input, then (``cluster.self_label_epochs``) the self-labelling stage from
+the chosen candidate, and lets the same rule choose again with the self-labelled partition
+among the candidates. :func:`seed_partition` is the same choice, without self-labelling,
+where CoNR's stage 2 starts. Both return their results; the trainer keeps them.
 """
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .kmeans import KMeansResult
 from ..ops.metrics import evaluate
 from .final import Candidate, FinalStage
+from .kmeans import KMeansResult
 from .manifold import pixel_vectors
 from .partition import Partition, cluster_means, labels_result
+from .policy import MAX_INPUT_ROWS, consensus_allowance
 from .self_label import margin_confidence, self_label
 
-__all__ = ["final_stage_for", "seed_partition", "carry_partition", "final_partition", "MAX_PIXEL_IMAGES"]
+__all__ = ["build_final_stage", "input_rows", "final_stage_for", "seed_partition", "carry_partition",
+           "final_partition"]
 
-MAX_PIXEL_IMAGES = 200_000   # beyond this the pixel candidates are skipped (memory and UMAP time)
+
+def input_rows(data, seed: int = 0) -> np.ndarray:
+    """The input's rows as the final stage clusters them: an ImageData's pixels in [0, 1], a
+    VectorData's vectors as they are; either through PCA where wide
+    (:func:`~conr.cluster.manifold.pixel_vectors`)."""
+    if getattr(data, "kind", "images") == "vectors":
+        return pixel_vectors(data.images.cpu().numpy(), seed=seed, scale=False)
+    return pixel_vectors(data.images.cpu().numpy(), seed=seed)
+
+
+def build_final_stage(data, cluster_cfg, seed: int, log=None, minutes: float | None = None) -> FinalStage:
+    """The final stage of a run on ``data`` (ImageData or VectorData) with the settings of
+    ``cluster_cfg`` (a config's ``cluster`` section): its input is a candidate where
+    ``final_pixels`` is on and the rows are in memory and at most
+    :data:`~conr.cluster.policy.MAX_INPUT_ROWS`; ``minutes``: a time budget, which bounds the
+    layouts of a consensus (:func:`~conr.cluster.policy.consensus_allowance`)."""
+    c = cluster_cfg
+    inputs = None
+    if c.final_pixels and not getattr(data, "streamed", False) and len(data) <= MAX_INPUT_ROWS:
+        inputs = input_rows(data, seed)
+    name = getattr(data, "representation", "pixels") if getattr(data, "kind", "images") == "vectors" else "pixels"
+    return FinalStage(inputs, c.n_clusters, seed=seed, rule=c.final_rule, log=log, consensus_runs=c.consensus_runs,
+                      consensus_seconds=consensus_allowance(minutes), input_name=name)
 
 
 def final_stage_for(trainer) -> FinalStage:
-    """The trainer's FinalStage (built once: the pixel candidates are computed once a run)."""
+    """The trainer's FinalStage (built once: the input's candidates are made once a run), for
+    its current K and rule."""
     stage = trainer.final_stage
     c = trainer.cfg.cluster
-    if stage is None or stage.n_clusters != c.n_clusters or stage.rule != c.final_rule or \
-            (stage.pixels is not None) != c.final_pixels:
-        pixels = stage.pixels if stage is not None and c.final_pixels else None
-        if pixels is None and c.final_pixels and not getattr(trainer.data, "streamed", False) and \
-                len(trainer.data) <= MAX_PIXEL_IMAGES:
-            pixels = pixel_vectors(trainer.data.images.cpu().numpy(), seed=trainer.cfg.train.seed)
-        stage = FinalStage(pixels, c.n_clusters, seed=trainer.cfg.train.seed, rule=c.final_rule, log=trainer.log,
-                           consensus_runs=c.consensus_runs)
-        trainer.final_stage = stage
+    if stage is None or (stage.inputs is not None) != c.final_pixels or stage.rule != c.final_rule:
+        stage = build_final_stage(trainer.data, c, trainer.cfg.train.seed, log=trainer.log)
+    elif stage.n_clusters != c.n_clusters:
+        stage = stage.with_k(c.n_clusters)
+    trainer.final_stage = stage
     return stage
 
 
-def _with_truth(trainer, cands: list[Candidate]) -> list[dict]:
+def candidate_table(data, cands: list[Candidate], chosen: str) -> list[dict]:
     """The candidate table; with ground truth, each row also carries its scores (for
     reports and benchmarks; the rule never sees them)."""
     rows = []
-    data = trainer.data
     for c in cands:
         row = c.row()
         if data.n_labelled:
             row.update({f"true_{k}": round(float(v), 4)
                         for k, v in evaluate(data.labels, torch.as_tensor(c.labels)).items()})
+        row["chosen"] = c.name == chosen
         rows.append(row)
     return rows
 
 
-def seed_partition(trainer, feats: Tensor) -> tuple[KMeansResult, str]:
+def seed_partition(trainer, feats: Tensor) -> tuple[KMeansResult, str, list[dict]]:
     """Stage 2's first pseudo-labels: the final stage's choice on the warm-up's features
     (k-means of them given as one candidate); centres are the cluster means of the unit
-    features. Returns the result and the chosen candidate's name."""
+    features. Returns the result, the chosen candidate's name and the candidate table."""
     c = trainer.cfg.cluster
     from .kmeans import kmeans
 
     km = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol, n_init=c.n_init,
                 seed=trainer.cfg.train.seed)
     best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given={"kmeans": km.labels.cpu().numpy()})
-    trainer.seed_candidates = _with_truth(trainer, cands)
-    for row in trainer.seed_candidates:
-        row["chosen"] = row["name"] == best.name
-    return labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name
+    table = candidate_table(trainer.data, cands, best.name)
+    return labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name, table
 
 
 def carry_partition(feats: Tensor, labels: Tensor, n_clusters: int, iters: int = 1,
@@ -77,10 +99,7 @@ def carry_partition(feats: Tensor, labels: Tensor, n_clusters: int, iters: int =
     cluster means of the current features, then ``iters`` Lloyd iterations from there
     let the labels follow the features (0: labels kept, only the centres move). A step
     an epoch, not k-means to convergence: the training pulls the features towards the
-    partition while the partition moves towards the features. Measured on digits (seed
-    0, default budget, a stage-2 seed that had merged two classes: ACC 0.889): with the
-    labels kept the run ended at ACC / NMI 0.890 / 0.925, with one iteration an epoch
-    at 0.959 / 0.942; ORL with one: 0.663 / 0.839 from a seed of 0.660 / 0.835."""
+    partition while the partition moves towards the features (docs/final-stage.md)."""
     carried = labels_result(feats, labels, n_clusters)
     if iters <= 0:
         return carried
@@ -105,7 +124,7 @@ def final_partition(trainer, feats: Tensor) -> Partition:
         notes.append(f"self-labelling skipped: method {trainer.cfg.method} exposes no feature network")
     if net is not None and not getattr(trainer.data, "streamed", False):
         start = time.perf_counter()
-        rep = x if best.representation == "features" else stage.pixels
+        rep = x if best.representation == "features" else stage.inputs
         conf = best.confidence if best.confidence is not None else margin_confidence(rep, best.labels, c.n_clusters)
         t = trainer.cfg.train
         try:
@@ -117,11 +136,8 @@ def final_partition(trainer, feats: Tensor) -> Partition:
             best, cands = stage.rescore(cands + [sl])
         except FloatingPointError as exc:
             notes.append(str(exc))
-    rows = _with_truth(trainer, cands)
-    for row in rows:
-        row["chosen"] = row["name"] == best.name
     labels = torch.as_tensor(best.labels, dtype=torch.long)
     assign = "nearest_center" if best.name in ("kmeans/features", "seeded_kmeans/features") else "nearest_image"
     return Partition(labels=labels, centers=cluster_means(feats, labels, c.n_clusters), source=best.name,
-                     assign=assign, rule=c.final_rule, candidates=rows, notes=notes, first_choice=first_choice,
-                     seed_candidates=list(getattr(trainer, "seed_candidates", None) or []))
+                     assign=assign, rule=c.final_rule, candidates=candidate_table(trainer.data, cands, best.name),
+                     notes=notes, first_choice=first_choice, seed_candidates=list(trainer.seed_candidates))

@@ -87,7 +87,7 @@ def _run(args, src: Path, out: Path) -> int:
 def _cluster(args, src: Path, out: Path, k) -> int:
     from ..data.folder import mark_output_folder
     from ..estimator import CoNR
-    from ..io import check_writable
+    from ..io import atomic_write_text, check_writable
     from ..outputs.plots import ClusterSnapshot
     from ..outputs.report import write_outputs
     from ..engine.runlock import acquire_run_lock, release_run_lock
@@ -122,9 +122,9 @@ def _cluster(args, src: Path, out: Path, k) -> int:
         print(f"conr cluster: reading the images under {src}")
         est.fit(src)
         how = f"trained in {run_dir}"
-        repeat = repeat_command(args, src, out, est)
+        repeat = repeat_command(args, src, out, est.run_record_, est.trainer_.epoch)
         print(f"conr cluster: to repeat this run (same epochs and seed): {repeat}")
-        _record_repeat(run_dir, repeat)
+        atomic_write_text(run_dir / "repeat.txt", repeat + "\n")
 
     cfg, data = est.config_, est.data_
     skipped = est.skipped_
@@ -162,8 +162,9 @@ def _cluster(args, src: Path, out: Path, k) -> int:
     if budget:
         settings.append(["time budget", f"{budget['minutes']:g} min: estimated {budget['estimate_seconds'] / 60:.1f} "
                                         f"min, took {budget['actual_seconds'] / 60:.1f} min"])
-    for key, why in (getattr(est, "settings_reasons_", None) or {}).items():  # the automatic choices
-        settings.append([f"{key} = {_dotted_value(cfg, key)}", why])
+    record = getattr(est, "run_record_", None)
+    if record is not None:  # the automatic choices, and why
+        settings.extend(record.settings_rows())
     meta = {"title": f"conr clustering report: {src.resolve().name}", "source": str(src.resolve()),
             "metrics": est.metrics_, "settings": settings, "skipped": skipped,
             "truth_note": f"the {len(data.classes)} sub-folder names under {src}",
@@ -198,16 +199,14 @@ def _cluster(args, src: Path, out: Path, k) -> int:
     return 0
 
 
-def repeat_command(args, src: Path, out: Path, est) -> str:
+def repeat_command(args, src: Path, out: Path, record, trained_epochs: int) -> str:
     """The `conr cluster` command that trains this run again: the same options, with the
-    epochs the run was planned for (a time budget chose them from a timing that varies),
-    where it stopped (the budget's time limit may stop a run early) and its seed fixed,
-    into a new output folder. Same machine and versions, CPU or
+    pins of its run record (:meth:`conr.auto.record.RunRecord.repeat_pins`: the epochs the
+    budget chose from a timing that varies, where it stopped, the seed, and what else the
+    budget decided), into a new output folder. Same machine and versions, CPU or
     train.deterministic=true: the same assignments."""
     import shlex
 
-    cfg = est.config_
-    pinned = ("train.epochs=", "train.seed=", "run.stop_after_epoch=")
     parts = ["conr", "cluster", str(src.resolve()), "--out", f"{out}-repeat"]
     if args.k is not None:
         parts += ["--k", str(args.k)]
@@ -215,35 +214,13 @@ def repeat_command(args, src: Path, out: Path, est) -> str:
         parts += ["--config", str(args.config)]
     if args.device != "auto":
         parts += ["--device", args.device]
-    parts += ["--seed", str(cfg.train.seed)]
+    parts += ["--seed", str(record.config.train.seed)]
     if args.on_bad_image != "skip":
         parts += ["--on-bad-image", args.on_bad_image]
-    overrides = [o for o in args.overrides if not o.startswith(pinned)]
-    budget = getattr(est, "budget_", None) or {}
-    if budget.get("reduced_from_size") and not any(o.startswith("data.image_size=") for o in overrides):
-        overrides.append(f"data.image_size={cfg.data.image_size}")  # the budget reduced the images
-    for key in ("stage2_seed", "consensus_runs"):  # the budget left no time for a seeded stage 2 / 5 layouts
-        if budget.get(key) and not any(o.startswith(f"cluster.{key}=") for o in overrides):
-            overrides.append(f"cluster.{key}={budget[key]}")
-    parts += overrides + [f"train.epochs={cfg.train.epochs}"]
-    trained = est.trainer_.epoch
-    if trained < cfg.train.epochs:  # the budget's time limit stopped it: same schedule, same stop
-        parts.append(f"run.stop_after_epoch={trained}")
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-def _record_repeat(run_dir: Path, repeat: str) -> None:
-    """Add the repeat command to OUT/run/budget.json (a budgeted run) or write OUT/run/repeat.txt."""
-    import json
-
-    from ..io import atomic_write_text
-
-    path = run_dir / "budget.json"
-    if path.exists():
-        budget = json.loads(path.read_text())
-        budget["repeat_command"] = repeat
-        atomic_write_text(path, json.dumps(budget, indent=1) + "\n")
-    atomic_write_text(run_dir / "repeat.txt", repeat + "\n")
+    pins = record.repeat_pins(trained_epochs)
+    pinned = {p.split("=", 1)[0] for p in pins}
+    overrides = [o for o in args.overrides if o.split("=", 1)[0] not in pinned | {"train.seed"}]
+    return " ".join(shlex.quote(p) for p in parts + overrides + pins)
 
 
 def _epochs_line(trained: int, planned: int, stage2_start: int | None) -> str:
@@ -263,13 +240,6 @@ def _inside(child: Path, parent: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _dotted_value(cfg, key: str):
-    value = cfg
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
 
 
 def register(sub) -> None:

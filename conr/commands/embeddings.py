@@ -14,7 +14,7 @@ def run_embeddings(args) -> int:
     from ..estimator import CoNR
     from ..io import atomic_write_bytes, atomic_write_text, check_writable
     from ..cluster.kselect import parse_k
-    from ..auto.vectors import read_embeddings
+    from ..data.vectors import read_embeddings
 
     if args.path:
         raise ValueError(f"give either a folder of images ({args.path}) or --embeddings FILE, not both")

@@ -7,15 +7,22 @@ which the ``mlp`` backbone takes as its input width.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .base import LabelledRows
 
-__all__ = ["VectorData"]
+__all__ = ["VectorData", "input_kind", "check_vectors", "read_embeddings", "MIN_IMAGE_SIDE", "SPARSE_MESSAGE"]
+
+MIN_IMAGE_SIDE = 8   # a flat row is read as pixels only when D = H*H or 3*H*H with H >= this
+SPARSE_MESSAGE = ("sparse input is not supported: CoNR trains a dense network on dense rows; convert it "
+                  "with X.toarray() (or reduce it first, e.g. TruncatedSVD) and pass a dense array")
 
 
 @dataclass
@@ -28,6 +35,8 @@ class VectorData(LabelledRows):
     name: str = "vectors"
     normalization: str = "auto"          # per-feature mean / std, measured
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    representation: str = "vectors"      # what the rows are: "vectors" (given), "encoder" (an encoder's features)
+    thumbnails: Tensor | None = None     # uint8 [N, 3, t, t] pictures of the rows (an encoder's images), for grids
     kind = "vectors"
 
     def __post_init__(self):
@@ -58,4 +67,118 @@ class VectorData(LabelledRows):
         index = torch.as_tensor(index, dtype=torch.long)
         return VectorData(images=self.images[index], labels=self.labels[index], classes=list(self.classes),
                           paths=[self.paths[i] for i in index.tolist()] if self.paths is not None else None,
-                          name=self.name, skipped=list(self.skipped))
+                          name=self.name, skipped=list(self.skipped), representation=self.representation,
+                          thumbnails=None if self.thumbnails is None else self.thumbnails[index])
+
+
+# ----------------------------------------------------------------------------- which path
+
+def _is_sparse(X) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover
+        return False
+    return sp.issparse(X)
+
+
+def input_kind(X, requested: str = "auto", image_shape=None) -> tuple[str, str]:
+    """("images" | "vectors", why) for an input of ``CoNR.fit``.
+
+    ``auto``: folders, ImageData, PIL images and 3-/4-D arrays are images; a 2-D table is
+    images only when that is unambiguous: ``image_shape`` given, or a width D = H*H or
+    3*H*H with H >= 8 and pixel values (uint8, or everything in [0, 255]); any other
+    table (negative values, a width that is no square, lists of numbers) is vectors."""
+    if requested not in ("auto", "images", "vectors"):
+        raise ValueError(f"input={requested!r}: choose 'auto', 'images' or 'vectors'")
+    if _is_sparse(X):
+        raise TypeError(SPARSE_MESSAGE)
+    if requested != "auto":
+        return requested, f"input={requested!r}"
+    from .base import ImageData
+
+    if isinstance(X, (str, Path)):
+        return "images", "a folder path"
+    if isinstance(X, ImageData):
+        return "images", "an ImageData"
+    if isinstance(X, VectorData):
+        return "vectors", "a VectorData"
+    if not isinstance(X, (np.ndarray, Tensor, list, tuple)) and not hasattr(X, "__array__"):
+        return "images", f"a {type(X).__name__} (the image reader names what it accepts)"
+    if isinstance(X, (list, tuple)):
+        if not X:
+            return "images", "an empty list"
+        if all(hasattr(i, "mode") and hasattr(i, "size") for i in X):
+            return "images", "a list of PIL images"
+        if X and all(np.ndim(i) >= 2 for i in X[:8]):
+            return "images", "a list of 2-D arrays (images)"
+    try:
+        arr = X.detach().cpu().numpy() if isinstance(X, Tensor) else np.asarray(X)
+    except Exception:  # ragged or odd: let the vector validation name the problem
+        return "vectors", "not an array of images"
+    if arr.ndim in (3, 4):
+        return "images", f"a {arr.ndim}-D array (N,H,W[,C] / N,C,H,W)"
+    if arr.ndim != 2:
+        return "vectors", f"a {arr.ndim}-D input (not an image array)"
+    d = arr.shape[1]
+    if image_shape is not None:
+        return "images", f"image_shape={tuple(image_shape)} given"
+    square = any(c * s * s == d and s >= MIN_IMAGE_SIDE for c in (1, 3) for s in [int(round(math.sqrt(d / c)))])
+    if not square:
+        return "vectors", f"a table of width {d}, which is no H*H or 3*H*H image size with H >= {MIN_IMAGE_SIDE}"
+    if arr.dtype == np.uint8:
+        return "images", f"a uint8 table of width {d} = an image size"
+    if arr.dtype.kind in "fiu" and arr.size and np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 255:
+        return "images", f"a table of width {d} = an image size with values in the pixel range"
+    return "vectors", f"a table of width {d} whose values are not pixels (negative or beyond 255)"
+
+
+def check_vectors(est, X, reset: bool) -> np.ndarray:
+    """``X`` as a float table, checked the scikit-learn way (its messages: NaN, inf, complex,
+    empty, 1-D, the number of features); ``reset``: fit (sets ``n_features_in_``)."""
+    from sklearn.utils.validation import validate_data
+
+    if _is_sparse(X):
+        raise TypeError(SPARSE_MESSAGE)
+    if isinstance(X, VectorData):
+        X = X.images.numpy()
+    elif isinstance(X, Tensor):
+        X = X.detach().cpu().numpy()
+    return validate_data(est, X, reset=reset, dtype=[np.float32, np.float64], ensure_min_samples=2 if reset else 1)
+
+
+# ----------------------------------------------------------------------------- files
+
+def read_embeddings(path) -> np.ndarray:
+    """An [N, D] table from .npy, .csv (numbers only; a header row is skipped) or .parquet."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.is_file():
+        raise FileNotFoundError(f"--embeddings {p}: no such file")
+    if suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+    elif suffix == ".csv":
+        try:
+            arr = np.loadtxt(p, delimiter=",", ndmin=2)
+        except ValueError:  # a header row (or non-numbers, which the second read names)
+            try:
+                arr = np.loadtxt(p, delimiter=",", ndmin=2, skiprows=1)
+            except ValueError as exc:
+                raise ValueError(f"--embeddings {p}: the CSV must hold numbers only (one optional header "
+                                 f"row): {exc}") from None
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError(f"--embeddings {p}: reading parquet needs pyarrow (pip install pyarrow); or save "
+                             f"the table as .npy or .csv") from None
+        table = pq.read_table(p)
+        arr = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
+    else:
+        raise ValueError(f"--embeddings {p}: unknown format {suffix!r}; give a .npy, .csv or .parquet file")
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise ValueError(f"--embeddings {p}: expected an N x D table, got shape {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"--embeddings {p}: the table holds non-numbers ({arr.dtype}); keep only the vector "
+                         f"columns")
+    return arr

@@ -35,13 +35,15 @@ def cluster_step(trainer) -> dict:
     payload = None
     if trainer.centers is not None and trainer.centers.shape[0] != c.n_clusters:
         trainer.stage2_seeded = False  # K changed (estimated after stage 1): seed again with the new K
-    # whether the epoch after the current one starts stage 2 of a two-stage method
-    seeding = c.stage2_seed == "final" and not trainer.stage2_seeded and trainer.method.in_stage2(trainer.epoch + 1)
+    # whether the epoch after the current one starts stage 2 of a two-stage method (not while K is provisional:
+    # it is estimated after stage 1, and the seed is made with it)
+    seeding = (c.stage2_seed == "final" and not trainer.stage2_seeded and not trainer.k_provisional
+               and trainer.method.in_stage2(trainer.epoch + 1))
     if trainer.dist.is_main:
         if seeding:  # stage 2 starts from the best label-free partition there is (conr/cluster/final.py)
             from ..cluster.stage import seed_partition
 
-            result, source = seed_partition(trainer, feats)
+            result, source, trainer.seed_candidates = seed_partition(trainer, feats)
         elif c.stage2_seed == "final" and trainer.stage2_seeded and trainer.centers is not None:
             from ..cluster.stage import carry_partition
 

@@ -7,13 +7,12 @@ loss; this file only composes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ..ops.boundary import boundary_ratio
 from ..config import Config
 from ..data import BatchAugment, ImageData, build_data, eval_transform
 from .distributed import (all_reduce_mean, average_gradients, barrier, broadcast_object, destroy, dist_info,
@@ -65,7 +64,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, data: ImageData | None = None, run_dir: str | Path | None = None,
                  resume: bool = False, init_from: str | Path | None = None, write: bool = True,
-                 log=print, notes: list[str] | None = None, final_stage=None):
+                 log=print, notes: list[str] | None = None, final_stage=None, k_provisional: bool = False):
         self.cfg = cfg
         self.notes = list(notes or [])  # comment lines at the top of config.yaml (why each automatic setting)
         self.log = log
@@ -105,8 +104,10 @@ class Trainer:
         self.last_features: Tensor | None = None  # of the last clustering step [N, D]
         self.final_arrays: tuple | None = None  # cluster.final=spectral/auto: (labels, centres, features)
         self.partition = None             # the run's Partition (conr/cluster/partition.py), set by final_clustering
-        self.final_stage = final_stage    # conr/cluster/final.py FinalStage (pixel candidates); None: built when needed
+        self.final_stage = final_stage    # conr/cluster/final.py FinalStage (input candidates); None: built when needed
         self.stage2_seeded = False        # cluster.stage2_seed=final: stage 2 started from the final stage's choice
+        self.seed_candidates: list[dict] = []  # the candidate table stage 2's seed was chosen from
+        self.k_provisional = k_provisional  # K is estimated after stage 1 (set_n_clusters): no seed before it
         if write:
             self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
             if self.dist.enabled:  # the timestamped default name is rank 0's
@@ -177,9 +178,6 @@ class Trainer:
     def state_dict(self) -> dict:
         return checkpoint.trainer_state(self)
 
-    def _restore(self, ckpt: dict, full: bool, quiet: bool = False) -> None:
-        checkpoint.restore(self, ckpt, full, quiet)
-
     def save_checkpoint(self) -> None:
         checkpoint.save(self)
 
@@ -189,6 +187,15 @@ class Trainer:
         self._aug_cache.clear()
 
     # -------------------------------------------------------------- features
+    def set_n_clusters(self, k: int) -> None:
+        """Train on with K = ``k`` (estimated after stage 1): a config with that K, the
+        clustering forgotten (the next epoch that needs one clusters again, seeding stage 2
+        with this K where the config says so)."""
+        self.cfg = replace(self.cfg, cluster=replace(self.cfg.cluster, n_clusters=int(k)))
+        self.k_provisional = False
+        self.until_epoch = None
+        self.forget_clustering()
+
     def forget_clustering(self) -> None:
         """Drop the pseudo-labels, centres and features (the next epoch that needs them clusters again)."""
         self.pseudo_labels = self.centers = self.last_features = None
@@ -434,14 +441,6 @@ class Trainer:
         p = self.partition
         return p if p is not None and p.labels.shape[0] == len(self.data) else None
 
-    def _augmenter(self, epoch: int) -> BatchAugment:  # the former name, kept for callers of it
-        return self.augmenter(epoch)
-
     def eval_input(self, images: Tensor) -> Tensor:
         """uint8 images -> the network's evaluation input (resize + normalise)."""
         return eval_transform(images, self.cfg.data.image_size, self.mean, self.std)
-
-    def boundary_ratios(self) -> Tensor:
-        """Boundary ratio of every image under the current clustering (for reports)."""
-        feats = self.extract_features()
-        return boundary_ratio(feats, self.centers, self.pseudo_labels, self.cfg.stage2.ratio_variant).cpu()

@@ -35,7 +35,7 @@ WRONG = (220, 30, 30)
 @dataclass
 class ClusterSnapshot:
     """One clustering of one image set, with everything the plots and reports show."""
-    images: Tensor                 # uint8 [N, C, H, W]
+    images: Tensor | None          # uint8 [N, C, H, W] (None: vectors without pictures)
     features: Tensor               # [N, D] L2-normalised
     labels: Tensor                 # [N] cluster of each image
     centers: Tensor                # [K, D] k-means means (not re-normalised)
@@ -90,17 +90,28 @@ class ClusterSnapshot:
 
     @classmethod
     def from_estimator(cls, est) -> "ClusterSnapshot":
+        """A fitted estimator's clustering, with the boundary ratios and distances it holds."""
         return cls._from_parts(est.config_, est.data_, torch.from_numpy(est.features_),
                                torch.from_numpy(est.labels_), torch.from_numpy(est.cluster_centers_),
-                               est.history_)
+                               est.history_, ratios=torch.from_numpy(est.boundary_ratios_),
+                               distances=torch.from_numpy(est.distances_))
 
     @classmethod
-    def _from_parts(cls, cfg, data, feats, labels, centers, history) -> "ClusterSnapshot":
+    def _from_parts(cls, cfg, data, feats, labels, centers, history, ratios=None, distances=None) -> "ClusterSnapshot":
         s = cfg.stage2
-        return cls(images=data.images.cpu(), features=feats, labels=labels, centers=centers,
+        return cls(images=picture_rows(data), features=feats, labels=labels, centers=centers,
                    truth=data.labels if data.has_labels else None, classes=list(data.classes),
                    paths=data.paths, history=list(history), fr0=s.fr0, keep_rule=s.keep_rule,
-                   ratio_variant=s.ratio_variant, k1=s.k1, k2=s.k2)
+                   ratio_variant=s.ratio_variant, k1=s.k1, k2=s.k2, ratios=ratios, distances=distances)
+
+
+def picture_rows(data) -> Tensor | None:
+    """uint8 pictures [N, C, H, W] of a run's rows: its images, an encoder run's thumbnails,
+    or None for vectors that have no pictures."""
+    if getattr(data, "kind", "images") == "vectors":
+        thumbs = getattr(data, "thumbnails", None)
+        return None if thumbs is None else thumbs.cpu()
+    return data.images.cpu()
 
 
 # ----------------------------------------------------------------------------- helpers

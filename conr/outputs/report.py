@@ -197,7 +197,7 @@ def _final_stage_section(partition: dict | None) -> list[str]:
     """The final stage's candidates, each criterion value and the choice (conr/cluster/final.py)."""
     if not partition or not partition.get("candidates"):
         return []
-    from ..cluster.final import RULES
+    from ..cluster.policy import RULES
 
     rows = partition["candidates"]
     crit = [k for k in RULES if k in rows[0]]

@@ -1,0 +1,124 @@
+"""The final stage's policy, in one place: which candidate it chooses, who may compete,
+how many UMAP layouts a consensus may take, and when a time budget leaves stage 2 its seed.
+
+Everything here is a named constant or a small function of plain values; the stage itself
+(:mod:`conr.cluster.final`) makes and scores the candidates, the budget
+(:mod:`conr.auto.budget`) sizes the epochs. Why each value is what it is, with the runs
+that measured it: docs/final-stage.md.
+
+The rule (:data:`DEFAULT_RULE`) is label-free: each candidate partition gets the mean
+silhouette of its clusters in every representation's UMAP embedding, plus head starts:
+
+* :data:`PRIOR_MARGIN` for the partition the training is for (:func:`preferred_for`: UMAP +
+  GMM of the learned features, or of the joint graph of the features and the input where
+  there is one);
+* :data:`MANIFOLD_MARGIN` for the manifold step's partitions (:data:`MANIFOLD_ALGORITHMS`)
+  over k-means and spectral ones, under the ``manifold`` and ``joint`` rules;
+* under ``joint``, where the joint candidate is made, the features' own candidates do not
+  compete (:func:`eligible`): silhouette cannot compare representations.
+"""
+from __future__ import annotations
+
+__all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
+           "GRAPH_NEIGHBORS", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE",
+           "MAX_INPUT_ROWS", "TWO_STAGE_METHODS", "preferred_for", "derived_score", "eligible", "best_by",
+           "affordable_runs", "consensus_allowance", "reserved_seconds", "seed_fits"]
+
+# ----------------------------------------------------------------------------- choosing
+
+RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut")
+DEFAULT_RULE = "joint"
+PREFERRED = "umap_gmm/features"   # the manifold step on the learned features: N2D's ending, after training
+JOINT = "umap_gmm/joint"          # ... on the intersection of the features' and the input's neighbour graphs
+PRIOR_MARGIN = 0.05               # silhouette another candidate must gain over the preferred one to be chosen
+MANIFOLD_MARGIN = 0.05            # the manifold rule's further head start for the manifold step's partitions
+MANIFOLD_ALGORITHMS = ("umap_gmm", "self_label")
+GRAPH_NEIGHBORS = 10              # the ncut criterion's k-NN graph of each representation
+SILHOUETTE_SAMPLES = 3000         # silhouette on at most this many points (sampled with the run's seed)
+
+
+def preferred_for(names) -> str:
+    """The candidate name that gets the head start among ``names``: :data:`JOINT` where it
+    is one of them, else :data:`PREFERRED`."""
+    return JOINT if JOINT in set(names) else PREFERRED
+
+
+def derived_score(rule: str, name: str, algorithm: str, silhouette: float, preferred: str = PREFERRED) -> float:
+    """The value of a rule derived from ``silhouette_umap`` (``prefer_features``,
+    ``manifold``, ``joint``) for the candidate ``name`` made by ``algorithm``."""
+    value = silhouette + (PRIOR_MARGIN if name == preferred else 0.0)
+    if rule in ("manifold", "joint") and algorithm in MANIFOLD_ALGORITHMS:
+        value += MANIFOLD_MARGIN
+    return value
+
+
+def eligible(cands: list, rule: str, representation=lambda c: c.representation, name=lambda c: c.name) -> list:
+    """The candidates ``rule`` may choose: under ``joint``, where the joint candidate is
+    one, not those of the features alone (the joint one holds the features, and silhouette
+    cannot compare representations); the rest compete with it, the input's for a run too
+    short to learn. ``representation`` / ``name``: how to read a candidate (a
+    :class:`~conr.cluster.final.Candidate`, or a row of a saved candidate table)."""
+    if rule == "joint" and any(name(c) == JOINT for c in cands):
+        return [c for c in cands if representation(c) != "features"]
+    return list(cands)
+
+
+def best_by(cands: list, rule: str, score=lambda c, rule: c.scores[rule], **read):
+    """The eligible candidate of the highest ``rule`` score (ties: the earlier one)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
+    best = None
+    for c in eligible(cands, rule, **read):
+        if best is None or score(c, rule) > score(best, rule):
+            best = c
+    return best
+
+
+# ----------------------------------------------------------------------------- its cost
+
+CONSENSUS_RUNS = 5          # UMAP layouts (seeds) a UMAP + GMM consensus is made of, at most; odd
+CLUSTERING_SHARE = 1 / 3    # two passes of the candidates (stage 2's seed and the end) may take this share
+CONSENSUS_SHARE = CLUSTERING_SHARE / 8   # one consensus's layouts may take this share of the budget
+MAX_INPUT_ROWS = 200_000    # beyond this the input's own candidates are skipped (memory and UMAP time)
+TWO_STAGE_METHODS = ("conr", "simsiam_connr", "moco_connr")   # methods with a stage 2 to seed
+
+
+def affordable_runs(layout_seconds: float, max_seconds: float | None, cap: int = CONSENSUS_RUNS) -> int:
+    """The most layouts, odd (a consensus of two has no majority) and at most ``cap``,
+    that take at most ``max_seconds`` at ``layout_seconds`` each; at least one. None:
+    no time limit, ``cap``."""
+    if max_seconds is None or layout_seconds <= 0:
+        return int(cap)
+    runs = int(max_seconds // layout_seconds)
+    runs = runs if runs % 2 else runs - 1
+    return int(max(1, min(cap, runs)))
+
+
+def consensus_allowance(minutes: float | None) -> float | None:
+    """Seconds one UMAP + GMM consensus may take in a ``minutes`` budget (None: no limit):
+    :data:`CONSENSUS_SHARE` of it, half of what each of the four input-stage equivalents a
+    seeded run reserves may have within :data:`CLUSTERING_SHARE` (the input's candidates,
+    the features' and the joint ones at stage 2's seed and at the end), so that more
+    layouts never cost stage 2 its seed."""
+    return None if minutes is None else CONSENSUS_SHARE * minutes * 60
+
+
+def reserved_seconds(method: str, final: str, stage2_seed: str, with_input: bool, self_label_epochs: int,
+                     input_stage_seconds: float, epoch_seconds: float = 0.0) -> float:
+    """Seconds a budget keeps for the clustering stages around training: the candidates on
+    the features at stage 2's start (a two-stage method seeded by the final stage) and at the
+    end, each about what the input's candidates took, and as much again for the joint
+    candidate where the input is a candidate; and self-labelling (an epoch of it about a
+    quarter of a training epoch)."""
+    if final != "auto":
+        return 0.0
+    passes = 2 if method in TWO_STAGE_METHODS and stage2_seed == "final" else 1
+    per_pass = 2 if with_input else 1
+    return passes * per_pass * input_stage_seconds + 0.25 * self_label_epochs * epoch_seconds
+
+
+def seed_fits(reserved: float, minutes: float) -> bool:
+    """Whether two passes of the final stage's candidates (``reserved`` seconds) fit in
+    :data:`CLUSTERING_SHARE` of a ``minutes`` budget; where they do not, stage 2 starts from
+    k-means of the warm-up's features and one pass is reserved."""
+    return reserved <= CLUSTERING_SHARE * minutes * 60

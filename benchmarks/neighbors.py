@@ -102,7 +102,7 @@ def step_share(batch: int, args: argparse.Namespace) -> dict:
                      labels=torch.zeros(n, dtype=torch.long), name="random", normalization="cifar10")
     trainer = Trainer(cfg, data=data, write=False)
     gen = torch.Generator(device=dev).manual_seed(0)
-    aug = trainer._augmenter(1)
+    aug = trainer.augmenter(1)
     x = trainer.images[:batch]
     v1, v2 = aug(x, gen), aug(x, gen)
     ctx = trainer._context(1, 0, torch.arange(batch, device=dev), 1.0)

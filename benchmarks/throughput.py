@@ -148,7 +148,7 @@ def fast_stepper(trainer):
     the epoch's permutation, both views drawn on the device, the step; no host synchronisation."""
     t = trainer.cfg.train
     n, b = len(trainer.data), t.batch_size
-    augment = trainer._augmenter(1)
+    augment = trainer.augmenter(1)
     keep = trainer._keep_fraction(1)
     perm_gen = torch.Generator().manual_seed(1)
     aug_gen = torch.Generator(device=trainer.device).manual_seed(2)

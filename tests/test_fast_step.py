@@ -101,7 +101,7 @@ def _watch_steps(trainer, det: SyncDetector) -> None:
         det.active = False
         return check_finite(*a, **k)
 
-    trainer._augmenter = watched_augmenter
+    trainer.augmenter = watched_augmenter
     trainer._check_finite = unwatched_check
 
 
@@ -139,7 +139,7 @@ def test_sync_detector_catches_syncs(sync_detector):
 def test_no_sync_on_cuda_with_sync_debug_mode():
     trainer = _trainer("conr", "train.device=cuda", "train.precision=bf16", "train.channels_last=true")
     trainer.cluster_step()
-    aug = trainer._augmenter(2)
+    aug = trainer.augmenter(2)
     gen = torch.Generator(device=trainer.device).manual_seed(0)
     perm = torch.randperm(len(trainer.data), device=trainer.device)
     torch.cuda.synchronize()

@@ -285,12 +285,12 @@ def test_hadis_96px_training_views_are_not_blurred():
     over = ["data.image_size=24", "model.backbone=small_cnn", "model.width=4", "model.hidden_dim=16",
             "model.proj_dim=8", "train.batch_size=20", "train.device=cpu", "run.progress=false"]
     trainer = Trainer(load_config("hadis_stl10", over), data=data, write=False, log=lambda *a: None)
-    aug = trainer._augmenter(1)
+    aug = trainer.augmenter(1)
     assert aug.cfg.blur_p == 0.0
     x = data.images[:40]
     plain = aug(x, torch.Generator().manual_seed(3))
     blur_on = Trainer(load_config("hadis_stl10", over + ["augment.blur_p=0.5"]), data=data, write=False,
-                      log=lambda *a: None)._augmenter(1)
+                      log=lambda *a: None).augmenter(1)
     blurred = blur_on(x, torch.Generator().manual_seed(3))
     changed = (blurred - plain).flatten(1).abs().amax(1) > 1e-4
     assert 5 <= int(changed.sum()) <= 35  # about half of the 40 views

@@ -62,7 +62,7 @@ def test_stage2_self_neighbourhood_without_filter_equals_byol():
     trainer = Trainer(load_config("digits", over), write=False)
     x = trainer.images[:128]
     gen = torch.Generator().manual_seed(0)
-    v1, v2 = trainer._augmenter(1)(x, gen), trainer._augmenter(1)(x, gen)
+    v1, v2 = trainer.augmenter(1)(x, gen), trainer.augmenter(1)(x, gen)
     trainer.method.train()
     ctx1 = trainer._context(1, 0, torch.arange(128), 1.0)   # stage 1: BYOL
     ctx2 = trainer._context(2, 0, torch.arange(128), 1.0)   # stage 2: group loss over {self}

@@ -9,7 +9,6 @@ later decision (K estimated after stage 1) makes a new record (:meth:`RunRecord.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Any, Mapping
 
 from ..config import Config, dotted_get
@@ -20,8 +19,21 @@ __all__ = ["RunRecord", "INPUT_KINDS"]
 INPUT_KINDS = ("images", "vectors", "encoder")   # pixels trained from scratch; vectors given; an encoder's features
 
 
+class ReadOnlyDict(dict):
+    """A dict that refuses changes (and pickles, unlike a mappingproxy): a record's settings."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a run record is read-only: make a new one (dataclasses.replace, RunRecord.with_k)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return (ReadOnlyDict, (dict(self),))
+
+
 def _frozen(mapping: Mapping | None) -> Mapping:
-    return MappingProxyType(dict(mapping or {}))
+    """A read-only copy of nested plain data."""
+    return ReadOnlyDict({k: _frozen(v) if isinstance(v, Mapping) else v for k, v in dict(mapping or {}).items()})
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,8 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
         why["cluster.n_clusters"] = "provisional while stage 1 trains; estimated after it"
     given = {section: dict(values) for section, values in user.items() if isinstance(values, dict)}
     given.pop("data", None)  # an image size or folder means nothing to vectors
+    if "batch_size" in given.get("train", {}):
+        given["train"]["batch_size"] = b  # at most the N vectors
     given.get("model", {}).pop("backbone", None)  # checked by the caller: vectors train the mlp
     given.update({key: value for key, value in user.items() if not isinstance(value, dict)})
     raw = deep_merge(auto, given)

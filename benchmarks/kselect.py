@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         if not args.no_byol and "byol" in args.kinds:
             cache = Path(args.features_dir) / f"{name}.npy" if args.features_dir else None
             if cache is not None and cache.exists():
-                feats[f"byol{epochs}"] = np.load(cache)
+                feats[f"byol{epochs}"] = np.load(cache, allow_pickle=False)
             else:
                 t0 = time.time()
                 f = byol_features(name, images, epochs, size, args.seed)

@@ -8,7 +8,7 @@ estimator's interface and stays in conr/estimator.py.
 """
 
 __all__ = ["ConfigError", "NonFiniteLossError", "OutputError", "RunLockedError", "MissingDependencyError",
-           "BadImageError"]
+           "BadImageError", "UnsafeCheckpointError"]
 
 
 class ConfigError(ValueError):
@@ -33,3 +33,8 @@ class MissingDependencyError(ValueError):
 
 class BadImageError(ValueError):
     """Unreadable image files with on_bad_image='fail'."""
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that holds code or objects other than tensors, numbers, strings and
+    containers: conr refuses it without running anything (a pickle can run any command)."""

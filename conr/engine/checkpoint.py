@@ -1,7 +1,9 @@
 """A run's checkpoint: what it holds, writing it (atomically, with a note naming the fix
 when the disk is full), reading it, and putting it back into a trainer, for a resumed
 run, a warm start or a model loaded for evaluation and prediction (one way for all:
-``Trainer.from_checkpoint``)."""
+``Trainer.from_checkpoint``). It holds plain data only and is read without running
+anything the file names (conr/engine/safe_pickle.py): a checkpoint someone hands over
+cannot run code."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -11,9 +13,10 @@ import torch
 
 from ..config import ConfigError, apply_overrides, config_from_dict, config_to_dict
 from ..data.base import ImageData
-from ..errors import NonFiniteLossError, OutputError
+from ..errors import NonFiniteLossError, OutputError, UnsafeCheckpointError
 from ..io import atomic_torch_save, is_disk_full
 from ..options import option
+from .safe_pickle import plain_data, safe_torch_load
 from .speed import set_sgd_impl
 
 __all__ = ["CHECKPOINT_NAME", "CHECKPOINT_VERSION", "load_checkpoint", "checkpoint_config", "placeholder_data",
@@ -24,13 +27,17 @@ CHECKPOINT_VERSION = 1
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The checkpoint of a run folder or ``.pt`` file, read as plain data: a file that
+    holds code or other objects raises UnsafeCheckpointError and runs nothing."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; give a run folder or a .pt file written by conr")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = safe_torch_load(path, map_location)
+    except UnsafeCheckpointError:
+        raise
     except Exception as exc:
         raise ValueError(f"{path} is not a readable conr checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or "method_state" not in ckpt:
@@ -58,9 +65,11 @@ def placeholder_data(ckpt: dict, cfg) -> ImageData:
 
 
 def trainer_state(trainer) -> dict:
-    """Everything a run needs to continue (and its outputs need to be read)."""
+    """Everything a run needs to continue (and its outputs need to be read), as plain
+    data: numpy values become tensors and Python numbers, so the file loads with
+    ``weights_only=True`` (a TypeError names anything that could not)."""
     final = trainer.final_arrays
-    return {
+    return plain_data({
         "version": CHECKPOINT_VERSION,
         "config": config_to_dict(trainer.cfg),
         "epoch": trainer.epoch,
@@ -78,7 +87,7 @@ def trainer_state(trainer) -> dict:
         "history": trainer.history,
         "data": {"name": trainer.data.name, "n": len(trainer.data), "channels": trainer.data.channels,
                  "mean": list(trainer.mean), "std": list(trainer.std)},
-    }
+    })
 
 
 def restore(trainer, ckpt: dict, full: bool, quiet: bool = False) -> None:

@@ -1,14 +1,15 @@
 """Which label-free rule should choose the final partition: the table that decided.
 
-Every conr / byol row of the open suite (benchmarks/results/suite-runs*.jsonl: the latest
-runs and the kept earlier ones, whose UMAP + GMM was a single run, not a consensus) carries
+Every conr / byol row of the open suite (benchmarks/results/suite-runs*.jsonl, the latest
+runs, and benchmarks/results/archive/suite-runs*.jsonl, the kept earlier ones, some of whose
+UMAP + GMM was a single run, not a consensus) carries
 its final stage's candidate table: each candidate's value under every rule of
 conr/cluster/final.py and, for this table only, its scores against the ground truth.
 For each rule this script takes the candidate that rule would have chosen in every
 run and reports the mean ACC / NMI it would have given, beside the best candidate of
 each run (the oracle, which needs labels) and each single fixed candidate.
 
-    python benchmarks/final_rule.py            # reads suite-runs.jsonl, writes final_rule.{json,md}
+    python benchmarks/final_rule.py            # reads suite-runs*.jsonl (and archive/), writes final_rule.{json,md}
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def main(argv=None) -> int:
     from conr.cluster.policy import RULES, derived_score, eligible, preferred_for
     from conr.io import atomic_write_text
 
-    rows = [json.loads(line) for path in sorted(RESULTS.glob("suite-runs*.jsonl"))  # today's and kept earlier runs
+    paths = sorted(RESULTS.glob("archive/suite-runs*.jsonl")) + sorted(RESULTS.glob("suite-runs*.jsonl"))
+    rows = [json.loads(line) for path in paths  # the kept earlier runs (archive/) first, then today's
             for line in path.read_text().splitlines() if line.strip()]
     runs = [r for r in rows if r.get("candidates") and "true_acc" in r["candidates"][0]]
     if not runs:

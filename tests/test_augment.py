@@ -217,6 +217,7 @@ def _compare_moments(ours: torch.Tensor, theirs: torch.Tensor, base: torch.Tenso
         assert ks_2samp(a[key], b[key]).pvalue > 1e-3, key
 
 
+@pytest.mark.slow  # moments over many draws: ~2 s
 def test_color_jitter_moments_match_torchvision():
     """Same images through both pipelines (jitter with p, random op order, then grayscale)."""
     reps, base = 150, _images(16, seed=12)
@@ -229,6 +230,7 @@ def test_color_jitter_moments_match_torchvision():
     _compare_moments(ours, theirs, base, mean_tol=0.01)
 
 
+@pytest.mark.slow  # moments over many draws: ~2-3 s
 def test_full_pipeline_moments_match_torchvision():
     reps, base = 100, _images(24, seed=15)
     x = base.repeat(reps, 1, 1, 1)

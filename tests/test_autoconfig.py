@@ -74,6 +74,7 @@ def test_small_images_are_not_upsampled_past_what_the_network_needs():
     assert big["augment"]["scale"][0] == 0.08
 
 
+@pytest.mark.slow  # trains a 40-class model on 400 images (~20-30 s)
 def test_many_small_clusters_get_a_working_batch_and_k(tmp_path):
     survey = survey_images(torch.zeros(400, 1, 32, 32, dtype=torch.uint8))
     raw, _ = auto_settings(survey, 40)
@@ -113,6 +114,8 @@ def test_budget_arithmetic_against_a_hand_count():
 
 @pytest.mark.slow
 def test_time_budget_is_respected(tmp_path):
+    """A 0.75-minute budget ends within 70-120 % of its wall-clock time. It asserts wall-clock
+    bounds, so it needs a quiet machine: another process on the CPUs makes it fail (slow lane)."""
     root = _write(tmp_path / "imgs", 4, 30, 16, "L")
     budget_min = 0.75
     started = time.perf_counter()

@@ -100,6 +100,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- conr cluster
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_cluster_writes_assignments_csv(env):
     assert env["rc"] == 0, env["stdout"]
     rows = _rows(env["out"] / "assignments.csv")
@@ -126,6 +127,7 @@ def test_cluster_writes_assignments_csv(env):
     assert re.search(r"nmi=\d\.\d{4} acc=\d\.\d{4} ari=\d\.\d{4}", env["stdout"])
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_cluster_grids_mark_boundary_samples(env):
     rows = _rows(env["out"] / "assignments.csv")
     grids = sorted((env["out"] / "clusters").glob("cluster_*.png"))
@@ -148,6 +150,7 @@ def test_cluster_grids_mark_boundary_samples(env):
                 assert tuple(corner) == (255, 255, 255), (g, n)
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_report_is_self_contained(env):
     text = (env["out"] / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]*)"', text)
@@ -171,6 +174,7 @@ def test_report_is_self_contained(env):
             assert im.size[0] > 200 and im.size[1] > 100
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_cluster_reuses_a_checkpoint(env):
     out2 = env["base"] / "out_reuse"
     rc = main(["cluster", str(env["folder"]), "--k", str(K), "--out", str(out2), "--no-plots",
@@ -184,11 +188,13 @@ def test_cluster_reuses_a_checkpoint(env):
     assert len(re.findall(r"<img ", text)) == K
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_cluster_refuses_to_overwrite_a_trained_run(env, capsys):
     assert main(["cluster", str(env["folder"]), "--k", str(K), "--out", str(env["out"])] + TINY) == 2
     assert "already holds a trained run" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_plot_command_on_the_run_folder(env, capsys):
     plots = env["base"] / "plots"
     assert main(["plot", str(env["out"] / "run"), "--out", str(plots)]) == 0
@@ -201,6 +207,7 @@ def test_plot_command_on_the_run_folder(env, capsys):
     assert "unknown plot" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_bad_image_fail_flag_stops_before_training(env, capsys):
     out = env["base"] / "out_fail"
     rc = main(["cluster", str(env["folder"]), "--k", str(K), "--out", str(out), "--on-bad-image", "fail"] + TINY)
@@ -210,6 +217,7 @@ def test_bad_image_fail_flag_stops_before_training(env, capsys):
     assert not (out / "run" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_unwritable_output_is_reported_before_training(env, capsys):
     blocker = env["base"] / "a_file"
     blocker.write_text("x")
@@ -218,6 +226,7 @@ def test_unwritable_output_is_reported_before_training(env, capsys):
     assert "cannot write to the output folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_cluster_argument_errors(env, capsys):
     assert main(["cluster", str(env["folder"]), "--k", "1", "--out", str(env["base"] / "o1")]) == 2
     assert "K >= 2" in capsys.readouterr().err
@@ -237,6 +246,7 @@ def _array(n=48, size=16, seed=0):
     return x.astype(np.uint8), y
 
 
+@pytest.mark.slow  # trains the estimator
 def test_estimator_fit_predict_transform():
     X, _ = _array()
     model = conr.CoNR(n_clusters=3, **TINY_EST)
@@ -287,6 +297,7 @@ def test_estimator_params_and_validation():
         conr.CoNR(n_clusters=2, on_bad_image="maybe").fit(X)
 
 
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_estimator_inputs(env):
     # folder: nested, mixed sizes, corrupt file skipped and reported, labels from the class folders
     data = as_image_data(env["folder"], 16)
@@ -307,6 +318,7 @@ def test_estimator_inputs(env):
     assert as_image_data(own, 16).images.shape == (4, 3, 16, 16)
 
 
+@pytest.mark.slow  # trains the estimator (and the `env` fixture)
 def test_estimator_on_a_folder_and_from_checkpoint(env):
     model = conr.CoNR(n_clusters=3, run_dir=str(env["base"] / "est_run"), **TINY_EST).fit(env["folder"])
     assert {"nmi", "acc", "ari"} <= model.metrics_.keys()

@@ -523,6 +523,7 @@ def test_numpy_file_errors(tmp_path):
 
 
 # --------------------------------------------------------------------------- the real CIFAR-10 JPEG copy
+@pytest.mark.slow  # decodes 10,000 JPEGs (where the copy is present)
 def test_real_cifar10_jpeg_test_split():
     if not (REAL_CIFAR10_JPEG / "test").is_dir():
         pytest.skip(f"the CIFAR-10 JPEG copy is not at {REAL_CIFAR10_JPEG.resolve()} (see shared/data/README.md)")

@@ -228,6 +228,7 @@ def _assert_same_dicts(a: dict, b: dict, f: float = 1.0, **tol):
 
 
 # ------------------------------------------------------------------ exact: SyncBN
+@pytest.mark.slow  # the `runs` fixture: a 2-process gloo launch that trains
 @pytest.mark.parametrize("name", EXACT)
 def test_two_processes_equal_one_process_with_syncbn(runs, name):
     ranks, single = runs
@@ -246,6 +247,7 @@ def test_two_processes_equal_one_process_with_syncbn(runs, name):
         _assert_same_dicts(r[name]["state"], ref["state"], f=f)  # includes every BN's running statistics
 
 
+@pytest.mark.slow  # the `runs` fixture (2-process gloo launch)
 def test_conaff_neighbourhoods_and_boundary_mask_match_one_process(runs):
     ranks, single = runs
     ref = single["conr_sync"]
@@ -268,6 +270,7 @@ def test_conaff_neighbourhoods_and_boundary_mask_match_one_process(runs):
             _close(a, b[rows])
 
 
+@pytest.mark.slow  # the `runs` fixture (2-process gloo launch)
 def test_kmeans_pseudo_labels_identical_on_all_ranks_and_as_one_process(runs):
     ranks, single = runs
     ref = single["conr_sync"]
@@ -277,6 +280,7 @@ def test_kmeans_pseudo_labels_identical_on_all_ranks_and_as_one_process(runs):
         assert r["conr_sync"]["cluster"]["nmi"] == pytest.approx(ref["cluster"]["nmi"])
 
 
+@pytest.mark.slow  # the `runs` fixture (2-process gloo launch)
 def test_per_rank_mode_is_one_over_world_size_of_the_global_gradient(runs):
     """grad_scale_mode=per_rank: the stage-2 loss's gradient flows into the own slice only,
     then the ranks' gradients are averaged: exactly 1/world_size of the global gradient."""
@@ -292,6 +296,7 @@ def test_per_rank_mode_is_one_over_world_size_of_the_global_gradient(runs):
 
 
 # -------------------------------------------------- not exact: per-rank BN + shuffle-BN
+@pytest.mark.slow  # the `runs` fixture (2-process gloo launch)
 def test_without_syncbn_ranks_agree_and_targets_are_shuffle_bn(runs):
     """Per-rank BatchNorm cannot equal one batch of 2b; checked instead: both ranks hold the
     same gathered loss, neighbourhoods, mask, averaged gradients and parameters, and each
@@ -336,6 +341,7 @@ def test_without_syncbn_ranks_agree_and_targets_are_shuffle_bn(runs):
                 _close(r["conr_shuffle"]["targets"][call], expected[rows])
 
 
+@pytest.mark.slow  # the `runs` fixture (2-process gloo launch)
 def test_syncbatchnorm_equals_batchnorm_on_the_gathered_batch(runs):
     ranks, _ = runs
     u = ranks[0]["syncbn_unit"]
@@ -429,6 +435,7 @@ def test_torchrun_two_processes_train_and_resume_on_one_and_two(tmp_path):
 
 
 # ------------------------------------------- exact: per-GPU BN as BN groups in one process
+@pytest.mark.slow  # the `runs` fixture (2-process gloo launch)
 @pytest.mark.parametrize("name", ["conr_shuffle", "byol_shuffle"])
 def test_bn_groups_in_one_process_equal_per_rank_bn_with_shuffle(runs, name):
     """train.bn_group_size = the per-rank batch: one process with the whole batch normalises

@@ -15,6 +15,9 @@ import conr
 from conr.cli import main
 from test_cluster_report import N_READABLE, TINY, make_folder, run_cli as _run
 
+# every test here uses the module's `trained` fixture, which trains through `conr cluster`
+pytestmark = pytest.mark.slow
+
 HEADER = ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary", "confidence", "true_label"]
 
 

@@ -194,6 +194,7 @@ def test_sgd_implementation_per_device_and_after_loading():
 
 
 # ------------------------------------------------------------------- compile
+@pytest.mark.slow  # torch.compile: ~4-6 s
 def test_compile_networks_in_place_keeps_state_and_results():
     from conr.methods import StepContext
     from conr.engine.speed import compile_networks
@@ -226,6 +227,7 @@ def test_compile_skipped_with_a_warning_where_it_cannot_work(monkeypatch):
     assert math.isfinite(trainer.train_epoch(1)["loss"])
 
 
+@pytest.mark.slow  # torch.compile: the probe compiles a network first (~3-5 s)
 def test_compile_failure_at_first_call_falls_back_to_eager():
     from conr.engine.speed import compile_networks
 

@@ -58,6 +58,7 @@ def _scored(x, k):
     return cands
 
 
+@pytest.mark.slow  # UMAP on 600-2,120 points: 4-16 s a case
 @pytest.mark.parametrize("make,k,right,wrong", [(rings, 2, ("spectral", "umap_gmm"), ("kmeans",)),
                                                 (big_and_two_small, 3, ("spectral",), ("kmeans",)),
                                                 (pair_beside_big_group, 3, ("kmeans",), ("spectral", "umap_gmm"))])
@@ -171,6 +172,7 @@ def test_flip_rule_sets_the_views():
     assert flip["augment"]["hflip_p"] == 0.5 and flip["cluster"]["flip_average"] is True
 
 
+@pytest.mark.slow  # UMAP
 def test_final_stage_reuses_pixel_candidates_and_adds_extra():
     x, y = rings(300)
     stage = FinalStage(x, 2, seed=0)
@@ -187,6 +189,7 @@ def test_final_stage_reuses_pixel_candidates_and_adds_extra():
     assert adjusted_rand_score(y, best.labels) > 0.95
 
 
+@pytest.mark.slow  # UMAP consensus layouts
 def test_layouts_follow_the_rule_and_the_time_allowed():
     """Under the joint rule the features' own UMAP + GMM cannot be chosen: one layout lists it
     (the one the criteria need), while the pixels' and the joint consensus make the stage's
@@ -278,6 +281,7 @@ def test_the_seed_reaches_stage_2(monkeypatch):
     assert epoch2[0][2].shape == (10, feats.shape[1])
 
 
+@pytest.mark.slow  # trains, then the final stage
 def test_final_stage_without_the_pixels():
     """cluster.final_pixels=false (the demo's setting): only the features' partitions are
     candidates; the demo shows what its training learned."""
@@ -294,6 +298,7 @@ def test_final_stage_without_the_pixels():
     assert trainer.partition.source.endswith("/features")
 
 
+@pytest.mark.slow  # trains through `conr cluster`
 def test_one_run_one_score(tmp_path):
     """conr cluster's report and assignments, conr eval and conr predict on the same images
     all carry the run's partition."""
@@ -351,6 +356,7 @@ def test_carried_partition_moves_by_lloyd_iterations():
                           atol=1e-5)
 
 
+@pytest.mark.slow  # UMAP's fuzzy graphs: numba compiles them on first use (~10-15 s)
 def test_intersection_keeps_links_both_graphs_hold():
     """On the fuzzy intersection of two neighbour graphs, links both graphs hold weigh
     more than links one graph holds (here: the same points, half of them moved in the
@@ -421,12 +427,14 @@ def line_case():
     return y, _scored(x, 4)
 
 
+@pytest.mark.slow  # the `line_case` fixture: UMAP on 2,180 points (~13 s)
 def test_line_beside_small_groups_is_spectrals_case(line_case):
     y, cands = line_case
     by_algo = {c.algorithm: adjusted_rand_score(y, c.labels) for c in cands}
     assert by_algo["spectral"] > 0.95 and by_algo["umap_gmm"] < 0.5 and by_algo["kmeans"] < 0.5
 
 
+@pytest.mark.slow  # the `line_case` fixture: UMAP on 2,180 points (~13 s)
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="known limit of the default rule: silhouette measured in UMAP embeddings favours "
                           "UMAP + GMM's torn line over spectral's exact partition")

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 
 
+@pytest.mark.slow  # runs benchmarks/gpu_check.sh in a subprocess (~30-40 s)
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                     reason="needs bash and coreutils' timeout")
 def test_gpu_check_smoke_writes_every_json(tmp_path):

@@ -72,6 +72,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
+@pytest.mark.slow  # two Python subprocesses that import conr
 def test_lock_between_two_real_processes(tmp_path):
     acquire_run_lock(tmp_path)
     code = ("import sys; from conr.engine.runlock import acquire_run_lock, RunLockedError\n"
@@ -95,6 +96,7 @@ def test_conr_train_refuses_a_run_folder_in_use(tmp_path, other_process, capsys)
 
 
 # --------------------------------------------------------------------------- full disk
+@pytest.mark.slow  # trains through `conr cluster`
 def test_enospc_names_the_file_the_intact_checkpoint_and_the_resume_command(folder, monkeypatch, capsys):
     import conr.engine.checkpoint as train_mod  # where the checkpoint is written
 
@@ -158,6 +160,7 @@ def test_atomic_write_names_the_file_on_enospc(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- folders
+@pytest.mark.slow  # trains through `conr cluster`
 def test_an_output_folder_inside_the_input_folder_is_left_out(folder):
     photos, _ = folder
     inner = photos / "clusters-out"

@@ -178,6 +178,7 @@ def _cosine_inertia(x: np.ndarray, labels: np.ndarray) -> float:
     return total
 
 
+@pytest.mark.slow  # many restarts on a hard case: ~5-8 s
 def test_finds_the_optimum_where_restarts_alone_fail():
     """On 50 blobs of unequal sizes conr's k-means (n_init = 10) reaches the known optimum
     (the true partition) and scikit-learn's KMeans(n_init = 10) inertia within 0.5 % for 10

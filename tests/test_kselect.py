@@ -86,6 +86,7 @@ def test_estimate_k_rejects_bad_features():
         estimate_k(np.ones((10, 2)), (2, 3), criterion="elbow")
 
 
+@pytest.mark.slow  # trains the estimator
 def test_estimator_estimates_k_and_trains_stage_2_with_it(tmp_path):
     import conr
     from conr.estimator import K_SELECTION_FILE

@@ -34,6 +34,7 @@ def test_busy_seconds_from_a_stat_file(tmp_path):
     assert busy_cpu_seconds(str(tmp_path / "missing")) is None
 
 
+@pytest.mark.slow  # spins a subprocess for 1.5 s and reads the machine's load
 @pytest.mark.skipif(busy_cpu_seconds() is None, reason="no /proc/stat (not Linux): the load is unknown there")
 def test_a_busy_neighbour_is_seen():
     window = LoadWindow()

@@ -132,6 +132,7 @@ def tiny_sweep(tmp_path_factory):
     return tmp, grid, result, logs
 
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 def test_sweep_writes_csv_and_plot(tiny_sweep):
     tmp, grid, result, logs = tiny_sweep
     out = tmp / "out"
@@ -157,6 +158,7 @@ def test_sweep_writes_csv_and_plot(tiny_sweep):
     assert ev["event"] == "init_from" and ev["epoch"] == 1 and ev["path"].endswith("warmup/checkpoint.pt")
 
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 @pytest.mark.parametrize("plot", [{"type": "line", "x": "stage2.fr0"}, {"type": "epochs", "metric": "nmi"},
                                   {"type": "heatmap", "x": "stage2.k1", "y": "stage2.k2"}])
 def test_sweep_plot_types(tiny_sweep, tmp_path, plot):
@@ -169,6 +171,7 @@ def test_sweep_plot_types(tiny_sweep, tmp_path, plot):
     assert plot_sweep(sweep, records, histories, tmp_path / "p.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 def test_sweep_is_resumable(tiny_sweep, monkeypatch):
     tmp, grid, _, _ = tiny_sweep
     out = tmp / "out"
@@ -192,6 +195,7 @@ def test_sweep_is_resumable(tiny_sweep, monkeypatch):
         run_sweep(grid, overrides=["stage2.k=5"], log=QUIET)
 
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 def test_sweep_cli_only_rows_and_dry_run(tiny_sweep, capsys):
     tmp, grid, _, _ = tiny_sweep
     assert main(["sweep", str(grid), "--dry-run"]) == 0
@@ -202,6 +206,7 @@ def test_sweep_cli_only_rows_and_dry_run(tiny_sweep, capsys):
     assert main(["sweep", str(grid), "--rows", "nope"]) == 2
 
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 def test_purity_sweep_and_command(tiny_sweep, tmp_path):
     tmp, _, _, _ = tiny_sweep
     grid = _grid(tmp, "kind: purity\npurity:\n  checkpoints: {warm: warmup}\n  ks: [1, 5, 20]\n")
@@ -219,6 +224,7 @@ def test_purity_sweep_and_command(tiny_sweep, tmp_path):
 
 # ----------------------------------------------------------------------------- eval
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 def test_eval_json_matches_metrics(tiny_sweep, tmp_path, capsys):
     tmp, _, _, _ = tiny_sweep
     run = tmp / "out" / "conaff"
@@ -249,6 +255,7 @@ def test_eval_json_matches_metrics(tiny_sweep, tmp_path, capsys):
     assert report["acc"] == pytest.approx(last["acc"], abs=1e-4)
 
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 def test_eval_overrides_change_the_data(tiny_sweep, capsys):
     tmp, _, _, _ = tiny_sweep
     assert main(["eval", str(tmp / "out" / "byol"), "--json", "--data.subset=200", "--purity-ks", "1,5"]) == 0
@@ -271,6 +278,7 @@ def _tiny_cfg(tmp: Path, *extra: str):
     return load_config("digits", over + [f"run.out_dir={tmp}"] + list(extra))
 
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 def test_init_from_provenance_is_logged_and_recorded(tiny_sweep, tmp_path):
     tmp, _, _, _ = tiny_sweep
     warm = tmp / "out" / "warmup"
@@ -292,6 +300,7 @@ def test_init_from_provenance_is_logged_and_recorded(tiny_sweep, tmp_path):
     assert [r["epoch"] for r in hist] == [2, 3]
 
 
+@pytest.mark.slow  # the `tiny_sweep` fixture trains a 3-run sweep
 @pytest.mark.parametrize("overrides, fragment", [
     (["model.backbone=resnet18_cifar", "model.width=null"], "model.backbone: the checkpoint has 'small_cnn'"),
     (["model.width=16"], "weight shapes differ"),

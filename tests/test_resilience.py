@@ -99,6 +99,7 @@ def _same_state(a, b, where=""):
         assert a == b, where
 
 
+@pytest.mark.slow  # trains in subprocesses, kills one and resumes it
 def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
     cfg = _config(tmp_path)
     env = dict(os.environ, CONR_CACHE="off", PYTHONUNBUFFERED="1")

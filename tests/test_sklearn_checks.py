@@ -27,6 +27,7 @@ def tiny(**kw):
     return conr.CoNR(n_clusters=3, epochs=2, batch_size=16, device="cpu", **kw)
 
 
+@pytest.mark.slow  # scikit-learn's estimator checks: ~50 fits
 @parametrize_with_checks([tiny()], expected_failed_checks=lambda est: EXPECTED_FAILED)
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():

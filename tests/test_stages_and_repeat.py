@@ -47,6 +47,7 @@ def test_epochs_line():
     assert _epochs_line(4, 4, None) == "4 of 4"
 
 
+@pytest.mark.slow  # trains through `conr cluster`
 @pytest.mark.parametrize("method", ["simsiam_connr", "moco_connr"])
 def test_report_and_records_name_stage2(folder, method):
     src, base = folder
@@ -142,6 +143,7 @@ def _old_epochs(seconds: float, step: float, cluster: float, iters: int) -> int:
     return max(fits) if fits else 2
 
 
+@pytest.mark.slow  # 300 simulated budgets: ~1-2 s
 def test_a_busy_neighbour_rarely_changes_the_epochs():
     """300 random runs (steps 10-500 ms, 1-64 steps an epoch, clustering 0.1-5 s, budgets 1-10 min),
     each timed quiet and beside a busy neighbour: the epochs agree in >= 90 % of them (a count
@@ -166,6 +168,7 @@ def test_a_busy_neighbour_rarely_changes_the_epochs():
     assert same_old < 0.25 * runs, (same, same_old)
 
 
+@pytest.mark.slow  # two budgeted trainings through `conr cluster`
 def test_printed_repeat_command_reproduces_the_assignments(folder):
     """A budgeted run (the epochs come from a timing) prints, in its report and repeat.txt,
     the command that trains it again (budget.json keeps the overrides that pin it); that

@@ -104,7 +104,9 @@ def _record_steps(trainer):
     return seen
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+# workers=1 starts a DataLoader worker process; its persistent loader outlives the test and a later
+# garbage collection waits up to 5 s for the worker to stop: slow lane
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_streamed_training_equals_in_memory_training(folder, workers):
     from conr.engine import Trainer
 

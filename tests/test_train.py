@@ -13,6 +13,7 @@ TINY = ["model.width=8", "model.hidden_dim=64", "model.proj_dim=32", "train.batc
         "cluster.n_init=1", "run.progress=false", "run.tensorboard=false", "train.warmup_epochs=1"]
 
 
+@pytest.mark.slow  # trains 3 epochs on digits
 def test_digits_conr_run_writes_metrics_and_checkpoints(tmp_path: Path):
     cfg = load_config("digits", TINY + [f"run.out_dir={tmp_path}", "run.name=r"])
     result = Trainer(cfg).fit()
@@ -31,6 +32,7 @@ def test_digits_conr_run_writes_metrics_and_checkpoints(tmp_path: Path):
     assert "batch_purity" in lines[2] and "batch_kept" in lines[2]
 
 
+@pytest.mark.slow  # trains 3 epochs on digits, then resumes
 def test_resume_continues_from_last_epoch(tmp_path: Path):
     over = TINY + [f"run.out_dir={tmp_path}", "run.name=r"]
     Trainer(load_config("digits", over + ["train.epochs=3"])).fit()
@@ -45,6 +47,7 @@ def test_resume_continues_from_last_epoch(tmp_path: Path):
         Trainer(load_config("digits", over))
 
 
+@pytest.mark.slow  # trains 3 epochs on digits, twice
 def test_init_from_starts_after_the_checkpoint(tmp_path: Path):
     over = TINY + [f"run.out_dir={tmp_path}"]
     Trainer(load_config("digits", over + ["method=byol", "train.epochs=2", "run.name=warm"])).fit()

@@ -96,6 +96,7 @@ def test_mlp_backbone_registered():
 
 # ------------------------------------------------------------------ estimator
 
+@pytest.mark.slow  # trains the estimator
 def test_estimator_clusters_vectors_and_predicts_new_ones():
     X, y = _blobs()
     Xnew, ynew = X[::3] + np.random.default_rng(1).normal(0, 0.1, X[::3].shape).astype(np.float32), y[::3]

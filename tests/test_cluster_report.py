@@ -329,6 +329,7 @@ def test_estimator_on_a_folder_and_from_checkpoint(env):
     assert np.abs(loaded.transform(env["folder"]) - model.features_).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_a_fit_reads_the_users_settings_once(env, tmp_path, monkeypatch):
     """The config file is read once a fit; the run's record holds what the user set apart
     from what the rules chose (with their reasons), and config.yaml is written from it."""

@@ -413,3 +413,17 @@ def test_every_in_package_import_names_a_module_that_exists():
             if target not in mods:
                 missing.append(f"{_rel(mods[m])}:{line} imports {target}")
     assert not missing, "imports of modules that do not exist:\n  " + "\n  ".join(missing)
+
+
+def test_readme_is_for_users():
+    """The README stays a user's page: at most 300 lines, and no commit ids (measurements
+    and history live in docs/ and CHANGELOG.md, dated)."""
+    import re
+
+    root = PACKAGE.parent
+    for name in ("README.md", "CHANGELOG.md"):
+        text = (root / name).read_text()
+        ids = [w for w in re.findall(r"\b[0-9a-f]{7,40}\b", text) if re.search(r"[a-f]", w) and re.search(r"\d", w)]
+        assert not ids, f"{name} cites what look like commit ids: {ids[:5]} (write the date instead)"
+    lines = len((root / "README.md").read_text().splitlines())
+    assert lines <= 300, f"README.md has {lines} lines (at most 300): move guides and measurements to docs/"

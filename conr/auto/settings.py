@@ -48,7 +48,7 @@ STAGE2_SHARE = 0.4          # CoNR stage 2 = the last 40 % of the epochs
 def default_minutes(n_images: int, device_type: str = "cpu") -> float:
     """The default time budget: 1 min per 1,000 images on a CPU, within 6 to 10 min;
     1 min per 10,000 on a GPU (5 to 60 min). The CPU floor comes from the measured
-    curve (benchmarks/budget_curve.py, README "What the budget buys"): on scikit-learn's
+    curve (benchmarks/budget_curve.py, docs/time-budget.md): on scikit-learn's
     1,797 digits, 1.5 / 3 / 6 minutes on 2 cores gave ACC 0.81 / 0.86 / 0.96, and only
     6 beat the raw pixels' UMAP + GMM (0.88)."""
     if device_type == "cuda":

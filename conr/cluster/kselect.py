@@ -7,7 +7,7 @@ functions of the features (plain numpy / scikit-learn / scipy):
 * ``"silhouette"`` (default): k-means (k-means++ seeds, a few restarts) on the
   L2-normalised features for every K, then the mean silhouette with cosine
   distances on a seeded subsample; the K of the largest mean silhouette wins.
-  Chosen by measurement (benchmarks/kselect.py, README "Number of clusters").
+  Chosen by measurement (benchmarks/kselect.py, docs/k-selection.md).
 * ``"eigengap"``: the spectrum of the normalised Laplacian of the symmetric
   k-nearest-neighbour graph; the K after which the gap lambda_{K+1} - lambda_K is
   largest wins (K connected groups give K eigenvalues near 0).

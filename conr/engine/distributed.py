@@ -1,7 +1,7 @@
 """Process-group helpers for many GPUs / many machines (``torchrun``).
 
 Every helper is the identity in a single process, so the training loop reads the
-same with one process or many. The design (see README "Many GPUs and machines"):
+same with one process or many. The design (see docs/gpu-and-distributed.md, "Many GPUs and machines"):
 
 * Each rank computes the loss of the *gathered* batch; predictions are gathered
   with :func:`all_gather_with_grad`, targets with :func:`all_gather_nograd`.

@@ -31,7 +31,7 @@ def run_embeddings(args) -> int:
     check_writable(out, need_bytes=X.shape[0] * 1024)
     print(f"conr cluster: {X.shape[0]} vectors of width {X.shape[1]} from {src}")
     est = CoNR(n_clusters=k, device=args.device, seed=args.seed, overrides=list(args.overrides), input="vectors",
-               verbose=True)
+               minutes=args.minutes, verbose=True)
     est.fit(X)
     labels = est.labels_
     rows = ["row,cluster,boundary_ratio,distance"] + [
@@ -48,7 +48,9 @@ def run_embeddings(args) -> int:
     summary = {"source": str(src.resolve()), "n": int(X.shape[0]), "dim": int(X.shape[1]), "k": est.n_clusters_,
                "k_selection": getattr(est, "k_selection_", None), "sizes": sizes, "input_kind": est.input_kind_,
                "backbone": cfg.model.backbone, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
-               "stage2_start_epoch": cfg.stage2.start_epoch, "seed": cfg.train.seed}
+               "stage2_start_epoch": cfg.stage2.start_epoch, "seed": cfg.train.seed,
+               "budget": est.budget_, "reasons": dict(est.run_record_.reasons),
+               "partition": est.partition_.summary() if est.partition_ is not None else None}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     print(f"clustered {len(labels)} vectors into {est.n_clusters_} clusters (sizes {sizes})")
     print(f"assignments: {out / 'assignments.csv'}")

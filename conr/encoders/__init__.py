@@ -1,0 +1,1 @@
+"""Pretrained frozen image encoders (placeholder, filled below)."""

@@ -22,7 +22,8 @@ from ..errors import MissingDependencyError
 from ..options import option
 from .encoder import Encoder, WeightsInfo
 from .preprocess import Preprocess
-from .weights import load_strict, tensors_sha256, unavailable, weights_cache_dirs, weights_from_file
+from .weights import (load_strict, random_weights, tensors_sha256, unavailable, weights_cache_dirs,
+                      weights_from_file)
 
 __all__ = ["timm_encoder", "torchvision_encoder", "open_clip_encoder", "is_download_failure"]
 
@@ -93,7 +94,7 @@ def timm_encoder(arch: str, weights=None, pretrained: bool = True) -> Encoder:
                            sha256=tensors_sha256(model.state_dict()), sha256_of="tensors")
     else:
         model = timm.create_model(arch, pretrained=False)
-        info = WeightsInfo(source="random", sha256="", sha256_of="none")
+        info = random_weights(model)
     model.reset_classifier(0)
     cfg = timm.data.resolve_data_config({}, model=model, use_test_size=True)
     if cfg.get("crop_mode", "center") != "center":
@@ -147,7 +148,7 @@ def torchvision_encoder(arch: str, weights=None, pretrained: bool = True) -> Enc
         load_strict(model, state, name, default.url)
         info = WeightsInfo(source=f"torchvision:{default}", sha256=tensors_sha256(state), sha256_of="tensors")
     else:
-        info = WeightsInfo(source="random", sha256="", sha256_of="none")
+        info = random_weights(model)
     dim = _drop_classifier(model, len(default.meta["categories"]))
     t = default.transforms()
     crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
@@ -209,7 +210,7 @@ def open_clip_encoder(spec: str, weights=None, pretrained: bool = True) -> Encod
         load_strict(model, state, name, str(path))
         info = WeightsInfo(source=f"open_clip:{arch}/{tag}", sha256=info.sha256)
     else:
-        info = WeightsInfo(source="random", sha256="", sha256_of="none")
+        info = random_weights(model)
     visual = model.visual
     dim = int(getattr(visual, "output_dim", 0) or model.text_projection.shape[-1])
     return Encoder(name=name, network=_ImageTower(visual), dim=dim, preprocess=_clip_preprocess(visual, open_clip),

@@ -17,7 +17,7 @@ import torch
 from .encoder import Encoder, WeightsInfo
 from .lite0 import (LITE0_ARCHITECTURE, LITE0_PREPROCESS, build_lite0, embedded_lite0_weights, is_lite_layout,
                     lite_to_timm)
-from .weights import load_strict, weights_from_file
+from .weights import load_strict, random_weights, weights_from_file
 
 __all__ = ["DEFAULT_ENCODER", "ENCODERS", "load_encoder"]
 
@@ -45,7 +45,7 @@ def _lite0(weights: str | Path | None, pretrained: bool) -> Encoder:
             state = lite_to_timm(state, model)
         load_strict(model, state, DEFAULT_ENCODER, str(path), optional=("classifier.",))
     else:
-        info = WeightsInfo(source="random", sha256="", sha256_of="none")
+        info = random_weights(model)
     model.reset_classifier(0)
     return Encoder(name=DEFAULT_ENCODER, network=model, dim=int(model.num_features), preprocess=LITE0_PREPROCESS,
                    weights=info, architecture=f"timm:{LITE0_ARCHITECTURE}")

@@ -25,7 +25,7 @@ from ..options import option
 from .encoder import WeightsInfo
 
 __all__ = ["EncoderUnavailableError", "UnsafeWeightsError", "read_state_dict", "file_sha256", "tensors_sha256",
-           "weights_cache_dirs", "unavailable", "load_strict", "weights_from_file"]
+           "weights_cache_dirs", "unavailable", "load_strict", "weights_from_file", "random_weights"]
 
 WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "module")  # checkpoints that hold the state dict inside
@@ -161,3 +161,9 @@ def weights_from_file(path: str | Path) -> tuple[dict[str, Tensor], WeightsInfo]
     path = Path(path).expanduser().resolve()
     state = read_state_dict(path)
     return state, WeightsInfo(source=str(path), sha256=file_sha256(path), sha256_of="file")
+
+
+def random_weights(model: nn.Module) -> WeightsInfo:
+    """The :class:`WeightsInfo` of a network built without weights: source "random",
+    with the tensors' sha256, so two random networks never share a cache entry."""
+    return WeightsInfo(source="random", sha256=tensors_sha256(model.state_dict()), sha256_of="tensors")

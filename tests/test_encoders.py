@@ -283,6 +283,22 @@ def test_preprocess_resizes_the_shorter_side_and_crops_the_centre():
     torch.testing.assert_close(prep.normalise(x), (x.float() / 255 - 0.5) / 0.5)
 
 
+def test_reduced_scale_jpeg_decode_matches_the_full_decode(tmp_path):
+    """A large JPEG is decoded at a power-of-two reduced scale before the exact resize; on a
+    photo-like (smooth) image the pixels stay within a level or two of the full decode."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:900, 0:1200].astype(np.float32)
+    rgb = np.stack([xx / 1200 * 255, yy / 900 * 255, 128 + 100 * np.sin(xx / 60) * np.cos(yy / 45)], axis=-1)
+    Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)
+    reduced, _ = decode_for_encoder(tmp_path / "big.jpg", LITE0_PREPROCESS)
+    with Image.open(tmp_path / "big.jpg") as im:
+        full = np.asarray(LITE0_PREPROCESS.resize_rgb(im)).transpose(2, 0, 1)
+    diff = np.abs(reduced.astype(int) - full.astype(int))
+    assert reduced.shape == full.shape == (3, 224, 224)
+    assert diff.mean() < 1.0 and diff.max() <= 8
+
+
 def test_extraction_keeps_the_order_and_skips_unreadable_files(tmp_path):
     encoder = _tiny()
     paths = _images(tmp_path / "imgs") + [tmp_path / "imgs" / "missing.jpg"]

@@ -224,15 +224,24 @@ def test_offline_error_names_the_cache_and_encoder_weights(no_network, name, cac
     assert isinstance(err.value, MissingDependencyError)  # the CLI prints it as one line, status 2
 
 
-def test_open_clip_route_says_what_to_install():
+def test_open_clip_route_says_what_to_install(tmp_path):
     try:
         import open_clip  # noqa: F401
     except ImportError:
         with pytest.raises(MissingDependencyError, match="pip install open_clip_torch"):
             load_encoder("open_clip:ViT-B-32/laion2b_s34b_b79k")
-    else:
+    else:  # with open_clip_torch installed: the image tower of a saved model gives its encode_image
         with pytest.raises(ValueError, match="open_clip has no model"):
             load_encoder("open_clip:No-Such-Arch/x")
+        with pytest.raises(ValueError, match="needs a pretrained tag"):
+            load_encoder("open_clip:RN50")
+        model = open_clip.create_model("RN50", pretrained=None).eval()
+        torch.save(model.state_dict(), tmp_path / "rn50.pth")
+        encoder = load_encoder("open_clip:RN50", weights=tmp_path / "rn50.pth")
+        x = torch.randint(0, 256, (1, 3, 224, 224), dtype=torch.uint8)
+        with torch.inference_mode():
+            expected = model.encode_image(encoder.preprocess.normalise(x))
+        torch.testing.assert_close(encoder.features(x), expected, rtol=1e-4, atol=1e-5)
 
 
 # -------------------------------------------------------------------- weights files

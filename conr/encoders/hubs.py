@@ -14,7 +14,9 @@ broken install is not reported as a missing network.
 from __future__ import annotations
 
 import difflib
+import socket
 import warnings
+from contextlib import contextmanager
 
 from torch import Tensor, nn
 
@@ -25,7 +27,7 @@ from .preprocess import Preprocess
 from .weights import (load_strict, random_weights, tensors_sha256, unavailable, weights_cache_dirs,
                       weights_from_file)
 
-__all__ = ["timm_encoder", "torchvision_encoder", "open_clip_encoder", "is_download_failure"]
+__all__ = ["timm_encoder", "torchvision_encoder", "open_clip_encoder", "is_download_failure", "offline_without_network"]
 
 _NETWORK_MODULES = ("httpx", "requests", "urllib3", "huggingface_hub", "http", "urllib", "socket", "ssl")
 
@@ -39,6 +41,31 @@ def is_download_failure(exc: BaseException) -> bool:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
+
+
+@contextmanager
+def offline_without_network(host: str = "huggingface.co"):
+    """When ``host`` does not resolve (no network), put the Hugging Face hub in offline
+    mode for the block: cached weights still load, missing ones fail at once instead of
+    after the hub's retries (about 45 s a file). Yields a note for the error message."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        pass
+    else:
+        yield ""
+        return
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield f"no network: {host} does not resolve"
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield f"no network: {host} does not resolve"
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _need(package: str, pip_name: str, name: str):
@@ -55,6 +82,14 @@ def _no_such_model(zoo: str, arch: str, known: list[str]) -> ValueError:
     close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)
     hint = f"; close names: {', '.join(f'{zoo}:{c}' for c in close)}" if close else ""
     return ValueError(f"{zoo} has no model {arch!r}{hint}")
+
+
+def _host(hf_hub_id: str | None, url: str | None) -> str:
+    if hf_hub_id or not url:
+        return "huggingface.co"
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname or "huggingface.co"
 
 
 def _where(kind: str) -> str:
@@ -80,16 +115,17 @@ def timm_encoder(arch: str, weights=None, pretrained: bool = True) -> Encoder:
         if not timm.is_model_pretrained(arch):
             raise ValueError(f"timm has no pretrained weights for {arch}; pass a weights file with "
                              f"{option('--encoder-weights', 'FILE')} or choose another model")
+        cfg = timm.models.get_pretrained_cfg(arch)
+        hub = getattr(cfg, "hf_hub_id", None)
         try:
-            model = timm.create_model(arch, pretrained=True)
+            with offline_without_network(_host(hub, getattr(cfg, "url", None))) as note:
+                model = timm.create_model(arch, pretrained=True)
         except Exception as exc:
             if not is_download_failure(exc):
                 raise
-            cfg = timm.models.get_pretrained_cfg(arch)
-            hub = getattr(cfg, "hf_hub_id", None)
             what = (f"timm's {arch} state dict (the model.safetensors or pytorch_model.bin of the Hugging Face "
                     f"repository {hub})" if hub else f"timm's {arch} state dict ({getattr(cfg, 'url', '')})")
-            raise unavailable(name, exc, _where("Hugging Face hub" if hub else "torch hub"), what) from None
+            raise unavailable(name, exc, _where("Hugging Face hub" if hub else "torch hub"), what, note) from None
         info = WeightsInfo(source=f"timm:{model.pretrained_cfg.get('hf_hub_id') or arch}",
                            sha256=tensors_sha256(model.state_dict()), sha256_of="tensors")
     else:
@@ -137,14 +173,15 @@ def torchvision_encoder(arch: str, weights=None, pretrained: bool = True) -> Enc
         load_strict(model, state, name, info.source)
     elif pretrained:
         try:
-            state: dict[str, Tensor] = default.get_state_dict(progress=False, check_hash=True)
+            with offline_without_network(_host(None, default.url)) as note:
+                state: dict[str, Tensor] = default.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:
             if not is_download_failure(exc):
                 raise
             file = default.url.rsplit("/", 1)[-1]
             raise unavailable(name, exc, _where("torch hub"),
-                              f"torchvision's {file} (from {default.url}; or put that file into the cache folder)") \
-                from None
+                              f"torchvision's {file} (from {default.url}; or put that file into the cache folder)",
+                              note) from None
         load_strict(model, state, name, default.url)
         info = WeightsInfo(source=f"torchvision:{default}", sha256=tensors_sha256(state), sha256_of="tensors")
     else:
@@ -199,13 +236,14 @@ def open_clip_encoder(spec: str, weights=None, pretrained: bool = True) -> Encod
             raise ValueError(f"open_clip:{arch} needs a pretrained tag: open_clip:{arch}/TAG with TAG one of "
                              f"{', '.join(tags) or '(none)'}")
         try:
-            path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, tag))
+            with offline_without_network() as note:
+                path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, tag))
         except Exception as exc:
             if not is_download_failure(exc):
                 raise
             raise unavailable(name, exc, _where("Hugging Face hub"),
                               f"the OpenCLIP checkpoint of {arch} / {tag} (open_clip_pytorch_model.bin or "
-                              f".safetensors)") from None
+                              f".safetensors)", note) from None
         state, info = weights_from_file(path)
         load_strict(model, state, name, str(path))
         info = WeightsInfo(source=f"open_clip:{arch}/{tag}", sha256=info.sha256)

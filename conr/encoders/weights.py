@@ -120,14 +120,18 @@ def weights_cache_dirs() -> dict[str, Path]:
     return dirs
 
 
-def unavailable(name: str, exc: BaseException, where: str | Path, what_file: str) -> EncoderUnavailableError:
+def unavailable(name: str, exc: BaseException, where: str | Path, what_file: str,
+                note: str = "") -> EncoderUnavailableError:
     """The error for weights that could not be fetched: names the cache ``where`` they
-    would live and the ``--encoder-weights`` way round."""
+    would live and the ``--encoder-weights`` way round (``note``: why, when known)."""
     reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
-    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") else ""
+    if not note and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        note = "HF_HUB_OFFLINE is set"
+    why = f"{note}; {reason}" if note else reason
+    why = why if len(why) <= 300 else why[:299] + "…"
     return EncoderUnavailableError(
-        f"the weights of encoder {name} are not in the cache {where} and could not be downloaded{offline} "
-        f"({reason[:300]}); run once with network to fill the cache, copy the files there, or pass "
+        f"the weights of encoder {name} are not in the cache {where} and could not be downloaded "
+        f"({why}); run once with network to fill the cache, copy the files there, or pass "
         f"--encoder-weights FILE with {what_file}; the default encoder efficientnet_lite0 needs no download")
 
 

@@ -409,6 +409,23 @@ def test_onnx_runtime_gives_torchs_features(tmp_path):
     torch.testing.assert_close(via_onnx.features, via_torch.features, rtol=2e-3, atol=1e-3)
 
 
+def test_an_encoder_onnx_cannot_take_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import conr.encoders.onnx_runtime as onnx_runtime
+
+    def unsupported(*_, **__):
+        raise RuntimeError("Unsupported: ONNX export of operator frobnicate")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", unsupported)
+    paths = _images(tmp_path / "imgs", n=2, bad=False)
+    encoder = _tiny(seed=3)
+    with pytest.warns(UserWarning, match="frobnicate.*extracting with PyTorch"):
+        auto = extract_features(paths, encoder, progress=False, backend="auto", cache=False)
+    torch.testing.assert_close(auto.features, _one_by_one(encoder, paths).half().float())
+    with pytest.raises(MissingDependencyError, match="backend='onnx'"):
+        extract_features(paths, encoder, progress=False, backend="onnx", cache=False)
+
+
 # ------------------------------------------------------------------- many processes
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

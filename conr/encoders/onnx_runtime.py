@@ -69,11 +69,14 @@ def export_onnx(encoder: Encoder, path: str | Path) -> Path:
     size = encoder.preprocess.size
     example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
     buf = io.BytesIO()
+    kwargs = dict(input_names=["images"], output_names=["features"], opset_version=ONNX_OPSET,
+                  dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
-        torch.onnx.export(_FromUint8(encoder), (example,), buf, input_names=["images"], output_names=["features"],
-                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                          opset_version=ONNX_OPSET, dynamo=False)
+        try:  # the TorchScript exporter: no onnxscript needed
+            torch.onnx.export(_FromUint8(encoder), (example,), buf, dynamo=False, **kwargs)
+        except TypeError:  # a torch from before the ``dynamo`` switch, where this exporter is the only one
+            torch.onnx.export(_FromUint8(encoder), (example,), buf, **kwargs)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -117,8 +120,8 @@ def onnx_encoder(encoder: Encoder, folder: str | Path, threads: int) -> OnnxEnco
         return None
     path = Path(folder) / f"{encoder.fingerprint}-torch{torch.__version__.split('+')[0]}-opset{ONNX_OPSET}.onnx"
     memo = (id(encoder), encoder.fingerprint, str(path), int(threads))
-    if memo in _SESSIONS and _SESSIONS[memo].path.exists():
-        return _SESSIONS[memo]
+    if memo in _SESSIONS and (_SESSIONS[memo] is None or _SESSIONS[memo].path.exists()):
+        return _SESSIONS[memo]  # None: this process already tried, warned and fell back
     for attempt in range(2):
         try:
             if not path.exists():
@@ -132,11 +135,12 @@ def onnx_encoder(encoder: Encoder, folder: str | Path, threads: int) -> OnnxEnco
                 continue
             warnings.warn(f"ONNX Runtime path unavailable for encoder {encoder.name} ({type(exc).__name__}: "
                           f"{str(exc)[:200]}); extracting with PyTorch", stacklevel=3)
-            return None
-    if error > MATCH_TOLERANCE:
+            runner = None
+            break
+    if runner is not None and error > MATCH_TOLERANCE:
         warnings.warn(f"the ONNX export of encoder {encoder.name} differs from PyTorch by {error:.2e} (relative); "
                       f"extracting with PyTorch", stacklevel=3)
-        return None
+        runner = None
     while len(_SESSIONS) >= _MAX_SESSIONS:
         _SESSIONS.pop(next(iter(_SESSIONS)))
     _SESSIONS[memo] = runner

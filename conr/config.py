@@ -44,6 +44,8 @@ class DataConfig:
     in_memory: bool | str = "auto"   # true: decode once, hold on the device | false: stream the image files
                                      # (DataLoader workers decode + resize) | auto: stream above 8 GiB decoded
     workers: int | None = None       # decoding processes when streaming; None = min(8, CPUs)
+    encoder: str | None = None       # rows are this pretrained encoder's features of the images (conr/encoders/)
+    encoder_weights: str | None = None  # ... with the weights of this local file instead of the encoder's own
 
 
 @dataclass

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
@@ -63,10 +65,16 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         verbose: print the trainer's log lines and a progress bar.
         image_shape: how to unflatten a flat N x D array: (H, W) or (H, W, C); None guesses.
         input: ``auto``, ``images`` or ``vectors`` (embeddings you have: an MLP trained with CoNR,
-            conr/vectors.py); ``auto`` takes a 2-D table as images only when unambiguous (D = H*H
+            conr/engine/vectors.py); ``auto`` takes a 2-D table as images only when unambiguous (D = H*H
             or 3*H*H, H >= 8, pixel values). ``input_kind_`` says which path was taken.
+        encoder: images only: ``auto`` (colour photos -> the embedded ImageNet encoder, grey
+            images -> trained from scratch; conr/auto/photos.py), ``none`` (from scratch), or an
+            encoder's name (``efficientnet_lite0``, ``timm:NAME``, ``torchvision:NAME``,
+            ``open_clip:ARCH/TAG``; conr/encoders/): CoNR then trains on its features.
+        encoder_weights: a local state-dict file for the encoder (no network needed).
 
-    Attributes after ``fit``: ``n_clusters_`` (the K used), ``k_selection_`` (with an
+    Attributes after ``fit``: ``run_record_`` (the run's settings, each with where it came
+    from: conr/auto/record.py), ``n_clusters_`` (the K used), ``k_selection_`` (with an
     estimated K: criterion, range, chosen K and the score table), ``labels_`` [N], ``cluster_centers_`` [K, D] (k-means means
     of the unit features, not re-normalised), ``features_`` [N, D], ``boundary_ratios_``
     and ``distances_`` (to the own centre) [N], ``metrics_`` (NMI/ACC/ARI when the input
@@ -79,8 +87,11 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                  lr: float | None = None, minutes: float | None = None, device: str = "auto", seed: int = 0,
                  deterministic: bool = False, config: str | None = None, overrides: list[str] | None = None,
                  run_dir: str | None = None, resume: bool = False, on_bad_image: str = "skip",
-                 verbose: bool = False, image_shape: tuple | None = None, input: str = "auto"):
+                 verbose: bool = False, image_shape: tuple | None = None, input: str = "auto",
+                 encoder: str = "auto", encoder_weights: str | None = None):
         self.n_clusters = n_clusters
+        self.encoder = encoder
+        self.encoder_weights = encoder_weights
         self.input = input
         self.image_shape = image_shape
         self.method = method
@@ -118,14 +129,25 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"lr={self.lr!r} must be > 0 or None (automatic)")
         if self.minutes is not None and not (isinstance(self.minutes, (int, float)) and self.minutes > 0):
             raise ValueError(f"minutes={self.minutes!r} must be a positive number of minutes or None (automatic)")
+        if not isinstance(self.encoder, str) or not self.encoder:
+            raise ValueError(f"encoder={self.encoder!r}: give 'auto', 'none' or an encoder's name (conr.encoders.ENCODERS)")
+        if self.encoder_weights is not None and not Path(self.encoder_weights).is_file():
+            raise FileNotFoundError(f"encoder_weights={self.encoder_weights!r}: no such file; give a saved state dict "
+                                    f"(.pth, .pt, .bin or .safetensors)")
 
     def _log(self, *args) -> None:
         if self.verbose:
             print(*args)
 
-    def load(self, X) -> ImageData:
-        """The input as ImageData at the size and channels the fitted network takes (before
-        a fit: ``image_size`` or the automatic size, the input's channels)."""
+    def load(self, X):
+        """The input as the fitted network takes it: ImageData at its size and channels (before
+        a fit: ``image_size`` or the automatic size, the input's channels), or for a run on an
+        encoder's features, the encoder's features of the images (a VectorData, cached)."""
+        if getattr(self, "input_kind_", None) == "encoder":
+            from .auto.photos import photo_data
+
+            return photo_data(X, self._fitted_encoder(), on_bad_image=self.on_bad_image, verbose=self.verbose,
+                              log=self._log)
         size, channels = self.image_size, None
         if hasattr(self, "trainer_"):
             size, channels = self.trainer_.cfg.data.image_size, self.trainer_.cfg.data.channels
@@ -155,10 +177,23 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             result = fit_vectors(data, self.get_params(), user_settings(self.get_params()), started=started,
                                  log=self._log, input_reason=why)
         else:
+            from .auto.photos import choose_encoder, fit_photos
+
             self._check_params()
-            self._log(f"input: images ({why})")
-            result = fit_images(X, self.get_params(), user_settings(self.get_params()), started=started,
-                                log=self._log, input_reason=why, survey=survey_input(X))
+            survey = survey_input(X)
+            if survey is None and self.encoder == "auto":  # arrays: look at the images themselves
+                from .data.survey import survey_images
+
+                survey = survey_images(as_image_data(X, None, self.on_bad_image, image_shape=self.image_shape).images)
+            name, reason = choose_encoder(self.encoder, survey)
+            self._log(f"input: images ({why}); " + (f"encoder {name}: {reason}" if name else reason))
+            user = user_settings(self.get_params())
+            if name is not None:
+                result = fit_photos(X, self.get_params(), user, started=started, encoder_name=name,
+                                    encoder_reason=reason, log=self._log, input_reason=why)
+            else:
+                result = fit_images(X, self.get_params(), user, started=started, log=self._log, input_reason=why,
+                                    survey=survey, more_reasons={"data.encoder": reason})
         self._set_fitted(result.trainer, result.features, result.labels, result.centers, result.metrics,
                          result.history)
         self.run_record_ = result.record
@@ -194,7 +229,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                                                     f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
                                                     f"stage2.k1={min(cfg.stage2.k1, len(data))}",
                                                     f"stage2.k2={min(cfg.stage2.k2, cfg.stage2.k1, len(data))}"])
-        trainer = Trainer(config_from_dict(raw), data=data, write=False, log=self._log)
+        trainer = type(old)(config_from_dict(raw), data=data, write=False, log=self._log)  # Trainer / VectorTrainer
         trainer.method.load_state_dict(old.method.state_dict())
         trainer.set_normalisation(old.mean, old.std)
         trainer.history = list(old.history)
@@ -218,9 +253,19 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         ready for ``predict`` / ``transform`` / ``cluster``; no images needed."""
         ckpt = load_checkpoint(path, "cpu")
         est = cls(n_clusters=2, verbose=verbose)
-        trainer = Trainer.from_checkpoint(path, device=None if device == "auto" else device, log=est._log,
-                                          images=False, ckpt=ckpt)  # the weights only: no images
+        vectors = (ckpt.get("config") or {}).get("model", {}).get("backbone") == "mlp"
+        if vectors:
+            from .engine.vectors import VectorTrainer as trainer_type
+        else:
+            trainer_type = Trainer
+        trainer = trainer_type.from_checkpoint(path, device=None if device == "auto" else device, log=est._log,
+                                               images=False, ckpt=ckpt)  # the weights only: no images
         cfg = trainer.cfg
+        if vectors:
+            est.input_kind_ = "encoder" if cfg.data.encoder else "vectors"
+            est.n_features_in_ = int(ckpt.get("data", {}).get("channels", 0))
+            est.set_params(input="vectors" if not cfg.data.encoder else "auto", encoder=cfg.data.encoder or "auto",
+                           encoder_weights=cfg.data.encoder_weights)
         k = int(n_clusters if isinstance(n_clusters, (int, np.integer)) else cfg.cluster.n_clusters)
         est.set_params(n_clusters=k, method=cfg.method, image_size=cfg.data.image_size, device=cfg.train.device,
                        seed=cfg.train.seed)
@@ -270,6 +315,18 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         self._reference = (feats, labels) if nearest_image else None
         self.n_clusters_ = int(centers.shape[0])
 
+    def _fitted_encoder(self):
+        """The encoder of a run on an encoder's features (loaded once, from the run's config)."""
+        data_cfg = self.trainer_.cfg.data
+        cached = getattr(self, "_encoder_model", None)
+        if cached is None or cached[0] != (data_cfg.encoder, data_cfg.encoder_weights):
+            from .encoders import load_encoder
+
+            cached = ((data_cfg.encoder, data_cfg.encoder_weights),
+                      load_encoder(data_cfg.encoder, weights=data_cfg.encoder_weights))
+            self._encoder_model = cached
+        return cached[1]
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "trainer_"):
             raise NotFittedError("this CoNR estimator is not fitted yet; call fit(X) first "
@@ -277,11 +334,17 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _features(self, X) -> Tensor:
         self._check_fitted()
-        if getattr(self, "input_kind_", "images") == "vectors":
+        from .data.vectors import VectorData
+
+        kind = getattr(self, "input_kind_", "images")
+        if kind == "vectors":
             from .data.vectors import check_vectors
 
             arr = check_vectors(self, X, reset=False)
             return self.trainer_.extract_features(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))).cpu()
+        if kind == "encoder":  # images through the run's encoder, then the head
+            data = X if isinstance(X, VectorData) else self.load(X)
+            return self.trainer_.extract_features(data.images).cpu()
         data = self.load(X)
         trainer = self.trainer_
         images = match_channels(data.images, trainer.data.channels)  # any input works with the network

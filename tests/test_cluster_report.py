@@ -86,7 +86,8 @@ def env(tmp_path_factory):
     os.environ["CONR_CACHE"] = str(base / "cache")
     folder = make_folder(base / "photos")
     out = base / "out"
-    rc, stdout = run_cli(["cluster", str(folder), "--k", str(K), "--out", str(out)] + TINY)
+    # trained from scratch (the photos' encoder path has its own tests: tests/test_photos.py)
+    rc, stdout = run_cli(["cluster", str(folder), "--k", str(K), "--out", str(out), "--encoder", "none"] + TINY)
     yield {"folder": folder, "out": out, "rc": rc, "stdout": stdout, "base": base}
     if old is None:
         os.environ.pop("CONR_CACHE", None)
@@ -320,7 +321,7 @@ def test_estimator_inputs(env):
 
 @pytest.mark.slow  # trains the estimator (and the `env` fixture)
 def test_estimator_on_a_folder_and_from_checkpoint(env):
-    model = conr.CoNR(n_clusters=3, run_dir=str(env["base"] / "est_run"), **TINY_EST).fit(env["folder"])
+    model = conr.CoNR(n_clusters=3, run_dir=str(env["base"] / "est_run"), encoder="none", **TINY_EST).fit(env["folder"])
     assert {"nmi", "acc", "ari"} <= model.metrics_.keys()
     assert len(model.skipped_) == 1 and model.skipped_[0][0].endswith("broken.jpg")
     assert model.config_.data.name == "imagefolder"  # so `conr plot` can reload the images
@@ -340,7 +341,7 @@ def test_a_fit_reads_the_users_settings_once(env, tmp_path, monkeypatch):
     reads = []
     read_yaml = resolve.read_yaml
     monkeypatch.setattr(resolve, "read_yaml", lambda path, *a: reads.append(path) or read_yaml(path, *a))
-    model = conr.CoNR(n_clusters=K, image_size=16, epochs=3, batch_size=16, config=str(cfg_file),
+    model = conr.CoNR(n_clusters=K, image_size=16, epochs=3, batch_size=16, config=str(cfg_file), encoder="none",
                       run_dir=str(tmp_path / "run")).fit(env["folder"])
     assert len(reads) == 1
     record = model.run_record_

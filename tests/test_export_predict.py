@@ -32,8 +32,8 @@ def trained(tmp_path_factory):
     old = os.environ.get("CONR_CACHE")
     os.environ["CONR_CACHE"] = "off"
     folder = make_folder(base / "photos")
-    rc, out = _run(["cluster", str(folder), "--k", "3", "--out", str(base / "out"), "--export", str(base / "sorted")]
-                   + TINY)
+    rc, out = _run(["cluster", str(folder), "--k", "3", "--out", str(base / "out"), "--export", str(base / "sorted"),
+                    "--encoder", "none"] + TINY)
     assert rc == 0, out
     yield {"base": base, "folder": folder, "out": base / "out", "sorted": base / "sorted", "stdout": out}
     if old is None:

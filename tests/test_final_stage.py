@@ -208,17 +208,16 @@ def test_layouts_follow_the_rule_and_the_time_allowed():
 
 
 def test_budget_records_and_repeat_pins_the_layouts():
-    from types import SimpleNamespace
-
     from conr.auto.budget import BudgetPlan
     from conr.auto.record import RunRecord
     from conr.cluster.policy import consensus_allowance
+    from conr.cli import build_parser
     from conr.commands.cluster import repeat_command
     from conr.config import ConfigError, load_config
 
     assert consensus_allowance(None) is None and consensus_allowance(10) == pytest.approx(25.0)  # 1/3 of 600 s, / 8
     cfg = load_config("digits", ["cluster.final=auto"])
-    args = SimpleNamespace(k=10, config=None, device="auto", on_bad_image="skip", overrides=[])
+    args = build_parser().parse_args(["cluster", "photos", "--k", "10"])
     plan = BudgetPlan(minutes=10.0, epochs=cfg.train.epochs, reserved_seconds=1.0, estimate_seconds=60.0,
                       max_epoch_minutes=15.0, consensus_runs=1)
     record = RunRecord(input_kind="images", input_reason="a folder path", user={}, automatic={}, reasons={},
@@ -299,9 +298,11 @@ def test_final_stage_without_the_pixels():
 
 
 @pytest.mark.slow  # trains through `conr cluster`
-def test_one_run_one_score(tmp_path):
+@pytest.mark.parametrize("encoder", ["none", "efficientnet_lite0"])
+def test_one_run_one_score(tmp_path, encoder, monkeypatch):
     """conr cluster's report and assignments, conr eval and conr predict on the same images
-    all carry the run's partition."""
+    all carry the run's partition, trained from scratch or on the embedded encoder's
+    features (which eval and predict extract again, from the feature cache)."""
     import csv
     import re
 
@@ -309,12 +310,13 @@ def test_one_run_one_score(tmp_path):
     from test_cluster_report import TINY as CLI_TINY
     from test_cluster_report import make_folder
 
+    monkeypatch.setenv("CONR_CACHE_DIR", str(tmp_path / "cache"))
     folder = make_folder(tmp_path / "photos", per_class=6)
     out = tmp_path / "out"
-    assert main(["cluster", str(folder), "--k", "3", "--out", str(out)] + CLI_TINY) == 0
+    assert main(["cluster", str(folder), "--k", "3", "--out", str(out), "--encoder", encoder] + CLI_TINY) == 0
     with open(out / "assignments.csv", newline="") as fh:
         assigned = {r["path"]: int(r["cluster"]) for r in csv.DictReader(fh)}
-    ckpt = torch.load(out / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "run" / "checkpoint.pt", weights_only=True)
     partition = ckpt["partition"]
     assert partition["source"] and partition["candidates"]
     # the report names the source and lists every candidate

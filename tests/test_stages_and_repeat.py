@@ -233,13 +233,12 @@ def _plan(**decided):
 
 
 def test_repeat_command_of_a_run_the_time_limit_stopped():
-    from types import SimpleNamespace
-
+    from conr.cli import build_parser
     from conr.commands.cluster import repeat_command
 
     cfg = load_config("digits", ["train.epochs=200", "train.seed=7"])
-    args = SimpleNamespace(k="auto", config=None, device="auto", on_bad_image="skip",
-                           overrides=["train.seed=7", "model.width=8", "train.epochs=12"])
+    args = build_parser().parse_args(["cluster", "/data/my photos", "--k", "auto", "train.seed=7", "model.width=8",
+                                      "train.epochs=12"])
     cmd = repeat_command(args, Path("/data/my photos"), Path("out"), _record(cfg), 179)
     assert cmd == ("conr cluster '/data/my photos' --out out-repeat --k auto --seed 7 model.width=8 "
                    "train.epochs=200 run.stop_after_epoch=179")
@@ -274,10 +273,9 @@ def test_a_budget_too_small_for_two_final_stage_passes_drops_the_seed():
     """Where the final stage's candidates twice (stage 2's seed, the end) would take more
     than a third of the budget, stage 2 starts from k-means and one pass is reserved;
     otherwise both are, and the repeat command pins what the budget chose."""
-    from types import SimpleNamespace
-
     from conr.auto.budget import reserve
     from conr.cluster.policy import CLUSTERING_SHARE, reserved_seconds
+    from conr.cli import build_parser
     from conr.commands.cluster import repeat_command
 
     cfg = load_config("digits", ["cluster.final=auto", "cluster.stage2_seed=final", "cluster.self_label_epochs=0"])
@@ -288,7 +286,7 @@ def test_a_budget_too_small_for_two_final_stage_passes_drops_the_seed():
     assert 4 * 125.0 > CLUSTERING_SHARE * 600 and big == 2 * 125.0 and "stage2_seed=kmeans" in note
     assert reserved_seconds("byol", "auto", "final", True, 0, 10.0) == 20.0   # no stage 2 to seed: one pass
     assert reserved_seconds("conr", "kmeans", "final", True, 0, 10.0) == 0.0  # no final stage
-    args = SimpleNamespace(k=10, config=None, device="auto", on_bad_image="skip", overrides=[])
+    args = build_parser().parse_args(["cluster", "photos", "--k", "10"])
     record = _record(cfg, _plan(stage2_seed="kmeans"))
     assert "cluster.stage2_seed=kmeans" in repeat_command(args, Path("photos"), Path("out"), record, cfg.train.epochs)
 

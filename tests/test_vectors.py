@@ -74,6 +74,35 @@ def test_neighbours_match_sklearn_brute_force():
     assert (np.sort(got, 1) == np.sort(want, 1)).mean() > 0.99  # ties of equal distance may differ
 
 
+def test_the_neighbour_table_matches_sklearn_and_the_batch_search():
+    X, _ = _blobs(n=300, d=8, seed=4)
+    mean, std = X.mean(0), X.std(0, ddof=1)
+    views = NeighbourViews(torch.from_numpy(X), mean, std, ViewConfig(knn=6), chunk=53)
+    table = views.table().numpy()
+    assert (table[:, 0] == np.arange(300)).all()  # each row its own first neighbour
+    want = NearestNeighbors(n_neighbors=6, algorithm="brute").fit((X - mean) / std).kneighbors(
+        (X - mean) / std, return_distance=False)
+    assert (np.sort(table, 1) == np.sort(want, 1)).mean() > 0.99
+    rows = torch.tensor([5, 17, 250])
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    by_table = views.for_rows(rows)(torch.from_numpy(X[rows.numpy()]), gen_a)
+    by_search = views(torch.from_numpy(X[rows.numpy()]), gen_b)  # the same draws from the same neighbours
+    assert torch.allclose(by_table, by_search)
+
+
+def test_approximate_neighbours_beyond_the_exact_limit():
+    from conr.ops.knn import approximate_neighbors, knn_table
+
+    X, _ = _blobs(n=1500, d=40, seed=5)
+    z = torch.from_numpy((X - X.mean(0)) / X.std(0))
+    exact = knn_table(z, 10).numpy()
+    approx = knn_table(z, 10, exact_rows=1000).numpy()  # past the limit: NN-descent on 128 components at most
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx)])
+    assert recall > 0.9 and (approx[:, 0] == np.arange(1500)).all()
+    idx, dist = approximate_neighbors(X, 5)
+    assert idx.shape == (1500, 5) and (dist[:, 0] == 0).all() and (np.diff(dist, axis=1) >= -1e-5).all()
+
+
 def test_views_are_standardised_neighbours_without_noise():
     X, _ = _blobs(n=60, d=5)
     mean, std = X.mean(0), X.std(0, ddof=1)

@@ -87,11 +87,12 @@ def _train(record: RunRecord, trainer: Trainer, params: dict, started: float, lo
 
 
 def fit_images(X, params: dict, user: dict, *, started: float, log=print, input_reason: str = "images",
-               survey: ImageSurvey | None = None) -> FitResult:
+               survey: ImageSurvey | None = None, more_reasons: dict | None = None) -> FitResult:
     """Train a network on the images ``X`` (anything :func:`conr.data.convert.as_image_data`
     takes) with CoNR and cluster them. ``params``: the estimator's parameters; ``user``: the
     user's settings (:func:`conr.auto.resolve.user_settings`); ``started``: when the fit began
-    (perf_counter; the budget counts from it); ``survey``: the look at the input (sizes, grey)."""
+    (perf_counter; the budget counts from it); ``survey``: the look at the input (sizes, grey);
+    ``more_reasons``: {key: why} of choices made before (the encoder rule's)."""
     device_type = resolve_device_type(params["device"])
     data_user = user.get("data", {})
     channels = data_user.get("channels") or (None if survey is None else (1 if survey.grey else 3))
@@ -154,8 +155,8 @@ def fit_images(X, params: dict, user: dict, *, started: float, log=print, input_
                                  layouts=stage.consensus_runs if stage is not None and stage.inputs is not None
                                  else None, reduced_from_size=reduced_from)
         cfg, auto, reasons = settings(data, budget=plan)
-    record = RunRecord(input_kind="images", input_reason=input_reason, user=user, automatic=auto, reasons=reasons,
-                       config=cfg, budget=plan, k_selection=selection)
+    record = RunRecord(input_kind="images", input_reason=input_reason, user=user, automatic=auto,
+                       reasons={**(more_reasons or {}), **reasons}, config=cfg, budget=plan, k_selection=selection)
     trainer = Trainer(record.config, data=data, run_dir=params["run_dir"], resume=params["resume"],
                       write=params["run_dir"] is not None, log=log, notes=record.notes(), final_stage=stage,
                       k_provisional=given_k is None and selection is None)
@@ -163,16 +164,19 @@ def fit_images(X, params: dict, user: dict, *, started: float, log=print, input_
 
 
 def fit_vectors(data, params: dict, user: dict, *, started: float, log=print, input_reason: str = "vectors",
-                encoder: dict | None = None, extra: dict | None = None) -> FitResult:
+                encoder: dict | None = None, more_reasons: dict | None = None,
+                data_section: dict | None = None) -> FitResult:
     """Train an MLP with CoNR on the rows of ``data`` (a VectorData: a table the user has, or
     an encoder's features) and cluster them, with the same final stage as images (the input
     rows among its candidates) and, with ``minutes`` given or an encoder's features, a time
-    budget (``started``: when the fit began; an encoder's extraction counts)."""
+    budget (``started``: when the fit began; an encoder's extraction counts). ``encoder``: the
+    spec of the encoder whose features the rows are; ``data_section``: the config's data
+    fields for them (conr/auto/photos.py); ``more_reasons``: {key: why} of choices made before."""
     n = len(data)
-    given_k = check_k(params["n_clusters"], n, "samples")
+    given_k = check_k(params["n_clusters"], n, "images" if encoder is not None else "samples")
     k = given_k or provisional_k(params["n_clusters"], n)
     seed = int(params["seed"])
-    cfg, auto, reasons = vector_settings(user, n, k=k)
+    cfg, auto, reasons = vector_settings(user, n, k=k, data=data_section)
     budgeted = _budgeted(params, user) and (params["minutes"] is not None or encoder is not None)
     stage = None
     if cfg.cluster.final == "auto":
@@ -189,12 +193,12 @@ def fit_vectors(data, params: dict, user: dict, *, started: float, log=print, in
         plan = BudgetPlan.decide(timing, minutes, started, default_layouts=cfg.cluster.consensus_runs,
                                  layouts=stage.consensus_runs if stage is not None and stage.inputs is not None
                                  else None)
-        cfg, auto, reasons = vector_settings(user, n, k=k, budget=plan)
+        cfg, auto, reasons = vector_settings(user, n, k=k, budget=plan, data=data_section)
     elif params["resume"]:
-        cfg, auto, reasons = vector_settings(user, n, k=k, epochs=_saved_epochs(params["run_dir"]))
+        cfg, auto, reasons = vector_settings(user, n, k=k, epochs=_saved_epochs(params["run_dir"]), data=data_section)
     record = RunRecord(input_kind="encoder" if encoder is not None else "vectors", input_reason=input_reason,
-                       user=user, automatic=auto, reasons=reasons, config=cfg, budget=plan, encoder=encoder,
-                       extra=extra or {})
+                       user=user, automatic=auto, reasons={**(more_reasons or {}), **reasons}, config=cfg,
+                       budget=plan, encoder=encoder)
     log(f"input: {record.input_kind} ({input_reason}); {n} x {data.n_features}, mlp backbone, "
         f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}")
     trainer = VectorTrainer(record.config, data, run_dir=params["run_dir"], resume=params["resume"],

@@ -8,7 +8,7 @@ later decision (K estimated after stage 1) makes a new record (:meth:`RunRecord.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from ..config import Config, dotted_get
@@ -56,12 +56,11 @@ class RunRecord:
     budget: BudgetPlan | None = None
     encoder: Mapping | None = None
     k_selection: Mapping | None = None
-    extra: Mapping = field(default_factory=dict)   # further facts a report shows (the encoder's rule, say)
 
     def __post_init__(self):
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(f"input_kind={self.input_kind!r}: one of {INPUT_KINDS}")
-        for name in ("user", "automatic", "reasons", "extra"):
+        for name in ("user", "automatic", "reasons"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         if self.encoder is not None:
             object.__setattr__(self, "encoder", _frozen(self.encoder))
@@ -82,10 +81,7 @@ class RunRecord:
     # ------------------------------------------------------------ what is written from it
     def notes(self) -> list[str]:
         """The comment lines of config.yaml: why each automatic setting is what it is."""
-        lines = [f"input: {self.input_kind} ({self.input_reason})"]
-        if self.encoder is not None:
-            lines.append(f"encoder: {self.encoder.get('name')} ({self.extra.get('encoder_reason', 'chosen')})")
-        return lines + [f"{k}: {v}" for k, v in self.reasons.items()]
+        return [f"input: {self.input_kind} ({self.input_reason})"] + [f"{k}: {v}" for k, v in self.reasons.items()]
 
     def settings_rows(self) -> list[list[str]]:
         """The report's rows for the automatic settings: ``key = value`` and why."""

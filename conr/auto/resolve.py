@@ -120,12 +120,14 @@ def default_vector_epochs(n: int, batch_size: int) -> int:
 
 
 def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = None,
-                    epochs: int | None = None) -> tuple[Config, dict, dict]:
+                    epochs: int | None = None, data: dict | None = None) -> tuple[Config, dict, dict]:
     """The configuration of a run on N vectors: the ``mlp`` backbone (D -> 512 -> 128), BYOL
     for the first 60 % of the epochs, then CoNR (kept fraction relaxed to 1 over the next
     15 %); batch and neighbourhood sizes clamped to N; the final stage with the vectors
     themselves among its candidates. The ``budget`` (or the run it continues, ``epochs``)
-    sizes the epochs where the user did not. Returns (config, automatic, reasons)."""
+    sizes the epochs where the user did not; ``data``: what the config's data section says of
+    the rows (an encoder's name and the folder its images came from). Returns (config,
+    automatic, reasons)."""
     t = user.get("train", {})
     b = int(min(t.get("batch_size") or 256, n))
     if b < 2:
@@ -145,7 +147,7 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
            "cluster.stage2_seed": "CoNR's stage 2 starts from the best label-free partition, not k-means of weak "
                                   "features"}
     auto = {
-        "data": {"name": "vectors"},
+        "data": {"name": "vectors", **(data or {})},
         "augment": {},
         "model": {"backbone": "mlp", "width": 512, "hidden_dim": 512, "proj_dim": 128},
         "train": {"epochs": e, "batch_size": b, "lr": 0.2, "warmup_epochs": max(1, min(10, e // 10)),

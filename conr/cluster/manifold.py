@@ -78,13 +78,18 @@ def umap_neighbors(n_samples: int, n_clusters: int) -> int:
 
 
 def exact_neighbors(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Euclidean k-NN of the rows of ``x`` (each row its own first neighbour, as
-    UMAP expects): (indices [N, k] int64, distances [N, k] float32). Computed once and
-    shared by the UMAP runs of a consensus."""
+    """Euclidean k-NN of the rows of ``x`` (each row its own first neighbour, as UMAP
+    expects): (indices [N, k] int64, distances [N, k] float32), exact up to
+    :data:`~conr.ops.knn.EXACT_ROWS` rows, NN-descent beyond (an exact search grows as N x N).
+    Computed once and shared by the UMAP runs of a consensus."""
     from sklearn.neighbors import NearestNeighbors
+
+    from ..ops.knn import EXACT_ROWS, approximate_neighbors
 
     x = np.asarray(x, dtype=np.float32)
     k = int(max(2, min(n_neighbors, len(x) - 1)))
+    if len(x) > EXACT_ROWS:
+        return approximate_neighbors(x, k)
     dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
     return idx.astype(np.int64), dist.astype(np.float32)
 

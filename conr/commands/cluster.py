@@ -118,7 +118,8 @@ def _cluster(args, src: Path, out: Path, k) -> int:
                                   f"it, --resume to continue it, or choose another --out")
         est = CoNR(n_clusters=k, device=args.device, seed=args.seed, config=args.config, minutes=args.minutes,
                    overrides=list(args.overrides), run_dir=str(run_dir), resume=args.resume,
-                   on_bad_image=args.on_bad_image, verbose=True)
+                   on_bad_image=args.on_bad_image, verbose=True, encoder=args.encoder,
+                   encoder_weights=args.encoder_weights)
         print(f"conr cluster: reading the images under {src}")
         est.fit(src)
         how = f"trained in {run_dir}"
@@ -148,8 +149,10 @@ def _cluster(args, src: Path, out: Path, k) -> int:
               f"{selection['k_range'][1]})" if selection is not None else f"{snap.n_clusters} (given)"],
         ["model", how],
         ["method", cfg.method],
-        ["network", m.backbone + (f" (width {m.width})" if m.backbone == "small_cnn" and m.width else "")],
-        ["image size", f"{cfg.data.image_size} px"],
+        *([["encoder", f"{cfg.data.encoder} (frozen; its features are cached), then an mlp head"]]
+          if cfg.data.encoder else
+          [["network", m.backbone + (f" (width {m.width})" if m.backbone == "small_cnn" and m.width else "")],
+           ["image size", f"{cfg.data.image_size} px"]]),
         ["epochs", _epochs_line(est.trainer_.epoch, cfg.train.epochs, est.trainer_.method.stage2_start())],
         ["batch size", cfg.train.batch_size],
         ["device", str(est.trainer_.device)],
@@ -214,6 +217,10 @@ def repeat_command(args, src: Path, out: Path, record, trained_epochs: int) -> s
         parts += ["--config", str(args.config)]
     if args.device != "auto":
         parts += ["--device", args.device]
+    if args.encoder != "auto":
+        parts += ["--encoder", args.encoder]
+    if args.encoder_weights:
+        parts += ["--encoder-weights", str(Path(args.encoder_weights).resolve())]
     parts += ["--seed", str(record.config.train.seed)]
     if args.on_bad_image != "skip":
         parts += ["--on-bad-image", args.on_bad_image]
@@ -260,6 +267,13 @@ def register(sub) -> None:
                    help="time budget for training: the first steps are timed and the epochs sized to fit "
                         "(default: from the number of images, 1.5-8 min on a CPU, 5-60 on a GPU; "
                         "train.epochs=N replaces it)")
+    p.add_argument("--encoder", default="auto",
+                   help="images: auto (colour photos -> the embedded ImageNet encoder efficientnet_lite0, grey "
+                        "images -> trained from scratch), none (from scratch), or an encoder: efficientnet_lite0, "
+                        "timm:NAME, torchvision:NAME, open_clip:ARCH/TAG (these need network once, or "
+                        "--encoder-weights); CoNR then trains on the encoder's features")
+    p.add_argument("--encoder-weights", metavar="FILE",
+                   help="a local state-dict file (.pth, .pt, .bin, .safetensors) for --encoder: no network needed")
     p.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip",
                    help="unreadable image files: skip them (listed in the report) or stop (default: skip)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")

@@ -73,3 +73,26 @@ def parse_ks(text: str | None) -> list[int] | None:
     except ValueError:
         raise ValueError(f"neighbour counts {text!r} (--ks / --purity-ks): give comma-separated integers, "
                          "e.g. 5,10,20") from None
+
+
+def load_run(path, device: str | None = None, overrides: list[str] | None = None, log=print):
+    """A saved run's trainer with its rows, for eval and plot: the images its config names,
+    or for a run on an encoder's features, that encoder's features of its folder (read
+    from the feature cache where they are there)."""
+    from ..engine import Trainer, load_checkpoint
+    from ..engine.checkpoint import checkpoint_config
+
+    ckpt = load_checkpoint(path, "cpu")
+    cfg = checkpoint_config(ckpt, overrides, device)
+    if not cfg.data.encoder:
+        return Trainer.from_checkpoint(path, device=device, overrides=overrides, log=log, ckpt=ckpt)
+    from ..auto.photos import photo_data
+    from ..encoders import load_encoder
+    from ..engine.vectors import VectorTrainer
+
+    if not cfg.data.root:
+        raise ValueError(f"the run in {path} clustered in-memory images through {cfg.data.encoder}: there is no "
+                         f"folder to read again; give data.root=/the/folder")
+    encoder = load_encoder(cfg.data.encoder, weights=cfg.data.encoder_weights)
+    data = photo_data(cfg.data.root, encoder, on_bad_image=cfg.data.on_bad_image, log=log)
+    return VectorTrainer.from_checkpoint(path, data=data, device=device, overrides=overrides, log=log, ckpt=ckpt)

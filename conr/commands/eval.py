@@ -20,14 +20,13 @@ or the clustering, e.g. cluster.n_init=10."""
 
 def run(args) -> int:
     from ..outputs.evaluation import evaluate_checkpoint
-    from ..engine import Trainer
-    from .common import parse_ks, split_overrides
+    from .common import load_run, parse_ks, split_overrides
 
     overrides = split_overrides(list(args.overrides))
     # with --json stdout holds the JSON document only: progress and notes go to stderr
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-    trainer = Trainer.from_checkpoint(args.checkpoint, device=None if args.device == "auto" else args.device,
-                                      overrides=overrides, log=log)
+    trainer = load_run(args.checkpoint, device=None if args.device == "auto" else args.device,
+                       overrides=overrides, log=log)
     report, labels = evaluate_checkpoint(trainer, knn_k=args.knn_k, knn_temperature=args.knn_temperature,
                                          purity_ks=parse_ks(args.purity_ks), purity_batches=args.purity_batches)
     report["checkpoint"] = str(args.checkpoint)

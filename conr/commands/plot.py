@@ -19,7 +19,7 @@ def _checkpoint_of(run: Path) -> Path:
 def run(args) -> int:
     from ..io import check_writable
     from ..outputs.plots import PLOTS, ClusterSnapshot, history_from_run, make_plots
-    from ..engine import Trainer
+    from .common import load_run
 
     src = _checkpoint_of(Path(args.run_dir))
     run_dir = src if src.is_dir() else src.parent
@@ -28,8 +28,7 @@ def run(args) -> int:
     if unknown:
         raise ValueError(f"--only {args.only}: unknown plot(s) {unknown}; choose from {', '.join(PLOTS)}")
     out = check_writable(Path(args.out) if args.out else run_dir / "plots", need_bytes=16 * 2**20)
-    trainer = Trainer.from_checkpoint(src, device=None if args.device == "auto" else args.device,
-                                      overrides=list(args.overrides))
+    trainer = load_run(src, device=None if args.device == "auto" else args.device, overrides=list(args.overrides))
     print(f"conr plot: {trainer.cfg.method} run at epoch {trainer.epoch}, {len(trainer.data)} images")
     snap = ClusterSnapshot.from_trainer(trainer, history_from_run(run_dir, trainer.history))
     make_plots(snap, out, which, seed=trainer.cfg.train.seed)

@@ -54,11 +54,18 @@ def checkpoint_config(ckpt: dict, overrides: list[str] | None = None, device: st
     return config_from_dict(raw)
 
 
-def placeholder_data(ckpt: dict, cfg) -> ImageData:
-    """Blank images of the checkpoint's channels and size, enough for one batch and K
-    clusters: a trainer that only holds the weights (to predict on other images)."""
+def placeholder_data(ckpt: dict, cfg):
+    """Blank rows of the checkpoint's kind, enough for one batch and K clusters: a trainer
+    that only holds the weights (to predict on other images): images of its channels and
+    size, or for a run on vectors (the ``mlp`` backbone), zero vectors of its width."""
     info = ckpt.get("data", {})
     n, size = max(cfg.train.batch_size, cfg.cluster.n_clusters), cfg.data.image_size
+    if cfg.model.backbone == "mlp":
+        from ..data.vectors import VectorData
+
+        return VectorData(images=torch.zeros(n, info.get("channels", 1)), labels=torch.full((n,), -1, dtype=torch.long),
+                          name=info.get("name", "vectors"),
+                          representation="encoder" if cfg.data.encoder else "vectors")
     return ImageData(images=torch.zeros(n, info.get("channels", 3), size, size, dtype=torch.uint8),
                      labels=torch.full((n,), -1, dtype=torch.long), name=info.get("name", "data"),
                      normalization="imagenet")

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.vectors import VectorData
+from ..ops.knn import knn_table
 from .trainer import Trainer
 
 __all__ = ["ViewConfig", "NeighbourViews", "VectorTrainer"]
@@ -39,18 +40,27 @@ class ViewConfig:
 
 class NeighbourViews:
     """Callable like BatchAugment: a batch of raw vectors [b, D] (rows of ``vectors``) ->
-    standardised views [b, D]. The neighbour lists of the batch are computed once for
-    the two views of a batch (the trainer passes the same tensor twice)."""
+    standardised views [b, D]. Each row's ``knn`` nearest rows are found once, for all
+    rows (:func:`conr.ops.knn.knn_table`, the first time a batch names its rows:
+    :meth:`for_rows`); a batch that does not name them is searched on its own (the two
+    views of a batch share one search: the trainer passes the same tensor twice)."""
 
-    def __init__(self, vectors: Tensor, mean, std, cfg: ViewConfig | None = None, chunk: int = 4096):
+    def __init__(self, vectors: Tensor, mean, std, cfg: ViewConfig | None = None, chunk: int = 4096, seed: int = 0):
         self.cfg = cfg or ViewConfig()
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=vectors.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=vectors.device)
         self.z = (vectors.float() - self.mean) / self.std          # what the network sees
         self.sq = (self.z * self.z).sum(1)
         self.k = max(1, min(self.cfg.knn, len(vectors)))
-        self.chunk = chunk
+        self.chunk, self.seed = chunk, seed
+        self._table: Tensor | None = None
         self._last: tuple[Tensor, Tensor] | None = None
+
+    def table(self) -> Tensor:
+        """[N, k] neighbours of every row (made once)."""
+        if self._table is None:
+            self._table = knn_table(self.z, self.k, self.chunk, seed=self.seed)
+        return self._table
 
     @torch.no_grad()
     def neighbours(self, x: Tensor) -> Tensor:
@@ -67,11 +77,21 @@ class NeighbourViews:
             best_s, best_i = s, i
         return best_i
 
+    def for_rows(self, rows: Tensor):
+        """The views of a batch that holds the rows ``rows`` of the data (their neighbours
+        read off the table): a callable like the augmenter itself."""
+        nn_idx = self.table()[rows.to(self.z.device)]
+        return lambda x, generator=None: self.draw(nn_idx, generator)
+
     @torch.no_grad()
     def __call__(self, x: Tensor, generator=None) -> Tensor:
         if self._last is None or self._last[0] is not x:
             self._last = (x, self.neighbours(x))
-        nn_idx = self._last[1]
+        return self.draw(self._last[1], generator)
+
+    @torch.no_grad()
+    def draw(self, nn_idx: Tensor, generator=None) -> Tensor:
+        """One view of each row: a random one of its neighbours ``nn_idx`` [b, k], with noise and dropout."""
         b, dev = nn_idx.shape[0], nn_idx.device
         pick = torch.randint(nn_idx.shape[1], (b,), generator=generator, device=dev)
         v = self.z[nn_idx[torch.arange(b, device=dev), pick]]
@@ -94,8 +114,16 @@ class VectorTrainer(Trainer):
 
     def augmenter(self, epoch: int) -> NeighbourViews:
         if "views" not in self._aug_cache:
-            self._aug_cache["views"] = NeighbourViews(self.images, self.mean, self.std, self.views)
+            self._aug_cache["views"] = NeighbourViews(self.images, self.mean, self.std, self.views,
+                                                      seed=self.cfg.train.seed)
         return self._aug_cache["views"]
+
+    def step(self, x: Tensor, indices: Tensor, epoch: int, iteration: int, generator: torch.Generator,
+             keep: float = 1.0, augment=None):
+        """The Trainer's step, with the views of the rows ``indices`` read off the neighbour table."""
+        views = augment or self.augmenter(epoch)
+        return super().step(x, indices, epoch, iteration, generator, keep,
+                            augment=views.for_rows(indices) if isinstance(views, NeighbourViews) else views)
 
     def eval_input(self, images: Tensor) -> Tensor:
         """Vectors -> the network's evaluation input: standardised with the training's mean and std."""

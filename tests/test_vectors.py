@@ -77,7 +77,7 @@ def test_neighbours_match_sklearn_brute_force():
 def test_the_neighbour_table_matches_sklearn_and_the_batch_search():
     X, _ = _blobs(n=300, d=8, seed=4)
     mean, std = X.mean(0), X.std(0, ddof=1)
-    views = NeighbourViews(torch.from_numpy(X), mean, std, ViewConfig(knn=6), chunk=53)
+    views = NeighbourViews(torch.from_numpy(X), mean, std, ViewConfig(knn=6, geometry="standardised"), chunk=53)
     table = views.table().numpy()
     assert (table[:, 0] == np.arange(300)).all()  # each row its own first neighbour
     want = NearestNeighbors(n_neighbors=6, algorithm="brute").fit((X - mean) / std).kneighbors(
@@ -88,6 +88,21 @@ def test_the_neighbour_table_matches_sklearn_and_the_batch_search():
     by_table = views.for_rows(rows)(torch.from_numpy(X[rows.numpy()]), gen_a)
     by_search = views(torch.from_numpy(X[rows.numpy()]), gen_b)  # the same draws from the same neighbours
     assert torch.allclose(by_table, by_search)
+
+
+def test_the_cosine_table_square_roots_non_negative_rows():
+    rng = np.random.default_rng(6)
+    X = rng.gamma(0.5, 1.0, (200, 12)).astype(np.float32)  # non-negative, a few large values (pooled activations)
+    views = NeighbourViews(torch.from_numpy(X), X.mean(0), X.std(0), ViewConfig(knn=5))
+    rooted = np.sqrt(X) / np.linalg.norm(np.sqrt(X), axis=1, keepdims=True)
+    want = NearestNeighbors(n_neighbors=5, metric="cosine", algorithm="brute").fit(rooted).kneighbors(
+        rooted, return_distance=False)
+    assert (np.sort(views.table().numpy(), 1) == np.sort(want, 1)).mean() > 0.99
+    signed = X - X.mean(0)  # negative values: unit rows as they are
+    got = NeighbourViews(torch.from_numpy(signed), signed.mean(0), signed.std(0), ViewConfig(knn=5)).table().numpy()
+    want = NearestNeighbors(n_neighbors=5, metric="cosine", algorithm="brute").fit(signed).kneighbors(
+        signed, return_distance=False)
+    assert (np.sort(got, 1) == np.sort(want, 1)).mean() > 0.99
 
 
 def test_approximate_neighbours_beyond_the_exact_limit():

@@ -27,7 +27,7 @@ from .budget import BudgetPlan, finish_budget, smaller_size, time_budget
 from .k_selection import read_k_selection, select_k_after_stage1
 from .record import RunRecord
 from .resolve import fixed_k, image_settings, k_range, provisional_k, vector_settings
-from .settings import default_minutes
+from .settings import default_minutes, default_vector_minutes
 
 __all__ = ["FitResult", "fit_images", "fit_vectors", "check_k"]
 
@@ -177,15 +177,18 @@ def fit_vectors(data, params: dict, user: dict, *, started: float, log=print, in
     k = given_k or provisional_k(params["n_clusters"], n)
     seed = int(params["seed"])
     cfg, auto, reasons = vector_settings(user, n, k=k, data=data_section)
-    budgeted = _budgeted(params, user) and (params["minutes"] is not None or encoder is not None)
+    budgeted = _budgeted(params, user)
+    device_type = resolve_device_type(params["device"])
+    # the budget counts what came before (an encoder's extraction): by default that, and the vectors' own
+    minutes = float(params["minutes"] or (time.perf_counter() - started) / 60 + default_vector_minutes(n, device_type))
     stage = None
     if cfg.cluster.final == "auto":
-        minutes = float(params["minutes"] or default_minutes(n, resolve_device_type(params["device"])))
-        stage = build_final_stage(data, cfg.cluster, seed, log=log, minutes=minutes if budgeted else None)
+        layouts_given = dotted_get(user, "cluster.consensus_runs") is not None
+        stage = build_final_stage(data, cfg.cluster, seed, log=log,
+                                  minutes=minutes if budgeted and not layouts_given else None)
         stage.prepare()
     plan = None
     if budgeted:
-        minutes = float(params["minutes"] or default_minutes(n, resolve_device_type(params["device"])))
         timing = time_budget(cfg, data, minutes, started, trainer_type=VectorTrainer,
                              checkpoints=params["run_dir"] is not None,
                              input_seconds=(stage.input_seconds or 0.0) if stage else 0.0,

@@ -37,7 +37,7 @@ from ..data.survey import CPU_MAX_SIZE, GPU_MAX_SIZE, MIN_NET_SIZE, ImageSurvey,
 
 __all__ = ["auto_settings",
            "self_label_epochs",
-           "default_minutes", "schedule_for_epochs", "MIN_BUDGET_EPOCHS"]
+           "default_minutes", "default_vector_minutes", "schedule_for_epochs", "MIN_BUDGET_EPOCHS"]
 
 MIN_BUDGET_EPOCHS = 60      # fewer epochs than this in the budget: train smaller images instead
 CPU_PASS_BUDGET = 120_000   # image passes at 32 px when no time budget is measured
@@ -54,6 +54,16 @@ def default_minutes(n_images: int, device_type: str = "cpu") -> float:
     if device_type == "cuda":
         return float(min(60.0, max(5.0, n_images / 10_000)))
     return float(min(10.0, max(6.0, n_images / 1_000)))
+
+
+def default_vector_minutes(n_rows: int, device_type: str = "cpu") -> float:
+    """The default time budget of a run on N vectors (embeddings, or an encoder's features,
+    whose extraction is counted on top): 1 min per 2,000 rows on a CPU, within 3 to 10 min
+    (an MLP step costs a fraction of a CNN's; the final stage's UMAP layouts grow with N);
+    1 min per 20,000 on a GPU (2 to 20 min)."""
+    if device_type == "cuda":
+        return float(min(20.0, max(2.0, n_rows / 20_000)))
+    return float(min(10.0, max(3.0, n_rows / 2_000)))
 
 
 def self_label_epochs(epochs: int) -> int:

@@ -28,14 +28,30 @@ from ..data.vectors import VectorData
 from ..ops.knn import knn_table
 from .trainer import Trainer
 
-__all__ = ["ViewConfig", "NeighbourViews", "VectorTrainer"]
+__all__ = ["ViewConfig", "NeighbourViews", "VectorTrainer", "neighbour_space"]
 
 
 @dataclass
 class ViewConfig:
     knn: int = 10          # a view is one of the k nearest neighbours in the input space (itself included)
+    geometry: str = "cosine"  # where the neighbours are searched: cosine (unit rows; non-negative ones
+                              # square-rooted first) or standardised (the network's input)
     noise: float = 0.1     # Gaussian noise, in units of each feature's standard deviation
     dropout: float = 0.1   # each feature zeroed with this probability (the rest scaled by 1 / (1 - p))
+
+
+def neighbour_space(vectors: Tensor, geometry: str, standardised: Tensor) -> Tensor:
+    """The rows in which the views' neighbours are searched. ``cosine``: unit rows, after a
+    square root where every value is non-negative (pooled activations: the root evens out
+    a few dominant channels); on CIFAR-10's EfficientNet-Lite0 features the 10 nearest rows
+    share the class 0.589 of the time against 0.519 for standardised rows
+    (docs/photos.md). ``standardised``: the network's own input."""
+    if geometry == "standardised":
+        return standardised
+    x = vectors.float()
+    if bool((x >= 0).all()):
+        x = x.sqrt()
+    return F.normalize(x, dim=1)
 
 
 class NeighbourViews:
@@ -49,6 +65,7 @@ class NeighbourViews:
         self.cfg = cfg or ViewConfig()
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=vectors.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=vectors.device)
+        self.raw = vectors
         self.z = (vectors.float() - self.mean) / self.std          # what the network sees
         self.sq = (self.z * self.z).sum(1)
         self.k = max(1, min(self.cfg.knn, len(vectors)))
@@ -57,9 +74,10 @@ class NeighbourViews:
         self._last: tuple[Tensor, Tensor] | None = None
 
     def table(self) -> Tensor:
-        """[N, k] neighbours of every row (made once)."""
+        """[N, k] neighbours of every row (made once), in :func:`neighbour_space`."""
         if self._table is None:
-            self._table = knn_table(self.z, self.k, self.chunk, seed=self.seed)
+            self._table = knn_table(neighbour_space(self.raw, self.cfg.geometry, self.z), self.k, self.chunk,
+                                    seed=self.seed)
         return self._table
 
     @torch.no_grad()

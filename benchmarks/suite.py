@@ -3,7 +3,11 @@ folders it was never tuned on, beside raw-pixel baselines and BYOL alone.
 
 For each dataset it runs, on the same images:
   * conr      -- the estimator `conr cluster` calls (conr.CoNR(n_clusters=K).fit(FOLDER)),
-                 default settings and default time budget;
+                 default settings and default time budget (its encoder rule decides the path:
+                 the row is the scratch or the encoder row of the same seed, the one it takes);
+  * conr_scratch -- the same with encoder="none" (trained from scratch on the pixels);
+  * conr_encoder -- the same with encoder="efficientnet_lite0" (CoNR on the embedded
+                 encoder's features; the extraction counted, with an empty feature cache);
   * byol      -- the same with method=byol (no CoNR stage), the same budget;
   * kmeans    -- k-means (n_init 10) on the raw pixels;
   * spectral  -- spectral clustering on the raw pixels' 10-NN graph;
@@ -11,6 +15,9 @@ For each dataset it runs, on the same images:
                  (their first 50 principal components above 1,000 values an image), then a
                  full-covariance Gaussian mixture of K components (5 starts): N2D without
                  its autoencoder, the best label-free partition the pixels give in a minute;
+  * enc_kmeans, enc_spectral, enc_umap_gmm -- the same three on the embedded encoder's
+                 features (their first 50 principal components for spectral and UMAP + GMM):
+                 the photos' floor;
 and, read off each conr run (not run separately):
   * conr_seed  -- the partition CoNR's stage 2 started from (the final stage's choice on the
                   warm-up's features and the pixels);
@@ -54,11 +61,14 @@ DATASETS = {
     "digits": (None, 10, 3),
     "coil20": (SHARED / "coil20", 20, 3),
     "orl": (SHARED / "orl", 40, 3),
-    "cifar10": (SHARED / "cifar10-jpeg" / "test", 10, 1),
+    "cifar10": (SHARED / "cifar10-jpeg" / "test", 10, 3),
 }
-ROWS = ("conr", "byol", "kmeans", "spectral", "umap_gmm")
-DERIVED = ("conr_seed", "conr_first")  # read off the conr rows
-ORDER = ("conr", "conr_first", "conr_seed", "byol", "kmeans", "spectral", "umap_gmm")
+ROWS = ("conr_scratch", "conr_encoder", "byol", "kmeans", "spectral", "umap_gmm", "enc_kmeans", "enc_spectral",
+        "enc_umap_gmm")
+DERIVED = ("conr", "conr_seed", "conr_first")  # read off the conr rows
+ORDER = ("conr", "conr_first", "conr_seed", "conr_scratch", "conr_encoder", "byol", "kmeans", "spectral", "umap_gmm",
+         "enc_kmeans", "enc_spectral", "enc_umap_gmm")
+DEEP = {"conr_scratch": ("conr", "none"), "conr_encoder": ("conr", "efficientnet_lite0"), "byol": ("byol", "auto")}
 
 
 def digits_folder(cache: Path) -> Path:
@@ -96,10 +106,29 @@ def scores(y, pred) -> dict:
     return {k: round(float(v), 4) for k, v in evaluate(torch.as_tensor(y), torch.as_tensor(pred)).items()}
 
 
-def run_baseline(kind: str, folder: Path, k: int, seed: int) -> dict:
+def encoder_features(folder: Path, cache: Path):
+    """The embedded encoder's features of a folder (cached under ``cache``) and the labels."""
+    from conr.auto.photos import photo_data
+    from conr.encoders import load_encoder
+
+    os.environ["CONR_CACHE_DIR"] = str(cache / "encoder-floor")
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = photo_data(folder, load_encoder("efficientnet_lite0"), log=lambda *a: None)
+    return data.images.numpy(), data.labels.numpy()
+
+
+def run_baseline(kind: str, folder: Path, k: int, seed: int, cache: Path | None = None) -> dict:
     from sklearn.cluster import KMeans, SpectralClustering
 
-    x, y = pixels(folder)
+    if kind.startswith("enc_"):
+        x, y = encoder_features(folder, cache)
+        kind = kind[4:]
+        if kind != "kmeans":
+            from sklearn.decomposition import PCA
+
+            x = PCA(50, random_state=seed).fit_transform(x)
+    else:
+        x, y = pixels(folder)
     start = time.perf_counter()
     if kind == "kmeans":
         pred = KMeans(k, n_init=10, random_state=seed).fit_predict(x)
@@ -117,18 +146,24 @@ def run_baseline(kind: str, folder: Path, k: int, seed: int) -> dict:
     return {**scores(y, pred), "seconds": round(time.perf_counter() - start, 1)}
 
 
-def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None) -> dict:
+def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None, encoder: str = "auto",
+             cache: Path | None = None) -> dict:
+    import tempfile
+
     import conr
 
-    start = time.perf_counter()
-    model = conr.CoNR(n_clusters=k, seed=seed, minutes=minutes, overrides=[f"method={method}"])
-    with contextlib.redirect_stdout(io.StringIO()):
-        model.fit(folder)
+    with tempfile.TemporaryDirectory(dir=cache) as empty:  # a new user's run: no cached features or plans
+        os.environ["CONR_CACHE_DIR"] = empty
+        start = time.perf_counter()
+        model = conr.CoNR(n_clusters=k, seed=seed, minutes=minutes, overrides=[f"method={method}"], encoder=encoder)
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.fit(folder)
     seconds = time.perf_counter() - start
     cfg = model.config_
     out = {**scores(model.data_.labels.numpy(), model.labels_), "seconds": round(seconds, 1),
            "epochs": cfg.train.epochs, "image_size": cfg.data.image_size, "channels": cfg.data.channels,
-           "batch": cfg.train.batch_size, "backbone": cfg.model.backbone}
+           "batch": cfg.train.batch_size, "backbone": cfg.model.backbone, "encoder": cfg.data.encoder,
+           "input_kind": model.input_kind_}
     if model.budget_:
         out.update(budget_minutes=model.budget_["minutes"], estimate_seconds=model.budget_["estimate_seconds"],
                    budget=model.budget_)  # what the budget measured and bought (epochs, reserve, layouts)
@@ -136,6 +171,28 @@ def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None
     if part is not None:
         out.update(source=part.source, first_choice=part.first_choice, rule=part.rule,
                    candidates=part.candidates, seed_candidates=part.seed_candidates)
+    return out
+
+
+def default_rows(rows: list[dict]) -> list[dict]:
+    """The ``conr`` row of each dataset and seed: the path the defaults take there (the
+    encoder rule, conr/auto/photos.py, on the folder's survey) -- the same computation as
+    that path's explicit row."""
+    from conr.auto.photos import choose_encoder
+    from conr.data.folder import scan_images
+    from conr.data.survey import survey_files
+
+    out = []
+    looks = {}
+    for r in rows:
+        if r["row"] not in ("conr_scratch", "conr_encoder"):
+            continue
+        name = r["dataset"]
+        if name not in looks:
+            folder = DATASETS[name][0] or digits_folder(ROOT / "benchmarks" / ".cache")
+            looks[name] = choose_encoder("auto", survey_files(scan_images(folder)))[0]
+        if (r["row"] == "conr_encoder") == (looks[name] is not None):
+            out.append({**r, "row": "conr", "same_as": r["row"]})
     return out
 
 
@@ -156,6 +213,7 @@ def derived_rows(row: dict) -> list[dict]:
 
 def summarise(rows: list[dict]) -> tuple[list[dict], str]:
     table = []
+    rows = [r for r in rows if r["row"] != "conr"] + default_rows(rows)  # earlier files' conr rows: from scratch
     rows = list(rows) + [d for r in rows if r["row"] == "conr" for d in derived_rows(r)]
     for name in DATASETS:
         for kind in ORDER:
@@ -219,10 +277,11 @@ def main(argv=None) -> int:
                     continue
                 if kind == "byol" and args.byol_seeds is not None and seed not in args.byol_seeds:
                     continue
-                if kind in ("kmeans", "spectral", "umap_gmm"):
-                    res = run_baseline(kind, folder, k, seed)
+                if kind in DEEP:
+                    method, encoder = DEEP[kind]
+                    res = run_deep(method, folder, k, seed, args.minutes, encoder, args.cache)
                 else:
-                    res = run_deep(kind, folder, k, seed, args.minutes)
+                    res = run_baseline(kind, folder, k, seed, args.cache)
                 row = {"dataset": name, "row": kind, "seed": seed, "k": k, **res}
                 rows.append(row)
                 with runs_file.open("a") as f:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .cluster.policy import CONSENSUS_RUNS, DEFAULT_RULE
 from .config_checks import validate_config
 from .errors import ConfigError
 
@@ -164,6 +165,9 @@ class MoCoConfig:
 
 @dataclass
 class ClusterConfig:
+    # The defaults are the paper protocol's (`conr train`: the official code's k-means labels, no final
+    # stage). `conr cluster` / conr.CoNR's automatic settings turn the final stage on (conr/auto/settings.py);
+    # its policy (the rule, the layouts, when stage 2 keeps its seed) lives in conr/cluster/policy.py.
     n_clusters: int = 10             # K
     metric: str = "cosine"
     max_iter: int = 300
@@ -172,11 +176,11 @@ class ClusterConfig:
     flip_average: bool = False       # features = mean over the image and its mirror (automatic settings: on)
     final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
                                      # | auto (candidates on features and pixels, a label-free rule: conr/cluster/final.py)
-    final_rule: str = "joint"        # how final=auto chooses: joint | manifold | prefer_features | silhouette_umap
-                                     # | agreement | ncut (conr/cluster/final.py)
+    final_rule: str = DEFAULT_RULE   # how final=auto chooses: joint | manifold | prefer_features | silhouette_umap
+                                     # | agreement | ncut (conr/cluster/policy.py)
     final_pixels: bool = True        # final=auto: the raw pixels' partitions are candidates too (off: the features' only)
-    consensus_runs: int = 5          # final=auto: UMAP layouts a UMAP + GMM consensus is made of (a time budget
-                                     # may make fewer: conr/budget.py consensus_allowance)
+    consensus_runs: int = CONSENSUS_RUNS  # final=auto: UMAP layouts a UMAP + GMM consensus is made of (a time
+                                     # budget may make fewer: conr/cluster/policy.py consensus_allowance)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 1     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition

@@ -79,15 +79,14 @@ def test_heartbeat_says_when_the_next_line_comes(monkeypatch):
 
 
 def test_tensorboard_missing_falls_back_and_says_so_once(monkeypatch, tmp_path):
-    from types import SimpleNamespace
-
     import conr.engine.callbacks as callbacks
+    from conr.config import RunConfig
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
     monkeypatch.setattr(callbacks, "_TB_NOTE_SHOWN", False)
     said = []
     for _ in range(2):  # two runs in one process: one note
-        run_cfg = SimpleNamespace(tensorboard=True)
+        run_cfg = RunConfig(tensorboard=True)
         assert callbacks.TensorBoard(tmp_path, run_cfg, log=said.append).writer() is None
         assert run_cfg.tensorboard is False
     assert len(said) == 1 and "not installed" in said[0] and "conr[tensorboard]" in said[0]

@@ -1,7 +1,6 @@
 """The engine's parts seen from outside (conr/engine/): the schedules, the public step the
 time budget times, and the one way a saved model is loaded."""
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +16,9 @@ TINY = ["model.width=8", "model.hidden_dim=64", "model.proj_dim=32", "train.batc
 
 
 def test_keep_fraction_on_hand_made_cases():
-    s2 = SimpleNamespace(boundary_filter=False, relax=True, fr0=0.8, start_epoch=1, t_end=3)
+    from conr.config import Stage2Config
+
+    s2 = Stage2Config(boundary_filter=False, relax=True, fr0=0.8, start_epoch=1, t_end=3)
     assert keep_fraction(s2, 2) == 1.0                      # no filter: every image kept
     s2.boundary_filter, s2.relax = True, False
     assert keep_fraction(s2, 2) == 0.8                      # no relaxation: fr0 throughout

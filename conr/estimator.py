@@ -74,7 +74,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         encoder_weights: a local state-dict file for the encoder (no network needed).
 
     Attributes after ``fit``: ``run_record_`` (the run's settings, each with where it came
-    from: conr/auto/record.py), ``n_clusters_`` (the K used), ``k_selection_`` (with an
+    from: conr/auto/record.py), ``timings_`` (seconds: extraction where an encoder ran, before
+    training, training, the final stage's candidates, total), ``n_clusters_`` (the K used), ``k_selection_`` (with an
     estimated K: criterion, range, chosen K and the score table), ``labels_`` [N], ``cluster_centers_`` [K, D] (k-means means
     of the unit features, not re-normalised), ``features_`` [N, D], ``boundary_ratios_``
     and ``distances_`` (to the own centre) [N], ``metrics_`` (NMI/ACC/ARI when the input
@@ -198,6 +199,7 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                          result.history)
         self.run_record_ = result.record
         self.budget_ = result.budget
+        self.timings_ = dict(result.timings)
         self.settings_reasons_ = dict(result.record.reasons)
         if result.record.k_selection is not None:
             self.k_selection_ = dict(result.record.k_selection)

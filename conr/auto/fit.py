@@ -44,6 +44,7 @@ class FitResult:
     metrics: dict
     history: list = field(default_factory=list)
     budget: dict | None = None
+    timings: dict = field(default_factory=dict)   # seconds: before training, training, final stage, total
 
 
 def check_k(n_clusters, n: int, what: str = "images") -> int | None:
@@ -70,10 +71,13 @@ def _budgeted(params: dict, user: dict) -> bool:
     return not user.get("train", {}).get("epochs") and not (params["resume"] and _saved_epochs(params["run_dir"]))
 
 
-def _train(record: RunRecord, trainer: Trainer, params: dict, started: float, log) -> FitResult:
+def _train(record: RunRecord, trainer: Trainer, params: dict, started: float, log,
+           timings: dict | None = None) -> FitResult:
     """Stage 1 and K where K is estimated, then the rest of the training and the final
-    clustering; budget.json where there is a budget."""
+    clustering; budget.json where there is a budget. ``timings``: seconds of steps before
+    (an encoder's extraction), kept with the run's own."""
     n = len(trainer.data)
+    before = time.perf_counter() - started
     if record.k_selection is None and fixed_k(params["n_clusters"]) is None:
         record = record.with_k(select_k_after_stage1(trainer, k_range(params["n_clusters"], n), log=log))
     result = trainer.fit()
@@ -82,8 +86,16 @@ def _train(record: RunRecord, trainer: Trainer, params: dict, started: float, lo
         budget = finish_budget(record.budget, started, record.config.train.epochs,
                                trainer.run_dir if trainer.write else None, log,
                                pins=record.repeat_pins(trainer.epoch))
+    partition = trainer.partition
+    times = {**(timings or {}), "before_training": round(before, 1),
+             "training": round(sum(r.get("epoch_seconds", 0.0) for r in result.history), 1),
+             "final_stage_candidates": round(sum(c.get("seconds", 0.0) for c in partition.candidates), 1)
+             if partition is not None and partition.candidates else 0.0,
+             "seed_candidates": round(sum(c.get("seconds", 0.0) for c in trainer.seed_candidates), 1),
+             "total": round(time.perf_counter() - started, 1)}
     return FitResult(record=record, trainer=trainer, features=result.features, labels=result.labels,
-                     centers=result.centers, metrics=result.metrics, history=result.history, budget=budget)
+                     centers=result.centers, metrics=result.metrics, history=result.history, budget=budget,
+                     timings=times)
 
 
 def fit_images(X, params: dict, user: dict, *, started: float, log=print, input_reason: str = "images",
@@ -165,7 +177,7 @@ def fit_images(X, params: dict, user: dict, *, started: float, log=print, input_
 
 def fit_vectors(data, params: dict, user: dict, *, started: float, log=print, input_reason: str = "vectors",
                 encoder: dict | None = None, more_reasons: dict | None = None,
-                data_section: dict | None = None) -> FitResult:
+                data_section: dict | None = None, timings: dict | None = None) -> FitResult:
     """Train an MLP with CoNR on the rows of ``data`` (a VectorData: a table the user has, or
     an encoder's features) and cluster them, with the same final stage as images (the input
     rows among its candidates) and, with ``minutes`` given or an encoder's features, a time
@@ -207,4 +219,4 @@ def fit_vectors(data, params: dict, user: dict, *, started: float, log=print, in
     trainer = VectorTrainer(record.config, data, run_dir=params["run_dir"], resume=params["resume"],
                             write=params["run_dir"] is not None, log=log, notes=record.notes(), final_stage=stage,
                             k_provisional=given_k is None)
-    return _train(record, trainer, params, started, log)
+    return _train(record, trainer, params, started, log, timings)

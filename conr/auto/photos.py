@@ -16,6 +16,7 @@ encoder's features and on the head's. The time budget counts the extraction.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,7 @@ def fit_photos(X, params: dict, user: dict, *, started: float, encoder_name: str
     from .fit import fit_vectors
 
     encoder = load_encoder(encoder_name, weights=params.get("encoder_weights"))
+    start = time.perf_counter()
     data = photo_data(X, encoder, on_bad_image=params["on_bad_image"], verbose=bool(params.get("verbose")), log=log,
                       n_clusters=params["n_clusters"])
     if len(data) == 0:
@@ -141,4 +143,4 @@ def fit_photos(X, params: dict, user: dict, *, started: float, encoder_name: str
     return fit_vectors(data, params, user, started=started, log=log,
                        input_reason=f"{input_reason}, through the encoder {encoder_name}",
                        encoder=dict(encoder.spec), more_reasons={"data.encoder": encoder_reason},
-                       data_section=section)
+                       data_section=section, timings={"extraction": round(time.perf_counter() - start, 1)})

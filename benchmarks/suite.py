@@ -139,7 +139,7 @@ def run_baseline(kind: str, folder: Path, k: int, seed: int, cache: Path | None 
             from sklearn.decomposition import PCA
 
             x = PCA(PCA_DIMS, random_state=seed).fit_transform(x)
-        pred, _, _ = umap_gmm(x, k, seed=seed, n_neighbors=20, n_init=5)
+        pred, _, _ = umap_gmm(x, k, seed=seed, n_neighbors=20, n_init=5, dims=k, covariance="full")  # N2D's recipe
     else:
         pred = SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=10, random_state=seed,
                                   assign_labels="kmeans").fit_predict(x)

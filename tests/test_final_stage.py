@@ -443,3 +443,32 @@ def test_line_beside_small_groups_is_spectrals_case(line_case):
 def test_rule_on_a_line_beside_small_groups(line_case):
     y, cands = line_case
     assert adjusted_rand_score(y, choose(cands).labels) > 0.95
+
+
+# --------------------------------------------------------------------------- many small clusters
+
+def test_manifold_dimensions_and_covariance_follow_the_members_a_cluster_expects():
+    from conr.cluster.manifold import covariance_type, manifold_dims
+
+    assert manifold_dims(1797, 10) == 10 and covariance_type(1797, 10, 10) == "full"      # digits: N2D's recipe
+    assert manifold_dims(1440, 20) == 20 and covariance_type(1440, 20, 20) == "full"      # COIL-20: 72 a cluster
+    assert manifold_dims(400, 40) == 5 and covariance_type(400, 40, 5) == "diag"          # ORL: 10 faces a person
+    assert manifold_dims(2000, 100) == 10 and covariance_type(2000, 100, 10) == "diag"    # 100 classes of 20
+    assert manifold_dims(30, 10) == 2                                                     # never under 2
+
+
+@pytest.mark.slow  # UMAP
+def test_a_hundred_clusters_of_twenty():
+    """K = N / 20: UMAP + GMM in K dimensions with full covariances is ill-posed there (a
+    component's covariance has more parameters than it has members); with the dimensions
+    and covariance following the members a cluster expects, the manifold step finds them."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from conr.cluster.manifold import umap_gmm
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(100, 30)) * 6.0
+    y = np.repeat(np.arange(100), 20)
+    x = (centres[y] + rng.normal(size=(2000, 30))).astype(np.float32)
+    labels, _, emb = umap_gmm(x, 100, seed=0, n_neighbors=5)
+    assert emb.shape[1] == 10 and adjusted_rand_score(y, labels) > 0.9

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+from ..cluster.policy import SELF_LABEL_MIN_MEMBERS
 from ..data.survey import CPU_MAX_SIZE, GPU_MAX_SIZE, MIN_NET_SIZE, ImageSurvey, pick_image_size
 
 __all__ = ["auto_settings",
@@ -171,7 +172,8 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
                    "lr_factor": lr_factor, "predictor_lr_factor": lr_factor,
                    **sched["stage2"]},
         "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "auto", "flip_average": flip,
-                    "stage2_seed": "final", "self_label_epochs": self_label_epochs(epochs),
+                    "stage2_seed": "final",
+                    "self_label_epochs": self_label_epochs(epochs) if n / k_clusters >= SELF_LABEL_MIN_MEMBERS else 0,
                     **sched["cluster"]},
         "run": {"tensorboard": False, "log_every": 20},
     }
@@ -188,6 +190,9 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
     why["cluster.final"] = ("final labels chosen without labels among k-means, spectral and UMAP + GMM partitions "
                             "of the features and of the pixels (conr/cluster/final.py)")
     why["cluster.stage2_seed"] = "CoNR's stage 2 starts from the best label-free partition, not k-means of weak features"
-    why["cluster.self_label_epochs"] = ("a cluster head trained on each cluster's most confident half, "
-                                        "a quarter of the training epochs (5..50)")
+    why["cluster.self_label_epochs"] = (
+        f"off: a cluster expects {n / k_clusters:.0f} images, fewer than the {SELF_LABEL_MIN_MEMBERS} a cluster "
+        f"head needs to learn from (it collapsed on 40 faces of 10 and 100 palm classes of 20)"
+        if n / k_clusters < SELF_LABEL_MIN_MEMBERS else
+        "a cluster head trained on each cluster's most confident half, a quarter of the training epochs (5..50)")
     return raw, why

@@ -77,7 +77,7 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
     (the training loop's last k-means, say), used instead of computing them again.
     ``runs``, ``max_seconds``: the UMAP + GMM consensus's layouts, and the time they may
     take (fewer where it is short: :func:`~conr.cluster.manifold.affordable_runs`)."""
-    from .manifold import umap_embedding, umap_gmm_consensus, umap_neighbors
+    from .manifold import manifold_dims, umap_embedding, umap_gmm_consensus, umap_neighbors
     from .spectral import spectral_labels
 
     given = dict(given or {})
@@ -94,7 +94,8 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
                                       max_seconds=max_seconds)
         emb = manifold.embedding
     else:
-        manifold, emb = None, umap_embedding(x, n_clusters, n_neighbors=n_neighbors, seed=seed)
+        manifold, emb = None, umap_embedding(x, manifold_dims(len(x), n_clusters), n_neighbors=n_neighbors,
+                                             seed=seed)
     umap_seconds = time.perf_counter() - start
     for algo in algorithms:
         start = time.perf_counter()

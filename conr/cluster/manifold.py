@@ -20,7 +20,8 @@ from .policy import CONSENSUS_RUNS, affordable_runs
 
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
            "fuzzy_graph", "intersect_graphs", "embed_graph", "joint_umap_gmm_consensus", "graph_umap_gmm_consensus",
-           "exact_neighbors", "pixel_vectors", "Consensus", "PCA_ABOVE", "PCA_DIMS"]
+           "exact_neighbors", "pixel_vectors", "Consensus", "PCA_ABOVE", "PCA_DIMS", "manifold_dims",
+           "covariance_type"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
 PCA_DIMS = 50
@@ -75,6 +76,21 @@ def umap_neighbors(n_samples: int, n_clusters: int) -> int:
     (ORL's 10 faces a person) ties the groups together; 20 (N2D's choice) suits groups
     of hundreds or thousands."""
     return int(min(20, max(5, round((n_samples / max(1, n_clusters)) ** 0.5))))
+
+
+def manifold_dims(n_samples: int, n_clusters: int) -> int:
+    """UMAP's dimensions for ``n_clusters`` groups: K (N2D's choice), but at most half the
+    members a group expects: a Gaussian mixture of K components in d dimensions needs more
+    than d points a component (ORL's 10 faces a person: 5 dimensions, not 40; 100 palm
+    classes of 20 prints: 10, not 100, where the mixture failed outright)."""
+    members = n_samples / max(1, n_clusters)
+    return int(max(2, min(n_clusters, members // 2)))
+
+
+def covariance_type(n_samples: int, n_clusters: int, dims: int) -> str:
+    """The mixture's covariance: ``full`` where a group expects at least 2 (d + 1) members in
+    d dimensions (its covariance is then well estimated), else ``diag``."""
+    return "full" if n_samples / max(1, n_clusters) >= 2 * (dims + 1) else "diag"
 
 
 def exact_neighbors(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +198,8 @@ def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int 
                              runs: int = CONSENSUS_RUNS) -> Consensus:
     """The consensus of ``runs`` UMAP layouts (different seeds) of one fuzzy ``graph``,
     each clustered by a Gaussian mixture; returns as :func:`umap_gmm_consensus`."""
-    return _layout_consensus(lambda s: embed_graph(graph, n_clusters, s), n_clusters, seed, n_init, runs)
+    dims = manifold_dims(graph.shape[0], n_clusters)
+    return _layout_consensus(lambda s: embed_graph(graph, dims, s), n_clusters, seed, n_init, runs)
 
 
 def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int,
@@ -213,24 +230,29 @@ def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int
 
 
 def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,
-             embedding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """UMAP to ``n_clusters`` dimensions, then a full-covariance Gaussian mixture of
-    ``n_clusters`` components (``n_init`` starts). Returns (labels [N], posterior
-    probability of the own component [N], the embedding [N, d]); ``embedding``: reuse
-    one computed before."""
-    emb = embedding if embedding is not None else umap_embedding(x, n_clusters, n_neighbors, seed)
-    proba = gmm_posterior(emb, n_clusters, n_init, seed)
+             embedding: np.ndarray | None = None, dims: int | None = None,
+             covariance: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UMAP to ``dims`` dimensions (None: :func:`manifold_dims`), then a Gaussian mixture of
+    ``n_clusters`` components (``n_init`` starts; ``covariance`` None: :func:`covariance_type`).
+    N2D's recipe is ``dims=n_clusters, covariance="full"``. Returns (labels [N], posterior
+    probability of the own component [N], the embedding [N, d]); ``embedding``: reuse one
+    computed before."""
+    if embedding is None:
+        embedding = umap_embedding(x, dims or manifold_dims(len(x), n_clusters), n_neighbors, seed)
+    proba = gmm_posterior(embedding, n_clusters, n_init, seed, covariance)
     labels = proba.argmax(1)
-    return labels.astype(np.int64), proba.max(1).astype(np.float32), emb
+    return labels.astype(np.int64), proba.max(1).astype(np.float32), embedding
 
 
-def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int) -> np.ndarray:
-    """Posterior probabilities [N, K] of a full-covariance Gaussian mixture fitted to ``emb``."""
+def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, covariance: str | None = None) -> np.ndarray:
+    """Posterior probabilities [N, K] of a Gaussian mixture fitted to ``emb`` (``covariance``:
+    None = :func:`covariance_type` of its size)."""
     from sklearn.mixture import GaussianMixture
 
+    cov = covariance or covariance_type(len(emb), n_clusters, emb.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on tiny components
-        gmm = GaussianMixture(n_clusters, covariance_type="full", n_init=n_init, random_state=seed,
+        gmm = GaussianMixture(n_clusters, covariance_type=cov, n_init=n_init, random_state=seed,
                               reg_covar=1e-4).fit(emb)
     return gmm.predict_proba(emb)
 
@@ -245,5 +267,6 @@ def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbor
     consensus 0.94-0.96; on the pixels of digits, COIL-20 and ORL inside the single runs' range
     (``benchmarks/consensus.py``)."""
     neighbors = exact_neighbors(x, n_neighbors)
-    return _layout_consensus(lambda s: umap_embedding(x, n_clusters, seed=s, neighbors=neighbors),
+    dims = manifold_dims(len(x), n_clusters)
+    return _layout_consensus(lambda s: umap_embedding(x, dims, seed=s, neighbors=neighbors),
                              n_clusters, seed, n_init, runs, max_seconds)

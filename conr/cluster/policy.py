@@ -21,7 +21,7 @@ from __future__ import annotations
 
 __all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
            "GRAPH_NEIGHBORS", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE",
-           "MAX_INPUT_ROWS", "TWO_STAGE_METHODS", "preferred_for", "derived_score", "eligible", "best_by",
+           "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "TWO_STAGE_METHODS", "preferred_for", "derived_score", "eligible", "best_by",
            "affordable_runs", "consensus_allowance", "reserved_seconds", "seed_fits"]
 
 # ----------------------------------------------------------------------------- choosing
@@ -80,6 +80,7 @@ CONSENSUS_RUNS = 5          # UMAP layouts (seeds) a UMAP + GMM consensus is mad
 CLUSTERING_SHARE = 1 / 3    # two passes of the candidates (stage 2's seed and the end) may take this share
 CONSENSUS_SHARE = CLUSTERING_SHARE / 8   # one consensus's layouts may take this share of the budget
 MAX_INPUT_ROWS = 200_000    # beyond this the input's own candidates are skipped (memory and UMAP time)
+SELF_LABEL_MIN_MEMBERS = 40  # a cluster head learns from a cluster's confident half: fewer members, no self-labelling
 TWO_STAGE_METHODS = ("conr", "simsiam_connr", "moco_connr")   # methods with a stage 2 to seed
 
 

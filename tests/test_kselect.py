@@ -110,3 +110,19 @@ def test_estimator_estimates_k_and_trains_stage_2_with_it(tmp_path):
     # resuming keeps the recorded K instead of estimating again
     again = conr.CoNR(n_clusters="auto", run_dir=str(run), resume=True, **TINY_EST).fit(X)
     assert again.n_clusters_ == k
+
+
+@pytest.mark.slow  # two budgeted fits
+def test_an_estimated_k_gets_the_final_stages_reserve_as_a_given_k():
+    """Without --k, the final stage's input candidates are made and timed before training
+    with the provisional K, so the budget reserves the final stage as it does for a given K."""
+    import conr
+    from test_cluster_report import _array
+
+    X, _ = _array(48)
+    kw = dict(image_size=16, batch_size=16, minutes=0.4, encoder="none", seed=0,
+              overrides=["model.width=8", "model.hidden_dim=64", "model.proj_dim=32", "train.threads=1"])
+    given = conr.CoNR(n_clusters=3, **kw).fit(X)
+    estimated = conr.CoNR(n_clusters=(2, 4), **kw).fit(X)
+    assert given.budget_["reserved_seconds"] > 0 and estimated.budget_["reserved_seconds"] > 0
+    assert estimated.k_selection_["k"] == estimated.n_clusters_

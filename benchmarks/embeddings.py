@@ -165,7 +165,7 @@ def _summarise(doc: dict) -> None:
     for r in doc["runs"]:
         rows.setdefault((r["vectors"], r["method"]), []).append(r)
     summary = []
-    print(f"\n| vectors | method | seeds | NMI | ACC | ARI | seconds |\n|---|---|---|---|---|---|---|")
+    print("\n| vectors | method | seeds | NMI | ACC | ARI | seconds |\n|---|---|---|---|---|---|---|")
     for (vec, method), runs in sorted(rows.items()):
         cell = {m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs])))
                 for m in ("nmi", "acc", "ari", "seconds")}

@@ -24,7 +24,6 @@ from torch import Tensor
 from .auto.k_selection import K_CRITERION, K_SELECTION_FILE, estimate_selection, read_k_selection
 from .auto.resolve import fixed_k, k_range, user_settings
 from .config import apply_overrides, config_from_dict, config_to_dict
-from .data.base import ImageData
 from .data.convert import as_image_data, match_channels, resolve_device_type, square_crop, survey_input
 from .engine import Trainer, load_checkpoint
 from .options import option

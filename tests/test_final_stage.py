@@ -7,7 +7,6 @@ shapes that are or are not mirror-symmetric.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from conr.cluster.final import FinalStage, choose, cluster_representation, normalized_cut, score_candidates
 from conr.cluster.manifold import pixel_vectors, umap_neighbors
-from conr.cluster.partition import Partition, cluster_means
+from conr.cluster.partition import Partition
 from conr.cluster.self_label import confident_members, margin_confidence
 from conr.data.mirror import MIRROR_OVERLAP_MIN, mirror_overlap
 
@@ -304,7 +303,6 @@ def test_one_run_one_score(tmp_path, encoder, monkeypatch):
     all carry the run's partition, trained from scratch or on the embedded encoder's
     features (which eval and predict extract again, from the feature cache)."""
     import csv
-    import re
 
     from conr.cli import main
     from test_cluster_report import TINY as CLI_TINY

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from conr.cli import main
 from conr.commands.cluster import _epochs_line
 from conr.config import load_config
 from conr.methods import build_method

@@ -23,12 +23,12 @@ from test_cluster_report import TINY, make_folder, run_cli
 TINY_VEC = dict(epochs=3, batch_size=16, deterministic=True, overrides=["model.hidden_dim=64", "model.proj_dim=32"])
 
 
-def grey_folder(root: Path, per_class: int = 8) -> Path:
+def grey_folder(root: Path, per_class: int = 8, side: int = 24) -> Path:
     rng = np.random.default_rng(0)
     for c in range(3):
         (root / f"c{c}").mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            img = np.full((24, 24), 40 + 80 * c, np.uint8) + rng.integers(0, 20, (24, 24), dtype=np.uint8)
+            img = np.full((side, side), 40 + 80 * c, np.uint8) + rng.integers(0, 20, (side, side), dtype=np.uint8)
             Image.fromarray(img, "L").save(root / f"c{c}" / f"{i}.png")
     return root
 
@@ -39,14 +39,17 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_the_rule_sends_colour_to_the_encoder_and_grey_to_scratch(tmp_path):
+def test_the_rule_sends_photos_to_the_encoder_and_small_grey_images_to_scratch(tmp_path):
     colour = survey_files(scan_images(make_folder(tmp_path / "colour", per_class=3)))
-    grey = survey_files(scan_images(grey_folder(tmp_path / "grey", per_class=3)))
-    assert not colour.grey and grey.grey
+    grey = survey_files(scan_images(grey_folder(tmp_path / "grey", per_class=3)))          # 24 px: glyphs
+    large_grey = survey_files(scan_images(grey_folder(tmp_path / "faces", per_class=3, side=48)))
+    assert not colour.grey and grey.grey and large_grey.grey
     name, why = choose_encoder("auto", colour)
     assert name == "efficientnet_lite0" and "colour" in why
     name, why = choose_encoder("auto", grey)
-    assert name is None and "grey" in why
+    assert name is None and "small grey images (24 px" in why
+    name, why = choose_encoder("auto", large_grey)
+    assert name == "efficientnet_lite0" and "grey images of 48 px" in why
     assert choose_encoder("none", colour)[0] is None
     assert choose_encoder("timm:resnet18", grey) == ("timm:resnet18", "chosen by the user")
     assert thumbnail_side(1_000) == 64 and thumbnail_side(60_000) == 32

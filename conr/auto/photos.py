@@ -3,10 +3,11 @@ its images, and the fit on them.
 
 Colour photos are what most users bring, and there a network trained from scratch in a
 few CPU minutes loses to a frozen ImageNet encoder with plain k-means (docs/photos.md).
-So ``encoder="auto"`` sends colour images to the embedded encoder (EfficientNet-Lite0,
-whose weights ship with the install) and keeps grey images (digits, faces, scans) on the
-from-scratch path, where the suite measured it ahead; :func:`choose_encoder` says which
-and why, and the reason lands in config.yaml and the report like every automatic setting.
+So ``encoder="auto"`` sends images to the embedded encoder (EfficientNet-Lite0, whose
+weights ship with the install) except small grey ones, glyphs such as digits, letters and
+prints, which keep the from-scratch path (:data:`GLYPH_SIDE`); :func:`choose_encoder` says
+which and why, and the reason lands in config.yaml and the report like every automatic
+setting.
 
 The encoder's features of a folder are extracted once (batched, cached on disk by the
 files and the encoder: a second run, ``--resume`` and ``--checkpoint`` read them back) and
@@ -26,18 +27,23 @@ import torch.nn.functional as F
 from ..data.survey import ImageSurvey
 from ..data.vectors import VectorData
 
-__all__ = ["ENCODER_CHOICES", "choose_encoder", "thumbnail_side", "photo_data", "encode_images", "fit_photos"]
+__all__ = ["ENCODER_CHOICES", "GLYPH_SIDE", "choose_encoder", "thumbnail_side", "photo_data", "encode_images", "fit_photos"]
 
 ENCODER_CHOICES = ("auto", "none")   # besides an encoder's name (conr.encoders.ENCODERS)
+# grey images with a shorter side under this (px) are glyphs (digits, letters, prints): trained from scratch.
+# ImageNet encoders see 224-px natural images; on the open suite (docs/photos.md) 8-px digits lost 16 points of
+# ACC through the encoder, while 32-px grey faces (ORL) and objects (COIL-20) gained 9 and 2 and colour photos
+# (CIFAR-10, 32 px) 20 or more; 28-px digits (MNIST's size) stay below it, where from scratch reaches 0.98.
+GLYPH_SIDE = 32
 GRID_BYTES = 200 * 2**20             # the cluster grids' thumbnails of a run hold at most about this much
 
 
 def choose_encoder(requested: str | None, survey: ImageSurvey | None) -> tuple[str | None, str]:
     """(the encoder a run on these images uses, or None for training from scratch; why).
 
-    ``auto``: colour images -> the embedded encoder; grey images -> from scratch (the
-    suite's grey sets, digits, COIL-20 and ORL, cluster better from scratch: docs/photos.md);
-    ``none``: from scratch; any other value: that encoder."""
+    ``auto``: grey images with a shorter side under :data:`GLYPH_SIDE` -> from scratch; any
+    other images (colour photos, larger grey ones: faces, objects, scans) -> the embedded
+    encoder; ``none``: from scratch; any other value: that encoder."""
     from ..encoders import DEFAULT_ENCODER
 
     requested = "auto" if requested is None else str(requested)
@@ -45,11 +51,12 @@ def choose_encoder(requested: str | None, survey: ImageSurvey | None) -> tuple[s
         return None, "encoder=none: trained from scratch on the pixels"
     if requested != "auto":
         return requested, "chosen by the user"
-    if survey is not None and survey.grey:
-        return None, ("grey images: trained from scratch on the pixels (on the suite's grey sets the "
-                      "from-scratch path beats an ImageNet encoder's features: docs/photos.md)")
-    return DEFAULT_ENCODER, ("colour images: the features of the embedded ImageNet encoder "
-                             f"({DEFAULT_ENCODER}), then CoNR on them (docs/photos.md)")
+    if survey is not None and survey.grey and survey.native_size < GLYPH_SIDE:
+        return None, (f"small grey images ({survey.native_size} px, under {GLYPH_SIDE}: glyphs such as digits): "
+                      f"trained from scratch on the pixels, which beats an ImageNet encoder there (docs/photos.md)")
+    what = "colour images" if survey is None or not survey.grey else f"grey images of {survey.native_size} px"
+    return DEFAULT_ENCODER, (f"{what}: the features of the embedded ImageNet encoder ({DEFAULT_ENCODER}), "
+                             f"then CoNR on them (docs/photos.md)")
 
 
 def thumbnail_side(n_images: int) -> int:

@@ -225,7 +225,7 @@ def summarise(rows: list[dict]) -> tuple[list[dict], str]:
                 vals = [r[m] for r in got]
                 entry[m] = round(statistics.mean(vals), 4)
                 entry[f"{m}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
-            for m in ("epochs", "image_size", "channels", "batch", "budget_minutes"):
+            for m in ("epochs", "image_size", "channels", "batch", "budget_minutes", "encoder"):
                 if m in got[0]:
                     entry[m] = got[0][m]
             if "source" in got[0]:  # which candidate each seed's labels came from
@@ -235,8 +235,10 @@ def summarise(rows: list[dict]) -> tuple[list[dict], str]:
     for e in table:
         def pm(m):
             return f"{e[m]:.3f} ± {e[m + '_std']:.3f}" if e["seeds"] > 1 else f"{e[m]:.3f}"
-        settings = (f"{e['image_size']} px, {e['channels']} ch, batch {e['batch']}, {e['epochs']} epochs, "
-                    f"budget {e.get('budget_minutes', '-')} min" if "epochs" in e else "")
+        budget = f"{e['budget_minutes']:.1f}" if isinstance(e.get("budget_minutes"), (int, float)) else "-"
+        what = (f"{e['image_size']} px, {e['channels']} ch" if e.get("encoder") is None else
+                f"encoder {e['encoder']}, mlp head")
+        settings = (f"{what}, batch {e['batch']}, {e['epochs']} epochs, budget {budget} min" if "epochs" in e else "")
         if e.get("sources"):
             settings += ("; " if settings else "") + f"labels from {e['sources']}"
         lines.append(f"| {e['dataset']} | {e['row']} | {e['seeds']} | {pm('nmi')} | {pm('acc')} | {pm('ari')} | "

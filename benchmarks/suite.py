@@ -23,7 +23,7 @@ and, read off each conr run (not run separately):
                   warm-up's features and the pixels);
   * conr_first -- the final stage's choice before the self-labelling stage;
 so the table shows what each stage added.
-NMI / ACC / ARI and wall time per row; 3 seeds on the small sets, 1 on CIFAR-10.
+NMI / ACC / ARI and wall time per row; 3 seeds on every set.
 
     python benchmarks/suite.py                      # everything (resumes: finished rows are kept)
     python benchmarks/suite.py --datasets orl coil20 --seeds 0
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: 3 on the small sets, 1 on CIFAR-10)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: 0, 1 and 2)")
     p.add_argument("--byol-seeds", type=int, nargs="+",
                    help="seeds of the byol row, when fewer than the others' (default: the same)")
     p.add_argument("--minutes", type=float, help="time budget of the deep rows (default: conr's automatic budget)")

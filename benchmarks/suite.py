@@ -236,9 +236,11 @@ def summarise(rows: list[dict]) -> tuple[list[dict], str]:
         def pm(m):
             return f"{e[m]:.3f} ± {e[m + '_std']:.3f}" if e["seeds"] > 1 else f"{e[m]:.3f}"
         budget = f"{e['budget_minutes']:.1f}" if isinstance(e.get("budget_minutes"), (int, float)) else "-"
-        what = (f"{e['image_size']} px, {e['channels']} ch" if e.get("encoder") is None else
-                f"encoder {e['encoder']}, mlp head")
-        settings = (f"{what}, batch {e['batch']}, {e['epochs']} epochs, budget {budget} min" if "epochs" in e else "")
+        settings = ""
+        if "epochs" in e:
+            what = (f"{e['image_size']} px, {e['channels']} ch" if e.get("encoder") is None else
+                    f"encoder {e['encoder']}, mlp head")
+            settings = f"{what}, batch {e['batch']}, {e['epochs']} epochs, budget {budget} min"
         if e.get("sources"):
             settings += ("; " if settings else "") + f"labels from {e['sources']}"
         lines.append(f"| {e['dataset']} | {e['row']} | {e['seeds']} | {pm('nmi')} | {pm('acc')} | {pm('ari')} | "

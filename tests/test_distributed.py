@@ -442,7 +442,6 @@ def test_bn_groups_in_one_process_equal_per_rank_bn_with_shuffle(runs, name):
     as the ranks did (per-rank BatchNorm, shuffle-BN on the target): the same loss,
     gradients and update, and BN running statistics equal to the ranks' buffers averaged
     (what sync_buffers makes them at the end of the epoch)."""
-    from conr.engine.batchnorm import GroupBatchNorm
 
     ranks, _ = runs
     method, train = SCENARIOS[name]

@@ -96,6 +96,8 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
     user fixed; the rest follows them."""
     gpu = device_type == "cuda"
     n, k_clusters = survey.n_images, int(n_clusters)
+    members = n / k_clusters                    # images a cluster expects
+    self_label = members >= SELF_LABEL_MIN_MEMBERS  # enough of them for a cluster head to learn from
     why: dict[str, str] = {}
     native = survey.native_size
     size = int(image_size or pick_image_size(native, device_type))
@@ -174,7 +176,7 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
                    **sched["stage2"]},
         "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "auto", "flip_average": flip,
                     "stage2_seed": "final",
-                    "self_label_epochs": self_label_epochs(epochs) if n / k_clusters >= SELF_LABEL_MIN_MEMBERS else 0,
+                    "self_label_epochs": self_label_epochs(epochs) if self_label else 0,
                     **sched["cluster"]},
         "run": {"tensorboard": False, "log_every": 20},
     }
@@ -192,8 +194,8 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
                             "of the features and of the pixels (conr/cluster/final.py)")
     why["cluster.stage2_seed"] = "CoNR's stage 2 starts from the best label-free partition, not k-means of weak features"
     why["cluster.self_label_epochs"] = (
-        f"off: a cluster expects {n / k_clusters:.0f} images, fewer than the {SELF_LABEL_MIN_MEMBERS} a cluster "
-        f"head needs to learn from (it collapsed on 40 faces of 10 and 100 palm classes of 20)"
-        if n / k_clusters < SELF_LABEL_MIN_MEMBERS else
+        f"off: a cluster expects {members:.0f} images, fewer than the {SELF_LABEL_MIN_MEMBERS} a cluster "
+        f"head needs to learn from (it collapsed on 40 people of 10 faces and on 100 palm classes of 20)"
+        if not self_label else
         "a cluster head trained on each cluster's most confident half, a quarter of the training epochs (5..50)")
     return raw, why

@@ -113,24 +113,34 @@ def test_budget_arithmetic_against_a_hand_count():
 
 
 @pytest.mark.slow
-def test_time_budget_is_respected(tmp_path):
-    """A 0.75-minute budget ends within 70-120 % of its wall-clock time. It asserts wall-clock
-    bounds, so it needs a quiet machine: another process on the CPUs makes it fail (slow lane)."""
+def test_time_budget_plans_the_epochs_that_fit(tmp_path):
+    """A 0.75-minute budget trains the largest grid epoch count whose measured cost fits and
+    records what it measured. How close the wall clock comes to the budget is a speed figure:
+    benchmarks/budget_curve.py reports it (a unit test on wall time fails on a busy machine)."""
+    from conr.auto.budget import COMPILE_ALLOWANCE, EPOCH_GRID, StepCosts, seconds_for
+
     root = _write(tmp_path / "imgs", 4, 30, 16, "L")
     budget_min = 0.75
     started = time.perf_counter()
     model = conr.CoNR(n_clusters=4, minutes=budget_min, device="cpu", run_dir=str(tmp_path / "run"),
                       overrides=SMALL_NET).fit(root)
     took = time.perf_counter() - started
-    # the epochs are rounded down to a grid of ratio ~1.25 (repeatable counts): up to ~20 % under
-    assert 0.7 * budget_min * 60 <= took <= 1.2 * budget_min * 60, (took, model.budget_)
     saved = yaml.safe_load((tmp_path / "run" / "budget.json").read_text())
-    assert saved["epochs"] == model.config_.train.epochs >= 2
+    epochs = saved["epochs"]
+    assert epochs == model.config_.train.epochs == model.trainer_.epoch and epochs in EPOCH_GRID
     assert abs(saved["actual_seconds"] - took) < 2.0
+    # the plan: the epochs' measured cost fits the seconds the budget left them, and no longer
+    # count on the grid would have (the cost is not monotone in the epochs: check them all)
+    costs = StepCosts(**{f: saved[f] for f in StepCosts.__dataclass_fields__})
+    assert saved["plan"] == "timed" and 0 < saved["train_seconds"] < budget_min * 60
+    assert seconds_for(epochs, costs) <= saved["train_seconds"] + 0.1  # the record's rounding
+    longer = [e for e in EPOCH_GRID if e > epochs and seconds_for(e, costs) <= saved["train_seconds"] - 0.1]
+    assert not longer, (longer, saved)
+    assert saved["estimate_seconds"] <= budget_min * 60 + COMPILE_ALLOWANCE
     # the reasons for the automatic choices head the run's config.yaml
     text = (tmp_path / "run" / "config.yaml").read_text()
     assert text.startswith("# automatic settings") and "# data.channels: all sampled images are grey" in text
-    assert yaml.safe_load(text)["train"]["epochs"] == saved["epochs"]
+    assert yaml.safe_load(text)["train"]["epochs"] == epochs
     # an explicit epoch count wins over the budget
     fixed = conr.CoNR(n_clusters=4, epochs=3, minutes=5, device="cpu", overrides=SMALL_NET).fit(root)
     assert fixed.config_.train.epochs == 3 and fixed.budget_ is None

@@ -211,6 +211,7 @@ class BudgetTiming:
     costs: StepCosts
     other_cores: float | None
     quiet_factor: float
+    train_seconds: float = 0.0  # what the budget left for the epochs (after what came before and the reserve)
     plan_note: str | None = None
     seed_note: str | None = None
 
@@ -254,7 +255,8 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
         + (f" at {size} px" if size else "") + f" ({costs.iters_per_epoch} per epoch), clustering "
         f"{costs.cluster_seconds:.1f} s -> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
     return BudgetTiming(epochs=epochs, image_size=size, reserved_seconds=reserved, estimate_seconds=estimate,
-                        costs=costs, other_cores=other, quiet_factor=f, plan_note=plan_note, seed_note=seed_note)
+                        costs=costs, other_cores=other, quiet_factor=f, train_seconds=left - reserved,
+                        plan_note=plan_note, seed_note=seed_note)
 
 
 def smaller_size(timing: BudgetTiming, user_size: int | None) -> int | None:
@@ -312,6 +314,7 @@ class BudgetPlan:
         left = OVERRUN * minutes * 60 - (time.perf_counter() - started) - timing.reserved_seconds
         measured = {"other_cores": None if timing.other_cores is None else round(timing.other_cores, 2),
                     "quiet_factor": round(timing.quiet_factor, 3), "plan": "reused" if timing.plan_note else "timed",
+                    "train_seconds": round(timing.train_seconds, 1),
                     **({"seed_note": timing.seed_note} if timing.seed_note else {}),
                     **{k: round(v, 4) if isinstance(v, float) else v for k, v in timing.costs.to_dict().items()}}
         return cls(minutes=minutes, epochs=timing.epochs, reserved_seconds=round(timing.reserved_seconds, 1),

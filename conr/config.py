@@ -185,6 +185,8 @@ class ClusterConfig:
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 1     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition
                                      # on the current features (0 = the seed's labels kept to the end)
+    stage2_refreshes: int = 0        # stage2_seed=final: times in stage 2 the carried partition is chosen afresh by
+                                     # the final stage on the current features (evenly spaced; 0 = never)
     self_label_epochs: int = 0       # final=auto: epochs of the self-labelling stage (0 = off; conr/cluster/self_label.py)
     eval_every: int = 1              # cluster + score every N epochs in stage 1 (stage 2: every epoch)
     eval_batch_size: int = 1024

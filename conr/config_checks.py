@@ -63,6 +63,9 @@ def validate_config(cfg: Config) -> None:
     if c.stage2_update_iters < 0:
         raise ConfigError(f"cluster.stage2_update_iters={c.stage2_update_iters} must be >= 0 "
                           "(0 = the stage-2 seed's labels kept)")
+    if c.stage2_refreshes < 0:
+        raise ConfigError(f"cluster.stage2_refreshes={c.stage2_refreshes} must be >= 0 (0 = the seed carried on "
+                          "by Lloyd steps only)")
     if c.consensus_runs < 1:
         raise ConfigError(f"cluster.consensus_runs={c.consensus_runs} must be >= 1 (1 = a single UMAP + GMM run)")
     if c.self_label_epochs < 0:

@@ -279,6 +279,62 @@ def test_the_seed_reaches_stage_2(monkeypatch):
     assert epoch2[0][2].shape == (10, feats.shape[1])
 
 
+def test_refresh_epochs_against_a_hand_count():
+    """cluster.stage2_refreshes: evenly spaced inside stage 2, never its last epoch."""
+    from conr.cluster.policy import refresh_epochs
+
+    # stage 2 = epochs 61..100 (40 epochs): thirds of it... quarters for 3 refreshes
+    assert refresh_epochs(61, 100, 3) == {70, 80, 90}
+    assert refresh_epochs(61, 100, 1) == {80}
+    assert refresh_epochs(61, 100, 0) == set()
+    assert refresh_epochs(2, 3, 1) == {2}        # two stage-2 epochs: after the first
+    assert refresh_epochs(10, 10, 2) == set()    # one stage-2 epoch: the final stage follows it anyway
+
+
+def test_a_refresh_chooses_stage_2_labels_afresh(monkeypatch):
+    """stage2_refreshes=1: after the refresh epoch the final stage chooses again on the
+    current features, with the carried partition as its given candidate; the next epoch
+    trains with its choice. Hand-made: the seed is the truth with a third of the labels
+    rotated, the refresh's choice the truth."""
+    from conr.cluster import final as final_mod
+    from conr.config import load_config
+    from conr.engine import Trainer
+
+    cfg = load_config("digits", TINY + ["cluster.stage2_seed=final", "cluster.final=kmeans",
+                                        "cluster.stage2_update_iters=0", "cluster.stage2_refreshes=1"])
+    trainer = Trainer(cfg, write=False, log=lambda *a: None)
+    truth = trainer.data.labels.numpy().astype(np.int64)
+    worse = truth.copy()
+    worse[::3] = (worse[::3] + 1) % 10
+    given = []
+
+    def fake_run(self, features, given_=None, extra=None):
+        given.append({k: v.copy() for k, v in given_.items()})
+        cand = final_mod.Candidate("oracle", "refresh" if "seeded_kmeans" in given_ else "seed",
+                                   (truth if "seeded_kmeans" in given_ else worse).copy())
+        cand.scores = {self.rule: 1.0}
+        return cand, [cand]
+
+    monkeypatch.setattr(final_mod.FinalStage, "run", lambda self, f, given=None, extra=None: fake_run(self, f, given))
+    monkeypatch.setattr(final_mod.FinalStage, "input_candidates", lambda self: ([], None))
+    labels_by_epoch = {}
+    step = trainer.train_step
+
+    def spy(v1, v2, ctx):
+        if ctx.pseudo_labels is not None:
+            labels_by_epoch.setdefault(ctx.epoch, ctx.pseudo_labels.clone().cpu())
+        return step(v1, v2, ctx)
+
+    trainer.train_step = spy
+    trainer.fit()
+    assert [sorted(g) for g in given] == [["kmeans"], ["seeded_kmeans"]]
+    assert np.array_equal(given[1]["seeded_kmeans"], worse)  # the carried partition (labels kept) competed
+    assert torch.equal(labels_by_epoch[2], torch.as_tensor(worse))  # stage 2 starts from the seed
+    assert torch.equal(labels_by_epoch[3], torch.as_tensor(truth))  # and trains on with the refresh's choice
+    assert trainer.history[0]["stage2_seed"] == "oracle/seed"
+    assert trainer.history[1]["stage2_refresh"] == "oracle/refresh" and "stage2_refresh" not in trainer.history[2]
+
+
 @pytest.mark.slow  # trains, then the final stage
 def test_final_stage_without_the_pixels():
     """cluster.final_pixels=false (the demo's setting): only the features' partitions are

@@ -284,6 +284,7 @@ def test_a_budget_too_small_for_two_final_stage_passes_drops_the_seed():
     big, note = reserve(cfg, 125.0, 1.0, minutes=10)
     assert 4 * 125.0 > CLUSTERING_SHARE * 600 and big == 2 * 125.0 and "stage2_seed=kmeans" in note
     assert reserved_seconds("byol", "auto", "final", True, 0, 10.0) == 20.0   # no stage 2 to seed: one pass
+    assert reserved_seconds("conr", "auto", "final", True, 0, 10.0, refreshes=2) == 80.0  # 2 passes more
     assert reserved_seconds("conr", "kmeans", "final", True, 0, 10.0) == 0.0  # no final stage
     args = build_parser().parse_args(["cluster", "photos", "--k", "10"])
     record = _record(cfg, _plan(stage2_seed="kmeans"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 __all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
            "GRAPH_NEIGHBORS", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE",
            "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "TWO_STAGE_METHODS", "preferred_for", "derived_score", "eligible", "best_by",
-           "affordable_runs", "consensus_allowance", "reserved_seconds", "seed_fits"]
+           "affordable_runs", "consensus_allowance", "reserved_seconds", "refresh_epochs", "seed_fits"]
 
 # ----------------------------------------------------------------------------- choosing
 
@@ -105,17 +105,30 @@ def consensus_allowance(minutes: float | None) -> float | None:
 
 
 def reserved_seconds(method: str, final: str, stage2_seed: str, with_input: bool, self_label_epochs: int,
-                     input_stage_seconds: float, epoch_seconds: float = 0.0) -> float:
+                     input_stage_seconds: float, epoch_seconds: float = 0.0, refreshes: int = 0) -> float:
     """Seconds a budget keeps for the clustering stages around training: the candidates on
     the features at stage 2's start (a two-stage method seeded by the final stage) and at the
     end, each about what the input's candidates took, and as much again for the joint
     candidate where the input is a candidate; and self-labelling (an epoch of it about a
-    quarter of a training epoch)."""
+    quarter of a training epoch); ``refreshes``: further passes inside stage 2
+    (:func:`refresh_epochs`)."""
     if final != "auto":
         return 0.0
-    passes = 2 if method in TWO_STAGE_METHODS and stage2_seed == "final" else 1
+    passes = 2 + refreshes if method in TWO_STAGE_METHODS and stage2_seed == "final" else 1
     per_pass = 2 if with_input else 1
     return passes * per_pass * input_stage_seconds + 0.25 * self_label_epochs * epoch_seconds
+
+
+def refresh_epochs(stage2_start: int, epochs: int, refreshes: int) -> set[int]:
+    """The epochs after which the carried stage-2 partition is chosen afresh by the final
+    stage (``cluster.stage2_refreshes``): ``refreshes`` of them, evenly spaced inside stage 2
+    (epochs ``stage2_start``..``epochs``, 1-based), never its last epoch (the final stage
+    follows it anyway)."""
+    length = epochs - stage2_start + 1
+    if refreshes <= 0 or length < 2:
+        return set()
+    picks = {stage2_start - 1 + round(r * length / (refreshes + 1)) for r in range(1, refreshes + 1)}
+    return {e for e in picks if stage2_start <= e < epochs}
 
 
 def seed_fits(reserved: float, minutes: float) -> bool:

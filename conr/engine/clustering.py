@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..cluster.kmeans import kmeans
+from ..cluster.policy import refresh_epochs
 from .distributed import broadcast_object, sync_buffers
 from ..errors import NonFiniteLossError
 from ..ops.metrics import evaluate
@@ -39,15 +40,20 @@ def cluster_step(trainer) -> dict:
     # it is estimated after stage 1, and the seed is made with it)
     seeding = (c.stage2_seed == "final" and not trainer.stage2_seeded and not trainer.k_provisional
                and trainer.method.in_stage2(trainer.epoch + 1))
+    carrying = c.stage2_seed == "final" and trainer.stage2_seeded and trainer.centers is not None
+    refreshing = carrying and trainer.epoch in refresh_epochs(trainer.method.stage2_start() or 0,
+                                                              trainer.cfg.train.epochs, c.stage2_refreshes)
     if trainer.dist.is_main:
         if seeding:  # stage 2 starts from the best label-free partition there is (conr/cluster/final.py)
             from ..cluster.stage import seed_partition
 
             result, source, trainer.seed_candidates = seed_partition(trainer, feats)
-        elif c.stage2_seed == "final" and trainer.stage2_seeded and trainer.centers is not None:
-            from ..cluster.stage import carry_partition
+        elif carrying:
+            from ..cluster.stage import carry_partition, seed_partition
 
             result = carry_partition(feats, trainer.pseudo_labels, c.n_clusters, c.stage2_update_iters, c.metric)
+            if refreshing:  # the final stage chooses afresh, the carried partition among its candidates
+                result, source, _ = seed_partition(trainer, feats, carried=result.labels)
         else:
             result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
                             n_init=c.n_init, seed=trainer.cfg.train.seed)
@@ -55,6 +61,8 @@ def cluster_step(trainer) -> dict:
                   "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
         if seeding:
             record["stage2_seed"] = source
+        elif refreshing:
+            record["stage2_refresh"] = source
         data = trainer.data
         if data.n_labelled:  # scored over the labelled images only (STL-10: its 13k of 113k)
             record.update(evaluate(data.labels, result.labels.cpu()), scored=data.n_labelled)

@@ -3,23 +3,24 @@
 The vectors are embeddings nobody tuned for this comparison, made by the repository itself:
 
 * ``conr``: the features (``model.features_``) of a short ``conr.CoNR(...).fit`` run on the
-  images (COIL-20: all 1,440; CIFAR-10: a seeded subset of the test set), fixed epochs;
+  images from scratch (``encoder="none"``; COIL-20: all 1,440; CIFAR-10: a seeded subset of
+  the test set), fixed epochs;
 * ``pca``: PCA-whitened pixels (50 components), the cheap fallback.
 
 They are cached in ``benchmarks/.cache/`` (git-ignored) with the true labels, which serve
 only for the scores. On them, for 3 seeds each:
 
 * ``conr_vectors``: ``conr.CoNR(n_clusters=K, input="vectors", seed=s)`` with its defaults
-  (MLP, nearest-neighbour views, BYOL then CoNR; k-means of the trained features);
-* ``conr_vectors+spectral``: the same trained model, its features clustered by
-  ``conr.spectral.spectral_clustering`` (what ``cluster.final=spectral`` does), a second row;
+  (MLP, nearest-neighbour views, BYOL then CoNR, the final stage's candidates on the input
+  vectors and on the head's features, its automatic time budget);
+* ``byol_vectors``: the same with ``method=byol`` (no CoNR stage): what CoNR adds on vectors;
 * ``kmeans``: scikit-learn ``KMeans(K, n_init=10)`` on the L2-normalised vectors;
 * ``spectral``: ``SpectralClustering(K, affinity="nearest_neighbors", n_neighbors=10)``;
 * ``umap_gmm``: umap-learn ``UMAP(n_neighbors=20, min_dist=0.0, n_components=K)`` then
   ``GaussianMixture(K, covariance_type="full", n_init=5)``.
 
-    OMP_NUM_THREADS=1 nice -n 10 python3 benchmarks/embeddings.py            # both sets, conr features
-    OMP_NUM_THREADS=1 nice -n 10 python3 benchmarks/embeddings.py --sets coil20 --source pca
+    python benchmarks/embeddings.py            # both sets, conr features (run it alone: budgets are wall time)
+    python benchmarks/embeddings.py --sets coil20 --source pca --methods conr_vectors umap_gmm
 
 Prints a table (mean ± std over the seeds of NMI / ACC / ARI, seconds) and writes
 ``benchmarks/results/embeddings.json`` (every run, and the summary).
@@ -44,7 +45,9 @@ SETS = {  # name: (folder, K, images kept (None: all), image epochs for the conr
     "coil20": ("coil20", 20, None, 20),
     "cifar10": ("cifar10-jpeg/test", 10, 2000, 15),
 }
-METHODS = ("conr_vectors", "kmeans", "spectral", "umap_gmm")
+DEEP = {"conr_vectors": "conr", "byol_vectors": "byol"}  # row: method, with the defaults otherwise
+METHODS = (*DEEP, "kmeans", "spectral", "umap_gmm")
+LABELS: dict = {}  # id(vectors) -> their true labels, for the deep rows' candidate tables
 
 
 def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -76,9 +79,9 @@ def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, n
     else:
         import conr
 
-        model = conr.CoNR(n_clusters=k, epochs=epochs, device="cpu", seed=0).fit(data)
+        model = conr.CoNR(n_clusters=k, epochs=epochs, device="cpu", seed=0, encoder="none").fit(data)
         X = model.features_.astype(np.float32)
-        info = {"source": "conr", "how": f"conr.CoNR(n_clusters={k}, epochs={epochs}, device='cpu', seed=0)"
+        info = {"source": "conr", "how": f"conr.CoNR(n_clusters={k}, epochs={epochs}, device='cpu', seed=0, encoder='none')"
                                          f".fit(images).features_ (automatic settings otherwise)",
                 "image_run_metrics": {m: model.metrics_.get(m) for m in ("nmi", "acc", "ari")}}
     info.update(n=int(len(X)), dim=int(X.shape[1]), k=k, seconds=round(time.perf_counter() - start, 1))
@@ -88,20 +91,21 @@ def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, n
 
 
 def run_method(method: str, X: np.ndarray, k: int, seed: int):
-    """Labels, or for conr_vectors {row name: (labels, extra seconds)}: its own labels (k-means on
-    the trained features) and, from the same training, spectral clustering of those features
-    (what ``cluster.final=spectral`` does)."""
-    if method == "conr_vectors":
+    """Labels, or for the deep rows (labels, {what the run chose and its candidate table})."""
+    if method in DEEP:
         import torch
 
         import conr
-        from conr.spectral import spectral_clustering
+        from conr.data.vectors import VectorData
 
-        model = conr.CoNR(n_clusters=k, input="vectors", device="cpu", seed=seed).fit(X)
-        start = time.perf_counter()
-        graph = spectral_clustering(torch.from_numpy(model.features_), k, seed=seed).labels.numpy()
-        return {"conr_vectors": (model.labels_, 0.0),
-                "conr_vectors+spectral": (graph, time.perf_counter() - start)}
+        # the labels ride along only for the candidate table's true_* columns; the rule never sees them
+        data = VectorData(images=torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)),
+                          labels=torch.as_tensor(LABELS[id(X)], dtype=torch.long))
+        model = conr.CoNR(n_clusters=k, input="vectors", device="cpu", seed=seed,
+                          overrides=[f"method={DEEP[method]}"]).fit(data)
+        part = model.partition_
+        return model.labels_, {"epochs": model.config_.train.epochs, "source": part.source,
+                               "first_choice": part.first_choice, "candidates": part.candidates}
     unit = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
     if method == "kmeans":
         from sklearn.cluster import KMeans
@@ -143,17 +147,16 @@ def main(argv=None) -> int:
         for method in args.methods:
             for seed in args.seeds:
                 start = time.perf_counter()
+                LABELS[id(X)] = y
                 result = run_method(method, X, info["k"], seed)
-                sec = time.perf_counter() - start
-                rows = result if isinstance(result, dict) else {method: (result, 0.0)}
-                for row, (labels, extra) in rows.items():
-                    took = sec - sum(e for _, e in rows.values()) + extra  # the shared training + its own part
-                    scores = evaluate(y, labels)
-                    doc["runs"] = [r for r in doc["runs"] if (r["vectors"], r["method"], r["seed"]) != (key, row, seed)]
-                    doc["runs"].append({"vectors": key, "method": row, "seed": seed, "seconds": round(took, 1),
-                                        **{m: round(float(scores[m]), 4) for m in ("nmi", "acc", "ari")}})
-                    print(f"  {row:22s} seed {seed}: nmi {scores['nmi']:.4f} acc {scores['acc']:.4f} "
-                          f"ari {scores['ari']:.4f} ({took:.1f} s)", flush=True)
+                took = time.perf_counter() - start
+                labels, extra = result if isinstance(result, tuple) else (result, {})
+                scores = evaluate(y, labels)
+                doc["runs"] = [r for r in doc["runs"] if (r["vectors"], r["method"], r["seed"]) != (key, method, seed)]
+                doc["runs"].append({"vectors": key, "method": method, "seed": seed, "seconds": round(took, 1),
+                                    **{m: round(float(scores[m]), 4) for m in ("nmi", "acc", "ari")}, **extra})
+                print(f"  {method:14s} seed {seed}: nmi {scores['nmi']:.4f} acc {scores['acc']:.4f} "
+                      f"ari {scores['ari']:.4f} ({took:.1f} s)" + (f" {extra['source']}" if extra else ""), flush=True)
                 _write(out, doc)
     _summarise(doc)
     _write(out, doc)

@@ -1,0 +1,101 @@
+"""What CoNR's stage 2 adds over BYOL alone, on every open set and on vectors.
+
+Reads the open suite's runs (benchmarks/results/suite-runs.jsonl: the ``byol`` row and the
+CoNR row of the same path, i.e. the same ``input_kind``: images from scratch, or the embedded
+encoder's features) and benchmarks/results/embeddings.json (``byol_vectors`` and
+``conr_vectors``). For each set: the run's own choice (ACC / NMI, mean over the seeds both
+have), and each candidate on the trained features (k-means, spectral clustering, UMAP + GMM;
+scores against the true labels, which no rule sees; "own" is the training's own labels: CoNR's
+stage-2 partition carried to the end, BYOL's k-means of its features), because the final stage's UMAP + GMM
+ending can hide a difference the features have. Writes benchmarks/results/conr_vs_byol.{md,json}.
+
+    python benchmarks/suite.py --rows byol conr_scratch conr_encoder   # the image runs (resumes)
+    python benchmarks/embeddings.py --methods conr_vectors byol_vectors  # the vector runs
+    python benchmarks/conr_vs_byol.py                                    # the table
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+FEATURE_CANDIDATES = ("own/features", "spectral/features", "umap_gmm/features")
+OWN = ("seeded_kmeans/features", "kmeans/features")  # the training's own labels: CoNR's carried stage-2
+# partition, or BYOL's k-means of its features
+
+
+def _kind(row: dict) -> str:
+    """The path a run took: "images" (from scratch) or "encoder" (rows older than the field: by their row)."""
+    return row.get("input_kind") or ("encoder" if row["row"] == "conr_encoder" else "images")
+
+
+def _runs() -> dict:
+    """{(set, path): {method: {seed: row}}} from the suite and the vectors benchmark."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    suite = RESULTS / "suite-runs.jsonl"
+    rows = [json.loads(line) for line in suite.read_text().splitlines() if line.strip()] if suite.exists() else []
+    byol_paths = {(r["dataset"], r["seed"]): _kind(r) for r in rows if r["row"] == "byol"}
+    for r in rows:
+        if r["row"] == "byol":
+            out[(r["dataset"], _kind(r))]["byol"][r["seed"]] = r
+        elif r["row"] in ("conr_scratch", "conr_encoder") and byol_paths.get((r["dataset"], r["seed"])) == _kind(r):
+            out[(r["dataset"], _kind(r))]["conr"][r["seed"]] = r
+    vec = RESULTS / "embeddings.json"
+    if vec.exists():
+        for r in json.loads(vec.read_text())["runs"]:
+            if r["method"] in ("conr_vectors", "byol_vectors"):
+                out[(r["vectors"], "vectors")][r["method"].split("_")[0]][r["seed"]] = r
+    return out
+
+
+def _cand(row: dict, name: str) -> float | None:
+    names = OWN if name == "own/features" else (name,)
+    for wanted in names:
+        for c in row.get("candidates") or []:
+            if c["name"] == wanted and "true_acc" in c:
+                return c["true_acc"]
+    return None
+
+
+def main() -> int:
+    from conr.io import atomic_write_text
+
+    mean = statistics.mean
+    table = []
+    head = ["set", "path", "seeds", "BYOL ACC / NMI", "CoNR ACC / NMI", "CoNR - BYOL (ACC)",
+            *[f"{n} BYOL / CoNR" for n in FEATURE_CANDIDATES]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (name, path), methods in sorted(_runs().items(), key=lambda kv: (kv[0][1] == "vectors", kv[0][0])):
+        seeds = sorted(set(methods.get("byol", {})) & set(methods.get("conr", {})))
+        if not seeds:
+            continue
+        entry = {"set": name, "path": path, "seeds": seeds}
+        for m in ("byol", "conr"):
+            rs = [methods[m][s] for s in seeds]
+            entry[m] = {"acc": round(mean(r["acc"] for r in rs), 4), "nmi": round(mean(r["nmi"] for r in rs), 4),
+                        "acc_by_seed": [r["acc"] for r in rs], "sources": sorted({r.get("source", "") for r in rs})}
+            for c in FEATURE_CANDIDATES:
+                got = [_cand(r, c) for r in rs]
+                entry[m][c] = round(mean(got), 4) if all(g is not None for g in got) else None
+        table.append(entry)
+        b, c = entry["byol"], entry["conr"]
+        cells = [f"{b[n]:.3f} / {c[n]:.3f}" if b[n] is not None and c[n] is not None else "-"
+                 for n in FEATURE_CANDIDATES]
+        lines.append(f"| {name} | {path} | {len(seeds)} | {b['acc']:.3f} / {b['nmi']:.3f} | "
+                     f"{c['acc']:.3f} / {c['nmi']:.3f} | {c['acc'] - b['acc']:+.3f} | " + " | ".join(cells) + " |")
+    md = "\n".join(lines)
+    print(md)
+    atomic_write_text(RESULTS / "conr_vs_byol.md", "CoNR against BYOL alone, the same defaults and budget "
+                      "(`python benchmarks/conr_vs_byol.py`); ACC / NMI, mean over the seeds; the candidate "
+                      "columns are ACC of each clustering of the trained features.\n\n" + md + "\n")
+    atomic_write_text(RESULTS / "conr_vs_byol.json", json.dumps(table, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,10 +13,11 @@ what the run ended with. The true labels serve only for the scores.
     python benchmarks/stage2_labels.py                     # digits, orl, coil20; every variant; seed 0
     python benchmarks/stage2_labels.py --datasets digits --variants keep lloyd --seeds 0 1 2
 
-The variants of one dataset and seed train the same epochs: the first plans the time budget,
-the others reuse its plan (conr/auto/plans.py; the script's own cache, benchmarks/.cache/
-stage2-cache), so the labels differ and the epochs do not; each row's seconds say what a
-variant cost.
+The variants of one dataset and seed share the script's own plan cache (benchmarks/.cache/
+stage2-cache): a variant reuses the first one's epochs where its timed step is within the
+plans' same-machine band (conr/auto/plans.py), so that only the labels differ; where it is not,
+the epochs differ too, and with them the warm-up and the seed (the table's epochs column says
+which). Each row's seconds say what a variant cost.
 
 Rows go to benchmarks/results/stage2_labels.jsonl as they finish (a stopped run keeps what it
 measured; a finished row is not run again); the table to stdout and stage2_labels.md.
@@ -72,8 +73,8 @@ def run(folder: Path, k: int, seed: int, variant: str) -> dict:
 
 
 def summarise(rows: list[dict]) -> str:
-    lines = ["| dataset | stage-2 labels | runs | seed ACC | stage-2 labels: lowest | mean | last "
-             "| run's ACC / NMI | chose |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | stage-2 labels | runs | epochs | seed ACC | stage-2 labels: lowest | mean | last "
+             "| run's ACC / NMI | chose |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["variant"]), []).append(r)
@@ -86,7 +87,8 @@ def summarise(rows: list[dict]) -> str:
         avg = mean(mean(c["acc"] for c in r["curve"]) for r in with_curve)
         last = mean(r["curve"][-1]["acc"] for r in with_curve)
         sources = ", ".join(sorted({r["source"] for r in rs}))
-        lines.append(f"| {dataset} | {variant} | {len(rs)} | {mean(r['seed_acc'] for r in with_curve):.3f} | "
+        epochs = "/".join(str(r["epochs"]) for r in rs)
+        lines.append(f"| {dataset} | {variant} | {len(rs)} | {epochs} | {mean(r['seed_acc'] for r in with_curve):.3f} | "
                      f"{low:.3f} | {avg:.3f} | {last:.3f} | {mean(r['acc'] for r in rs):.3f} / "
                      f"{mean(r['nmi'] for r in rs):.3f} | {sources} |")
     return "\n".join(lines)

@@ -155,6 +155,26 @@ def test_estimator_clusters_vectors_and_predicts_new_ones():
         est.cluster(X)
 
 
+@pytest.mark.slow  # trains twice, each ending in the final stage
+def test_vectors_end_in_the_final_stage_and_take_a_time_budget():
+    """Vectors get the images' final stage: candidates on the input vectors, on the head's
+    features and on both graphs, scored against the truth where it rides along (a
+    VectorData's labels); the reported labels are a candidate's, and sound (blobs: ARI
+    against the truth, sklearn's). ``minutes`` plans the epochs and reserves the final stage."""
+    X, y = _blobs(n=160)
+    data = VectorData(images=torch.from_numpy(X), labels=torch.as_tensor(y))
+    est = conr.CoNR(n_clusters=4, epochs=6, batch_size=32, device="cpu", seed=0).fit(data)
+    cands = {c["name"]: c for c in est.partition_.candidates}
+    assert {"umap_gmm/vectors", "umap_gmm/features", "umap_gmm/joint"} <= set(cands), sorted(cands)
+    assert all("true_acc" in c for c in cands.values())
+    assert sum(c["chosen"] for c in cands.values()) == 1
+    assert adjusted_rand_score(y, est.labels_) > 0.9
+    budgeted = conr.CoNR(n_clusters=4, minutes=0.4, batch_size=32, device="cpu", seed=0).fit(X)
+    assert budgeted.budget_ is not None and budgeted.budget_["reserved_seconds"] > 0
+    assert budgeted.config_.train.epochs == budgeted.budget_["epochs"]
+    assert budgeted.partition_.candidates and adjusted_rand_score(y, budgeted.labels_) > 0.9
+
+
 # ------------------------------------------------------------------ files and the command
 
 def test_read_embeddings_formats(tmp_path):

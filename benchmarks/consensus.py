@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main(argv=None) -> int:
-    from suite import DATASETS, digits_folder, pixels, scores
+    from suite import DATASETS, dataset_folder, pixels, scores
 
     from conr.cluster.consensus import consensus_partition
     from conr.cluster.manifold import (CONSENSUS_RUNS, PCA_ABOVE, PCA_DIMS, gmm_posterior, exact_neighbors,
@@ -40,11 +40,10 @@ def main(argv=None) -> int:
     print("| set | single runs ACC (min..max) | single runs NMI (min..max) | consensus ACC / NMI |")
     print("|---|---|---|---|")
     for name in args.datasets:
-        folder, k, _ = DATASETS[name]
-        folder = digits_folder(args.cache) if folder is None else folder
-        if not folder.is_dir():
-            print(f"skip {name}: {folder} is missing (see ../shared/data/README.md)")
+        found = dataset_folder(name, args.cache)
+        if found is None:
             continue
+        folder, k = found
         x, y = pixels(folder)
         if x.shape[1] > PCA_ABOVE:  # as the final stage's pixel candidates do
             from sklearn.decomposition import PCA

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from suite import DATASETS, digits_folder, scores  # noqa: E402
+from suite import DATASETS, dataset_folder, scores  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = {"keep": ["cluster.stage2_update_iters=0"], "lloyd": ["cluster.stage2_update_iters=1"],
@@ -112,11 +112,10 @@ def main(argv=None) -> int:
         if args.out.exists() else []
     done = {(r["dataset"], r["variant"], r["seed"]) for r in rows}
     for name in args.datasets:
-        folder, k, _ = DATASETS[name]
-        folder = digits_folder(args.cache) if folder is None else folder
-        if not folder.is_dir():
-            print(f"skip {name}: {folder} is missing (see ../shared/data/README.md)")
+        found = dataset_folder(name, args.cache)
+        if found is None:
             continue
+        folder, k = found
         for seed in args.seeds:
             for variant in args.variants:
                 if (name, variant, seed) in done:

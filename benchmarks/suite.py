@@ -98,6 +98,16 @@ def pixels(folder: Path):
     return data.images.reshape(len(data), -1).float().numpy() / 255.0, data.labels.numpy()
 
 
+def dataset_folder(name: str, cache: Path) -> tuple[Path, int] | None:
+    """The folder and K of the open set ``name``; None (and why, printed) where it is missing."""
+    folder, k, _ = DATASETS[name]
+    folder = digits_folder(cache) if folder is None else folder
+    if not folder.is_dir():
+        print(f"skip {name}: {folder} is missing (see ../shared/data/README.md)")
+        return None
+    return folder, k
+
+
 def scores(y, pred) -> dict:
     import torch
 

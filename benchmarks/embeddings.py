@@ -47,7 +47,6 @@ SETS = {  # name: (folder, K, images kept (None: all), image epochs for the conr
 }
 DEEP = {"conr_vectors": "conr", "byol_vectors": "byol"}  # row: method, with the defaults otherwise
 METHODS = (*DEEP, "kmeans", "spectral", "umap_gmm")
-LABELS: dict = {}  # id(vectors) -> their true labels, for the deep rows' candidate tables
 
 
 def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -90,17 +89,18 @@ def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, n
     return X, y, info
 
 
-def run_method(method: str, X: np.ndarray, k: int, seed: int):
-    """Labels, or for the deep rows (labels, {what the run chose and its candidate table})."""
+def run_method(method: str, X: np.ndarray, y: np.ndarray, k: int, seed: int):
+    """Labels, or for the deep rows (labels, {what the run chose and its candidate table}).
+    ``y``, the true labels, rides along only into the deep rows' candidate tables (their
+    true_* columns); no method sees it."""
     if method in DEEP:
         import torch
 
         import conr
         from conr.data.vectors import VectorData
 
-        # the labels ride along only for the candidate table's true_* columns; the rule never sees them
         data = VectorData(images=torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)),
-                          labels=torch.as_tensor(LABELS[id(X)], dtype=torch.long))
+                          labels=torch.as_tensor(y, dtype=torch.long))
         model = conr.CoNR(n_clusters=k, input="vectors", device="cpu", seed=seed,
                           overrides=[f"method={DEEP[method]}"]).fit(data)
         part = model.partition_
@@ -147,8 +147,7 @@ def main(argv=None) -> int:
         for method in args.methods:
             for seed in args.seeds:
                 start = time.perf_counter()
-                LABELS[id(X)] = y
-                result = run_method(method, X, info["k"], seed)
+                result = run_method(method, X, y, info["k"], seed)
                 took = time.perf_counter() - start
                 labels, extra = result if isinstance(result, tuple) else (result, {})
                 scores = evaluate(y, labels)

@@ -183,7 +183,7 @@ def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, e
 
 def reserve(cfg, input_seconds: float, epoch_seconds: float, minutes: float) -> tuple[float, str | None]:
     """Seconds kept for the final stage (:func:`conr.cluster.policy.reserved_seconds`) and,
-    where two passes of its candidates would not fit (:func:`conr.cluster.policy.seed_fits`),
+    where the passes of its candidates a seeded stage 2 makes (two, more with refreshes) would not fit (:func:`conr.cluster.policy.seed_fits`),
     the reserve of one pass and a note that stage 2 starts from k-means instead: the
     candidates cost ~ N (UMAP), and on a large set two passes leave the network few epochs."""
     c = cfg.cluster
@@ -195,7 +195,9 @@ def reserve(cfg, input_seconds: float, epoch_seconds: float, minutes: float) -> 
     reserved = seconds(c.stage2_seed)
     if c.stage2_seed != "final" or seed_fits(reserved, minutes):
         return reserved, None
-    note = (f"time budget: the final stage's candidates twice (the stage-2 seed and the end) would take "
+    passes = ("twice (the stage-2 seed and the end)" if not c.stage2_refreshes else
+              f"{2 + c.stage2_refreshes} times (the stage-2 seed, {c.stage2_refreshes} refreshes and the end)")
+    note = (f"time budget: the final stage's candidates {passes} would take "
             f"{reserved:.0f} s of {minutes * 60:.0f}; stage 2 starts from k-means of the warm-up's features "
             f"instead (cluster.stage2_seed=kmeans)")
     return seconds("kmeans"), note

@@ -132,7 +132,8 @@ def refresh_epochs(stage2_start: int, epochs: int, refreshes: int) -> set[int]:
 
 
 def seed_fits(reserved: float, minutes: float) -> bool:
-    """Whether two passes of the final stage's candidates (``reserved`` seconds) fit in
+    """Whether the passes of the final stage's candidates a seeded run makes (two, more with
+    ``cluster.stage2_refreshes``; ``reserved`` seconds in all) fit in
     :data:`CLUSTERING_SHARE` of a ``minutes`` budget; where they do not, stage 2 starts from
     k-means of the warm-up's features and one pass is reserved."""
     return reserved <= CLUSTERING_SHARE * minutes * 60

@@ -157,7 +157,10 @@ def run_baseline(kind: str, folder: Path, k: int, seed: int, cache: Path | None 
 
 
 def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None, encoder: str = "auto",
-             cache: Path | None = None) -> dict:
+             cache: Path | None = None, overrides=(), labels_file: Path | None = None) -> dict:
+    """One deep row; ``overrides``: further config settings (a variant of the defaults);
+    ``labels_file``: where to keep the truth and every final-stage candidate's labels
+    (benchmarks/final_rule.py replays rules that need them)."""
     import tempfile
 
     import conr
@@ -165,7 +168,8 @@ def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None
     with tempfile.TemporaryDirectory(dir=cache) as empty:  # a new user's run: no cached features or plans
         os.environ["CONR_CACHE_DIR"] = empty
         start = time.perf_counter()
-        model = conr.CoNR(n_clusters=k, seed=seed, minutes=minutes, overrides=[f"method={method}"], encoder=encoder)
+        model = conr.CoNR(n_clusters=k, seed=seed, minutes=minutes, overrides=[f"method={method}", *overrides],
+                          encoder=encoder)
         with contextlib.redirect_stdout(io.StringIO()):
             model.fit(folder)
     seconds = time.perf_counter() - start
@@ -181,6 +185,17 @@ def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None
     if part is not None:
         out.update(source=part.source, first_choice=part.first_choice, rule=part.rule,
                    candidates=part.candidates, seed_candidates=part.seed_candidates)
+        if labels_file is not None and part.candidate_labels:
+            from conr.io import atomic_write_bytes
+
+            buf = io.BytesIO()
+            names = list(part.candidate_labels)
+            np.savez_compressed(buf, truth=model.data_.labels.numpy(), names=np.array(names),
+                                labels=np.stack([part.candidate_labels[n].numpy() for n in names]).astype(np.int16))
+            labels_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(labels_file, buf.getvalue())
+    if overrides:
+        out["overrides"] = list(overrides)
     return out
 
 
@@ -269,6 +284,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache")
     p.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="settings for the deep rows, a variant of the defaults (write it to its own --out)")
     args = p.parse_args(argv)
 
     from conr.io import atomic_write_text
@@ -293,7 +310,8 @@ def main(argv=None) -> int:
                     continue
                 if kind in DEEP:
                     method, encoder = DEEP[kind]
-                    res = run_deep(method, folder, k, seed, args.minutes, encoder, args.cache)
+                    res = run_deep(method, folder, k, seed, args.minutes, encoder, args.cache, args.overrides,
+                                   args.out / "labels" / f"{name}-{kind}-{seed}.npz")
                 else:
                     res = run_baseline(kind, folder, k, seed, args.cache)
                 row = {"dataset": name, "row": kind, "seed": seed, "k": k, **res}

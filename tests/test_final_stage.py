@@ -115,8 +115,11 @@ def test_partition_round_trip_and_centres():
     p = Partition.from_labels(feats, labels, 3, source="umap_gmm/pixels", assign="nearest_image")
     for c in range(3):  # centres: the plain mean of each cluster's unit features
         assert torch.allclose(p.centers[c], feats[labels == c].mean(0), atol=1e-6)
+    p.candidate_labels = {"umap_gmm/pixels": labels, "kmeans/pixels": (labels + 1) % 3}
     q = Partition.from_dict(p.to_dict())
     assert torch.equal(q.labels, p.labels) and q.source == p.source and q.assign == "nearest_image"
+    assert set(q.candidate_labels) == set(p.candidate_labels) and "candidate_labels" not in q.summary()
+    assert torch.equal(q.candidate_labels["kmeans/pixels"].long(), (labels + 1) % 3)
     with pytest.raises(ValueError, match="assign"):
         Partition(labels=labels, centers=p.centers, assign="nearest")
 
@@ -238,13 +241,14 @@ TINY = ["model.width=8", "model.hidden_dim=64", "model.proj_dim=32", "train.batc
 def test_the_seed_reaches_stage_2(monkeypatch):
     """stage2_seed=final: the first stage-2 epoch trains with the final stage's choice
     (here made to be the ground truth), its centres the cluster means of the features,
-    and the next clusterings carry it on (same labels, centres of the current features)."""
+    and the next clusterings carry it on: by default its labels (stage 2 never learns from labels
+    worse than its seed), centred on the current features."""
     from conr.cluster import final as final_mod
     from conr.config import load_config
     from conr.engine import Trainer
 
-    cfg = load_config("digits", TINY + ["cluster.stage2_seed=final", "cluster.final=kmeans",
-                                        "cluster.stage2_update_iters=0"])
+    cfg = load_config("digits", TINY + ["cluster.stage2_seed=final", "cluster.final=kmeans"])
+    assert cfg.cluster.stage2_update_iters == 0   # the default: stage 2 learns from its seed's labels, not worse ones
     trainer = Trainer(cfg, write=False, log=lambda *a: None)
     truth = trainer.data.labels.numpy().astype(np.int64)
     seen = {}
@@ -373,6 +377,9 @@ def test_one_run_one_score(tmp_path, encoder, monkeypatch):
     ckpt = torch.load(out / "run" / "checkpoint.pt", weights_only=True)
     partition = ckpt["partition"]
     assert partition["source"] and partition["candidates"]
+    # every candidate's labels are kept beside the table, the chosen one's equal to the run's
+    assert set(partition["candidate_labels"]) == {c["name"] for c in partition["candidates"]}
+    assert np.array_equal(partition["candidate_labels"][partition["source"]].numpy(), partition["labels"].numpy())
     # the report names the source and lists every candidate
     html = (out / "report.html").read_text()
     assert "Final stage" in html and all(c["name"] in html for c in partition["candidates"])
@@ -526,3 +533,74 @@ def test_a_hundred_clusters_of_twenty():
     x = (centres[y] + rng.normal(size=(2000, 30))).astype(np.float32)
     labels, _, emb = umap_gmm(x, 100, seed=0, n_neighbors=5)
     assert emb.shape[1] == 10 and adjusted_rand_score(y, labels) > 0.9
+
+
+@pytest.mark.slow  # UMAP on 2,000 points, spectral and k-means with K = 100
+def test_rule_on_a_hundred_clusters_of_twenty():
+    """Many small clusters (K = N / 20), the regime where a full-covariance mixture in K
+    dimensions is ill-posed: every candidate stays sound, and the rule's choice (no labels)
+    finds the groups."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(100, 30)) * 6.0
+    y = np.repeat(np.arange(100), 20)
+    x = (centres[y] + rng.normal(size=(2000, 30))).astype(np.float32)
+    cands = _scored(x, 100)
+    by_algo = {c.algorithm: adjusted_rand_score(y, c.labels) for c in cands}
+    assert min(by_algo.values()) > 0.8, by_algo                # no candidate collapses ...
+    assert adjusted_rand_score(y, choose(cands).labels) > 0.9   # ... and the rule's choice finds them
+
+
+# --------------------------------------------------------------------------- the consensus rule
+
+def test_consensus_rule_outvotes_errors_no_single_candidate_avoids():
+    """Three candidates, each wrong on a different fifth of the images (hand-made): none is
+    right alone; the consensus rule makes their co-association consensus, which is the
+    truth, and chooses it. The other rules never choose the consensus candidate, and every
+    candidate's value under the consensus rule is its NMI with the consensus."""
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from conr.cluster.final import Candidate, consensus_candidate
+    from conr.cluster.policy import CONSENSUS, RULES
+
+    truth = np.repeat(np.arange(4), 50)
+    cands = []
+    for i, algo in enumerate(("kmeans", "spectral", "umap_gmm")):
+        lab = truth.copy()
+        wrong = np.arange(200)[(np.arange(200) % 5) == i]      # a different fifth each
+        lab[wrong] = (lab[wrong] + 1) % 4
+        cands.append(Candidate(algo, "features", lab))
+    made = consensus_candidate(cands, 4, seed=0)
+    assert made.name == CONSENSUS and adjusted_rand_score(truth, made.labels) == 1.0
+    assert max(adjusted_rand_score(truth, c.labels) for c in cands) < 0.7
+    emb = truth[:, None] + np.random.default_rng(0).normal(0, 0.1, (200, 1))
+    reps = {"features": emb.astype(np.float32)}
+    score_candidates(cands + [made], reps, reps, 4, seed=0)
+    assert choose(cands + [made], "consensus") is made
+    for c in cands:
+        assert c.scores["consensus"] == pytest.approx(nmi(made.labels, c.labels))
+    for rule in set(RULES) - {"consensus"}:
+        assert choose(cands + [made], rule) is not made
+    for c in cands:   # without a consensus made, the rule falls back to the default's choice
+        c.scores["joint"] = c.scores["silhouette_umap"]
+    assert choose(cands, "consensus") is choose(cands, "joint")
+
+
+@pytest.mark.slow  # UMAP's embedding for the criteria
+def test_the_final_stage_makes_and_remakes_the_consensus():
+    """FinalStage under the consensus rule: its table holds one consensus candidate, made
+    of all the others; rescoring with one more candidate (self-labelling) makes it again
+    with that one's vote."""
+    from conr.cluster.final import Candidate
+    from conr.cluster.policy import CONSENSUS
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    feats = (np.eye(3)[y] * 4 + rng.normal(0, 0.3, (180, 3))).astype(np.float32)
+    stage = FinalStage(None, 3, seed=0, rule="consensus", algorithms=("kmeans", "spectral"))
+    best, cands = stage.run(feats)
+    assert best.name == CONSENSUS and [c.name for c in cands].count(CONSENSUS) == 1
+    assert adjusted_rand_score(y, best.labels) == 1.0
+    flipped = Candidate("self_label", best.name, (y + 1) % 3)
+    best2, cands2 = stage.rescore(cands + [flipped])
+    assert [c.name for c in cands2].count(CONSENSUS) == 1 and best2.name == CONSENSUS
+    assert len(cands2) == len(cands) + 1

@@ -52,7 +52,9 @@ class Partition:
     image: ``nearest_center`` (cosine, as k-means assigns) or ``nearest_image`` (the
     cluster of the nearest training image in feature space: a graph or manifold
     cluster has no single centre). ``candidates``: the final stage's table (one dict
-    per candidate: name, criterion value, chosen), empty without a final stage."""
+    per candidate: name, criterion value, chosen), empty without a final stage;
+    ``candidate_labels``: each of those candidates' labels, by name (a user may take
+    another candidate than the rule's; benchmarks replay rules on them)."""
     labels: Tensor
     centers: Tensor
     source: str = "kmeans"
@@ -62,12 +64,15 @@ class Partition:
     notes: list[str] = field(default_factory=list)
     first_choice: str | None = None      # the rule's choice before the self-labelling stage
     seed_candidates: list[dict] = field(default_factory=list)  # the stage-2 seed's table (CoNR)
+    candidate_labels: dict = field(default_factory=dict)  # name -> labels [N] of every candidate of the table
 
     def __post_init__(self):
         if self.assign not in ASSIGN_RULES:
             raise ValueError(f"assign={self.assign!r}: choose one of {ASSIGN_RULES}")
         self.labels = self.labels.long().cpu()
         self.centers = self.centers.float().cpu()
+        self.candidate_labels = {str(k): torch.as_tensor(v).to(torch.int32).cpu()
+                                 for k, v in dict(self.candidate_labels).items()}
 
     @property
     def n_clusters(self) -> int:
@@ -79,14 +84,16 @@ class Partition:
         return cls(labels=labels, centers=cluster_means(features, labels, n_clusters), **kwargs)
 
     def to_dict(self) -> dict:
-        return {"labels": self.labels, "centers": self.centers, **self.summary()}
+        return {"labels": self.labels, "centers": self.centers, "candidate_labels": dict(self.candidate_labels),
+                **self.summary()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Partition":
         return cls(labels=d["labels"], centers=d["centers"], source=d.get("source", "kmeans"),
                    assign=d.get("assign", "nearest_center"), rule=d.get("rule"),
                    candidates=list(d.get("candidates", [])), notes=list(d.get("notes", [])),
-                   first_choice=d.get("first_choice"), seed_candidates=list(d.get("seed_candidates", [])))
+                   first_choice=d.get("first_choice"), seed_candidates=list(d.get("seed_candidates", [])),
+                   candidate_labels=dict(d.get("candidate_labels", {})))
 
     def summary(self) -> dict:
         """What a report or a JSON record shows of it (no tensors)."""

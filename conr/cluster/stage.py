@@ -129,7 +129,7 @@ def final_partition(trainer, feats: Tensor) -> Partition:
         notes.append(f"self-labelling skipped: method {trainer.cfg.method} exposes no feature network")
     if net is not None and not getattr(trainer.data, "streamed", False):
         start = time.perf_counter()
-        rep = x if best.representation == "features" else stage.inputs
+        rep = x if best.representation in ("features", "candidates") else stage.inputs  # candidates: the consensus
         conf = best.confidence if best.confidence is not None else margin_confidence(rep, best.labels, c.n_clusters)
         t = trainer.cfg.train
         try:
@@ -145,4 +145,5 @@ def final_partition(trainer, feats: Tensor) -> Partition:
     assign = "nearest_center" if best.name in ("kmeans/features", "seeded_kmeans/features") else "nearest_image"
     return Partition(labels=labels, centers=cluster_means(feats, labels, c.n_clusters), source=best.name,
                      assign=assign, rule=c.final_rule, candidates=candidate_table(trainer.data, cands, best.name),
-                     notes=notes, first_choice=first_choice, seed_candidates=list(trainer.seed_candidates))
+                     notes=notes, first_choice=first_choice, seed_candidates=list(trainer.seed_candidates),
+                     candidate_labels={c.name: torch.as_tensor(c.labels) for c in cands})

@@ -129,3 +129,17 @@ def test_a_consensus_cut_short_by_time_is_the_consensus_of_its_first_runs(monkey
     assert short_seeds == calls == full_seeds[:3]
     np.testing.assert_array_equal(short.labels, pinned.labels)
     assert adjusted_rand_score(truth, short.labels) == 1.0
+
+
+def test_the_sparse_path_finds_the_dense_paths_partition(monkeypatch):
+    """Above DENSE_ENTRIES the membership matrix stays sparse and the vectors come from its
+    small Gram matrix: the same partition as the dense SVD, on noisy copies of a known truth."""
+    import conr.cluster.consensus as consensus
+
+    truth = np.repeat(np.arange(5), [120, 60, 30, 200, 90])
+    labs = _noisy_copies(truth, 5, runs=7, flip=0.3, seed=2)
+    dense = consensus_partition(labs, 5, seed=0)
+    monkeypatch.setattr(consensus, "DENSE_ENTRIES", 0)
+    sparse = consensus_partition(labs, 5, seed=0)
+    assert adjusted_rand_score(dense, sparse) == 1.0
+    assert adjusted_rand_score(truth, sparse) > 0.9

@@ -15,7 +15,30 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["membership_matrix", "consensus_partition", "align_to", "consensus_confidence"]
+__all__ = ["membership_matrix", "consensus_partition", "align_to", "consensus_confidence", "DENSE_ENTRIES"]
+
+DENSE_ENTRIES = 50_000_000  # above this many entries of the membership matrix, it is kept sparse
+
+
+def _top_vectors_sparse(labelings, n_clusters: int) -> np.ndarray:
+    """The top ``n_clusters`` left singular vectors of ``D^-½ H`` for a large membership
+    matrix: ``H`` sparse (one entry a labeling a row), the vectors from the eigenvectors of
+    the small Gram matrix ``Mᵀ M`` (columns: Σ K_r), so no dense N × Σ K_r array is formed."""
+    from scipy import sparse
+
+    n, r = labelings[0].size, len(labelings)
+    cols, offset = [], 0
+    for lab in labelings:
+        _, idx = np.unique(lab, return_inverse=True)
+        cols.append(idx + offset)
+        offset += idx.max() + 1
+    rows = np.repeat(np.arange(n), r).reshape(n, r).T.ravel()
+    h = sparse.csr_matrix((np.full(n * r, 1 / np.sqrt(r)), (rows, np.concatenate(cols))), shape=(n, offset))
+    degree = h @ (h.T @ np.ones(n))
+    m = sparse.diags(1 / np.sqrt(degree)) @ h
+    w, v = np.linalg.eigh((m.T @ m).toarray())
+    top = np.argsort(-w)[:n_clusters]
+    return (m @ v[:, top]) / np.sqrt(np.maximum(w[top], 1e-12))
 
 
 def membership_matrix(labelings) -> np.ndarray:
@@ -43,13 +66,19 @@ def consensus_partition(labelings, n_clusters: int, seed: int = 0) -> np.ndarray
     ``D^-½ A D^-½``, computed from the membership matrix)."""
     from sklearn.cluster import KMeans
 
-    h = membership_matrix(labelings)
-    n = h.shape[0]
+    labelings = [np.asarray(lab, dtype=np.int64).ravel() for lab in labelings]
+    if not labelings or len({lab.size for lab in labelings}) > 1:
+        membership_matrix(labelings)  # says what is wrong
+    n = labelings[0].size
     if n_clusters < 1 or n_clusters > n:
         raise ValueError(f"n_clusters={n_clusters} for {n} samples: choose 1..{n}")
-    degree = h @ (h.T @ np.ones(n))            # row sums of A = H Hᵀ (every entry ≥ 1/R: A[i, i] = 1)
-    m = h / np.sqrt(degree)[:, None]
-    u, _, _ = np.linalg.svd(m, full_matrices=False)
+    if n * sum(len(np.unique(lab)) for lab in labelings) > DENSE_ENTRIES:
+        u = _top_vectors_sparse(labelings, n_clusters)
+    else:
+        h = membership_matrix(labelings)
+        degree = h @ (h.T @ np.ones(n))            # row sums of A = H Hᵀ (every entry ≥ 1/R: A[i, i] = 1)
+        m = h / np.sqrt(degree)[:, None]
+        u, _, _ = np.linalg.svd(m, full_matrices=False)
     u = u[:, :n_clusters]
     u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
     return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(u).astype(np.int64)

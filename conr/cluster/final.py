@@ -16,7 +16,9 @@ and scores every candidate with label-free criteria:
 * ``agreement``: the mean normalised mutual information with the other candidates;
 * ``ncut``: 1 - (normalised cut / K) on the union of the representations' k-NN graphs;
 * ``prefer_features``, ``manifold``, ``joint``: silhouette with the head starts of
-  :mod:`conr.cluster.policy`, which also says which candidates may compete.
+  :mod:`conr.cluster.policy`, which also says which candidates may compete;
+* ``consensus``: the NMI with ``consensus/candidates``, the co-association consensus of all
+  the candidates (:func:`consensus_candidate`), which this rule makes and chooses.
 
 Every candidate and every criterion value is kept in the run's
 :class:`~conr.cluster.partition.Partition`. Measurements: docs/final-stage.md.
@@ -28,11 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .policy import (CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES, best_by, derived_score,
-                     preferred_for)
+from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES, best_by,
+                     derived_score, preferred_for)
 
-__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "choose", "normalized_cut",
-           "FinalStage"]
+__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "consensus_candidate", "choose",
+           "normalized_cut", "FinalStage"]
 
 ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
 
@@ -167,6 +169,11 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
                     sil = c.scores["silhouette_umap"] = float(np.mean([_silhouette(e, c.labels, seed)
                                                                        for e in embeddings.values()]))
                 c.scores[rule] = derived_score(rule, c.name, c.algorithm, sil, preferred)
+    if "consensus" in rules:  # agreement with the consensus of all, where it was made
+        made = next((c for c in cands if c.name == CONSENSUS), None)
+        if made is not None:
+            for c in cands:
+                c.scores["consensus"] = 1.0 if c is made else float(nmi(made.labels, c.labels))
     if "ncut" in rules:
         graph = None
         for x in reps.values():
@@ -175,6 +182,19 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
         for c in cands:  # an empty cluster counts as fully cut (a collapsed partition cuts few links)
             empty = n_clusters - len(np.unique(c.labels))
             c.scores["ncut"] = 1.0 - (normalized_cut(graph, c.labels) + empty) / n_clusters
+
+
+def consensus_candidate(cands: list[Candidate], n_clusters: int, seed: int = 0) -> Candidate:
+    """``consensus/candidates``: ``n_clusters`` clusters of the co-association matrix of every
+    candidate's labels (:func:`~conr.cluster.consensus.consensus_partition`): two images
+    belong together as often as the candidates put them together, so an error only some
+    candidates make is outvoted. Each candidate votes once."""
+    from .consensus import consensus_partition
+
+    start = time.perf_counter()
+    labels = consensus_partition([c.labels for c in cands], n_clusters, seed=seed)
+    algorithm, representation = CONSENSUS.split("/")
+    return Candidate(algorithm, representation, labels, time.perf_counter() - start)
 
 
 def choose(cands: list[Candidate], rule: str = DEFAULT_RULE) -> Candidate:
@@ -275,7 +295,7 @@ class FinalStage:
         own, own_emb = self.input_candidates()
         # under the joint rule the features' own UMAP + GMM is not chosen where the joint one is made: one
         # layout (the one the criteria need anyway) lists it, a consensus would only cost time
-        runs = 1 if self.rule == "joint" and self.joint_in_play() else self.consensus_runs
+        runs = 1 if self.rule in ("joint", "consensus") and self.joint_in_play() else self.consensus_runs
         cands, emb = cluster_representation(feats, "features", self.n_clusters, self.seed, self.algorithms, given,
                                             runs=runs)
         embeddings, reps = {"features": emb}, {"features": feats}
@@ -288,7 +308,11 @@ class FinalStage:
         return self.rescore(cands + list(extra or []))
 
     def rescore(self, cands: list[Candidate]) -> tuple[Candidate, list[Candidate]]:
-        """Score ``cands`` against the representations of the last :meth:`run` and choose."""
+        """Score ``cands`` against the representations of the last :meth:`run` and choose
+        (under the ``consensus`` rule the consensus of ``cands`` is made again first)."""
+        cands = [c for c in cands if c.name != CONSENSUS]
+        if self.rule == "consensus" and len(cands) >= 2:
+            cands.append(consensus_candidate(cands, self.n_clusters, self.seed))
         for c in cands:
             c.scores = {}
         score_candidates(cands, self._embeddings, self._reps, self.n_clusters, self.seed)

@@ -16,20 +16,26 @@ silhouette of its clusters in every representation's UMAP embedding, plus head s
   over k-means and spectral ones, under the ``manifold`` and ``joint`` rules;
 * under ``joint``, where the joint candidate is made, the features' own candidates do not
   compete (:func:`eligible`): silhouette cannot compare representations.
+
+The ``consensus`` rule chooses no single candidate: it makes :data:`CONSENSUS`, the
+co-association consensus of all of them (:mod:`conr.cluster.consensus`), and takes it;
+every candidate's value under it is its NMI with that consensus. The other rules never
+choose the consensus candidate.
 """
 from __future__ import annotations
 
 __all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
            "GRAPH_NEIGHBORS", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE",
-           "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "TWO_STAGE_METHODS", "preferred_for", "derived_score", "eligible", "best_by",
+           "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS", "preferred_for", "derived_score", "eligible", "best_by",
            "affordable_runs", "consensus_allowance", "reserved_seconds", "refresh_epochs", "seed_fits"]
 
 # ----------------------------------------------------------------------------- choosing
 
-RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut")
+RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut", "consensus")
 DEFAULT_RULE = "joint"
 PREFERRED = "umap_gmm/features"   # the manifold step on the learned features: N2D's ending, after training
 JOINT = "umap_gmm/joint"          # ... on the intersection of the features' and the input's neighbour graphs
+CONSENSUS = "consensus/candidates"  # the co-association consensus of every candidate (the consensus rule's choice)
 PRIOR_MARGIN = 0.05               # silhouette another candidate must gain over the preferred one to be chosen
 MANIFOLD_MARGIN = 0.05            # the manifold rule's further head start for the manifold step's partitions
 MANIFOLD_ALGORITHMS = ("umap_gmm", "self_label")
@@ -56,8 +62,14 @@ def eligible(cands: list, rule: str, representation=lambda c: c.representation, 
     """The candidates ``rule`` may choose: under ``joint``, where the joint candidate is
     one, not those of the features alone (the joint one holds the features, and silhouette
     cannot compare representations); the rest compete with it, the input's for a run too
-    short to learn. ``representation`` / ``name``: how to read a candidate (a
+    short to learn. Under ``consensus``, :data:`CONSENSUS` alone where it is made (else as
+    under ``joint``); under the others, any candidate but :data:`CONSENSUS`.
+    ``representation`` / ``name``: how to read a candidate (a
     :class:`~conr.cluster.final.Candidate`, or a row of a saved candidate table)."""
+    if rule == "consensus":
+        made = [c for c in cands if name(c) == CONSENSUS]
+        return made or eligible(cands, "joint", representation, name)
+    cands = [c for c in cands if name(c) != CONSENSUS]
     if rule == "joint" and any(name(c) == JOINT for c in cands):
         return [c for c in cands if representation(c) != "features"]
     return list(cands)
@@ -68,6 +80,8 @@ def best_by(cands: list, rule: str, score=lambda c, rule: c.scores[rule], **read
     if rule not in RULES:
         raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
     best = None
+    if rule == "consensus" and not any(read.get("name", lambda c: c.name)(c) == CONSENSUS for c in cands):
+        rule = "joint"  # no consensus was made (fewer than two candidates): the default's choice
     for c in eligible(cands, rule, **read):
         if best is None or score(c, rule) > score(best, rule):
             best = c

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-CONSENSUS = ("consensus of all (labels kept)", "consensus of the eligible (labels kept)")
+CONSENSUS = ("consensus (replayed from the kept labels)", "consensus of the joint rule's eligible (kept labels)")
 
 
 def replay_consensus(run: dict, cands: list[dict]) -> dict:
@@ -59,13 +59,17 @@ def replay_consensus(run: dict, cands: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     from conr.cluster.policy import RULES, derived_score, eligible, preferred_for
+
+    SCORED = [rule for rule in RULES if rule != "consensus"]  # the consensus is replayed from the labels
     from conr.io import atomic_write_text
 
-    paths = sorted(RESULTS.glob("archive/suite-runs*.jsonl")) + sorted(RESULTS.glob("suite-runs*.jsonl"))
-    rows = [json.loads(line) for path in paths  # the kept earlier runs (archive/) first, then today's
-            for line in path.read_text().splitlines() if line.strip()]
-    for r in rows:
-        r["labels_file"] = RESULTS / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"
+    def read(path):
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    rows = [r for path in sorted(RESULTS.glob("archive/suite-runs*.jsonl")) for r in read(path)]  # kept earlier runs
+    for path in sorted(RESULTS.glob("suite-runs*.jsonl")):  # today's: their labels, where kept, are in labels/
+        for r in read(path):
+            rows.append({**r, "labels_file": RESULTS / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"})
     for path in sorted(RESULTS.glob("variants/*/suite-runs.jsonl")):
         for line in path.read_text().splitlines():
             if line.strip():
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
                 r["labels_file"] = path.parent / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"
                 rows.append({**r, "row": f"{r['row']} [{path.parent.name}]"})
     runs = [r for r in rows if r.get("candidates") and "true_acc" in r["candidates"][0]]
-    choosers = list(RULES) + ["joint, carried competing", *CONSENSUS]
+    choosers = list(SCORED) + ["joint, carried competing", *CONSENSUS]
     if not runs:
         print("no run with a candidate table in suite-runs.jsonl: run benchmarks/suite.py first")
         return 1
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
             for rule in ("prefer_features", "manifold", "joint"):
                 c[rule] = derived_score(rule, c["name"], c["algorithm"], c["silhouette_umap"], preferred)
         picked = {}
-        for rule in RULES:
+        for rule in SCORED:
             best = max(eligible(cands, rule, lambda c: c["representation"], lambda c: c["name"]),
                        key=lambda c: c.get(rule, float("-inf")))
             picked[rule] = (best["true_acc"], best["true_nmi"], best["name"])

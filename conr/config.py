@@ -177,14 +177,15 @@ class ClusterConfig:
     final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
                                      # | auto (candidates on features and pixels, a label-free rule: conr/cluster/final.py)
     final_rule: str = DEFAULT_RULE   # how final=auto chooses: joint | manifold | prefer_features | silhouette_umap
-                                     # | agreement | ncut (conr/cluster/policy.py)
+                                     # | agreement | ncut | consensus (conr/cluster/policy.py)
     final_pixels: bool = True        # final=auto: the raw pixels' partitions are candidates too (off: the features' only)
     consensus_runs: int = CONSENSUS_RUNS  # final=auto: UMAP layouts a UMAP + GMM consensus is made of (a time
                                      # budget may make fewer: conr/cluster/policy.py consensus_allowance)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
-    stage2_update_iters: int = 1     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition
-                                     # on the current features (0 = the seed's labels kept to the end)
+    stage2_update_iters: int = 0     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition
+                                     # on the current features (0 = the seed's labels kept to the end: a Lloyd step
+                                     # took them below the seed on digits, COIL-20 and ORL; docs/final-stage.md)
     stage2_refreshes: int = 0        # stage2_seed=final: times in stage 2 the carried partition is chosen afresh by
                                      # the final stage on the current features (evenly spaced; 0 = never)
     self_label_epochs: int = 0       # final=auto: epochs of the self-labelling stage (0 = off; conr/cluster/self_label.py)

@@ -604,3 +604,27 @@ def test_the_final_stage_makes_and_remakes_the_consensus():
     best2, cands2 = stage.rescore(cands + [flipped])
     assert [c.name for c in cands2].count(CONSENSUS) == 1 and best2.name == CONSENSUS
     assert len(cands2) == len(cands) + 1
+
+
+def two_views_each_blind_to_a_pair(n: int = 120, seed: int = 0):
+    """Four groups seen two ways: the features put groups 0 and 1 on one spot (2 and 3
+    apart), the input puts 2 and 3 on one spot (0 and 1 apart). Each representation alone
+    merges a pair; only a link both hold (the joint graph) keeps all four apart."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), n)
+    feats_at = np.array([[5, 0, 0], [5, 0, 0], [0, 5, 0], [0, 0, 5]], dtype=float)   # unit rows: on the axes
+    input_at = np.array([[0, 0], [8, 0], [0, 8], [0, 8]], dtype=float)
+    feats = feats_at[y] + rng.normal(0, 0.5, (4 * n, 3))
+    inputs = input_at[y] + rng.normal(0, 1.0, (4 * n, 2))
+    return feats.astype(np.float32), inputs.astype(np.float32), y
+
+
+@pytest.mark.slow  # UMAP on both representations and on their joint graph
+def test_rule_takes_the_joint_candidate_where_each_representation_merges_a_pair():
+    x_feat, x_in, y = two_views_each_blind_to_a_pair()
+    stage = FinalStage(x_in, 4, seed=0, input_name="pixels")
+    best, cands = stage.run(x_feat)
+    by_name = {c.name: adjusted_rand_score(y, c.labels) for c in cands}
+    assert by_name["umap_gmm/joint"] > 0.9                                    # the case is the joint one's ...
+    assert max(v for k, v in by_name.items() if k != "umap_gmm/joint") < 0.8  # ... and no single view's
+    assert best.name == "umap_gmm/joint", {c.name: c.scores for c in cands}

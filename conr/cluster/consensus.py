@@ -20,20 +20,40 @@ __all__ = ["membership_matrix", "consensus_partition", "align_to", "consensus_co
 DENSE_ENTRIES = 50_000_000  # above this many entries of the membership matrix, it is kept sparse
 
 
-def _top_vectors_sparse(labelings, n_clusters: int) -> np.ndarray:
+def _membership_columns(labelings) -> tuple[np.ndarray, int]:
+    """Each sample's column in each labeling's block of the membership matrix, [R, N] (the
+    blocks side by side, one column a cluster), and the number of columns Σ_r K_r."""
+    labelings = [np.asarray(lab, dtype=np.int64).ravel() for lab in labelings]
+    if not labelings:
+        raise ValueError("consensus of no labelings: give at least one")
+    n = labelings[0].size
+    if any(lab.size != n for lab in labelings):
+        raise ValueError(f"labelings of different lengths {[lab.size for lab in labelings]}: all must label the "
+                         "same samples")
+    cols, offset = [], 0
+    for lab in labelings:
+        _, idx = np.unique(lab, return_inverse=True)
+        cols.append(idx + offset)
+        offset += idx.max() + 1 if n else 0
+    return np.stack(cols), int(offset)
+
+
+def _dense_membership(cols: np.ndarray, width: int) -> np.ndarray:
+    r, n = cols.shape
+    h = np.zeros((n, width))
+    h[np.arange(n)[None, :], cols] = 1.0
+    return h / np.sqrt(r)
+
+
+def _top_vectors_sparse(cols: np.ndarray, width: int, n_clusters: int) -> np.ndarray:
     """The top ``n_clusters`` left singular vectors of ``D^-½ H`` for a large membership
     matrix: ``H`` sparse (one entry a labeling a row), the vectors from the eigenvectors of
     the small Gram matrix ``Mᵀ M`` (columns: Σ K_r), so no dense N × Σ K_r array is formed."""
     from scipy import sparse
 
-    n, r = labelings[0].size, len(labelings)
-    cols, offset = [], 0
-    for lab in labelings:
-        _, idx = np.unique(lab, return_inverse=True)
-        cols.append(idx + offset)
-        offset += idx.max() + 1
-    rows = np.repeat(np.arange(n), r).reshape(n, r).T.ravel()
-    h = sparse.csr_matrix((np.full(n * r, 1 / np.sqrt(r)), (rows, np.concatenate(cols))), shape=(n, offset))
+    r, n = cols.shape
+    h = sparse.csr_matrix((np.full(n * r, 1 / np.sqrt(r)), (np.tile(np.arange(n), r), cols.ravel())),
+                          shape=(n, width))
     degree = h @ (h.T @ np.ones(n))
     m = sparse.diags(1 / np.sqrt(degree)) @ h
     w, v = np.linalg.eigh((m.T @ m).toarray())
@@ -44,20 +64,7 @@ def _top_vectors_sparse(labelings, n_clusters: int) -> np.ndarray:
 def membership_matrix(labelings) -> np.ndarray:
     """One-hot memberships of ``R`` labelings of the same N samples, side by side
     [N, Σ_r K_r], scaled by 1/√R so that ``H Hᵀ`` is the co-association matrix."""
-    labelings = [np.asarray(lab, dtype=np.int64).ravel() for lab in labelings]
-    if not labelings:
-        raise ValueError("consensus of no labelings: give at least one")
-    n = labelings[0].size
-    if any(lab.size != n for lab in labelings):
-        raise ValueError(f"labelings of different lengths {[lab.size for lab in labelings]}: all must label the "
-                         "same samples")
-    blocks = []
-    for lab in labelings:
-        _, idx = np.unique(lab, return_inverse=True)
-        block = np.zeros((n, idx.max() + 1 if n else 0))
-        block[np.arange(n), idx] = 1.0
-        blocks.append(block)
-    return np.concatenate(blocks, axis=1) / np.sqrt(len(labelings))
+    return _dense_membership(*_membership_columns(labelings))
 
 
 def consensus_partition(labelings, n_clusters: int, seed: int = 0) -> np.ndarray:
@@ -66,16 +73,14 @@ def consensus_partition(labelings, n_clusters: int, seed: int = 0) -> np.ndarray
     ``D^-½ A D^-½``, computed from the membership matrix)."""
     from sklearn.cluster import KMeans
 
-    labelings = [np.asarray(lab, dtype=np.int64).ravel() for lab in labelings]
-    if not labelings or len({lab.size for lab in labelings}) > 1:
-        membership_matrix(labelings)  # says what is wrong
-    n = labelings[0].size
+    cols, width = _membership_columns(labelings)
+    n = cols.shape[1]
     if n_clusters < 1 or n_clusters > n:
         raise ValueError(f"n_clusters={n_clusters} for {n} samples: choose 1..{n}")
-    if n * sum(len(np.unique(lab)) for lab in labelings) > DENSE_ENTRIES:
-        u = _top_vectors_sparse(labelings, n_clusters)
+    if n * width > DENSE_ENTRIES:
+        u = _top_vectors_sparse(cols, width, n_clusters)
     else:
-        h = membership_matrix(labelings)
+        h = _dense_membership(cols, width)
         degree = h @ (h.T @ np.ones(n))            # row sums of A = H Hᵀ (every entry ≥ 1/R: A[i, i] = 1)
         m = h / np.sqrt(degree)[:, None]
         u, _, _ = np.linalg.svd(m, full_matrices=False)

@@ -62,13 +62,12 @@ def eligible(cands: list, rule: str, representation=lambda c: c.representation, 
     """The candidates ``rule`` may choose: under ``joint``, where the joint candidate is
     one, not those of the features alone (the joint one holds the features, and silhouette
     cannot compare representations); the rest compete with it, the input's for a run too
-    short to learn. Under ``consensus``, :data:`CONSENSUS` alone where it is made (else as
-    under ``joint``); under the others, any candidate but :data:`CONSENSUS`.
+    short to learn. Under ``consensus``, :data:`CONSENSUS` alone (:func:`best_by` takes the
+    ``joint`` choice where it was not made); under the others, any candidate but :data:`CONSENSUS`.
     ``representation`` / ``name``: how to read a candidate (a
     :class:`~conr.cluster.final.Candidate`, or a row of a saved candidate table)."""
     if rule == "consensus":
-        made = [c for c in cands if name(c) == CONSENSUS]
-        return made or eligible(cands, "joint", representation, name)
+        return [c for c in cands if name(c) == CONSENSUS]
     cands = [c for c in cands if name(c) != CONSENSUS]
     if rule == "joint" and any(name(c) == JOINT for c in cands):
         return [c for c in cands if representation(c) != "features"]

@@ -21,7 +21,7 @@ from .final import Candidate, FinalStage
 from .kmeans import KMeansResult
 from .manifold import pixel_vectors
 from .partition import Partition, cluster_means, labels_result
-from .policy import MAX_INPUT_ROWS, consensus_allowance
+from .policy import CONSENSUS, MAX_INPUT_ROWS, consensus_allowance
 from .self_label import margin_confidence, self_label
 
 __all__ = ["build_final_stage", "input_rows", "final_stage_for", "seed_partition", "carry_partition",
@@ -129,7 +129,7 @@ def final_partition(trainer, feats: Tensor) -> Partition:
         notes.append(f"self-labelling skipped: method {trainer.cfg.method} exposes no feature network")
     if net is not None and not getattr(trainer.data, "streamed", False):
         start = time.perf_counter()
-        rep = x if best.representation in ("features", "candidates") else stage.inputs  # candidates: the consensus
+        rep = x if best.representation == "features" or best.name == CONSENSUS else stage.inputs
         conf = best.confidence if best.confidence is not None else margin_confidence(rep, best.labels, c.n_clusters)
         t = trainer.cfg.train
         try:

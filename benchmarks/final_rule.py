@@ -59,9 +59,9 @@ def replay_consensus(run: dict, cands: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     from conr.cluster.policy import RULES, derived_score, eligible, preferred_for
-
-    SCORED = [rule for rule in RULES if rule != "consensus"]  # the consensus is replayed from the labels
     from conr.io import atomic_write_text
+
+    scored = [rule for rule in RULES if rule != "consensus"]  # the consensus is replayed from the labels
 
     def read(path):
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -71,13 +71,11 @@ def main(argv=None) -> int:
         for r in read(path):
             rows.append({**r, "labels_file": RESULTS / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"})
     for path in sorted(RESULTS.glob("variants/*/suite-runs.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                r["labels_file"] = path.parent / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"
-                rows.append({**r, "row": f"{r['row']} [{path.parent.name}]"})
+        for r in read(path):
+            rows.append({**r, "row": f"{r['row']} [{path.parent.name}]",
+                         "labels_file": path.parent / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"})
     runs = [r for r in rows if r.get("candidates") and "true_acc" in r["candidates"][0]]
-    choosers = list(SCORED) + ["joint, carried competing", *CONSENSUS]
+    choosers = scored + ["joint, carried competing", *CONSENSUS]
     if not runs:
         print("no run with a candidate table in suite-runs.jsonl: run benchmarks/suite.py first")
         return 1
@@ -92,7 +90,7 @@ def main(argv=None) -> int:
             for rule in ("prefer_features", "manifold", "joint"):
                 c[rule] = derived_score(rule, c["name"], c["algorithm"], c["silhouette_umap"], preferred)
         picked = {}
-        for rule in SCORED:
+        for rule in scored:
             best = max(eligible(cands, rule, lambda c: c["representation"], lambda c: c["name"]),
                        key=lambda c: c.get(rule, float("-inf")))
             picked[rule] = (best["true_acc"], best["true_nmi"], best["name"])
@@ -104,12 +102,10 @@ def main(argv=None) -> int:
         oracle = max(cands, key=lambda c: c["true_acc"])
         picked["oracle (labels)"] = (oracle["true_acc"], oracle["true_nmi"], oracle["name"])
         for chooser, got in picked.items():  # the target: within 0.01 ACC of the run's best candidate
-            if chooser != "oracle (labels)":
-                table[key][chooser].append(got)
+            table[key][chooser].append(got)
             gaps[chooser].append(oracle["true_acc"] - got[0])
             if any(n in picked for n in CONSENSUS):
                 labelled[chooser].append((*got[:2], oracle["true_acc"] - got[0]))
-        table[key]["oracle (labels)"].append((oracle["true_acc"], oracle["true_nmi"], oracle["name"]))
         for c in cands:
             if c["algorithm"] != "self_label":
                 table[key][c["name"]].append((c["true_acc"], c["true_nmi"], c["name"]))

@@ -518,6 +518,14 @@ def test_manifold_dimensions_and_covariance_follow_the_members_a_cluster_expects
     assert manifold_dims(30, 10) == 2                                                     # never under 2
 
 
+def hundred_clusters_of_twenty(seed: int):
+    """K = N / 20: 100 Gaussian groups of 20 in 30 dimensions, centres far apart."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(100, 30)) * 6.0
+    y = np.repeat(np.arange(100), 20)
+    return (centres[y] + rng.normal(size=(2000, 30))).astype(np.float32), y
+
+
 @pytest.mark.slow  # UMAP
 def test_a_hundred_clusters_of_twenty():
     """K = N / 20: UMAP + GMM in K dimensions with full covariances is ill-posed there (a
@@ -527,10 +535,7 @@ def test_a_hundred_clusters_of_twenty():
 
     from conr.cluster.manifold import umap_gmm
 
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(100, 30)) * 6.0
-    y = np.repeat(np.arange(100), 20)
-    x = (centres[y] + rng.normal(size=(2000, 30))).astype(np.float32)
+    x, y = hundred_clusters_of_twenty(seed=0)
     labels, _, emb = umap_gmm(x, 100, seed=0, n_neighbors=5)
     assert emb.shape[1] == 10 and adjusted_rand_score(y, labels) > 0.9
 
@@ -540,10 +545,7 @@ def test_rule_on_a_hundred_clusters_of_twenty():
     """Many small clusters (K = N / 20), the regime where a full-covariance mixture in K
     dimensions is ill-posed: every candidate stays sound, and the rule's choice (no labels)
     finds the groups."""
-    rng = np.random.default_rng(1)
-    centres = rng.normal(size=(100, 30)) * 6.0
-    y = np.repeat(np.arange(100), 20)
-    x = (centres[y] + rng.normal(size=(2000, 30))).astype(np.float32)
+    x, y = hundred_clusters_of_twenty(seed=1)
     cands = _scored(x, 100)
     by_algo = {c.algorithm: adjusted_rand_score(y, c.labels) for c in cands}
     assert min(by_algo.values()) > 0.8, by_algo                # no candidate collapses ...

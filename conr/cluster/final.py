@@ -33,7 +33,7 @@ import numpy as np
 from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES, best_by,
                      derived_score, preferred_for)
 
-__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "consensus_candidate", "choose",
+__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "consensus_candidate", "choose", "unit_rows",
            "normalized_cut", "FinalStage"]
 
 ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
@@ -60,7 +60,9 @@ class Candidate:
                 **{k: round(float(v), 4) for k, v in self.scores.items()}}
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """The rows of ``x`` scaled to unit length (float32; an all-zero row stays zero): vectors
+    compared by direction, as the learned features and an encoder's features are."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -291,7 +293,7 @@ class FinalStage:
             extra: list[Candidate] | None = None) -> tuple[Candidate, list[Candidate]]:
         """Candidates on ``features`` (unit rows) and the input, plus ``extra`` ones,
         scored; returns (the chosen one, all of them)."""
-        feats = _unit(features)
+        feats = unit_rows(features)
         own, own_emb = self.input_candidates()
         # under the joint rule the features' own UMAP + GMM is not chosen where the joint one is made: one
         # layout (the one the criteria need anyway) lists it, a consensus would only cost time

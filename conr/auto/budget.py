@@ -184,8 +184,9 @@ def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, e
 def reserve(cfg, input_seconds: float, epoch_seconds: float, minutes: float) -> tuple[float, str | None]:
     """Seconds kept for the final stage (:func:`conr.cluster.policy.reserved_seconds`) and,
     where the passes of its candidates a seeded stage 2 makes (two, more with refreshes) would
-    not fit (:func:`conr.cluster.policy.seed_fits`), the reserve of one pass and a note that stage 2 starts from k-means instead: the
-    candidates cost ~ N (UMAP), and on a large set two passes leave the network few epochs."""
+    not fit (:func:`conr.cluster.policy.seed_fits`), the reserve of one pass and a note that
+    stage 2 starts from k-means instead: the candidates cost ~ N (UMAP), and on a large set
+    two passes leave the network few epochs."""
     c = cfg.cluster
 
     def seconds(seed: str) -> float:

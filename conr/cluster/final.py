@@ -33,8 +33,8 @@ import numpy as np
 from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES, best_by,
                      derived_score, preferred_for)
 
-__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "consensus_candidate", "choose", "unit_rows",
-           "normalized_cut", "FinalStage"]
+__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "consensus_candidate", "choose",
+           "unit_rows", "normalized_cut", "FinalStage"]
 
 ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.vectors import VectorData
+from ..encoders.directions import feature_directions
 from ..ops.knn import knn_table
 from .trainer import Trainer
 
@@ -41,17 +42,13 @@ class ViewConfig:
 
 
 def neighbour_space(vectors: Tensor, geometry: str, standardised: Tensor) -> Tensor:
-    """The rows in which the views' neighbours are searched. ``cosine``: unit rows, after a
-    square root where every value is non-negative (pooled activations: the root evens out
-    a few dominant channels); on CIFAR-10's EfficientNet-Lite0 features the 10 nearest rows
-    share the class 0.589 of the time against 0.519 for standardised rows
-    (docs/photos.md). ``standardised``: the network's own input."""
+    """The rows in which the views' neighbours are searched. ``cosine``: the encoder's
+    directions (:func:`conr.encoders.directions.feature_directions`: a square root where
+    every value is non-negative, then unit rows), the rows the final stage clusters too.
+    ``standardised``: the network's own input."""
     if geometry == "standardised":
         return standardised
-    x = vectors.float()
-    if bool((x >= 0).all()):
-        x = x.sqrt()
-    return F.normalize(x, dim=1)
+    return feature_directions(vectors)
 
 
 class NeighbourViews:

@@ -6,12 +6,13 @@ those features with the final stage's UMAP + GMM (one layout, conr's neighbourho
 dimensions) after five preparations, several seeds each, on every open set, and reports
 ACC against the class folders:
 
-* ``as given, PCA``: the rows as the encoder gives them, then PCA (the rule before);
-* ``unit, PCA``: unit rows, then PCA (the rule now: conr.cluster.stage.input_rows);
+* ``as given, PCA``: the rows as the encoder gave them, then PCA (the first rule);
+* ``unit, PCA``: unit rows, then PCA (the second rule, for part of 2026-12-03);
 * ``unit``: unit rows, no PCA;
 * ``PCA, unit``: PCA, then unit rows;
 * ``root, unit, PCA``: square roots (the values are non-negative pooled activations), unit
-  rows, PCA: the space CoNR's vector views search their neighbours in (conr/engine/vectors.py).
+  rows, PCA: the space CoNR's vector views search their neighbours in, and the rule now
+  (conr/encoders/directions.py, through conr.cluster.stage.input_rows).
 
     python benchmarks/encoder_input.py                 # digits, COIL-20, ORL, CIFAR-10 (5,000 of its images)
     python benchmarks/encoder_input.py --datasets orl --seeds 0 1 2

@@ -113,8 +113,9 @@ def test_pixel_vectors_reduce_long_rows_only():
 def test_an_encoders_features_are_compared_by_direction():
     """Hand-made: two groups that differ in direction, each with norms spread 1..20 (as an
     encoder's pooled activations are). On the rows as they are, k-means splits by norm; the
-    final stage's input rows of an encoder's features are unit rows, where k-means finds the
-    two directions. A user's own vectors keep their geometry."""
+    final stage's input rows of an encoder's features are unit rows (no square root here: the
+    noise makes some values negative; tests/test_directions.py checks the root), where k-means
+    finds the two directions. A user's own vectors keep their geometry."""
     from sklearn.cluster import KMeans
 
     from conr.cluster.stage import input_rows

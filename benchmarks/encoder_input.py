@@ -40,13 +40,14 @@ MAX_ROWS = 5000   # CIFAR-10's 10,000 images: a fixed random half, so that a see
 def preparations():
     from conr.cluster.final import unit_rows
     from conr.cluster.manifold import pixel_vectors
+    from conr.encoders.directions import feature_directions
 
     return {
         "as given, PCA": lambda x, s: pixel_vectors(x, seed=s, scale=False),
         "unit, PCA": lambda x, s: pixel_vectors(unit_rows(x), seed=s, scale=False),
         "unit": lambda x, s: unit_rows(x),
         "PCA, unit": lambda x, s: unit_rows(pixel_vectors(x, seed=s, scale=False)),
-        "root, unit, PCA": lambda x, s: pixel_vectors(unit_rows(np.sqrt(np.maximum(x, 0))), seed=s, scale=False),
+        "root, unit, PCA": lambda x, s: pixel_vectors(feature_directions(x), seed=s, scale=False),
     }
 
 

@@ -62,7 +62,8 @@ class Candidate:
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """The rows of ``x`` scaled to unit length (float32; an all-zero row stays zero): vectors
-    compared by direction, as the learned features and an encoder's features are."""
+    compared by direction, as the learned features are (an encoder's pooled activations take a
+    square root first: :func:`conr.encoders.directions.feature_directions`)."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 

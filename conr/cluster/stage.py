@@ -36,9 +36,10 @@ def input_rows(data, seed: int = 0) -> np.ndarray:
     (:func:`~conr.encoders.directions.feature_directions`: square root, unit rows); any of
     them through PCA where wide (:func:`~conr.cluster.manifold.pixel_vectors`). A user's own
     vectors keep the geometry they came in. Measured (docs/results.md): UMAP + GMM of the
-    encoder's features alone, 5 seeds, ACC as given -> directions: digits 0.674 -> 0.700,
-    COIL-20 0.928 -> 0.963, ORL 0.736 -> 0.805, CIFAR-10 0.454 -> 0.470
-    (``benchmarks/encoder_input.py``)."""
+    encoder's features alone, 5 seeds, ACC as given -> directions: digits 0.674 -> 0.731,
+    COIL-20 0.928 -> 0.957, ORL 0.736 -> 0.796, CIFAR-10 0.454 -> 0.459
+    (``benchmarks/encoder_input.py``); whole default runs, unit rows -> directions: COIL-20
+    0.954 -> 0.978, ORL 0.749 -> 0.778, CIFAR-10 0.516 -> 0.529 (the suite, 3 seeds)."""
     if getattr(data, "kind", "images") == "vectors":
         rows = data.images.cpu().numpy()
         if getattr(data, "representation", "vectors") == "encoder":

@@ -650,18 +650,51 @@ def two_views_each_blind_to_a_pair(n: int = 120, seed: int = 0):
     return feats.astype(np.float32), inputs.astype(np.float32), y
 
 
-@pytest.mark.slow  # UMAP on both representations and on their joint graph
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known limit of the joint candidate (2026-12-03): the two views' noise is independent, "
-                          "so their graphs share few links (13 % of a point's 20 nearest), the intersection falls "
-                          "apart into pieces and UMAP + GMM of it keeps a pair merged (ARI 0.67, like every single "
-                          "view's). Concatenating the views solves this case; on real pairs neither way wins everywhere "
-                          "(benchmarks/joint_graph.py), so the joint candidate keeps the intersection")
+@pytest.mark.slow  # UMAP on both representations and on the two side by side
 def test_rule_takes_the_joint_candidate_where_each_representation_merges_a_pair():
+    """The two views' noise is independent, so their graphs share few links (4 % of a point's
+    11 nearest): an intersection of them would fall apart into pieces, and the joint candidate
+    lays the views side by side instead, where all four groups are apart."""
     x_feat, x_in, y = two_views_each_blind_to_a_pair()
     stage = FinalStage(x_in, 4, seed=0, input_name="pixels")
     best, cands = stage.run(x_feat)
     by_name = {c.name: adjusted_rand_score(y, c.labels) for c in cands}
+    joint = next(c for c in cands if c.name == "umap_gmm/joint")
+    assert joint.combined == "concatenation" and joint.shared < 0.1
     assert by_name["umap_gmm/joint"] > 0.9                                    # the case is the joint one's ...
     assert max(v for k, v in by_name.items() if k != "umap_gmm/joint") < 0.8  # ... and no single view's
     assert best.name == "umap_gmm/joint", {c.name: c.scores for c in cands}
+
+
+def test_shared_neighbors_against_a_loop_over_sets():
+    from conr.cluster.manifold import exact_neighbors, shared_neighbors
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 4)).astype(np.float32)
+    moved = x + rng.normal(0, 0.5, x.shape).astype(np.float32)
+    a, b = exact_neighbors(x, 8)[0], exact_neighbors(moved, 8)[0]
+    loop = np.mean([len(set(a[i, 1:]) & set(b[i, 1:])) / 7 for i in range(len(x))])
+    assert shared_neighbors(a, b) == pytest.approx(loop)
+    assert 0.0 < loop < 1.0
+    assert shared_neighbors(a, a) == 1.0
+    with pytest.raises(ValueError, match="same k"):
+        shared_neighbors(a, b[:, :5])
+
+
+def test_side_by_side_weighs_each_view_the_same():
+    from conr.cluster.manifold import side_by_side
+
+    rng = np.random.default_rng(0)
+    wide, narrow = rng.normal(0, 100.0, (50, 30)) + 7, rng.normal(0, 0.01, (50, 2))
+    both = side_by_side(wide, narrow)
+    assert both.shape == (50, 32) and both.dtype == np.float32
+    for part in (both[:, :30], both[:, 30:]):
+        np.testing.assert_allclose(part.mean(0), 0.0, atol=1e-5)
+        assert (part.astype(np.float64) ** 2).sum(1).mean() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_the_joint_way_follows_the_shared_links():
+    from conr.cluster.policy import JOINT_MIN_SHARED, joint_way
+
+    assert joint_way(0.5) == joint_way(JOINT_MIN_SHARED) == "intersection"
+    assert joint_way(JOINT_MIN_SHARED / 2) == "concatenation"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES, best_by,
-                     derived_score, preferred_for)
+                     derived_score, joint_way, preferred_for)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "consensus_candidate", "choose",
            "unit_rows", "normalized_cut", "FinalStage"]
@@ -49,6 +49,8 @@ class Candidate:
     confidence: np.ndarray | None = None   # per-sample confidence where the algorithm gives one
     scores: dict = field(default_factory=dict)
     layouts: int | None = None             # UMAP + GMM: the UMAP layouts its consensus was made of
+    combined: str | None = None            # the joint candidate: how it combined the views (policy.joint_way) ...
+    shared: float | None = None            # ... from the fraction of a point's neighbours they share
 
     @property
     def name(self) -> str:
@@ -57,6 +59,7 @@ class Candidate:
     def row(self) -> dict:
         return {"name": self.name, "algorithm": self.algorithm, "representation": self.representation,
                 "seconds": round(self.seconds, 2), **({"layouts": self.layouts} if self.layouts else {}),
+                **({"combined": self.combined, "shared": round(self.shared, 4)} if self.combined else {}),
                 **{k: round(float(v), 4) for k, v in self.scores.items()}}
 
 
@@ -235,6 +238,7 @@ class FinalStage:
         self._input_cands: list[Candidate] | None = None
         self._input_emb: np.ndarray | None = None
         self._input_graph = None
+        self._input_neighbors = None
         self._embeddings: dict = {}
         self._reps: dict = {}
 
@@ -276,19 +280,33 @@ class FinalStage:
         return self.inputs is not None and "umap_gmm" in self.algorithms
 
     def joint_candidate(self, features: np.ndarray) -> Candidate:
-        """UMAP + GMM (consensus) on the fuzzy intersection of the features' and the input's
-        neighbour graphs (:func:`~conr.cluster.manifold.joint_umap_gmm_consensus`): it weighs
-        both representations instead of choosing one."""
-        from .manifold import fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs, umap_neighbors
+        """UMAP + GMM (consensus) of the features and the input together: it weighs both
+        representations instead of choosing one. Where their neighbour graphs share enough
+        links (:func:`~conr.cluster.policy.joint_way`), of the fuzzy intersection of the
+        graphs (a link strong only where both hold it); where they share almost none, of the
+        two side by side (:func:`~conr.cluster.manifold.side_by_side`)."""
+        from .manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
+                               shared_neighbors, side_by_side, umap_gmm_consensus, umap_neighbors)
 
         start = time.perf_counter()
         nn = umap_neighbors(len(features), self.n_clusters)
-        if self._input_graph is None:
-            self._input_graph = fuzzy_graph(self.inputs, nn, self.seed)
-        graph = intersect_graphs(fuzzy_graph(features, nn, self.seed), self._input_graph)
-        made = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed, runs=self.consensus_runs)
+        if self._input_neighbors is None:
+            self._input_neighbors = exact_neighbors(self.inputs, nn)
+        own = exact_neighbors(features, nn)
+        shared = shared_neighbors(own[0], self._input_neighbors[0])
+        way = joint_way(shared)
+        if way == "intersection":
+            if self._input_graph is None:
+                self._input_graph = fuzzy_graph(self.inputs, nn, self.seed, neighbors=self._input_neighbors)
+            graph = intersect_graphs(fuzzy_graph(features, nn, self.seed, neighbors=own), self._input_graph)
+            made = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed, runs=self.consensus_runs)
+        else:
+            made = umap_gmm_consensus(side_by_side(features, self.inputs), self.n_clusters, self.seed, nn,
+                                      runs=self.consensus_runs)
+        self.log(f"final stage: the features and the {self.input_name} share {shared:.0%} of a point's {nn} "
+                 f"neighbours: the joint candidate by {way}")
         return Candidate("umap_gmm", "joint", made.labels, time.perf_counter() - start, made.confidence,
-                         layouts=made.runs)
+                         layouts=made.runs, combined=way, shared=shared)
 
     def run(self, features: np.ndarray, given: dict | None = None,
             extra: list[Candidate] | None = None) -> tuple[Candidate, list[Candidate]]:

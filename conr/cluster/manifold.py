@@ -19,9 +19,9 @@ import numpy as np
 from .policy import CONSENSUS_RUNS, affordable_runs
 
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
-           "fuzzy_graph", "intersect_graphs", "embed_graph", "joint_umap_gmm_consensus", "graph_umap_gmm_consensus",
-           "exact_neighbors", "pixel_vectors", "Consensus", "PCA_ABOVE", "PCA_DIMS", "manifold_dims",
-           "covariance_type"]
+           "fuzzy_graph", "intersect_graphs", "shared_neighbors", "side_by_side", "embed_graph",
+           "joint_umap_gmm_consensus", "graph_umap_gmm_consensus", "exact_neighbors", "pixel_vectors", "Consensus",
+           "PCA_ABOVE", "PCA_DIMS", "manifold_dims", "covariance_type"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
 PCA_DIMS = 50
@@ -159,6 +159,30 @@ def intersect_graphs(a, b):
         warnings.simplefilter("ignore")
         return reset_local_connectivity(general_simplicial_set_intersection(a.tocoo(), b.tocoo(), 0.5),
                                         True).tocsr()
+
+
+def shared_neighbors(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean fraction of a point's neighbours that two k-NN tables of the same points
+    (index arrays [N, k], each row's first entry the point itself, as
+    :func:`exact_neighbors` gives them) hold in common: 1 for the same graph, about k / N
+    for unrelated ones."""
+    a, b = np.asarray(a)[:, 1:], np.asarray(b)[:, 1:]
+    if a.shape != b.shape:
+        raise ValueError(f"neighbour tables of shapes {a.shape} and {b.shape}: both must list the same k for each point")
+    both = np.sort(np.concatenate([a, b], axis=1), axis=1)
+    return float((both[:, 1:] == both[:, :-1]).sum(1).mean() / max(1, a.shape[1]))
+
+
+def side_by_side(*representations: np.ndarray) -> np.ndarray:
+    """The representations of the same points as one row each (float32): every one centred
+    and scaled to unit mean squared row norm first, so that each weighs the same in a
+    distance, whatever its width and scale."""
+    parts = []
+    for x in representations:
+        x = np.asarray(x, dtype=np.float64)
+        x = x - x.mean(0)
+        parts.append(x / max(float(np.sqrt((x ** 2).sum(1).mean())), 1e-12))
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def embed_graph(graph, n_components: int, seed: int = 0) -> np.ndarray:

@@ -25,9 +25,10 @@ choose the consensus candidate.
 from __future__ import annotations
 
 __all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
-           "GRAPH_NEIGHBORS", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE",
-           "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS", "preferred_for", "derived_score", "eligible", "best_by",
-           "affordable_runs", "consensus_allowance", "reserved_seconds", "refresh_epochs", "seed_fits"]
+           "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE",
+           "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS",
+           "preferred_for", "joint_way", "derived_score", "eligible", "best_by", "affordable_runs",
+           "consensus_allowance", "reserved_seconds", "refresh_epochs", "seed_fits"]
 
 # ----------------------------------------------------------------------------- choosing
 
@@ -40,7 +41,18 @@ PRIOR_MARGIN = 0.05               # silhouette another candidate must gain over 
 MANIFOLD_MARGIN = 0.05            # the manifold rule's further head start for the manifold step's partitions
 MANIFOLD_ALGORITHMS = ("umap_gmm", "self_label")
 GRAPH_NEIGHBORS = 10              # the ncut criterion's k-NN graph of each representation
+JOINT_MIN_SHARED = 0.1            # the joint candidate intersects the two neighbour graphs where they share at least
+                                  # this fraction of a point's neighbours; below it, it lays the views side by side
 SILHOUETTE_SAMPLES = 3000         # silhouette on at most this many points (sampled with the run's seed)
+
+
+def joint_way(shared: float) -> str:
+    """How the joint candidate combines the features and the input, from ``shared``, the
+    mean fraction of a point's neighbours the two views hold in common: ``intersection`` of
+    their neighbour graphs where they share at least :data:`JOINT_MIN_SHARED` (a link is then
+    strong where both hold it), ``concatenation`` below (an intersection of graphs that share
+    almost no links keeps almost nothing and falls apart into pieces)."""
+    return "intersection" if shared >= JOINT_MIN_SHARED else "concatenation"
 
 
 def preferred_for(names) -> str:

@@ -212,7 +212,14 @@ def _final_stage_section(partition: dict | None) -> list[str]:
            + (" NMI / ACC use the ground truth, for you only: the rule never sees them." if truth else "")
            + "</p>", _table(header, body, num_cols=tuple(range(1, len(header) - 1)))]
     out += [f"<p class=\"note\">{html.escape(n)}</p>" for n in partition.get("notes", [])]
+    out += [f"<p class=\"note\">{html.escape(r['name'])}: the two representations share {r['shared']:.0%} of a "
+            f"point's neighbours, so it clusters {JOINT_WAYS.get(r['combined'], r['combined'])}.</p>"
+            for r in rows if r.get("combined")]
     return out
+
+
+JOINT_WAYS = {"intersection": "the intersection of their neighbour graphs (links both hold)",
+              "concatenation": "the two side by side (too few shared links for an intersection)"}
 
 
 def write_report(snap: ClusterSnapshot, path: str | Path, meta: dict, grids: dict[int, bytes],

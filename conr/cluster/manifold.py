@@ -20,7 +20,7 @@ from .policy import CONSENSUS_RUNS, affordable_runs
 
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
            "fuzzy_graph", "intersect_graphs", "shared_neighbors", "side_by_side", "embed_graph",
-           "joint_umap_gmm_consensus", "graph_umap_gmm_consensus", "exact_neighbors", "pixel_vectors", "Consensus",
+           "graph_umap_gmm_consensus", "exact_neighbors", "pixel_vectors", "Consensus",
            "PCA_ABOVE", "PCA_DIMS", "manifold_dims", "covariance_type"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
@@ -168,7 +168,8 @@ def shared_neighbors(a: np.ndarray, b: np.ndarray) -> float:
     for unrelated ones."""
     a, b = np.asarray(a)[:, 1:], np.asarray(b)[:, 1:]
     if a.shape != b.shape:
-        raise ValueError(f"neighbour tables of shapes {a.shape} and {b.shape}: both must list the same k for each point")
+        raise ValueError(f"neighbour tables of shapes {a.shape} and {b.shape}: both must list the same k "
+                         "for each point")
     both = np.sort(np.concatenate([a, b], axis=1), axis=1)
     return float((both[:, 1:] == both[:, :-1]).sum(1).mean() / max(1, a.shape[1]))
 
@@ -202,20 +203,6 @@ def embed_graph(graph, n_components: int, seed: int = 0) -> np.ndarray:
                                           "spectral" if pieces == 1 else "random", np.random.RandomState(seed),
                                           "euclidean", {}, False, {}, False)
     return np.asarray(emb, dtype=np.float32)
-
-
-def joint_umap_gmm_consensus(representations, n_clusters: int, seed: int = 0, n_neighbors: int = 20,
-                             n_init: int = 5, runs: int = CONSENSUS_RUNS) -> Consensus:
-    """UMAP + GMM consensus on the fuzzy intersection of the representations' neighbour
-    graphs (the learned features' and the pixels'): two images are near only where
-    every representation puts them near, so a neighbour the training got wrong but
-    the pixels did not (or the reverse) loses its pull. Returns a :class:`Consensus`,
-    as :func:`umap_gmm_consensus`."""
-    graph = None
-    for x in representations:
-        g = fuzzy_graph(x, n_neighbors, seed)
-        graph = g if graph is None else intersect_graphs(graph, g)
-    return graph_umap_gmm_consensus(graph, n_clusters, seed, n_init, runs)
 
 
 def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5,

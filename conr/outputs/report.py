@@ -193,6 +193,11 @@ def cluster_table(snap: ClusterSnapshot) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+# how the joint candidate combined the two representations (conr.cluster.policy.joint_way), for the report
+JOINT_WAYS = {"intersection": "the intersection of their neighbour graphs (links both hold)",
+              "concatenation": "the two side by side (too few shared links for an intersection)"}
+
+
 def _final_stage_section(partition: dict | None) -> list[str]:
     """The final stage's candidates, each criterion value and the choice (conr/cluster/final.py)."""
     if not partition or not partition.get("candidates"):
@@ -216,10 +221,6 @@ def _final_stage_section(partition: dict | None) -> list[str]:
             f"point's neighbours, so it clusters {JOINT_WAYS.get(r['combined'], r['combined'])}.</p>"
             for r in rows if r.get("combined")]
     return out
-
-
-JOINT_WAYS = {"intersection": "the intersection of their neighbour graphs (links both hold)",
-              "concatenation": "the two side by side (too few shared links for an intersection)"}
 
 
 def write_report(snap: ClusterSnapshot, path: str | Path, meta: dict, grids: dict[int, bytes],

@@ -696,6 +696,16 @@ def test_the_report_says_how_the_joint_candidate_was_made():
     assert "share 55%" in page and "intersection of their neighbour graphs" in page
 
 
+def test_the_report_lists_stability_where_only_some_candidates_have_it():
+    from conr.outputs.report import _final_stage_section
+
+    rows = [{"name": "seeded_kmeans/features", "joint": 0.3, "seconds": 0.1},   # first row: no stability
+            {"name": "umap_gmm/features", "joint": 0.5, "stability": 0.912, "seconds": 1.0, "chosen": True}]
+    page = "".join(_final_stage_section({"candidates": rows, "source": "umap_gmm/features", "rule": "stability"}))
+    assert "<th>stability</th>" in page.replace(" class=\"num\"", "") and "0.912" in page
+    assert "the most stable of those" in page
+
+
 def test_shared_neighbors_against_a_loop_over_sets():
     from conr.cluster.manifold import exact_neighbors, shared_neighbors
 
@@ -728,3 +738,60 @@ def test_the_joint_way_follows_the_shared_links():
 
     assert joint_way(0.5) == joint_way(JOINT_MIN_SHARED) == "intersection"
     assert joint_way(JOINT_MIN_SHARED / 2) == "concatenation"
+
+
+# --------------------------------------------------------------------------- the stability rule
+
+def test_stability_rule_takes_each_representations_first_then_the_most_stable():
+    from conr.cluster.policy import best_by, eligible
+
+    def row(name, joint, stability=None):
+        return {"name": name, "representation": name.split("/", 1)[1], "joint": joint,
+                **({} if stability is None else {"stability": stability})}
+
+    rows = [row("kmeans/features", 0.30, 0.99),        # the most stable of all, but not the features' first
+            row("umap_gmm/features", 0.50, 0.80),
+            row("umap_gmm/pixels", 0.60, 0.70),
+            row("umap_gmm/joint", 0.65, 0.75),
+            row("seeded_kmeans/features", 0.90)]        # no algorithm makes it again: no stability, no choice
+    read = dict(name=lambda c: c["name"], representation=lambda c: c["representation"], scores=lambda c: c)
+    firsts = [c["name"] for c in eligible(rows, "stability", **read)]
+    assert firsts == ["umap_gmm/features", "umap_gmm/pixels", "umap_gmm/joint"]
+    assert best_by(rows, "stability", score=lambda c, rule: c[rule], **read)["name"] == "umap_gmm/features"
+    unmeasured = [{k: v for k, v in r.items() if k != "stability"} for r in rows]   # falls back on the default
+    assert best_by(unmeasured, "stability", score=lambda c, rule: c[rule], **read)["name"] == \
+        best_by(unmeasured, "joint", score=lambda c, rule: c[rule], **read)["name"] == "umap_gmm/joint"
+
+
+def classes_beside_clumps(seed: int = 0):
+    """Four classes of 150 in the features (8-d, moderately apart) and, in the input, 40
+    tight clumps (20-d) drawn without regard to the classes: UMAP + GMM of the input groups
+    the clumps into four, a different four from every seed and subsample."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), 150)
+    feats = rng.normal(0, 1, (4, 8))[y] * 1.5 + rng.normal(0, 1, (600, 8))
+    clump = rng.integers(0, 40, 600)
+    pixels = rng.normal(0, 1, (40, 20))[clump] * 3 + rng.normal(0, 0.3, (600, 20))
+    return feats.astype(np.float32), pixels.astype(np.float32), y
+
+
+@pytest.mark.slow  # UMAP on 600 points, 15 times (~10 s)
+def test_stability_rule_where_the_input_has_clumps_unrelated_to_the_classes():
+    feats, pixels, y = classes_beside_clumps()
+    carried = np.arange(600) % 4   # the training's carried labels: no algorithm makes them again
+    best, cands = FinalStage(pixels, 4, seed=0, rule="stability", consensus_runs=1).run(
+        feats, given={"seeded_kmeans": carried})
+    assert "stability" not in next(c for c in cands if c.algorithm == "seeded_kmeans").scores
+    cands = [c for c in cands if c.algorithm != "seeded_kmeans"]
+    by_name = {c.name: c for c in cands}
+    assert all(adjusted_rand_score(y, c.labels) < 0.1 for c in cands if c.representation != "features")
+    assert min(adjusted_rand_score(y, c.labels) for c in cands if c.representation == "features") > 0.8
+    stab = {c.name: c.scores["stability"] for c in cands}
+    assert min(stab[n] for n in stab if n.endswith("/features")) > 0.9          # the classes come back
+    assert stab["umap_gmm/pixels"] < 0.5 and stab["umap_gmm/joint"] < 0.5      # the clumps' grouping does not
+    assert best.representation == "features" and adjusted_rand_score(y, best.labels) > 0.8
+    # the default rule keeps the features' own candidates out where the joint one is made, and silhouette
+    # prefers the clumps' grouping: it chooses a partition unrelated to the classes
+    joint = choose(cands, "joint")
+    assert joint.representation != "features" and adjusted_rand_score(y, joint.labels) < 0.1
+    assert by_name["umap_gmm/pixels"].scores["joint"] > by_name["umap_gmm/joint"].scores["joint"]

@@ -286,6 +286,8 @@ def test_a_budget_too_small_for_two_final_stage_passes_drops_the_seed():
     assert reserved_seconds("byol", "auto", "final", True, 0, 10.0) == 20.0   # no stage 2 to seed: one pass
     assert reserved_seconds("conr", "auto", "final", True, 0, 10.0, refreshes=2) == 80.0  # 2 passes more
     assert reserved_seconds("conr", "kmeans", "final", True, 0, 10.0) == 0.0  # no final stage
+    # the stability rule makes each pass's candidates again on 2 subsamples of 80 %: 1 + 2 x 0.8 passes' worth
+    assert reserved_seconds("conr", "auto", "final", True, 0, 10.0, rule="stability") == pytest.approx(40.0 * 2.6)
     args = build_parser().parse_args(["cluster", "photos", "--k", "10"])
     record = _record(cfg, _plan(stage2_seed="kmeans"))
     assert "cluster.stage2_seed=kmeans" in repeat_command(args, Path("photos"), Path("out"), record, cfg.train.epochs)

@@ -191,7 +191,7 @@ def reserve(cfg, input_seconds: float, epoch_seconds: float, minutes: float) -> 
 
     def seconds(seed: str) -> float:
         return reserved_seconds(cfg.method, c.final, seed, c.final_pixels, c.self_label_epochs, input_seconds,
-                                epoch_seconds, c.stage2_refreshes)
+                                epoch_seconds, c.stage2_refreshes, c.final_rule)
 
     reserved = seconds(c.stage2_seed)
     if c.stage2_seed != "final" or seed_fits(reserved, minutes):

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES, best_by,
-                     derived_score, joint_way, preferred_for)
+from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES,
+                     STABILITY_RESAMPLES, STABILITY_SHARE, best_by, derived_score, joint_way, preferred_for)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "consensus_candidate", "choose",
            "unit_rows", "normalized_cut", "FinalStage"]
@@ -241,6 +241,7 @@ class FinalStage:
         self._input_neighbors = None
         self._embeddings: dict = {}
         self._reps: dict = {}
+        self._stability: dict = {}   # the stability rule's values: the input's candidates' kept across passes
 
     def with_k(self, n_clusters: int) -> "FinalStage":
         """The same stage for another K (the input kept; its candidates made again when asked)."""
@@ -326,7 +327,42 @@ class FinalStage:
             if self.joint_in_play():
                 cands.append(self.joint_candidate(feats))
         self._embeddings, self._reps = embeddings, reps
+        if self.rule == "stability":
+            self._stability = {k: v for k, v in self._stability.items() if k.endswith("/" + self.input_name)}
+            for c in cands:
+                if c.name not in self._stability and (c.algorithm in ALGORITHMS):
+                    self._stability[c.name] = self.stability(c, feats)
         return self.rescore(cands + list(extra or []))
+
+    def stability(self, cand: Candidate, features: np.ndarray) -> float:
+        """How well ``cand``'s algorithm finds its partition again: run again on
+        :data:`~conr.cluster.policy.STABILITY_RESAMPLES` random subsamples of
+        :data:`~conr.cluster.policy.STABILITY_SHARE` of the rows (``features``: the unit rows
+        of :meth:`run`), each from another seed, the mean adjusted Rand index of each new
+        partition with ``cand``'s own on the same rows."""
+        from sklearn.metrics import adjusted_rand_score
+
+        from .manifold import umap_gmm_consensus, umap_neighbors
+        from .spectral import spectral_labels
+
+        start = time.perf_counter()
+        rng = np.random.default_rng(self.seed + 7)
+        n, k = len(cand.labels), self.n_clusters
+        values = []
+        for r in range(1, STABILITY_RESAMPLES + 1):
+            idx = np.sort(rng.choice(n, int(round(STABILITY_SHARE * n)), replace=False))
+            seed = self.seed + r
+            if cand.representation == "joint":
+                again = FinalStage(self.inputs[idx], k, seed, consensus_runs=1,
+                                   input_name=self.input_name).joint_candidate(features[idx]).labels
+            else:
+                x = (features if cand.representation == "features" else self.inputs)[idx]
+                again = (_kmeans(x, k, seed) if cand.algorithm == "kmeans" else spectral_labels(x, k, seed)
+                         if cand.algorithm == "spectral" else
+                         umap_gmm_consensus(x, k, seed, umap_neighbors(len(x), k), runs=1).labels)
+            values.append(adjusted_rand_score(cand.labels[idx], again))
+        self.log(f"final stage: {cand.name} stability {np.mean(values):.3f} ({time.perf_counter() - start:.1f} s)")
+        return float(np.mean(values))
 
     def rescore(self, cands: list[Candidate]) -> tuple[Candidate, list[Candidate]]:
         """Score ``cands`` against the representations of the last :meth:`run` and choose
@@ -337,7 +373,11 @@ class FinalStage:
         for c in cands:
             c.scores = {}
         score_candidates(cands, self._embeddings, self._reps, self.n_clusters, self.seed)
+        for c in cands:
+            if c.name in self._stability:
+                c.scores["stability"] = self._stability[c.name]
         best = choose(cands, self.rule)
-        self.log("final stage: " + ", ".join(f"{c.name} {c.scores[self.rule]:.3f}" for c in cands)
+        self.log("final stage: " + ", ".join(f"{c.name} {c.scores[self.rule]:.3f}" if self.rule in c.scores else
+                                             f"{c.name} (no {self.rule})" for c in cands)
                  + f" -> {best.name} ({self.rule})")
         return best, cands

@@ -17,6 +17,14 @@ silhouette of its clusters in every representation's UMAP embedding, plus head s
 * under ``joint``, where the joint candidate is made, the features' own candidates do not
   compete (:func:`eligible`): silhouette cannot compare representations.
 
+The ``stability`` rule lets silhouette choose only within a representation: each
+representation's candidate of the highest ``joint`` value, then, among those, the most
+stable (:data:`STABILITY_SHARE`, :data:`STABILITY_RESAMPLES`: its algorithm run again on
+random subsamples from other seeds, the adjusted Rand index with its own partition there).
+Agreement between two partitions of the same images means the same whichever
+representation made them, which silhouette does not. Candidates no algorithm can make
+again (the training's carried labels, the self-labelled partition) are not chosen by it.
+
 The ``consensus`` rule chooses no single candidate: it makes :data:`CONSENSUS`, the
 co-association consensus of all of them (:mod:`conr.cluster.consensus`), and takes it;
 every candidate's value under it is its NMI with that consensus. The other rules never
@@ -25,14 +33,14 @@ choose the consensus candidate.
 from __future__ import annotations
 
 __all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
-           "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE",
+           "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "STABILITY_SHARE", "STABILITY_RESAMPLES", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE",
            "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS",
            "preferred_for", "joint_way", "derived_score", "eligible", "best_by", "affordable_runs",
            "consensus_allowance", "reserved_seconds", "refresh_epochs", "seed_fits"]
 
 # ----------------------------------------------------------------------------- choosing
 
-RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut", "consensus")
+RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut", "consensus", "stability")
 DEFAULT_RULE = "joint"
 PREFERRED = "umap_gmm/features"   # the manifold step on the learned features: N2D's ending, after training
 JOINT = "umap_gmm/joint"          # ... on the intersection of the features' and the input's neighbour graphs
@@ -43,6 +51,8 @@ MANIFOLD_ALGORITHMS = ("umap_gmm", "self_label")
 GRAPH_NEIGHBORS = 10              # the ncut criterion's k-NN graph of each representation
 JOINT_MIN_SHARED = 0.1            # the joint candidate intersects the two neighbour graphs where they share at least
                                   # this fraction of a point's neighbours; below it, it lays the views side by side
+STABILITY_SHARE = 0.8             # the stability rule's subsamples: this share of the images, drawn at random ...
+STABILITY_RESAMPLES = 2           # ... this many times, each clustered again from another seed
 SILHOUETTE_SAMPLES = 3000         # silhouette on at most this many points (sampled with the run's seed)
 
 
@@ -70,17 +80,27 @@ def derived_score(rule: str, name: str, algorithm: str, silhouette: float, prefe
     return value
 
 
-def eligible(cands: list, rule: str, representation=lambda c: c.representation, name=lambda c: c.name) -> list:
+def eligible(cands: list, rule: str, representation=lambda c: c.representation, name=lambda c: c.name,
+             scores=lambda c: c.scores) -> list:
     """The candidates ``rule`` may choose: under ``joint``, where the joint candidate is
     one, not those of the features alone (the joint one holds the features, and silhouette
     cannot compare representations); the rest compete with it, the input's for a run too
-    short to learn. Under ``consensus``, :data:`CONSENSUS` alone (:func:`best_by` takes the
+    short to learn. Under ``stability``, each representation's candidate of the highest
+    ``joint`` value among those with a measured stability. Under ``consensus``, :data:`CONSENSUS` alone (:func:`best_by` takes the
     ``joint`` choice where it was not made); under the others, any candidate but :data:`CONSENSUS`.
-    ``representation`` / ``name``: how to read a candidate (a
+    ``representation`` / ``name`` / ``scores``: how to read a candidate (a
     :class:`~conr.cluster.final.Candidate`, or a row of a saved candidate table)."""
     if rule == "consensus":
         return [c for c in cands if name(c) == CONSENSUS]
     cands = [c for c in cands if name(c) != CONSENSUS]
+    if rule == "stability":  # each representation's choice by the joint value, where a stability was measured
+        cands = [c for c in cands if scores(c).get("stability") is not None]
+        firsts: dict = {}
+        for c in cands:
+            held = firsts.get(representation(c))
+            if held is None or scores(c)["joint"] > scores(held)["joint"]:
+                firsts[representation(c)] = c
+        return list(firsts.values())
     if rule == "joint" and any(name(c) == JOINT for c in cands):
         return [c for c in cands if representation(c) != "features"]
     return list(cands)
@@ -93,6 +113,8 @@ def best_by(cands: list, rule: str, score=lambda c, rule: c.scores[rule], **read
     best = None
     if rule == "consensus" and not any(read.get("name", lambda c: c.name)(c) == CONSENSUS for c in cands):
         rule = "joint"  # no consensus was made (fewer than two candidates): the default's choice
+    if rule == "stability" and not eligible(cands, rule, **read):
+        rule = "joint"  # no stability was measured: the default's choice
     for c in eligible(cands, rule, **read):
         if best is None or score(c, rule) > score(best, rule):
             best = c
@@ -130,17 +152,19 @@ def consensus_allowance(minutes: float | None) -> float | None:
 
 
 def reserved_seconds(method: str, final: str, stage2_seed: str, with_input: bool, self_label_epochs: int,
-                     input_stage_seconds: float, epoch_seconds: float = 0.0, refreshes: int = 0) -> float:
+                     input_stage_seconds: float, epoch_seconds: float = 0.0, refreshes: int = 0,
+                     rule: str = DEFAULT_RULE) -> float:
     """Seconds a budget keeps for the clustering stages around training: the candidates on
     the features at stage 2's start (a two-stage method seeded by the final stage) and at the
     end, each about what the input's candidates took, and as much again for the joint
     candidate where the input is a candidate; and self-labelling (an epoch of it about a
     quarter of a training epoch); ``refreshes``: further passes inside stage 2
-    (:func:`refresh_epochs`)."""
+    (:func:`refresh_epochs`). Under the ``stability`` rule a pass also makes its candidates
+    again on :data:`STABILITY_RESAMPLES` subsamples of :data:`STABILITY_SHARE` of the rows."""
     if final != "auto":
         return 0.0
     passes = 2 + refreshes if method in TWO_STAGE_METHODS and stage2_seed == "final" else 1
-    per_pass = 2 if with_input else 1
+    per_pass = (2 if with_input else 1) * (1 + (STABILITY_RESAMPLES * STABILITY_SHARE if rule == "stability" else 0))
     return passes * per_pass * input_stage_seconds + 0.25 * self_label_epochs * epoch_seconds
 
 

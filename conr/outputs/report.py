@@ -205,15 +205,17 @@ def _final_stage_section(partition: dict | None) -> list[str]:
     from ..cluster.policy import RULES
 
     rows = partition["candidates"]
-    crit = [k for k in RULES if k in rows[0]]
+    crit = [k for k in RULES if any(k in r for r in rows)]   # stability: only where it was measured
     truth = [k for k in ("true_nmi", "true_acc") if k in rows[0]]
     header = ["candidate"] + crit + [k.replace("true_", "").upper() for k in truth] + ["time (s)", "chosen"]
-    body = [[r["name"]] + [f"{r[k]:.3f}" for k in crit] + [f"{r[k]:.3f}" for k in truth]
+    body = [[r["name"]] + [f"{r[k]:.3f}" if k in r else "" for k in crit] + [f"{r[k]:.3f}" for k in truth]
             + [f"{r.get('seconds', 0):.1f}", "yes" if r.get("chosen") else ""] for r in rows]
     rule = html.escape(str(partition.get("rule")))
     out = [f"<h2>Final stage</h2><p class=\"note\">The labels come from <b>{html.escape(partition['source'])}</b>, "
            f"chosen without labels by the highest <b>{rule}</b> among partitions of the learned features and of the "
-           f"raw pixels (and the self-labelling stage's, when it ran)."
+           f"raw pixels (and the self-labelling stage's, when it ran)"
+           + (", each representation's first by the joint value, the most stable of those" if rule == "stability"
+              else "") + "."
            + (" NMI / ACC use the ground truth, for you only: the rule never sees them." if truth else "")
            + "</p>", _table(header, body, num_cols=tuple(range(1, len(header) - 1)))]
     out += [f"<p class=\"note\">{html.escape(n)}</p>" for n in partition.get("notes", [])]

@@ -775,23 +775,34 @@ def classes_beside_clumps(seed: int = 0):
     return feats.astype(np.float32), pixels.astype(np.float32), y
 
 
-@pytest.mark.slow  # UMAP on 600 points, 15 times (~10 s)
-def test_stability_rule_where_the_input_has_clumps_unrelated_to_the_classes():
+@pytest.fixture(scope="module")
+def clumps_case():
     feats, pixels, y = classes_beside_clumps()
     carried = np.arange(600) % 4   # the training's carried labels: no algorithm makes them again
     best, cands = FinalStage(pixels, 4, seed=0, rule="stability", consensus_runs=1).run(
         feats, given={"seeded_kmeans": carried})
+    return y, best, cands
+
+
+@pytest.mark.slow  # the `clumps_case` fixture: UMAP on 600 points, 15 times (~10 s)
+def test_stability_rule_where_the_input_has_clumps_unrelated_to_the_classes(clumps_case):
+    y, best, cands = clumps_case
     assert "stability" not in next(c for c in cands if c.algorithm == "seeded_kmeans").scores
     cands = [c for c in cands if c.algorithm != "seeded_kmeans"]
-    by_name = {c.name: c for c in cands}
     assert all(adjusted_rand_score(y, c.labels) < 0.1 for c in cands if c.representation != "features")
     assert min(adjusted_rand_score(y, c.labels) for c in cands if c.representation == "features") > 0.8
     stab = {c.name: c.scores["stability"] for c in cands}
     assert min(stab[n] for n in stab if n.endswith("/features")) > 0.9          # the classes come back
     assert stab["umap_gmm/pixels"] < 0.5 and stab["umap_gmm/joint"] < 0.5      # the clumps' grouping does not
     assert best.representation == "features" and adjusted_rand_score(y, best.labels) > 0.8
-    # the default rule keeps the features' own candidates out where the joint one is made, and silhouette
-    # prefers the clumps' grouping: it chooses a partition unrelated to the classes
-    joint = choose(cands, "joint")
-    assert joint.representation != "features" and adjusted_rand_score(y, joint.labels) < 0.1
-    assert by_name["umap_gmm/pixels"].scores["joint"] > by_name["umap_gmm/joint"].scores["joint"]
+
+
+@pytest.mark.slow  # the `clumps_case` fixture
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="known limit of the default rule: where the joint candidate is made the features' own "
+                          "candidates do not compete, and silhouette prefers the input's grouping of its clumps "
+                          "(UMAP + GMM of the pixels) to the joint partition; the stability rule solves the case but "
+                          "loses on ORL after training (docs/results.md, 'A stability rule, measured')")
+def test_default_rule_where_the_input_has_clumps_unrelated_to_the_classes(clumps_case):
+    y, _, cands = clumps_case
+    assert adjusted_rand_score(y, choose(cands, "joint").labels) > 0.8

@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     gaps: dict[str, list] = defaultdict(list)  # per run: the best candidate's ACC less the chosen one's
     labelled: dict[str, list] = defaultdict(list)  # per run that kept its labels: (ACC, NMI, gap)
     measured: list = []  # per run that measured each candidate's stability: (run, joint's pick, stability's, best)
+    self_labelled: list = []  # per run with a self-labelled candidate: (its lead over the others, chosen, silhouette less seed's)
     for r in runs:
         key = (r["dataset"], r["row"])
         cands = r["candidates"]
@@ -116,6 +117,11 @@ def main(argv=None) -> int:
         picked["joint, carried competing"] = (best["true_acc"], best["true_nmi"], best["name"])
         picked.update(replay_from_labels(r, cands))
         oracle = max(cands, key=lambda c: c["true_acc"])
+        for c in cands:
+            seed = next((o for o in cands if "/" + o["name"] == c["name"][len("self_label"):]), None)
+            if c["algorithm"] == "self_label" and seed is not None:
+                lead = c["true_acc"] - max(o["true_acc"] for o in cands if o is not c)
+                self_labelled.append((lead, bool(c.get("chosen")), c["silhouette_umap"] - seed["silhouette_umap"]))
         picked["oracle (labels)"] = (oracle["true_acc"], oracle["true_nmi"], oracle["name"])
         for chooser, got in picked.items():  # the target: within 0.01 ACC of the run's best candidate
             table[key][chooser].append(got)
@@ -163,6 +169,12 @@ def main(argv=None) -> int:
         for run, joint, stable, best in measured:
             lines.append(f"| {run} | {joint[0]:.3f} {joint[2]} | {stable[0]:.3f} {stable[2]} | "
                          f"{best['true_acc']:.3f} {best['name']} |")
+    if self_labelled:
+        leads = sorted(x[0] for x in self_labelled if x[0] > 0)
+        lines += ["", f"Self-labelled candidates: {len(self_labelled)} runs; the best candidate in {len(leads)} (by "
+                  + ", ".join(f"{x:.3f}" for x in leads) + f" ACC), chosen in {sum(x[1] for x in self_labelled)}; "
+                  f"silhouette below its seed's in {sum(x[2] < 0 for x in self_labelled)} (median "
+                  f"{statistics.median(x[2] for x in self_labelled):+.3f})."]
     md = "\n".join(lines) + "\n"
     atomic_write_text(RESULTS / "final_rule.json", json.dumps(out, indent=1) + "\n")
     atomic_write_text(RESULTS / "final_rule.md", "Final-stage rules on the open suite's runs "

@@ -82,6 +82,15 @@ def open_set(name: str, cache: Path, with_pixels: bool = False):
     return k, x, y, px
 
 
+def open_sets(args, with_pixels: bool = False):
+    """(name, K, the encoder's features, the labels, the pixels or None) of each of
+    ``args.datasets`` that is present (:func:`open_set`)."""
+    for name in args.datasets:
+        found = open_set(name, args.cache, with_pixels=with_pixels)
+        if found is not None:
+            yield (name, *found)
+
+
 def accuracy(y, pred) -> float:
     import torch
 

@@ -35,7 +35,7 @@ WAYS = ("encoder alone", "pixels alone", "graph intersection", "concatenation", 
 
 
 def main(argv=None) -> int:
-    from encoder_input import accuracy, arguments, open_set, write
+    from encoder_input import accuracy, arguments, open_sets, write
 
     from conr.cluster.manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
                                        pixel_vectors, shared_neighbors, side_by_side, umap_gmm_consensus,
@@ -45,11 +45,7 @@ def main(argv=None) -> int:
 
     args = arguments(__doc__, argv, seeds=range(3))
     out = []
-    for name in args.datasets:
-        found = open_set(name, args.cache, with_pixels=True)
-        if found is None:
-            continue
-        k, enc, y, px = found
+    for name, k, enc, y, px in open_sets(args, with_pixels=True):
         nn = umap_neighbors(len(y), k)
         accs, shared = {w: [] for w in WAYS}, []
         start = time.perf_counter()

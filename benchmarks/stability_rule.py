@@ -66,7 +66,7 @@ def rerun(cand, feats: np.ndarray, pixels: np.ndarray, k: int, seed: int) -> np.
 
 
 def main(argv=None) -> int:
-    from encoder_input import accuracy, arguments, open_set, write
+    from encoder_input import accuracy, arguments, open_sets, write
     from sklearn.metrics import adjusted_rand_score
 
     from conr.cluster.final import FinalStage, unit_rows
@@ -76,11 +76,7 @@ def main(argv=None) -> int:
 
     args = arguments(__doc__, argv, seeds=range(3))
     out = []
-    for name in args.datasets:
-        found = open_set(name, args.cache, with_pixels=True)
-        if found is None:
-            continue
-        k, enc, y, px = found
+    for name, k, enc, y, px in open_sets(args, with_pixels=True):
         start = time.perf_counter()
         for seed in args.seeds:
             feats = unit_rows(feature_directions(enc))

@@ -33,8 +33,8 @@ import numpy as np
 from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES,
                      STABILITY_RESAMPLES, STABILITY_SHARE, best_by, derived_score, joint_way, preferred_for)
 
-__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "score_candidates", "consensus_candidate", "choose",
-           "unit_rows", "normalized_cut", "FinalStage"]
+__all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
+           "consensus_candidate", "choose", "unit_rows", "normalized_cut", "FinalStage"]
 
 ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
 
@@ -77,6 +77,19 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(k, n_init=10, random_state=seed).fit_predict(x).astype(np.int64)
 
 
+def algorithm_labels(algorithm: str, x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """``algorithm``'s partition of ``x`` on its own: k-means, spectral, or UMAP + GMM of one
+    layout (the final stage's consensus of several is made by :func:`cluster_representation`)."""
+    from .manifold import umap_gmm_consensus, umap_neighbors
+    from .spectral import spectral_labels
+
+    if algorithm == "kmeans":
+        return _kmeans(x, n_clusters, seed)
+    if algorithm == "spectral":
+        return spectral_labels(x, n_clusters, seed)
+    return umap_gmm_consensus(x, n_clusters, seed, umap_neighbors(len(x), n_clusters), runs=1).labels
+
+
 def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int = 0,
                            algorithms=ALGORITHMS, given: dict | None = None, runs: int = CONSENSUS_RUNS,
                            max_seconds: float | None = None) -> tuple[list[Candidate], np.ndarray]:
@@ -86,7 +99,6 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
     ``runs``, ``max_seconds``: the UMAP + GMM consensus's layouts, and the time they may
     take (fewer where it is short: :func:`~conr.cluster.manifold.affordable_runs`)."""
     from .manifold import manifold_dims, umap_embedding, umap_gmm_consensus, umap_neighbors
-    from .spectral import spectral_labels
 
     given = dict(given or {})
     algorithms = [a for a in algorithms if not (a == "kmeans" and "seeded_kmeans" in given)] + \
@@ -110,10 +122,8 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
         conf, layouts = None, None
         if algo in given:  # labels the caller computed (the training's own k-means, say)
             labels = np.asarray(given[algo], dtype=np.int64)
-        elif algo == "kmeans":
-            labels = _kmeans(x, n_clusters, seed)
-        elif algo == "spectral":
-            labels = spectral_labels(x, n_clusters, seed)
+        elif algo in ("kmeans", "spectral"):
+            labels = algorithm_labels(algo, x, n_clusters, seed)
         else:  # umap_gmm: made above
             labels, conf, layouts = manifold.labels, manifold.confidence, manifold.runs
         seconds = time.perf_counter() - start + (umap_seconds if algo == "umap_gmm" else 0.0)
@@ -330,7 +340,7 @@ class FinalStage:
         if self.rule == "stability":
             self._stability = {k: v for k, v in self._stability.items() if k.endswith("/" + self.input_name)}
             for c in cands:
-                if c.name not in self._stability and (c.algorithm in ALGORITHMS):
+                if c.name not in self._stability and c.algorithm in ALGORITHMS:
                     self._stability[c.name] = self.stability(c, feats)
         return self.rescore(cands + list(extra or []))
 
@@ -341,9 +351,6 @@ class FinalStage:
         of :meth:`run`), each from another seed, the mean adjusted Rand index of each new
         partition with ``cand``'s own on the same rows."""
         from sklearn.metrics import adjusted_rand_score
-
-        from .manifold import umap_gmm_consensus, umap_neighbors
-        from .spectral import spectral_labels
 
         start = time.perf_counter()
         rng = np.random.default_rng(self.seed + 7)
@@ -357,9 +364,7 @@ class FinalStage:
                                    input_name=self.input_name).joint_candidate(features[idx]).labels
             else:
                 x = (features if cand.representation == "features" else self.inputs)[idx]
-                again = (_kmeans(x, k, seed) if cand.algorithm == "kmeans" else spectral_labels(x, k, seed)
-                         if cand.algorithm == "spectral" else
-                         umap_gmm_consensus(x, k, seed, umap_neighbors(len(x), k), runs=1).labels)
+                again = algorithm_labels(cand.algorithm, x, k, seed)
             values.append(adjusted_rand_score(cand.labels[idx], again))
         self.log(f"final stage: {cand.name} stability {np.mean(values):.3f} ({time.perf_counter() - start:.1f} s)")
         return float(np.mean(values))

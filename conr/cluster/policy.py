@@ -33,8 +33,8 @@ choose the consensus candidate.
 from __future__ import annotations
 
 __all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
-           "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "STABILITY_SHARE", "STABILITY_RESAMPLES", "SILHOUETTE_SAMPLES", "CONSENSUS_RUNS", "CLUSTERING_SHARE",
-           "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS",
+           "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "STABILITY_SHARE", "STABILITY_RESAMPLES", "SILHOUETTE_SAMPLES",
+           "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS",
            "preferred_for", "joint_way", "derived_score", "eligible", "best_by", "affordable_runs",
            "consensus_allowance", "reserved_seconds", "refresh_epochs", "seed_fits"]
 
@@ -86,8 +86,9 @@ def eligible(cands: list, rule: str, representation=lambda c: c.representation, 
     one, not those of the features alone (the joint one holds the features, and silhouette
     cannot compare representations); the rest compete with it, the input's for a run too
     short to learn. Under ``stability``, each representation's candidate of the highest
-    ``joint`` value among those with a measured stability. Under ``consensus``, :data:`CONSENSUS` alone (:func:`best_by` takes the
-    ``joint`` choice where it was not made); under the others, any candidate but :data:`CONSENSUS`.
+    ``joint`` value among those with a measured stability. Under ``consensus``,
+    :data:`CONSENSUS` alone (:func:`best_by` takes the ``joint`` choice where it was not
+    made); under the others, any candidate but :data:`CONSENSUS`.
     ``representation`` / ``name`` / ``scores``: how to read a candidate (a
     :class:`~conr.cluster.final.Candidate`, or a row of a saved candidate table)."""
     if rule == "consensus":
@@ -113,9 +114,10 @@ def best_by(cands: list, rule: str, score=lambda c, rule: c.scores[rule], **read
     best = None
     if rule == "consensus" and not any(read.get("name", lambda c: c.name)(c) == CONSENSUS for c in cands):
         rule = "joint"  # no consensus was made (fewer than two candidates): the default's choice
-    if rule == "stability" and not eligible(cands, rule, **read):
-        rule = "joint"  # no stability was measured: the default's choice
-    for c in eligible(cands, rule, **read):
+    pool = eligible(cands, rule, **read)
+    if rule == "stability" and not pool:  # no stability was measured: the default's choice
+        rule, pool = "joint", eligible(cands, "joint", **read)
+    for c in pool:
         if best is None or score(c, rule) > score(best, rule):
             best = c
     return best

@@ -51,12 +51,15 @@ def preparations():
     }
 
 
-def arguments(doc: str, argv, seeds) -> argparse.Namespace:
-    """The open sets, seeds and cache folder of a script of this kind (joint_graph.py too)."""
+def arguments(doc: str, argv, seeds, extra=None) -> argparse.Namespace:
+    """The open sets, seeds and cache folder of a script of this kind (joint_graph.py too);
+    ``extra(parser)`` adds a script's own options."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=["digits", "coil20", "orl", "cifar10"])
     p.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache")
+    if extra is not None:
+        extra(p)
     return p.parse_args(argv)
 
 

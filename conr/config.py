@@ -181,6 +181,9 @@ class ClusterConfig:
     final_pixels: bool = True        # final=auto: the raw pixels' partitions are candidates too (off: the features' only)
     consensus_runs: int = CONSENSUS_RUNS  # final=auto: UMAP layouts a UMAP + GMM consensus is made of (a time
                                      # budget may make fewer: conr/cluster/policy.py consensus_allowance)
+    mixture_starts: bool = True      # final=auto: each UMAP layout's Gaussian mixture (full covariances) also starts
+                                     # from the same representation's k-means and spectral partitions; the fit of
+                                     # the highest likelihood is kept (off: scikit-learn's own starts only)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 0     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition

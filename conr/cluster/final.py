@@ -51,6 +51,7 @@ class Candidate:
     layouts: int | None = None             # UMAP + GMM: the UMAP layouts its consensus was made of
     combined: str | None = None            # the joint candidate: how it combined the views (policy.joint_way) ...
     shared: float | None = None            # ... from the fraction of a point's neighbours they share
+    started: int | None = None             # UMAP + GMM: layouts whose mixture fitted best from a start partition
 
     @property
     def name(self) -> str:
@@ -59,6 +60,7 @@ class Candidate:
     def row(self) -> dict:
         return {"name": self.name, "algorithm": self.algorithm, "representation": self.representation,
                 "seconds": round(self.seconds, 2), **({"layouts": self.layouts} if self.layouts else {}),
+                **({"started": self.started} if self.layouts else {}),
                 **({"combined": self.combined, "shared": round(self.shared, 4)} if self.combined else {}),
                 **{k: round(float(v), 4) for k, v in self.scores.items()}}
 
@@ -79,7 +81,9 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def algorithm_labels(algorithm: str, x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """``algorithm``'s partition of ``x`` on its own: k-means, spectral, or UMAP + GMM of one
-    layout (the final stage's consensus of several is made by :func:`cluster_representation`)."""
+    layout, its mixture also started from k-means of ``x`` (the final stage's consensus of
+    several, started from every partition of ``x`` it has, is made by
+    :func:`cluster_representation`)."""
     from .manifold import umap_gmm_consensus, umap_neighbors
     from .spectral import spectral_labels
 
@@ -87,17 +91,22 @@ def algorithm_labels(algorithm: str, x: np.ndarray, n_clusters: int, seed: int) 
         return _kmeans(x, n_clusters, seed)
     if algorithm == "spectral":
         return spectral_labels(x, n_clusters, seed)
-    return umap_gmm_consensus(x, n_clusters, seed, umap_neighbors(len(x), n_clusters), runs=1).labels
+    return umap_gmm_consensus(x, n_clusters, seed, umap_neighbors(len(x), n_clusters), runs=1,
+                              starts=[_kmeans(x, n_clusters, seed)]).labels
 
 
 def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int = 0,
                            algorithms=ALGORITHMS, given: dict | None = None, runs: int = CONSENSUS_RUNS,
-                           max_seconds: float | None = None) -> tuple[list[Candidate], np.ndarray]:
+                           max_seconds: float | None = None,
+                           mixture_starts: bool = True) -> tuple[list[Candidate], np.ndarray]:
     """Every algorithm's partition of one representation ``x`` [N, D], and its UMAP
     embedding (for the criteria). ``given``: labels already computed, by algorithm
     (the training loop's last k-means, say), used instead of computing them again.
     ``runs``, ``max_seconds``: the UMAP + GMM consensus's layouts, and the time they may
-    take (fewer where it is short: :func:`~conr.cluster.manifold.affordable_runs`)."""
+    take (fewer where it is short: :func:`~conr.cluster.manifold.affordable_runs`). The
+    other partitions are made first: with ``mixture_starts`` each layout's mixture also
+    starts from each of them and keeps the fit of the highest likelihood
+    (:func:`~conr.cluster.manifold.gmm_posterior`)."""
     from .manifold import manifold_dims, umap_embedding, umap_gmm_consensus, umap_neighbors
 
     given = dict(given or {})
@@ -106,29 +115,28 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
     unknown = [a for a in algorithms if a not in ALGORITHMS and a not in given]
     if unknown:
         raise ValueError(f"unknown final-stage algorithm {unknown[0]!r}; choose from {ALGORITHMS}")
-    out = []
+    made: dict[str, Candidate] = {}
+    for algo in algorithms:
+        if algo == "umap_gmm" and algo not in given:
+            continue
+        start = time.perf_counter()
+        if algo in given:  # labels the caller computed (the training's own k-means, say)
+            labels = np.asarray(given[algo], dtype=np.int64)
+        else:
+            labels = algorithm_labels(algo, x, n_clusters, seed)
+        made[algo] = Candidate(algo, name, labels, time.perf_counter() - start)
     n_neighbors = umap_neighbors(len(x), n_clusters)
     start = time.perf_counter()
     if "umap_gmm" in algorithms and "umap_gmm" not in given:  # its first run's embedding serves the criteria
         manifold = umap_gmm_consensus(x, n_clusters, seed=seed, n_neighbors=n_neighbors, runs=runs,
-                                      max_seconds=max_seconds)
+                                      max_seconds=max_seconds,
+                                      starts=[c.labels for c in made.values()] if mixture_starts else ())
         emb = manifold.embedding
+        made["umap_gmm"] = Candidate("umap_gmm", name, manifold.labels, time.perf_counter() - start,
+                                     manifold.confidence, layouts=manifold.runs, started=manifold.started)
     else:
-        manifold, emb = None, umap_embedding(x, manifold_dims(len(x), n_clusters), n_neighbors=n_neighbors,
-                                             seed=seed)
-    umap_seconds = time.perf_counter() - start
-    for algo in algorithms:
-        start = time.perf_counter()
-        conf, layouts = None, None
-        if algo in given:  # labels the caller computed (the training's own k-means, say)
-            labels = np.asarray(given[algo], dtype=np.int64)
-        elif algo in ("kmeans", "spectral"):
-            labels = algorithm_labels(algo, x, n_clusters, seed)
-        else:  # umap_gmm: made above
-            labels, conf, layouts = manifold.labels, manifold.confidence, manifold.runs
-        seconds = time.perf_counter() - start + (umap_seconds if algo == "umap_gmm" else 0.0)
-        out.append(Candidate(algo, name, labels, seconds, conf, layouts=layouts))
-    return out, emb
+        emb = umap_embedding(x, manifold_dims(len(x), n_clusters), n_neighbors=n_neighbors, seed=seed)
+    return [made[a] for a in algorithms], emb
 
 
 def _silhouette(emb: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -231,13 +239,14 @@ class FinalStage:
 
     def __init__(self, inputs: np.ndarray | None, n_clusters: int, seed: int = 0, rule: str = DEFAULT_RULE,
                  algorithms=ALGORITHMS, log=None, consensus_runs: int = CONSENSUS_RUNS,
-                 consensus_seconds: float | None = None, input_name: str = "pixels"):
+                 consensus_seconds: float | None = None, input_name: str = "pixels", mixture_starts: bool = True):
         if rule not in RULES:
             raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
         if int(consensus_runs) < 1:
             raise ValueError(f"consensus_runs={consensus_runs}: a consensus needs at least one UMAP layout")
         self.inputs = None if inputs is None else np.asarray(inputs, dtype=np.float32)
         self.input_name = input_name
+        self.mixture_starts = bool(mixture_starts)   # UMAP + GMM's mixtures also start from the other partitions
         self.n_clusters, self.seed, self.rule, self.algorithms = int(n_clusters), int(seed), rule, tuple(algorithms)
         # the layouts every consensus of the run is made of: the input's consensus may make fewer where
         # consensus_seconds is short (it is timed first), and the later ones then make as many
@@ -256,7 +265,7 @@ class FinalStage:
     def with_k(self, n_clusters: int) -> "FinalStage":
         """The same stage for another K (the input kept; its candidates made again when asked)."""
         return FinalStage(self.inputs, n_clusters, self.seed, self.rule, self.algorithms, self.log,
-                          self.consensus_runs, self.consensus_seconds, self.input_name)
+                          self.consensus_runs, self.consensus_seconds, self.input_name, self.mixture_starts)
 
     def prepare(self) -> float:
         """Compile UMAP (once a process) and make the input's candidates, timed; returns the
@@ -278,7 +287,7 @@ class FinalStage:
         if self._input_cands is None:
             self._input_cands, self._input_emb = cluster_representation(
                 self.inputs, self.input_name, self.n_clusters, self.seed, self.algorithms, runs=self.consensus_runs,
-                max_seconds=self.consensus_seconds)
+                max_seconds=self.consensus_seconds, mixture_starts=self.mixture_starts)
             made = next((c for c in self._input_cands if c.layouts), None)
             if made is not None and made.layouts < self.consensus_runs:
                 self.log(f"final stage: UMAP + GMM consensus of {made.layouts} layouts, not {self.consensus_runs} "
@@ -290,12 +299,13 @@ class FinalStage:
         """Whether :meth:`run` makes the joint candidate (the input is a candidate, and so is UMAP + GMM)."""
         return self.inputs is not None and "umap_gmm" in self.algorithms
 
-    def joint_candidate(self, features: np.ndarray) -> Candidate:
+    def joint_candidate(self, features: np.ndarray, starts=()) -> Candidate:
         """UMAP + GMM (consensus) of the features and the input together: it weighs both
         representations instead of choosing one. Where their neighbour graphs share enough
         links (:func:`~conr.cluster.policy.joint_way`), of the fuzzy intersection of the
         graphs (a link strong only where both hold it); where they share almost none, of the
-        two side by side (:func:`~conr.cluster.manifold.side_by_side`)."""
+        two side by side (:func:`~conr.cluster.manifold.side_by_side`). ``starts``: partitions
+        each layout's mixture also starts from (:func:`~conr.cluster.manifold.gmm_posterior`)."""
         from .manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
                                shared_neighbors, side_by_side, umap_gmm_consensus, umap_neighbors)
 
@@ -310,14 +320,15 @@ class FinalStage:
             if self._input_graph is None:
                 self._input_graph = fuzzy_graph(self.inputs, nn, self.seed, neighbors=self._input_neighbors)
             graph = intersect_graphs(fuzzy_graph(features, nn, self.seed, neighbors=own), self._input_graph)
-            made = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed, runs=self.consensus_runs)
+            made = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed, runs=self.consensus_runs,
+                                            starts=starts)
         else:
             made = umap_gmm_consensus(side_by_side(features, self.inputs), self.n_clusters, self.seed, nn,
-                                      runs=self.consensus_runs)
+                                      runs=self.consensus_runs, starts=starts)
         self.log(f"final stage: the features and the {self.input_name} share {shared:.0%} of a point's {nn} "
                  f"neighbours: the joint candidate by {way}")
         return Candidate("umap_gmm", "joint", made.labels, time.perf_counter() - start, made.confidence,
-                         layouts=made.runs, combined=way, shared=shared)
+                         layouts=made.runs, combined=way, shared=shared, started=made.started)
 
     def run(self, features: np.ndarray, given: dict | None = None,
             extra: list[Candidate] | None = None) -> tuple[Candidate, list[Candidate]]:
@@ -329,13 +340,14 @@ class FinalStage:
         # layout (the one the criteria need anyway) lists it, a consensus would only cost time
         runs = 1 if self.rule in ("joint", "consensus") and self.joint_in_play() else self.consensus_runs
         cands, emb = cluster_representation(feats, "features", self.n_clusters, self.seed, self.algorithms, given,
-                                            runs=runs)
+                                            runs=runs, mixture_starts=self.mixture_starts)
         embeddings, reps = {"features": emb}, {"features": feats}
         if own:
             cands = cands + list(own)
             embeddings[self.input_name], reps[self.input_name] = own_emb, self.inputs
-            if self.joint_in_play():
-                cands.append(self.joint_candidate(feats))
+            if self.joint_in_play():  # its mixtures also start from both views' other partitions
+                starts = [c.labels for c in cands if c.algorithm != "umap_gmm"] if self.mixture_starts else ()
+                cands.append(self.joint_candidate(feats, starts))
         self._embeddings, self._reps = embeddings, reps
         if self.rule == "stability":
             self._stability = {k: v for k, v in self._stability.items() if k.endswith("/" + self.input_name)}

@@ -21,20 +21,23 @@ from .policy import CONSENSUS_RUNS, affordable_runs
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
            "fuzzy_graph", "intersect_graphs", "shared_neighbors", "side_by_side", "embed_graph",
            "graph_umap_gmm_consensus", "exact_neighbors", "pixel_vectors", "Consensus",
-           "PCA_ABOVE", "PCA_DIMS", "manifold_dims", "covariance_type"]
+           "PCA_ABOVE", "PCA_DIMS", "REG_COVAR", "manifold_dims", "covariance_type", "partition_start"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
 PCA_DIMS = 50
+REG_COVAR = 1e-4   # added to the mixture's covariances' diagonals (UMAP with min_dist 0 packs groups tightly)
 
 
 class Consensus(NamedTuple):
     """A consensus of UMAP + GMM runs: labels [N], confidence [N] (the runs' mean
-    posterior of the consensus cluster), the first run's embedding, and how many runs
-    (layouts) it was made of."""
+    posterior of the consensus cluster), the first run's embedding, how many runs
+    (layouts) it was made of, and in how many of them the mixture that fitted best came
+    from a start partition (:func:`gmm_posterior`'s ``starts``)."""
     labels: np.ndarray
     confidence: np.ndarray
     embedding: np.ndarray
     runs: int
+    started: int = 0
 
 
 def pixel_vectors(images, seed: int = 0, scale: bool = True) -> np.ndarray:
@@ -206,28 +209,30 @@ def embed_graph(graph, n_components: int, seed: int = 0) -> np.ndarray:
 
 
 def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5,
-                             runs: int = CONSENSUS_RUNS) -> Consensus:
+                             runs: int = CONSENSUS_RUNS, starts=()) -> Consensus:
     """The consensus of ``runs`` UMAP layouts (different seeds) of one fuzzy ``graph``,
-    each clustered by a Gaussian mixture; returns as :func:`umap_gmm_consensus`."""
+    each clustered by a Gaussian mixture (``starts``: as :func:`gmm_posterior`); returns
+    as :func:`umap_gmm_consensus`."""
     dims = manifold_dims(graph.shape[0], n_clusters)
-    return _layout_consensus(lambda s: embed_graph(graph, dims, s), n_clusters, seed, n_init, runs)
+    return _layout_consensus(lambda s: embed_graph(graph, dims, s), n_clusters, seed, n_init, runs, starts=starts)
 
 
 def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int,
-                      max_seconds: float | None = None) -> Consensus:
+                      max_seconds: float | None = None, starts=()) -> Consensus:
     """The consensus of ``runs`` Gaussian-mixture partitions of ``layout(s)``, the
-    embeddings of ``runs`` seeds drawn from ``seed``. ``max_seconds``: fewer runs where
-    ``runs`` would take longer, as many as :func:`affordable_runs` allows at the first
-    run's time (at least one; the seeds are the same, so the runs made are the first
-    ones of the full consensus)."""
+    embeddings of ``runs`` seeds drawn from ``seed`` (``starts``: as :func:`gmm_posterior`,
+    in every layout). ``max_seconds``: fewer runs where ``runs`` would take longer, as many
+    as :func:`affordable_runs` allows at the first run's time (at least one; the seeds are
+    the same, so the runs made are the first ones of the full consensus)."""
     from .consensus import consensus_confidence, consensus_partition
 
     seeds = np.random.SeedSequence(seed).generate_state(runs) % (2**31 - 1)
-    members, probas, first = [], [], None
+    members, probas, first, started = [], [], None, 0
     for s in seeds:
         start = time.perf_counter()
         emb = layout(int(s))
-        proba = gmm_posterior(emb, n_clusters, n_init, int(s))
+        proba, kept = gmm_posterior(emb, n_clusters, n_init, int(s), starts=starts, which=True)
+        started += kept is not None
         members.append(proba.argmax(1))
         probas.append(proba)
         if first is None:
@@ -237,7 +242,7 @@ def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int
             break
     runs = len(members)
     labels = members[0].astype(np.int64) if runs == 1 else consensus_partition(members, n_clusters, seed)
-    return Consensus(labels, consensus_confidence(labels, members, probas, n_clusters), first, runs)
+    return Consensus(labels, consensus_confidence(labels, members, probas, n_clusters), first, runs, started)
 
 
 def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,
@@ -255,24 +260,72 @@ def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 2
     return labels.astype(np.int64), proba.max(1).astype(np.float32), embedding
 
 
-def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, covariance: str | None = None) -> np.ndarray:
+def partition_start(emb: np.ndarray, labels: np.ndarray, n_clusters: int, covariance: str,
+                    reg_covar: float = REG_COVAR) -> dict | None:
+    """A Gaussian mixture's starting point made of a partition of ``emb``: each cluster's
+    share, mean and precision (inverse covariance, ``covariance`` ``full`` or ``diag``, with
+    ``reg_covar`` on the diagonal as the mixture adds it), as scikit-learn's
+    ``weights_init`` / ``means_init`` / ``precisions_init``. None where the partition has
+    not ``n_clusters`` clusters labelled 0..K-1, each with a member."""
+    labels = np.asarray(labels)
+    if len(labels) != len(emb) or labels.min() < 0 or labels.max() >= n_clusters:
+        return None
+    counts = np.bincount(labels, minlength=n_clusters)
+    if (counts == 0).any():
+        return None
+    x = np.asarray(emb, dtype=np.float64)
+    means = np.stack([x[labels == j].mean(0) for j in range(n_clusters)])
+    if covariance == "full":
+        precisions = np.stack([np.linalg.inv(np.cov(x[labels == j], rowvar=False, bias=True).reshape(x.shape[1], -1)
+                                             + reg_covar * np.eye(x.shape[1])) for j in range(n_clusters)])
+    elif covariance == "diag":
+        precisions = np.stack([1.0 / (x[labels == j].var(0) + reg_covar) for j in range(n_clusters)])
+    else:
+        raise ValueError(f"covariance={covariance!r}: a start partition is made for 'full' or 'diag'")
+    return {"weights_init": counts / counts.sum(), "means_init": means, "precisions_init": precisions}
+
+
+def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, covariance: str | None = None,
+                  starts=(), which: bool = False):
     """Posterior probabilities [N, K] of a Gaussian mixture fitted to ``emb`` (``covariance``:
-    None = :func:`covariance_type` of its size)."""
+    None = :func:`covariance_type` of its size): of ``n_init`` starts of scikit-learn's own,
+    and, with full covariances, one from each partition in ``starts`` (:func:`partition_start`:
+    the k-means and spectral partitions of the representation the layout is of, say), the fit
+    of the highest mean log-likelihood. The same model on the same layout, only a better
+    optimum: on a demo run's features the mixture's own starts merged two digits and gave a
+    clump of one of them a component, where the start from k-means of the features fitted
+    better (docs/final-stage.md). Where the clusters are too small for full covariances
+    (:func:`covariance_type`), neither are they for a likelihood to tell two partitions apart
+    (on ORL's 10 faces a person a start from the pixels' k-means fitted better and was 7 points
+    of ACC worse), and the starts are not tried. ``which``: also return the index in
+    ``starts`` of the partition whose fit was kept (None: scikit-learn's own)."""
     from sklearn.mixture import GaussianMixture
 
     cov = covariance or covariance_type(len(emb), n_clusters, emb.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on tiny components
-        gmm = GaussianMixture(n_clusters, covariance_type=cov, n_init=n_init, random_state=seed,
-                              reg_covar=1e-4).fit(emb)
-    return gmm.predict_proba(emb)
+        best = GaussianMixture(n_clusters, covariance_type=cov, n_init=n_init, random_state=seed,
+                               reg_covar=REG_COVAR).fit(emb)
+        best_fit, kept = best.score(emb), None
+        for i, labels in enumerate(starts if cov == "full" else ()):
+            init = partition_start(emb, labels, n_clusters, cov)
+            if init is None:
+                continue
+            gmm = GaussianMixture(n_clusters, covariance_type=cov, random_state=seed, reg_covar=REG_COVAR,
+                                  **init).fit(emb)
+            fit = gmm.score(emb)
+            if fit > best_fit:
+                best, best_fit, kept = gmm, fit, i
+    proba = best.predict_proba(emb)
+    return (proba, kept) if which else proba
 
 
 def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,
-                       runs: int = CONSENSUS_RUNS, max_seconds: float | None = None) -> Consensus:
+                       runs: int = CONSENSUS_RUNS, max_seconds: float | None = None, starts=()) -> Consensus:
     """The consensus (:mod:`conr.cluster.consensus`) of ``runs`` UMAP + GMM partitions
     that differ in UMAP's seed, over one shared exact k-NN graph (fewer where they would
-    take over ``max_seconds``: :func:`_layout_consensus`). Returns a :class:`Consensus`
+    take over ``max_seconds``: :func:`_layout_consensus`; ``starts``: partitions of ``x`` each
+    mixture also starts from, :func:`gmm_posterior`). Returns a :class:`Consensus`
     (labels [N], confidence [N]: the runs' mean posterior of the consensus cluster, the
     first run's embedding, the runs made). Measured on three demo runs' features: single runs ACC 0.87-0.96, their
     consensus 0.94-0.96; on the pixels of digits, COIL-20 and ORL inside the single runs' range
@@ -280,4 +333,4 @@ def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbor
     neighbors = exact_neighbors(x, n_neighbors)
     dims = manifold_dims(len(x), n_clusters)
     return _layout_consensus(lambda s: umap_embedding(x, dims, seed=s, neighbors=neighbors),
-                             n_clusters, seed, n_init, runs, max_seconds)
+                             n_clusters, seed, n_init, runs, max_seconds, starts)

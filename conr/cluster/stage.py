@@ -60,7 +60,7 @@ def build_final_stage(data, cluster_cfg, seed: int, log=None, minutes: float | N
         inputs = input_rows(data, seed)
     name = getattr(data, "representation", "pixels") if getattr(data, "kind", "images") == "vectors" else "pixels"
     return FinalStage(inputs, c.n_clusters, seed=seed, rule=c.final_rule, log=log, consensus_runs=c.consensus_runs,
-                      consensus_seconds=consensus_allowance(minutes), input_name=name)
+                      consensus_seconds=consensus_allowance(minutes), input_name=name, mixture_starts=c.mixture_starts)
 
 
 def final_stage_for(trainer) -> FinalStage:
@@ -68,7 +68,8 @@ def final_stage_for(trainer) -> FinalStage:
     its current K and rule."""
     stage = trainer.final_stage
     c = trainer.cfg.cluster
-    if stage is None or (stage.inputs is not None) != c.final_pixels or stage.rule != c.final_rule:
+    if (stage is None or (stage.inputs is not None) != c.final_pixels or stage.rule != c.final_rule
+            or stage.mixture_starts != c.mixture_starts):
         stage = build_final_stage(trainer.data, c, trainer.cfg.train.seed, log=trainer.log)
     elif stage.n_clusters != c.n_clusters:
         stage = stage.with_k(c.n_clusters)

@@ -1,5 +1,5 @@
 """The manifold step's Gaussian mixture started from other partitions (conr/cluster/manifold.py
-``partition_start``, ``gmm_posterior``): checked against scikit-learn's own estimators and a
+``cluster_gaussians``, ``partition_start``, ``gmm_posterior``): checked against scikit-learn's own estimators and a
 hand-made case whose answer is known."""
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.covariance import empirical_covariance
+from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
-from conr.cluster.manifold import REG_COVAR, gmm_posterior, partition_start
+from conr.cluster.manifold import REG_COVAR, cluster_gaussians, gmm_posterior, partition_start
 
 
 def parallel_lines(n=200, seed=0):
@@ -30,18 +31,39 @@ def fitted(x, k, seed, **init):
                                **({"n_init": 5} if not init else init)).fit(x)
 
 
-def test_a_start_is_each_clusters_share_mean_and_inverse_covariance():
+def test_cluster_gaussians_are_each_clusters_mean_and_inverse_covariance():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, 3))
     labels = np.repeat([0, 1, 2], [10, 20, 30])
-    full = partition_start(x, labels, 3, "full")
-    diag = partition_start(x, labels, 3, "diag")
+    full = cluster_gaussians(x, labels, 3, "full")
+    diag = cluster_gaussians(x, labels, 3, "diag")
     for j, members in enumerate((x[:10], x[10:30], x[30:])):
-        assert full["weights_init"][j] == pytest.approx(len(members) / 60)
         np.testing.assert_allclose(full["means_init"][j], members.mean(0))
         np.testing.assert_allclose(np.linalg.inv(full["precisions_init"][j]),
                                    empirical_covariance(members) + REG_COVAR * np.eye(3), rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(1 / diag["precisions_init"][j], members.var(0) + REG_COVAR)
+
+
+def test_a_start_is_the_partitions_clusters_or_k_means_from_their_centres():
+    """A partition's own clusters; refined, scikit-learn's own start with the centres taken
+    from the partition: a partition that straddles two groups is first moved to the groups
+    by k-means, as the mixture's own start would be."""
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(c, 0.3, size=(40, 2)) for c in ((0, 0), (5, 0), (0, 5))])
+    truth = np.repeat([0, 1, 2], 40)
+    rough = truth.copy()
+    rough[:8] = 1                                               # a fifth of group 0 put with group 1
+    own = partition_start(x, rough, 3, "full")
+    np.testing.assert_allclose(own["weights_init"], np.bincount(rough) / len(x))
+    np.testing.assert_allclose(own["means_init"], cluster_gaussians(x, rough, 3, "full")["means_init"])
+    start = partition_start(x, rough, 3, "full", refine=True)
+    centres = np.stack([x[rough == j].mean(0) for j in range(3)])
+    reference = KMeans(3, init=centres, n_init=1).fit_predict(x)
+    assert adjusted_rand_score(truth, reference) == 1.0
+    np.testing.assert_allclose(start["weights_init"], np.bincount(reference) / len(x))
+    gauss = cluster_gaussians(x, reference, 3, "full")
+    np.testing.assert_allclose(start["means_init"], gauss["means_init"])
+    np.testing.assert_allclose(start["precisions_init"], gauss["precisions_init"])
 
 
 def test_no_start_from_a_partition_that_leaves_a_cluster_empty_or_does_not_fit():
@@ -69,12 +91,17 @@ def test_the_fit_of_the_highest_likelihood_is_kept_whatever_the_start():
     shuffled = np.random.default_rng(0).permutation(truth)                   # no structure at all
     seed = 2
     own = fitted(x, 3, seed)
-    candidates = [own] + [fitted(x, 3, seed, **partition_start(x, s, 3, "full")) for s in (shuffled, cut, truth)]
-    fits = [g.score(x) for g in candidates]
-    proba, kept = gmm_posterior(x, 3, 5, seed, "full", starts=[shuffled, cut, truth], which=True)
-    best = int(np.argmax(fits))
-    assert best == 3 and kept == best - 1
-    np.testing.assert_allclose(proba, candidates[best].predict_proba(x), atol=1e-6)
+    starts = [shuffled, cut, truth]
+    fits = {None: own}
+    for i, s in enumerate(starts):
+        for refine in (False, True):
+            g = fitted(x, 3, seed, **partition_start(x, s, 3, "full", seed=seed, refine=refine))
+            if g.score(x) > fits.get(i, own).score(x):
+                fits[i] = g
+    best = max(fits, key=lambda i: fits[i].score(x))
+    proba, kept = gmm_posterior(x, 3, 5, seed, "full", starts=starts, which=True)
+    assert best == 2 and kept == best
+    np.testing.assert_allclose(proba, fits[best].predict_proba(x), atol=1e-6)
     # with only worse starts the mixture's own fit stays, as without starts
     proba, kept = gmm_posterior(x, 3, 5, seed, "full", starts=[cut], which=True)
     assert kept is None

@@ -21,7 +21,7 @@ from .policy import CONSENSUS_RUNS, affordable_runs
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
            "fuzzy_graph", "intersect_graphs", "shared_neighbors", "side_by_side", "embed_graph",
            "graph_umap_gmm_consensus", "exact_neighbors", "pixel_vectors", "Consensus",
-           "PCA_ABOVE", "PCA_DIMS", "REG_COVAR", "manifold_dims", "covariance_type", "partition_start"]
+           "PCA_ABOVE", "PCA_DIMS", "REG_COVAR", "manifold_dims", "covariance_type", "partition_start", "cluster_gaussians"]
 
 PCA_ABOVE = 1000   # vectors longer than this go through PCA first (UMAP's k-NN search in 3,072-d is slow)
 PCA_DIMS = 50
@@ -261,37 +261,60 @@ def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 2
 
 
 def partition_start(emb: np.ndarray, labels: np.ndarray, n_clusters: int, covariance: str,
-                    reg_covar: float = REG_COVAR) -> dict | None:
-    """A Gaussian mixture's starting point made of a partition of ``emb``: each cluster's
+                    reg_covar: float = REG_COVAR, seed: int = 0, refine: bool = False) -> dict | None:
+    """A Gaussian mixture's starting point from a partition of ``emb``: each cluster's
     share, mean and precision (inverse covariance, ``covariance`` ``full`` or ``diag``, with
     ``reg_covar`` on the diagonal as the mixture adds it), as scikit-learn's
-    ``weights_init`` / ``means_init`` / ``precisions_init``. None where the partition has
-    not ``n_clusters`` clusters labelled 0..K-1, each with a member."""
+    ``weights_init`` / ``means_init`` / ``precisions_init``. ``refine``: of k-means of
+    ``emb`` (Lloyd to convergence) started at the partition's cluster means, the way
+    scikit-learn makes its own start, seeded by the partition instead of k-means++. Both
+    are needed: k-means of the layout cuts elongated groups the partition had whole, and a
+    few members the layout puts elsewhere widen a partition's own cluster until EM settles
+    on broad components (a demo run's layouts). None where the partition (or its k-means)
+    has not ``n_clusters`` clusters labelled 0..K-1, each with a member."""
+    from sklearn.cluster import KMeans
+
+    if covariance not in ("full", "diag"):
+        raise ValueError(f"covariance={covariance!r}: a start partition is made for 'full' or 'diag'")
     labels = np.asarray(labels)
     if len(labels) != len(emb) or labels.min() < 0 or labels.max() >= n_clusters:
         return None
+    if (np.bincount(labels, minlength=n_clusters) == 0).any():
+        return None
+    x = np.asarray(emb, dtype=np.float64)
+    if refine:
+        centres = np.stack([x[labels == j].mean(0) for j in range(n_clusters)])
+        labels = KMeans(n_clusters, init=centres, n_init=1, random_state=seed).fit_predict(x)
     counts = np.bincount(labels, minlength=n_clusters)
     if (counts == 0).any():
         return None
-    x = np.asarray(emb, dtype=np.float64)
-    means = np.stack([x[labels == j].mean(0) for j in range(n_clusters)])
+    return {"weights_init": counts / counts.sum(), **cluster_gaussians(x, labels, n_clusters, covariance, reg_covar)}
+
+
+def cluster_gaussians(x: np.ndarray, labels: np.ndarray, n_clusters: int, covariance: str,
+                      reg_covar: float = REG_COVAR) -> dict:
+    """Each cluster's mean and precision (inverse covariance with ``reg_covar`` on the
+    diagonal; ``full`` matrices or ``diag`` vectors) of the rows of ``x``, as scikit-learn's
+    ``means_init`` / ``precisions_init``."""
+    x = np.asarray(x, dtype=np.float64)
+    d = x.shape[1]
+    members = [x[labels == j] for j in range(n_clusters)]
     if covariance == "full":
-        precisions = np.stack([np.linalg.inv(np.cov(x[labels == j], rowvar=False, bias=True).reshape(x.shape[1], -1)
-                                             + reg_covar * np.eye(x.shape[1])) for j in range(n_clusters)])
-    elif covariance == "diag":
-        precisions = np.stack([1.0 / (x[labels == j].var(0) + reg_covar) for j in range(n_clusters)])
+        precisions = np.stack([np.linalg.inv(np.cov(m, rowvar=False, bias=True).reshape(d, d) + reg_covar * np.eye(d))
+                               for m in members])
     else:
-        raise ValueError(f"covariance={covariance!r}: a start partition is made for 'full' or 'diag'")
-    return {"weights_init": counts / counts.sum(), "means_init": means, "precisions_init": precisions}
+        precisions = np.stack([1.0 / (m.var(0) + reg_covar) for m in members])
+    return {"means_init": np.stack([m.mean(0) for m in members]), "precisions_init": precisions}
 
 
 def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, covariance: str | None = None,
                   starts=(), which: bool = False):
     """Posterior probabilities [N, K] of a Gaussian mixture fitted to ``emb`` (``covariance``:
     None = :func:`covariance_type` of its size): of ``n_init`` starts of scikit-learn's own,
-    and, with full covariances, one from each partition in ``starts`` (:func:`partition_start`:
-    the k-means and spectral partitions of the representation the layout is of, say), the fit
-    of the highest mean log-likelihood. The same model on the same layout, only a better
+    and, with full covariances, two from each partition in ``starts`` (:func:`partition_start`,
+    its own clusters and k-means of the layout from their centres; the partitions: the k-means
+    and spectral ones of the representation the layout is of, say), the fit of the highest
+    mean log-likelihood. The same model on the same layout, only a better
     optimum: on a demo run's features the mixture's own starts merged two digits and gave a
     clump of one of them a component, where the start from k-means of the features fitted
     better (docs/final-stage.md). Where the clusters are too small for full covariances
@@ -308,14 +331,15 @@ def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, cova
                                reg_covar=REG_COVAR).fit(emb)
         best_fit, kept = best.score(emb), None
         for i, labels in enumerate(starts if cov == "full" else ()):
-            init = partition_start(emb, labels, n_clusters, cov)
-            if init is None:
-                continue
-            gmm = GaussianMixture(n_clusters, covariance_type=cov, random_state=seed, reg_covar=REG_COVAR,
-                                  **init).fit(emb)
-            fit = gmm.score(emb)
-            if fit > best_fit:
-                best, best_fit, kept = gmm, fit, i
+            for refine in (False, True):
+                init = partition_start(emb, labels, n_clusters, cov, seed=seed, refine=refine)
+                if init is None:
+                    continue
+                gmm = GaussianMixture(n_clusters, covariance_type=cov, random_state=seed, reg_covar=REG_COVAR,
+                                      **init).fit(emb)
+                fit = gmm.score(emb)
+                if fit > best_fit:
+                    best, best_fit, kept = gmm, fit, i
     proba = best.predict_proba(emb)
     return (proba, kept) if which else proba
 

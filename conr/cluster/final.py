@@ -79,10 +79,11 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(k, n_init=10, random_state=seed).fit_predict(x).astype(np.int64)
 
 
-def algorithm_labels(algorithm: str, x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+def algorithm_labels(algorithm: str, x: np.ndarray, n_clusters: int, seed: int,
+                     mixture_starts: bool = True) -> np.ndarray:
     """``algorithm``'s partition of ``x`` on its own: k-means, spectral, or UMAP + GMM of one
-    layout, its mixture also started from k-means of ``x`` (the final stage's consensus of
-    several, started from every partition of ``x`` it has, is made by
+    layout, its mixture also started from k-means of ``x`` with ``mixture_starts`` (the final
+    stage's consensus of several, started from every partition of ``x`` it has, is made by
     :func:`cluster_representation`)."""
     from .manifold import umap_gmm_consensus, umap_neighbors
     from .spectral import spectral_labels
@@ -92,7 +93,7 @@ def algorithm_labels(algorithm: str, x: np.ndarray, n_clusters: int, seed: int) 
     if algorithm == "spectral":
         return spectral_labels(x, n_clusters, seed)
     return umap_gmm_consensus(x, n_clusters, seed, umap_neighbors(len(x), n_clusters), runs=1,
-                              starts=[_kmeans(x, n_clusters, seed)]).labels
+                              starts=[_kmeans(x, n_clusters, seed)] if mixture_starts else ()).labels
 
 
 def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int = 0,
@@ -376,7 +377,7 @@ class FinalStage:
                                    input_name=self.input_name).joint_candidate(features[idx]).labels
             else:
                 x = (features if cand.representation == "features" else self.inputs)[idx]
-                again = algorithm_labels(cand.algorithm, x, k, seed)
+                again = algorithm_labels(cand.algorithm, x, k, seed, self.mixture_starts)
             values.append(adjusted_rand_score(cand.labels[idx], again))
         self.log(f"final stage: {cand.name} stability {np.mean(values):.3f} ({time.perf_counter() - start:.1f} s)")
         return float(np.mean(values))

@@ -181,6 +181,88 @@ def test_confident_members_and_margin():
     assert set(keep) == {0, 1, 3, 4}  # the two most confident of each cluster (ceil(0.5 * 3) = 2)
 
 
+def three_directions(per_class: int = 200, seed: int = 0):
+    """Three groups on the three axes of R^3 (unit rows apart by direction, as the head sees
+    them), and a seed partition that gives group 1 the third of group 0 nearest to it: the
+    wedge a mixture's component cuts off a neighbour when their boundary is misplaced."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), per_class)
+    x = (np.eye(3)[y] * 4 + rng.normal(0, 0.5, (3 * per_class, 3))).astype(np.float32)
+    seed_labels = y.copy()
+    zero = np.flatnonzero(y == 0)
+    toward_one = zero[np.argsort(x[zero, 0] - x[zero, 1])][: per_class // 3]   # nearest group 1's axis
+    seed_labels[toward_one] = 1
+    return x, y, seed_labels
+
+
+def _self_labelled(x, labels, k):
+    """Self-labelling (conr/cluster/self_label.py) from ``labels``, on the rows as the
+    'images': a linear feature network, light noise as the training views."""
+    from conr.cluster.self_label import self_label
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(x.shape[1], 8)
+    images = torch.as_tensor(x)
+
+    def views(batch, gen):
+        return batch + 0.05 * torch.randn(batch.shape, generator=gen)
+
+    new, conf = self_label(net, images, labels, margin_confidence(x, labels, k), k, views, lambda b: b,
+                           epochs=30, batch_size=64, seed=0)
+    return new
+
+
+def _criteria_embedding(x, k):
+    """The UMAP embedding the final stage measures silhouette in (cluster_representation's)."""
+    from conr.cluster.manifold import manifold_dims, umap_embedding
+
+    return umap_embedding(x, manifold_dims(len(x), k), n_neighbors=umap_neighbors(len(x), k), seed=0)
+
+
+@pytest.mark.slow  # UMAP on 600 points, twice
+def test_rule_keeps_the_self_labelled_partition_where_it_corrects_its_seed():
+    """The head learns from each seed cluster's confident half, which excludes the wedge (its
+    members lie nearer group 0's mean than their own cluster's), and so labels the wedge
+    back to group 0. The default rule, which gives the seed (the joint candidate) its head
+    start, takes the self-labelled partition on silhouette alone; the pixels' candidate,
+    wrong in another way, is not taken either."""
+    from conr.cluster.final import Candidate
+    from conr.cluster.policy import DEFAULT_RULE, JOINT
+
+    x, y, seed_labels = three_directions()
+    assert adjusted_rand_score(y, seed_labels) < 0.75                          # the seed is wrong ...
+    new = _self_labelled(x, seed_labels, 3)
+    assert adjusted_rand_score(y, new) > 0.98                                  # ... and self-labelling right
+    pixels = np.where(np.arange(len(y)) % 7 == 0, (y + 2) % 3, y)              # another error: a seventh scattered
+    seed = Candidate("umap_gmm", "joint", seed_labels)
+    cands = [seed, Candidate("kmeans", "pixels", pixels), Candidate("self_label", JOINT, new)]
+    view = x @ np.random.default_rng(1).normal(size=(3, 3)).astype(np.float32)  # a second representation
+    reps = {"features": x, "pixels": view}
+    score_candidates(cands, {k: _criteria_embedding(v, 3) for k, v in reps.items()}, reps, 3)
+    best = choose(cands, DEFAULT_RULE)
+    assert best.algorithm == "self_label", {c.name: c.scores for c in cands}
+    assert best.scores["joint"] > seed.scores["joint"]        # the head start the seed had was not enough
+
+
+@pytest.mark.slow  # UMAP on 600 points
+def test_rule_keeps_the_seed_where_self_labelling_learned_its_merge():
+    """A seed that merges groups 1 and 2 and splits group 0 teaches the head that merge: its
+    partition is no better than the seed's, and the seed keeps its head start."""
+    from conr.cluster.final import Candidate
+    from conr.cluster.policy import DEFAULT_RULE, JOINT
+
+    x, y, _ = three_directions()
+    seed_labels = np.where(y == 2, 1, y)
+    zero = np.flatnonzero(y == 0)
+    seed_labels[zero[x[zero, 2] > np.median(x[zero, 2])]] = 2            # group 0 halved to keep K clusters
+    new = _self_labelled(x, seed_labels, 3)
+    assert adjusted_rand_score(y, new) < 0.7                                # the head learned the merge
+    seed = Candidate("umap_gmm", "joint", seed_labels)
+    cands = [seed, Candidate("self_label", JOINT, new)]
+    score_candidates(cands, {"features": _criteria_embedding(x, 3)}, {"features": x}, 3)
+    assert choose(cands, DEFAULT_RULE) is seed, {c.name: c.scores for c in cands}
+
+
 def _glyphs(symmetric: bool, n_classes: int = 6, per_class: int = 40, size: int = 16, seed: int = 0):
     """Blocky random glyphs, shifted by up to 2 px, with noise; mirror-symmetric or not."""
     rng = np.random.default_rng(seed)

@@ -579,6 +579,30 @@ def test_rule_prefers_the_joint_candidate_where_the_pixels_are_candidates():
     assert by[JOINT] > by[PREFERRED]   # the same partition: the head start goes to the joint one
 
 
+def test_silhouette_is_kept_per_embedding():
+    """The table keeps each candidate's silhouette in every representation's embedding
+    (scikit-learn's silhouette_score on all rows), and silhouette_umap is their mean."""
+    import json
+
+    from sklearn.metrics import silhouette_score
+
+    from conr.cluster.final import Candidate
+
+    rng = np.random.default_rng(0)
+    lab = np.arange(60) % 3
+    embs = {"features": (np.eye(3)[lab] + rng.normal(0, 0.2, (60, 3))).astype(np.float32),
+            "pixels": rng.normal(0, 1, (60, 2)).astype(np.float32)}   # no structure: near 0
+    cands = [Candidate("kmeans", "pixels", lab), Candidate("umap_gmm", "joint", (lab + np.arange(60) // 30) % 3)]
+    score_candidates(cands, embs, embs, 3)
+    for c in cands:
+        expect = {k: silhouette_score(e, c.labels) for k, e in embs.items()}
+        assert c.silhouettes == pytest.approx(expect, abs=1e-6)
+        assert c.scores["silhouette_umap"] == pytest.approx(np.mean(list(expect.values())), abs=1e-6)
+        row = json.loads(json.dumps(c.row()))
+        assert row["silhouette_in"] == pytest.approx(expect, abs=1e-4)
+    assert cands[0].silhouettes["features"] > 0.5 > abs(cands[0].silhouettes["pixels"])
+
+
 def test_joint_rule_keeps_the_features_own_candidates_out_where_the_joint_one_is():
     """The default rule lets the pixels' candidates compete with the joint one (a run
     too short to learn) but not the features' own (a choice between representations);

@@ -12,7 +12,9 @@ neighbour graphs, a link strong only where both hold it) where the input is a ca
 and scores every candidate with label-free criteria:
 
 * ``silhouette_umap``: the mean silhouette of the candidate's clusters in the UMAP
-  embeddings of every representation, averaged, so no representation judges only its own;
+  embeddings of every representation, averaged, so no representation judges only its own
+  (each embedding's value is kept in ``Candidate.silhouettes``, ``silhouette_in`` of the
+  candidate table, for rules measured later);
 * ``agreement``: the mean normalised mutual information with the other candidates;
 * ``ncut``: 1 - (normalised cut / K) on the union of the representations' k-NN graphs;
 * ``prefer_features``, ``manifold``, ``joint``: silhouette with the head starts of
@@ -52,6 +54,7 @@ class Candidate:
     combined: str | None = None            # the joint candidate: how it combined the views (policy.joint_way) ...
     shared: float | None = None            # ... from the fraction of a point's neighbours they share
     started: int | None = None             # UMAP + GMM: layouts whose mixture fitted best from a start partition
+    silhouettes: dict = field(default_factory=dict)  # silhouette in each representation's UMAP embedding
 
     @property
     def name(self) -> str:
@@ -62,6 +65,8 @@ class Candidate:
                 "seconds": round(self.seconds, 2), **({"layouts": self.layouts} if self.layouts else {}),
                 **({"started": self.started} if self.layouts else {}),
                 **({"combined": self.combined, "shared": round(self.shared, 4)} if self.combined else {}),
+                **({"silhouette_in": {k: round(float(v), 4) for k, v in self.silhouettes.items()}}
+                   if self.silhouettes else {}),
                 **{k: round(float(v), 4) for k, v in self.scores.items()}}
 
 
@@ -178,9 +183,13 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
     """Fill ``cand.scores[rule]`` for every candidate (higher is better for each)."""
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
+    def silhouette(c):  # in every representation's embedding, kept per embedding in c.silhouettes
+        c.silhouettes = {name: _silhouette(e, c.labels, seed) for name, e in embeddings.items()}
+        return float(np.mean(list(c.silhouettes.values())))
+
     if "silhouette_umap" in rules:
         for c in cands:
-            c.scores["silhouette_umap"] = float(np.mean([_silhouette(e, c.labels, seed) for e in embeddings.values()]))
+            c.scores["silhouette_umap"] = silhouette(c)
     if "agreement" in rules:
         for c in cands:
             others = [nmi(c.labels, o.labels) for o in cands if o is not c]
@@ -191,8 +200,7 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
             for c in cands:
                 sil = c.scores.get("silhouette_umap")
                 if sil is None:
-                    sil = c.scores["silhouette_umap"] = float(np.mean([_silhouette(e, c.labels, seed)
-                                                                       for e in embeddings.values()]))
+                    sil = c.scores["silhouette_umap"] = silhouette(c)
                 c.scores[rule] = derived_score(rule, c.name, c.algorithm, sil, preferred)
     if "consensus" in rules:  # agreement with the consensus of all, where it was made
         made = next((c for c in cands if c.name == CONSENSUS), None)

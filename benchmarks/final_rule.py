@@ -68,7 +68,7 @@ def replay_from_labels(run: dict, cands: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    from conr.cluster.policy import RULES, derived_score, eligible, preferred_for
+    from conr.cluster.policy import RULES, away_silhouette, derived_score, eligible, preferred_for
     from conr.io import atomic_write_text
 
     scored = [rule for rule in RULES if rule != "consensus"]  # the consensus is replayed from the labels
@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     gaps: dict[str, list] = defaultdict(list)  # per run: the best candidate's ACC less the chosen one's
     labelled: dict[str, list] = defaultdict(list)  # per run that kept its labels: (ACC, NMI, gap)
     measured: list = []  # per run that measured each candidate's stability: (run, joint's pick, stability's, best)
+    away_runs: list = []  # per run that kept each embedding's silhouette: (run, joint's pick, away's, best)
     self_labelled: list = []  # per run with a self-labelled candidate: (its lead over the others, chosen, silhouette less seed's)
     for r in runs:
         key = (r["dataset"], r["row"])
@@ -101,16 +102,24 @@ def main(argv=None) -> int:
         for c in cands:  # the rules that are functions of silhouette_umap, derived again (rows older than them)
             for rule in ("prefer_features", "manifold", "joint"):
                 c[rule] = derived_score(rule, c["name"], c["algorithm"], c["silhouette_umap"], preferred)
+            if c.get("silhouette_in"):  # the away rule, where each embedding's silhouette was kept
+                c["away"] = derived_score("joint", c["name"], c["algorithm"],
+                                          away_silhouette(c["silhouette_in"], c["representation"]), preferred)
         picked = {}
         for rule in scored:
             if rule == "stability" and not any("stability" in c for c in cands):
                 continue  # measured only by runs under that rule (cluster.final_rule=stability)
+            if rule == "away" and not all("away" in c for c in cands):
+                continue  # only where every candidate kept its silhouette in each embedding (silhouette_in)
             best = max(eligible(cands, rule, lambda c: c["representation"], lambda c: c["name"], lambda c: c),
                        key=lambda c: c.get(rule, float("-inf")))
             picked[rule] = (best["true_acc"], best["true_nmi"], best["name"])
         if "stability" in picked:  # on its few runs alone, in a table of its own, not among the means of all runs
             measured.append((f"{r['dataset']} {r['row']} seed {r['seed']}", picked["joint"], picked.pop("stability"),
                              max(cands, key=lambda c: c["true_acc"])))
+        if "away" in picked:  # on the runs that kept each embedding's silhouette, in a table of its own
+            away_runs.append((f"{r['dataset']} {r['row']} seed {r['seed']}", picked["joint"], picked.pop("away"),
+                              max(cands, key=lambda c: c["true_acc"])))
         # the default rule with the training's own partition (the carried stage-2 labels) eligible beside it
         best = max((c for c in cands if c["representation"] != "features" or c["algorithm"] == "seeded_kmeans"),
                    key=lambda c: c["joint"])
@@ -169,6 +178,20 @@ def main(argv=None) -> int:
         for run, joint, stable, best in measured:
             lines.append(f"| {run} | {joint[0]:.3f} {joint[2]} | {stable[0]:.3f} {stable[2]} | "
                          f"{best['true_acc']:.3f} {best['name']} |")
+    if away_runs:
+        close = (sum(b["true_acc"] - j[0] <= 0.01 for _, j, _, b in away_runs),
+                 sum(b["true_acc"] - a[0] <= 0.01 for _, _, a, b in away_runs))
+        lines += ["", f"The {len(away_runs)} runs that kept each candidate's silhouette in every embedding "
+                  "(`silhouette_in`): `joint` and `away` (the silhouette only in the other representations' "
+                  "embeddings) on the same candidates (ACC, the candidate chosen):", "",
+                  "| run | joint | away | best candidate |", "|---|---|---|---|"]
+        for run, joint, away, best in away_runs:
+            lines.append(f"| {run} | {joint[0]:.3f} {joint[2]} | {away[0]:.3f} {away[2]} | "
+                         f"{best['true_acc']:.3f} {best['name']} |")
+        lines.append(f"| mean; within 0.01 of the best | {statistics.mean(j[0] for _, j, _, _ in away_runs):.3f}; "
+                     f"{close[0]} of {len(away_runs)} | {statistics.mean(a[0] for _, _, a, _ in away_runs):.3f}; "
+                     f"{close[1]} of {len(away_runs)} | "
+                     f"{statistics.mean(b['true_acc'] for *_, b in away_runs):.3f} |")
     if self_labelled:
         leads = sorted(x[0] for x in self_labelled if x[0] > 0)
         lines += ["", f"Self-labelled candidates: {len(self_labelled)} runs; the best candidate in {len(leads)} (by "

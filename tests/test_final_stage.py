@@ -912,3 +912,54 @@ def test_stability_rule_where_the_input_has_clumps_unrelated_to_the_classes(clum
 def test_default_rule_where_the_input_has_clumps_unrelated_to_the_classes(clumps_case):
     y, _, cands = clumps_case
     assert adjusted_rand_score(y, choose(cands, "joint").labels) > 0.8
+
+
+# --------------------------------------------------------------------------- the away rule
+
+def test_away_silhouette_against_a_hand_count():
+    from conr.cluster.policy import away_silhouette
+
+    sil = {"features": 0.8, "pixels": 0.2, "encoder": 0.5}
+    assert away_silhouette(sil, "pixels") == pytest.approx((0.8 + 0.5) / 2)   # its own view left out
+    assert away_silhouette(sil, "joint") == pytest.approx(0.5)                 # made of none: all three
+    assert away_silhouette({"pixels": 0.3}, "pixels") == pytest.approx(0.3)    # no other view: its own
+
+
+def _two_views(features_noise: float, seed: int = 0):
+    """Four classes of 50: clear in the features (up to ``features_noise``); in the input, four
+    tight clumps that each hold an equal share of every class (nothing to do with them)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), 50)
+    clump = np.tile(np.arange(4), 50)                       # each class spread over the four clumps
+    feats = np.eye(4)[y] * 2 + rng.normal(0, features_noise, (200, 4))
+    pixels = np.eye(4)[clump] * 10 + rng.normal(0, 0.3, (200, 4))
+    return y, clump, {"features": feats.astype(np.float32), "pixels": pixels.astype(np.float32)}
+
+
+def test_away_rule_judges_the_inputs_partition_where_it_was_not_made():
+    """The input's tight clumps make its own partition of them look best by the silhouette
+    averaged over both views (it is judged at home); the away rule judges it only in the
+    features, where it means nothing, and takes the joint candidate, which is right."""
+    from conr.cluster.final import Candidate
+
+    y, clump, embs = _two_views(features_noise=0.9)
+    joint, clumps = Candidate("umap_gmm", "joint", y), Candidate("kmeans", "pixels", clump)
+    score_candidates([joint, clumps], embs, embs, 4)
+    assert choose([joint, clumps], "joint") is clumps, {c.name: c.scores for c in (joint, clumps)}
+    assert choose([joint, clumps], "away") is joint, {c.name: c.scores for c in (joint, clumps)}
+
+
+def test_away_rule_takes_the_inputs_partition_where_it_is_right():
+    """Where the classes are clear in both views and the joint candidate merged a pair (and
+    split another class), the input's partition is judged in the features and still wins."""
+    from conr.cluster.final import Candidate
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 50)
+    embs = {"features": (np.eye(4)[y] * 2 + rng.normal(0, 0.3, (200, 4))).astype(np.float32),
+            "pixels": (np.eye(4)[y] * 3 + rng.normal(0, 0.3, (200, 4))).astype(np.float32)}
+    merged = np.where(y == 1, 0, y)
+    merged[(y == 2) & (np.arange(200) % 2 == 0)] = 1
+    joint, pixels = Candidate("umap_gmm", "joint", merged), Candidate("umap_gmm", "pixels", y)
+    score_candidates([joint, pixels], embs, embs, 4)
+    assert choose([joint, pixels], "away") is pixels, {c.name: c.scores for c in (joint, pixels)}

@@ -19,6 +19,8 @@ and scores every candidate with label-free criteria:
 * ``ncut``: 1 - (normalised cut / K) on the union of the representations' k-NN graphs;
 * ``prefer_features``, ``manifold``, ``joint``: silhouette with the head starts of
   :mod:`conr.cluster.policy`, which also says which candidates may compete;
+* ``away``: ``joint`` with each candidate's silhouette only in the other representations'
+  embeddings (:func:`~conr.cluster.policy.away_silhouette`);
 * ``consensus``: the NMI with ``consensus/candidates``, the co-association consensus of all
   the candidates (:func:`consensus_candidate`), which this rule makes and chooses.
 
@@ -33,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES,
-                     STABILITY_RESAMPLES, STABILITY_SHARE, best_by, derived_score, joint_way, preferred_for)
+                     STABILITY_RESAMPLES, STABILITY_SHARE, away_silhouette, best_by, derived_score, joint_way,
+                     preferred_for)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
            "consensus_candidate", "choose", "unit_rows", "normalized_cut", "FinalStage"]
@@ -202,6 +205,12 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
                 if sil is None:
                     sil = c.scores["silhouette_umap"] = silhouette(c)
                 c.scores[rule] = derived_score(rule, c.name, c.algorithm, sil, preferred)
+    if "away" in rules:  # joint's head starts on the silhouette in the other representations' embeddings
+        for c in cands:
+            if not c.silhouettes:
+                silhouette(c)
+            c.scores["away"] = derived_score("joint", c.name, c.algorithm,
+                                             away_silhouette(c.silhouettes, c.representation), preferred)
     if "consensus" in rules:  # agreement with the consensus of all, where it was made
         made = next((c for c in cands if c.name == CONSENSUS), None)
         if made is not None:

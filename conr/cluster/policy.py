@@ -25,6 +25,11 @@ Agreement between two partitions of the same images means the same whichever
 representation made them, which silhouette does not. Candidates no algorithm can make
 again (the training's carried labels, the self-labelled partition) are not chosen by it.
 
+The ``away`` rule is ``joint`` with each candidate's silhouette taken only in the embeddings
+of the *other* representations (:func:`away_silhouette`): a partition made in one view is
+judged in the views it was not made in, where the tight clumps of its own layout do not count
+for it; a candidate made of no single representation (the joint one) is judged in all.
+
 The ``consensus`` rule chooses no single candidate: it makes :data:`CONSENSUS`, the
 co-association consensus of all of them (:mod:`conr.cluster.consensus`), and takes it;
 every candidate's value under it is its NMI with that consensus. The other rules never
@@ -35,12 +40,13 @@ from __future__ import annotations
 __all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
            "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "STABILITY_SHARE", "STABILITY_RESAMPLES", "SILHOUETTE_SAMPLES",
            "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS",
-           "preferred_for", "joint_way", "derived_score", "eligible", "best_by", "affordable_runs",
+           "preferred_for", "joint_way", "derived_score", "away_silhouette", "eligible", "best_by", "affordable_runs",
            "consensus_allowance", "reserved_seconds", "refresh_epochs", "seed_fits"]
 
 # ----------------------------------------------------------------------------- choosing
 
-RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut", "consensus", "stability")
+RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut", "consensus", "stability",
+         "away")
 DEFAULT_RULE = "joint"
 PREFERRED = "umap_gmm/features"   # the manifold step on the learned features: N2D's ending, after training
 JOINT = "umap_gmm/joint"          # ... on the intersection of the features' and the input's neighbour graphs
@@ -80,13 +86,22 @@ def derived_score(rule: str, name: str, algorithm: str, silhouette: float, prefe
     return value
 
 
+def away_silhouette(silhouettes: dict, representation: str) -> float:
+    """The ``away`` rule's silhouette: the mean of ``silhouettes`` ({embedding: value}) over
+    the embeddings other than ``representation``'s own; all of them where it has none among
+    them (the joint candidate, the consensus) or no other is there."""
+    away = [v for k, v in silhouettes.items() if k != representation] or list(silhouettes.values())
+    return float(sum(away) / len(away))
+
+
 def eligible(cands: list, rule: str, representation=lambda c: c.representation, name=lambda c: c.name,
              scores=lambda c: c.scores) -> list:
     """The candidates ``rule`` may choose: under ``joint``, where the joint candidate is
     one, not those of the features alone (the joint one holds the features, and silhouette
     cannot compare representations); the rest compete with it, the input's for a run too
     short to learn. Under ``stability``, each representation's candidate of the highest
-    ``joint`` value among those with a measured stability. Under ``consensus``,
+    ``joint`` value among those with a measured stability. ``away`` leaves out what ``joint``
+    does. Under ``consensus``,
     :data:`CONSENSUS` alone (:func:`best_by` takes the ``joint`` choice where it was not
     made); under the others, any candidate but :data:`CONSENSUS`.
     ``representation`` / ``name`` / ``scores``: how to read a candidate (a
@@ -102,7 +117,7 @@ def eligible(cands: list, rule: str, representation=lambda c: c.representation, 
             if held is None or scores(c)["joint"] > scores(held)["joint"]:
                 firsts[representation(c)] = c
         return list(firsts.values())
-    if rule == "joint" and any(name(c) == JOINT for c in cands):
+    if rule in ("joint", "away") and any(name(c) == JOINT for c in cands):
         return [c for c in cands if representation(c) != "features"]
     return list(cands)
 

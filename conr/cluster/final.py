@@ -354,9 +354,9 @@ class FinalStage:
         scored; returns (the chosen one, all of them)."""
         feats = unit_rows(features)
         own, own_emb = self.input_candidates()
-        # under the joint rule the features' own UMAP + GMM is not chosen where the joint one is made: one
-        # layout (the one the criteria need anyway) lists it, a consensus would only cost time
-        runs = 1 if self.rule in ("joint", "consensus") and self.joint_in_play() else self.consensus_runs
+        # under the joint and away rules the features' own UMAP + GMM is not chosen where the joint one is
+        # made: one layout (the one the criteria need anyway) lists it, a consensus would only cost time
+        runs = 1 if self.rule in ("joint", "away", "consensus") and self.joint_in_play() else self.consensus_runs
         cands, emb = cluster_representation(feats, "features", self.n_clusters, self.seed, self.algorithms, given,
                                             runs=runs, mixture_starts=self.mixture_starts)
         embeddings, reps = {"features": emb}, {"features": feats}

@@ -215,7 +215,8 @@ def _final_stage_section(partition: dict | None) -> list[str]:
            f"chosen without labels by the highest <b>{rule}</b> among partitions of the learned features and of the "
            f"raw pixels (and the self-labelling stage's, when it ran)"
            + (", each representation's first by the joint value, the most stable of those" if rule == "stability"
-              else "") + "."
+              else ", each partition's silhouette measured in the embeddings of the representations it was not "
+              "made from" if rule == "away" else "") + "."
            + (" NMI / ACC use the ground truth, for you only: the rule never sees them." if truth else "")
            + "</p>", _table(header, body, num_cols=tuple(range(1, len(header) - 1)))]
     out += [f"<p class=\"note\">{html.escape(n)}</p>" for n in partition.get("notes", [])]

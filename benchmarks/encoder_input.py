@@ -102,6 +102,45 @@ def accuracy(y, pred) -> float:
     return round(float(evaluate(torch.as_tensor(y), torch.as_tensor(pred))["acc"]), 4)
 
 
+def untrained_views(args):
+    """(set, K, seed, labels, the encoder's unit directions, the pixels' vectors) for every
+    open set and seed of ``args``: the two representations the final stage has with no
+    training (the rule benchmarks: stability_rule.py, away_rule.py). Prints each set's time."""
+    from conr.cluster.final import unit_rows
+    from conr.cluster.manifold import pixel_vectors
+    from conr.encoders.directions import feature_directions
+
+    for name, k, enc, y, px in open_sets(args, with_pixels=True):
+        start = time.perf_counter()
+        for seed in args.seeds:
+            yield name, k, seed, y, unit_rows(feature_directions(enc)), pixel_vectors(px, seed=seed, scale=False)
+        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def record_picks(out: list, name: str, seed: int, y, rows: list[dict], picks: dict) -> None:
+    """Append (and print) one run of a rule benchmark: its candidates' ``rows`` and each
+    chooser's pick ({chooser: row with "name" and "acc"})."""
+    run = {"dataset": name, "seed": seed, "rows": len(y), "candidates": rows,
+           "picks": {w: {"name": p["name"], "acc": p["acc"]} for w, p in picks.items()}}
+    out.append(run)
+    print(json.dumps(run), flush=True)
+
+
+def picks_table(out: list, choosers) -> list[str]:
+    """Markdown rows: per set, each chooser's mean ACC over the seeds and the candidates it
+    took (``run["picks"][chooser]`` = {"name", "acc"}); then how many runs each chooser keeps
+    within 0.01 ACC of the run's ``best``."""
+    lines = ["| dataset | " + " | ".join(choosers) + " |", "|---|" + "---|" * len(choosers)]
+    for name in dict.fromkeys(r["dataset"] for r in out):
+        runs = [r for r in out if r["dataset"] == name]
+        cells = [f"{statistics.mean(r['picks'][w]['acc'] for r in runs):.3f} "
+                 f"({', '.join(sorted({r['picks'][w]['name'] for r in runs}))})" for w in choosers]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    within = {w: sum(r["picks"]["best"]["acc"] - r["picks"][w]["acc"] <= 0.01 for r in out) for w in choosers}
+    return lines + ["", "Runs within 0.01 ACC of their best candidate: "
+                    + ", ".join(f"{w} {within[w]} of {len(out)}" for w in choosers if w != "best") + "."]
+
+
 def write(stem: str, out: list, title: str, lines: list[str]) -> None:
     """results/STEM.json (the rows) and results/STEM.md (``title``, then the table's
     ``lines``), atomically; the table printed."""

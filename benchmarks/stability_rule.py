@@ -33,10 +33,7 @@ Writes benchmarks/results/stability_rule.{json,md}.
 """
 from __future__ import annotations
 
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,49 +43,28 @@ CHOOSERS = ("joint", "stability", "stability, eligible", "stability rule (conr)"
 
 
 def main(argv=None) -> int:
-    from encoder_input import accuracy, arguments, open_sets, write
+    from encoder_input import accuracy, arguments, picks_table, record_picks, untrained_views, write
 
-    from conr.cluster.final import FinalStage, choose, unit_rows
-    from conr.cluster.manifold import pixel_vectors
+    from conr.cluster.final import FinalStage, choose
     from conr.cluster.policy import eligible
-    from conr.encoders.directions import feature_directions
 
     args = arguments(__doc__, argv, seeds=range(3))
     out = []
-    for name, k, enc, y, px in open_sets(args, with_pixels=True):
-        start = time.perf_counter()
-        for seed in args.seeds:
-            feats = unit_rows(feature_directions(enc))
-            pixels = pixel_vectors(px, seed=seed, scale=False)
-            # conr's stability rule: every candidate scored, its stability measured (FinalStage.stability)
-            chosen, cands = FinalStage(pixels, k, seed, rule="stability", consensus_runs=1).run(feats)
-            rows = [{"name": c.name, "representation": c.representation, "acc": accuracy(y, c.labels),
-                     "stability": round(c.scores["stability"], 4), "joint": round(c.scores["joint"], 4)}
-                    for c in cands]
-            by = {r["name"]: r for r in rows}
-            pool = {c.name for c in eligible(cands, "joint")}
-            picks = {"joint": by[choose(cands, "joint").name],
-                     "stability": max(rows, key=lambda r: r["stability"]),
-                     "stability, eligible": max((r for r in rows if r["name"] in pool), key=lambda r: r["stability"]),
-                     "stability rule (conr)": by[chosen.name],
-                     "best": max(rows, key=lambda r: r["acc"])}
-            run = {"dataset": name, "seed": seed, "k": k, "rows": len(y), "candidates": rows,
-                   "picks": {w: {"name": p["name"], "acc": p["acc"]} for w, p in picks.items()}}
-            out.append(run)
-            print(json.dumps(run), flush=True)
-        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
-    lines = ["| dataset | " + " | ".join(CHOOSERS) + " |", "|---|" + "---|" * len(CHOOSERS)]
-    for name in dict.fromkeys(r["dataset"] for r in out):
-        runs = [r for r in out if r["dataset"] == name]
-        cells = []
-        for w in CHOOSERS:
-            acc = statistics.mean(r["picks"][w]["acc"] for r in runs)
-            names = sorted({r["picks"][w]["name"] for r in runs})
-            cells.append(f"{acc:.3f} ({', '.join(names)})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    within = {w: sum(r["picks"]["best"]["acc"] - r["picks"][w]["acc"] <= 0.01 for r in out) for w in CHOOSERS}
-    lines += ["", "Runs within 0.01 ACC of their best candidate: "
-              + ", ".join(f"{w} {within[w]} of {len(out)}" for w in CHOOSERS) + "."]
+    for name, k, seed, y, feats, pixels in untrained_views(args):
+        # conr's stability rule: every candidate scored, its stability measured (FinalStage.stability)
+        chosen, cands = FinalStage(pixels, k, seed, rule="stability", consensus_runs=1).run(feats)
+        rows = [{"name": c.name, "representation": c.representation, "acc": accuracy(y, c.labels),
+                 "stability": round(c.scores["stability"], 4), "joint": round(c.scores["joint"], 4)}
+                for c in cands]
+        by = {r["name"]: r for r in rows}
+        pool = {c.name for c in eligible(cands, "joint")}
+        picks = {"joint": by[choose(cands, "joint").name],
+                 "stability": max(rows, key=lambda r: r["stability"]),
+                 "stability, eligible": max((r for r in rows if r["name"] in pool), key=lambda r: r["stability"]),
+                 "stability rule (conr)": by[chosen.name],
+                 "best": max(rows, key=lambda r: r["acc"])}
+        record_picks(out, name, seed, y, rows, picks)
+    lines = picks_table(out, CHOOSERS)
     write("stability_rule", out, "Each candidate's stability (ARI with its algorithm's partition of two 80 % "
           "subsamples, other seeds) as a chooser, against conr's rule, with no training; ACC, mean of seeds "
           f"{', '.join(map(str, args.seeds))} (`python benchmarks/stability_rule.py`).", lines)

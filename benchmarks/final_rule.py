@@ -109,7 +109,7 @@ def main(argv=None) -> int:
             for rule in ("prefer_features", "manifold", "joint"):
                 c[rule] = derived_score(rule, c["name"], c["algorithm"], c["silhouette_umap"], preferred)
             if c.get("silhouette_in"):  # the away rule, where each embedding's silhouette was kept
-                c["away"] = derived_score("joint", c["name"], c["algorithm"],
+                c["away"] = derived_score("away", c["name"], c["algorithm"],
                                           away_silhouette(c["silhouette_in"], c["representation"]), preferred)
         picked = {}
         for rule in scored:

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, RULES, SILHOUETTE_SAMPLES,
-                     STABILITY_RESAMPLES, STABILITY_SHARE, away_silhouette, best_by, derived_score, joint_way,
-                     preferred_for)
+from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, JOINT_RULES, RULES,
+                     SILHOUETTE_SAMPLES, STABILITY_RESAMPLES, STABILITY_SHARE, away_silhouette, best_by,
+                     derived_score, joint_way, preferred_for)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
            "consensus_candidate", "choose", "unit_rows", "normalized_cut", "FinalStage"]
@@ -186,13 +186,10 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
     """Fill ``cand.scores[rule]`` for every candidate (higher is better for each)."""
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    def silhouette(c):  # in every representation's embedding, kept per embedding in c.silhouettes
-        c.silhouettes = {name: _silhouette(e, c.labels, seed) for name, e in embeddings.items()}
-        return float(np.mean(list(c.silhouettes.values())))
-
-    if "silhouette_umap" in rules:
-        for c in cands:
-            c.scores["silhouette_umap"] = silhouette(c)
+    if {"silhouette_umap", "prefer_features", "manifold", *JOINT_RULES} & set(rules):
+        for c in cands:  # in every representation's embedding, each kept (c.silhouettes), and their mean
+            c.silhouettes = {name: _silhouette(e, c.labels, seed) for name, e in embeddings.items()}
+            c.scores["silhouette_umap"] = float(np.mean(list(c.silhouettes.values())))
     if "agreement" in rules:
         for c in cands:
             others = [nmi(c.labels, o.labels) for o in cands if o is not c]
@@ -201,15 +198,10 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
     for rule in ("prefer_features", "manifold", "joint"):  # silhouette_umap, with head starts
         if rule in rules:
             for c in cands:
-                sil = c.scores.get("silhouette_umap")
-                if sil is None:
-                    sil = c.scores["silhouette_umap"] = silhouette(c)
-                c.scores[rule] = derived_score(rule, c.name, c.algorithm, sil, preferred)
+                c.scores[rule] = derived_score(rule, c.name, c.algorithm, c.scores["silhouette_umap"], preferred)
     if "away" in rules:  # joint's head starts on the silhouette in the other representations' embeddings
         for c in cands:
-            if not c.silhouettes:
-                silhouette(c)
-            c.scores["away"] = derived_score("joint", c.name, c.algorithm,
+            c.scores["away"] = derived_score("away", c.name, c.algorithm,
                                              away_silhouette(c.silhouettes, c.representation), preferred)
     if "consensus" in rules:  # agreement with the consensus of all, where it was made
         made = next((c for c in cands if c.name == CONSENSUS), None)
@@ -356,7 +348,7 @@ class FinalStage:
         own, own_emb = self.input_candidates()
         # under the joint and away rules the features' own UMAP + GMM is not chosen where the joint one is
         # made: one layout (the one the criteria need anyway) lists it, a consensus would only cost time
-        runs = 1 if self.rule in ("joint", "away", "consensus") and self.joint_in_play() else self.consensus_runs
+        runs = 1 if self.rule in (*JOINT_RULES, "consensus") and self.joint_in_play() else self.consensus_runs
         cands, emb = cluster_representation(feats, "features", self.n_clusters, self.seed, self.algorithms, given,
                                             runs=runs, mixture_starts=self.mixture_starts)
         embeddings, reps = {"features": emb}, {"features": feats}

@@ -40,7 +40,7 @@ choose the consensus candidate.
 """
 from __future__ import annotations
 
-__all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS",
+__all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS", "JOINT_RULES",
            "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "STABILITY_SHARE", "STABILITY_RESAMPLES", "SILHOUETTE_SAMPLES",
            "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS",
            "preferred_for", "joint_way", "derived_score", "away_silhouette", "eligible", "best_by", "affordable_runs",
@@ -51,6 +51,7 @@ __all__ = ["RULES", "DEFAULT_RULE", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIF
 RULES = ("joint", "manifold", "prefer_features", "silhouette_umap", "agreement", "ncut", "consensus", "stability",
          "away")
 DEFAULT_RULE = "away"
+JOINT_RULES = ("joint", "away")   # where the joint candidate is made, the features' own candidates do not compete
 PREFERRED = "umap_gmm/features"   # the manifold step on the learned features: N2D's ending, after training
 JOINT = "umap_gmm/joint"          # ... on the intersection of the features' and the input's neighbour graphs
 CONSENSUS = "consensus/candidates"  # the co-association consensus of every candidate (the consensus rule's choice)
@@ -81,10 +82,11 @@ def preferred_for(names) -> str:
 
 
 def derived_score(rule: str, name: str, algorithm: str, silhouette: float, preferred: str = PREFERRED) -> float:
-    """The value of a rule derived from ``silhouette_umap`` (``prefer_features``,
-    ``manifold``, ``joint``) for the candidate ``name`` made by ``algorithm``."""
+    """The value of a rule derived from a silhouette (``prefer_features``, ``manifold``,
+    ``joint`` from ``silhouette_umap``; ``away`` from :func:`away_silhouette`) for the
+    candidate ``name`` made by ``algorithm``: the silhouette plus the rule's head starts."""
     value = silhouette + (PRIOR_MARGIN if name == preferred else 0.0)
-    if rule in ("manifold", "joint") and algorithm in MANIFOLD_ALGORITHMS:
+    if rule in ("manifold", *JOINT_RULES) and algorithm in MANIFOLD_ALGORITHMS:
         value += MANIFOLD_MARGIN
     return value
 
@@ -104,9 +106,9 @@ def eligible(cands: list, rule: str, representation=lambda c: c.representation, 
     cannot compare representations); the rest compete with it, the input's for a run too
     short to learn. Under ``stability``, each representation's candidate of the highest
     ``joint`` value among those with a measured stability. ``away`` leaves out what ``joint``
-    does. Under ``consensus``,
-    :data:`CONSENSUS` alone (:func:`best_by` takes the ``joint`` choice where it was not
-    made); under the others, any candidate but :data:`CONSENSUS`.
+    does (:data:`JOINT_RULES`). Under ``consensus``, :data:`CONSENSUS` alone (:func:`best_by`
+    takes the default's choice where it was not made); under the others, any candidate but
+    :data:`CONSENSUS`.
     ``representation`` / ``name`` / ``scores``: how to read a candidate (a
     :class:`~conr.cluster.final.Candidate`, or a row of a saved candidate table)."""
     if rule == "consensus":
@@ -120,7 +122,7 @@ def eligible(cands: list, rule: str, representation=lambda c: c.representation, 
             if held is None or scores(c)["joint"] > scores(held)["joint"]:
                 firsts[representation(c)] = c
         return list(firsts.values())
-    if rule in ("joint", "away") and any(name(c) == JOINT for c in cands):
+    if rule in JOINT_RULES and any(name(c) == JOINT for c in cands):
         return [c for c in cands if representation(c) != "features"]
     return list(cands)
 

@@ -36,33 +36,28 @@ MANIFOLD = ("umap_gmm/features", "umap_gmm/pixels", "umap_gmm/joint")
 
 
 def main(argv=None) -> int:
-    from encoder_input import accuracy, arguments, open_sets, write
+    from encoder_input import accuracy, arguments, untrained_views, write
 
-    from conr.cluster.final import FinalStage, unit_rows
-    from conr.cluster.manifold import pixel_vectors
-    from conr.encoders.directions import feature_directions
+    from conr.cluster.final import FinalStage
 
     args = arguments(__doc__, argv, seeds=range(3), extra=lambda p: p.add_argument(
         "--layouts", type=int, default=1, help="UMAP layouts a consensus is made of (default 1)"))
     out = []
-    for name, k, enc, y, px in open_sets(args, with_pixels=True):
-        for seed in args.seeds:
-            feats = unit_rows(feature_directions(enc))
-            pixels = pixel_vectors(px, seed=seed, scale=False)
-            for arm, starts in ARMS.items():
-                start = time.perf_counter()
-                chosen, cands = FinalStage(pixels, k, seed, consensus_runs=args.layouts,
-                                           mixture_starts=starts).run(feats)
-                seconds = time.perf_counter() - start
-                rows = {c.name: {"acc": accuracy(y, c.labels), **({"started": c.started, "layouts": c.layouts}
-                                                                  if c.layouts else {})} for c in cands}
-                best = max(rows, key=lambda n: rows[n]["acc"])
-                run = {"dataset": name, "seed": seed, "k": k, "rows": len(y), "arm": arm,
-                       "seconds": round(seconds, 1), "candidates": rows, "chosen": chosen.name,
-                       "chosen_acc": rows[chosen.name]["acc"], "best": best, "best_acc": rows[best]["acc"]}
-                out.append(run)
-                print(json.dumps(run), flush=True)
-    head = ["set", "arm", *MANIFOLD, "chosen (joint rule)", "best candidate", "chosen within 0.01 of best",
+    for name, k, seed, y, feats, pixels in untrained_views(args):
+        for arm, starts in ARMS.items():
+            start = time.perf_counter()
+            chosen, cands = FinalStage(pixels, k, seed, consensus_runs=args.layouts,
+                                       mixture_starts=starts).run(feats)
+            seconds = time.perf_counter() - start
+            rows = {c.name: {"acc": accuracy(y, c.labels), **({"started": c.started, "layouts": c.layouts}
+                                                              if c.layouts else {})} for c in cands}
+            best = max(rows, key=lambda n: rows[n]["acc"])
+            run = {"dataset": name, "seed": seed, "k": k, "rows": len(y), "arm": arm,
+                   "seconds": round(seconds, 1), "candidates": rows, "chosen": chosen.name,
+                   "chosen_acc": rows[chosen.name]["acc"], "best": best, "best_acc": rows[best]["acc"]}
+            out.append(run)
+            print(json.dumps(run), flush=True)
+    head = ["set", "arm", *MANIFOLD, "chosen (default rule)", "best candidate", "chosen within 0.01 of best",
             "layouts started", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name in dict.fromkeys(r["dataset"] for r in out):

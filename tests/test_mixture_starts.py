@@ -1,5 +1,5 @@
 """The manifold step's Gaussian mixture started from other partitions (conr/cluster/manifold.py
-``cluster_gaussians``, ``partition_start``, ``gmm_posterior``): checked against scikit-learn's own estimators and a
+``cluster_gaussians``, ``partition_start``, ``fit_gmm_posterior``): checked against scikit-learn's own estimators and a
 hand-made case whose answer is known."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
-from conr.cluster.manifold import REG_COVAR, cluster_gaussians, gmm_posterior, partition_start
+from conr.cluster.manifold import REG_COVAR, cluster_gaussians, fit_gmm_posterior, gmm_posterior, partition_start
 
 
 def parallel_lines(n=200, seed=0):
@@ -35,13 +35,11 @@ def test_cluster_gaussians_are_each_clusters_mean_and_inverse_covariance():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, 3))
     labels = np.repeat([0, 1, 2], [10, 20, 30])
-    full = cluster_gaussians(x, labels, 3, "full")
-    diag = cluster_gaussians(x, labels, 3, "diag")
+    full = cluster_gaussians(x, labels, 3)
     for j, members in enumerate((x[:10], x[10:30], x[30:])):
         np.testing.assert_allclose(full["means_init"][j], members.mean(0))
         np.testing.assert_allclose(np.linalg.inv(full["precisions_init"][j]),
                                    empirical_covariance(members) + REG_COVAR * np.eye(3), rtol=1e-8, atol=1e-10)
-        np.testing.assert_allclose(1 / diag["precisions_init"][j], members.var(0) + REG_COVAR)
 
 
 def test_a_start_is_the_partitions_clusters_or_k_means_from_their_centres():
@@ -53,27 +51,25 @@ def test_a_start_is_the_partitions_clusters_or_k_means_from_their_centres():
     truth = np.repeat([0, 1, 2], 40)
     rough = truth.copy()
     rough[:8] = 1                                               # a fifth of group 0 put with group 1
-    own = partition_start(x, rough, 3, "full")
+    own = partition_start(x, rough, 3)
     np.testing.assert_allclose(own["weights_init"], np.bincount(rough) / len(x))
-    np.testing.assert_allclose(own["means_init"], cluster_gaussians(x, rough, 3, "full")["means_init"])
-    start = partition_start(x, rough, 3, "full", refine=True)
+    np.testing.assert_allclose(own["means_init"], cluster_gaussians(x, rough, 3)["means_init"])
+    start = partition_start(x, rough, 3, refine=True)
     centres = np.stack([x[rough == j].mean(0) for j in range(3)])
     reference = KMeans(3, init=centres, n_init=1).fit_predict(x)
     assert adjusted_rand_score(truth, reference) == 1.0
     np.testing.assert_allclose(start["weights_init"], np.bincount(reference) / len(x))
-    gauss = cluster_gaussians(x, reference, 3, "full")
+    gauss = cluster_gaussians(x, reference, 3)
     np.testing.assert_allclose(start["means_init"], gauss["means_init"])
     np.testing.assert_allclose(start["precisions_init"], gauss["precisions_init"])
 
 
 def test_no_start_from_a_partition_that_leaves_a_cluster_empty_or_does_not_fit():
     x = np.random.default_rng(0).normal(size=(12, 2))
-    assert partition_start(x, np.repeat([0, 2], 6), 3, "full") is None      # cluster 1 has no member
-    assert partition_start(x, np.repeat([0, 1], 6), 2, "full") is not None
-    assert partition_start(x, np.zeros(5, dtype=int), 2, "full") is None    # another length
-    assert partition_start(x, np.repeat([0, 3], 6), 2, "full") is None      # a label beyond K - 1
-    with pytest.raises(ValueError, match="'full' or 'diag'"):
-        partition_start(x, np.repeat([0, 1], 6), 2, "spherical")
+    assert partition_start(x, np.repeat([0, 2], 6), 3) is None      # cluster 1 has no member
+    assert partition_start(x, np.repeat([0, 1], 6), 2) is not None
+    assert partition_start(x, np.zeros(5, dtype=int), 2) is None    # another length
+    assert partition_start(x, np.repeat([0, 3], 6), 2) is None      # a label beyond K - 1
 
 
 def test_the_mixtures_own_starts_cut_parallel_lines_and_a_start_from_the_lines_keeps_them():
@@ -81,7 +77,7 @@ def test_the_mixtures_own_starts_cut_parallel_lines_and_a_start_from_the_lines_k
     for seed in range(3):
         own = gmm_posterior(x, 3, 5, seed, "full").argmax(1)
         assert adjusted_rand_score(truth, own) < 0.1                       # cut across, as k-means does
-        proba, kept = gmm_posterior(x, 3, 5, seed, "full", starts=[truth], which=True)
+        proba, kept = fit_gmm_posterior(x, 3, 5, seed, "full", starts=[truth])
         assert kept == 0 and adjusted_rand_score(truth, proba.argmax(1)) == 1.0
 
 
@@ -95,15 +91,15 @@ def test_the_fit_of_the_highest_likelihood_is_kept_whatever_the_start():
     fits = {None: own}
     for i, s in enumerate(starts):
         for refine in (False, True):
-            g = fitted(x, 3, seed, **partition_start(x, s, 3, "full", seed=seed, refine=refine))
+            g = fitted(x, 3, seed, **partition_start(x, s, 3, seed=seed, refine=refine))
             if g.score(x) > fits.get(i, own).score(x):
                 fits[i] = g
     best = max(fits, key=lambda i: fits[i].score(x))
-    proba, kept = gmm_posterior(x, 3, 5, seed, "full", starts=starts, which=True)
+    proba, kept = fit_gmm_posterior(x, 3, 5, seed, "full", starts=starts)
     assert best == 2 and kept == best
     np.testing.assert_allclose(proba, fits[best].predict_proba(x), atol=1e-6)
     # with only worse starts the mixture's own fit stays, as without starts
-    proba, kept = gmm_posterior(x, 3, 5, seed, "full", starts=[cut], which=True)
+    proba, kept = fit_gmm_posterior(x, 3, 5, seed, "full", starts=[cut])
     assert kept is None
     np.testing.assert_allclose(proba, own.predict_proba(x), atol=1e-6)
 
@@ -111,7 +107,7 @@ def test_the_fit_of_the_highest_likelihood_is_kept_whatever_the_start():
 def test_no_starts_where_the_clusters_are_too_small_for_full_covariances():
     x, truth = parallel_lines()
     own = gmm_posterior(x, 3, 5, 0, "diag")
-    proba, kept = gmm_posterior(x, 3, 5, 0, "diag", starts=[truth], which=True)
+    proba, kept = fit_gmm_posterior(x, 3, 5, 0, "diag", starts=[truth])
     assert kept is None
     np.testing.assert_allclose(proba, own)
     with warnings.catch_warnings():

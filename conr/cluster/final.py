@@ -115,7 +115,7 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
     take (fewer where it is short: :func:`~conr.cluster.manifold.affordable_runs`). The
     other partitions are made first: with ``mixture_starts`` each layout's mixture also
     starts from each of them and keeps the fit of the highest likelihood
-    (:func:`~conr.cluster.manifold.gmm_posterior`)."""
+    (:func:`~conr.cluster.manifold.fit_gmm_posterior`)."""
     from .manifold import manifold_dims, umap_embedding, umap_gmm_consensus, umap_neighbors
 
     given = dict(given or {})
@@ -315,7 +315,7 @@ class FinalStage:
         links (:func:`~conr.cluster.policy.joint_way`), of the fuzzy intersection of the
         graphs (a link strong only where both hold it); where they share almost none, of the
         two side by side (:func:`~conr.cluster.manifold.side_by_side`). ``starts``: partitions
-        each layout's mixture also starts from (:func:`~conr.cluster.manifold.gmm_posterior`)."""
+        each layout's mixture also starts from (:func:`~conr.cluster.manifold.fit_gmm_posterior`)."""
         from .manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
                                shared_neighbors, side_by_side, umap_gmm_consensus, umap_neighbors)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .policy import CONSENSUS_RUNS, affordable_runs
 
-__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "umap_neighbors",
+__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "fit_gmm_posterior", "umap_neighbors",
            "fuzzy_graph", "intersect_graphs", "shared_neighbors", "side_by_side", "embed_graph",
            "graph_umap_gmm_consensus", "exact_neighbors", "pixel_vectors", "Consensus",
            "PCA_ABOVE", "PCA_DIMS", "REG_COVAR", "manifold_dims", "covariance_type", "partition_start", "cluster_gaussians"]
@@ -32,7 +32,7 @@ class Consensus(NamedTuple):
     """A consensus of UMAP + GMM runs: labels [N], confidence [N] (the runs' mean
     posterior of the consensus cluster), the first run's embedding, how many runs
     (layouts) it was made of, and in how many of them the mixture that fitted best came
-    from a start partition (:func:`gmm_posterior`'s ``starts``)."""
+    from a start partition (:func:`fit_gmm_posterior`'s ``starts``)."""
     labels: np.ndarray
     confidence: np.ndarray
     embedding: np.ndarray
@@ -211,7 +211,7 @@ def embed_graph(graph, n_components: int, seed: int = 0) -> np.ndarray:
 def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int = 5,
                              runs: int = CONSENSUS_RUNS, starts=()) -> Consensus:
     """The consensus of ``runs`` UMAP layouts (different seeds) of one fuzzy ``graph``,
-    each clustered by a Gaussian mixture (``starts``: as :func:`gmm_posterior`); returns
+    each clustered by a Gaussian mixture (``starts``: as :func:`fit_gmm_posterior`); returns
     as :func:`umap_gmm_consensus`."""
     dims = manifold_dims(graph.shape[0], n_clusters)
     return _layout_consensus(lambda s: embed_graph(graph, dims, s), n_clusters, seed, n_init, runs, starts=starts)
@@ -220,7 +220,7 @@ def graph_umap_gmm_consensus(graph, n_clusters: int, seed: int = 0, n_init: int 
 def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int,
                       max_seconds: float | None = None, starts=()) -> Consensus:
     """The consensus of ``runs`` Gaussian-mixture partitions of ``layout(s)``, the
-    embeddings of ``runs`` seeds drawn from ``seed`` (``starts``: as :func:`gmm_posterior`,
+    embeddings of ``runs`` seeds drawn from ``seed`` (``starts``: as :func:`fit_gmm_posterior`,
     in every layout). ``max_seconds``: fewer runs where ``runs`` would take longer, as many
     as :func:`affordable_runs` allows at the first run's time (at least one; the seeds are
     the same, so the runs made are the first ones of the full consensus)."""
@@ -231,7 +231,7 @@ def _layout_consensus(layout, n_clusters: int, seed: int, n_init: int, runs: int
     for s in seeds:
         start = time.perf_counter()
         emb = layout(int(s))
-        proba, kept = gmm_posterior(emb, n_clusters, n_init, int(s), starts=starts, which=True)
+        proba, kept = fit_gmm_posterior(emb, n_clusters, n_init, int(s), starts=starts)
         started += kept is not None
         members.append(proba.argmax(1))
         probas.append(proba)
@@ -260,22 +260,21 @@ def umap_gmm(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 2
     return labels.astype(np.int64), proba.max(1).astype(np.float32), embedding
 
 
-def partition_start(emb: np.ndarray, labels: np.ndarray, n_clusters: int, covariance: str,
+def partition_start(emb: np.ndarray, labels: np.ndarray, n_clusters: int,
                     reg_covar: float = REG_COVAR, seed: int = 0, refine: bool = False) -> dict | None:
-    """A Gaussian mixture's starting point from a partition of ``emb``: each cluster's
-    share, mean and precision (inverse covariance, ``covariance`` ``full`` or ``diag``, with
-    ``reg_covar`` on the diagonal as the mixture adds it), as scikit-learn's
-    ``weights_init`` / ``means_init`` / ``precisions_init``. ``refine``: of k-means of
-    ``emb`` (Lloyd to convergence) started at the partition's cluster means, the way
-    scikit-learn makes its own start, seeded by the partition instead of k-means++. Both
-    are needed: k-means of the layout cuts elongated groups the partition had whole, and a
-    few members the layout puts elsewhere widen a partition's own cluster until EM settles
-    on broad components (a demo run's layouts). None where the partition (or its k-means)
-    has not ``n_clusters`` clusters labelled 0..K-1, each with a member."""
+    """A full-covariance Gaussian mixture's starting point from a partition of ``emb``: each
+    cluster's share, mean and precision (inverse covariance, with ``reg_covar`` on the
+    diagonal as the mixture adds it), as scikit-learn's ``weights_init`` / ``means_init`` /
+    ``precisions_init``. ``refine``: of k-means of ``emb`` (Lloyd to convergence) started at
+    the partition's cluster means, the way scikit-learn makes its own start, seeded by the
+    partition instead of k-means++. Both are needed: k-means of the layout cuts elongated
+    groups the partition had whole, and a few members the layout puts elsewhere widen a
+    partition's own cluster until EM settles on broad components (a demo run's layouts).
+    None where the partition (or its k-means) has not ``n_clusters`` clusters labelled
+    0..K-1, each with a member. Full covariances only: :func:`fit_gmm_posterior` tries no
+    start where the clusters are too small for them."""
     from sklearn.cluster import KMeans
 
-    if covariance not in ("full", "diag"):
-        raise ValueError(f"covariance={covariance!r}: a start partition is made for 'full' or 'diag'")
     labels = np.asarray(labels)
     if len(labels) != len(emb) or labels.min() < 0 or labels.max() >= n_clusters:
         return None
@@ -288,40 +287,41 @@ def partition_start(emb: np.ndarray, labels: np.ndarray, n_clusters: int, covari
     counts = np.bincount(labels, minlength=n_clusters)
     if (counts == 0).any():
         return None
-    return {"weights_init": counts / counts.sum(), **cluster_gaussians(x, labels, n_clusters, covariance, reg_covar)}
+    return {"weights_init": counts / counts.sum(), **cluster_gaussians(x, labels, n_clusters, reg_covar)}
 
 
-def cluster_gaussians(x: np.ndarray, labels: np.ndarray, n_clusters: int, covariance: str,
-                      reg_covar: float = REG_COVAR) -> dict:
-    """Each cluster's mean and precision (inverse covariance with ``reg_covar`` on the
-    diagonal; ``full`` matrices or ``diag`` vectors) of the rows of ``x``, as scikit-learn's
-    ``means_init`` / ``precisions_init``."""
+def cluster_gaussians(x: np.ndarray, labels: np.ndarray, n_clusters: int, reg_covar: float = REG_COVAR) -> dict:
+    """Each cluster's mean and precision (the inverse of its covariance with ``reg_covar`` on
+    the diagonal) of the rows of ``x``, as scikit-learn's ``means_init`` / ``precisions_init``
+    for ``covariance_type="full"``."""
     x = np.asarray(x, dtype=np.float64)
     d = x.shape[1]
     members = [x[labels == j] for j in range(n_clusters)]
-    if covariance == "full":
-        precisions = np.stack([np.linalg.inv(np.cov(m, rowvar=False, bias=True).reshape(d, d) + reg_covar * np.eye(d))
-                               for m in members])
-    else:
-        precisions = np.stack([1.0 / (m.var(0) + reg_covar) for m in members])
+    precisions = np.stack([np.linalg.inv(np.cov(m, rowvar=False, bias=True).reshape(d, d) + reg_covar * np.eye(d))
+                           for m in members])
     return {"means_init": np.stack([m.mean(0) for m in members]), "precisions_init": precisions}
 
 
-def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, covariance: str | None = None,
-                  starts=(), which: bool = False):
-    """Posterior probabilities [N, K] of a Gaussian mixture fitted to ``emb`` (``covariance``:
-    None = :func:`covariance_type` of its size): of ``n_init`` starts of scikit-learn's own,
-    and, with full covariances, two from each partition in ``starts`` (:func:`partition_start`,
-    its own clusters and k-means of the layout from their centres; the partitions: the k-means
-    and spectral ones of the representation the layout is of, say), the fit of the highest
-    mean log-likelihood. The same model on the same layout, only a better
-    optimum: on a demo run's features the mixture's own starts merged two digits and gave a
-    clump of one of them a component, where the start from k-means of the features fitted
-    better (docs/final-stage.md). Where the clusters are too small for full covariances
+def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, covariance: str | None = None) -> np.ndarray:
+    """Posterior probabilities [N, K] of a Gaussian mixture fitted to ``emb`` from ``n_init``
+    of scikit-learn's own starts (``covariance``: None = :func:`covariance_type` of its size)."""
+    return fit_gmm_posterior(emb, n_clusters, n_init, seed, covariance)[0]
+
+
+def fit_gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, covariance: str | None = None,
+                      starts=()) -> tuple[np.ndarray, int | None]:
+    """As :func:`gmm_posterior`, and, with full covariances, two more fits from each partition
+    in ``starts`` (:func:`partition_start`, its own clusters and k-means of the layout from
+    their centres; the partitions: the k-means and spectral ones of the representation the
+    layout is of, say); the fit of the highest mean log-likelihood is kept. Returns (posterior
+    [N, K], the index in ``starts`` of the partition whose fit was kept, None for
+    scikit-learn's own). The same model on the same layout, only a better optimum: on a demo
+    run's features the mixture's own starts merged two digits and gave a clump of one of them
+    a component, where the start from k-means of the features fitted better
+    (docs/final-stage.md). Where the clusters are too small for full covariances
     (:func:`covariance_type`), neither are they for a likelihood to tell two partitions apart
     (on ORL's 10 faces a person a start from the pixels' k-means fitted better and was 7 points
-    of ACC worse), and the starts are not tried. ``which``: also return the index in
-    ``starts`` of the partition whose fit was kept (None: scikit-learn's own)."""
+    of ACC worse), and the starts are not tried."""
     from sklearn.mixture import GaussianMixture
 
     cov = covariance or covariance_type(len(emb), n_clusters, emb.shape[1])
@@ -332,7 +332,7 @@ def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, cova
         best_fit, kept = best.score(emb), None
         for i, labels in enumerate(starts if cov == "full" else ()):
             for refine in (False, True):
-                init = partition_start(emb, labels, n_clusters, cov, seed=seed, refine=refine)
+                init = partition_start(emb, labels, n_clusters, seed=seed, refine=refine)
                 if init is None:
                     continue
                 gmm = GaussianMixture(n_clusters, covariance_type=cov, random_state=seed, reg_covar=REG_COVAR,
@@ -340,8 +340,7 @@ def gmm_posterior(emb: np.ndarray, n_clusters: int, n_init: int, seed: int, cova
                 fit = gmm.score(emb)
                 if fit > best_fit:
                     best, best_fit, kept = gmm, fit, i
-    proba = best.predict_proba(emb)
-    return (proba, kept) if which else proba
+    return best.predict_proba(emb), kept
 
 
 def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbors: int = 20, n_init: int = 5,
@@ -349,7 +348,7 @@ def umap_gmm_consensus(x: np.ndarray, n_clusters: int, seed: int = 0, n_neighbor
     """The consensus (:mod:`conr.cluster.consensus`) of ``runs`` UMAP + GMM partitions
     that differ in UMAP's seed, over one shared exact k-NN graph (fewer where they would
     take over ``max_seconds``: :func:`_layout_consensus`; ``starts``: partitions of ``x`` each
-    mixture also starts from, :func:`gmm_posterior`). Returns a :class:`Consensus`
+    mixture also starts from, :func:`fit_gmm_posterior`). Returns a :class:`Consensus`
     (labels [N], confidence [N]: the runs' mean posterior of the consensus cluster, the
     first run's embedding, the runs made). Measured on three demo runs' features: single runs ACC 0.87-0.96, their
     consensus 0.94-0.96; on the pixels of digits, COIL-20 and ORL inside the single runs' range

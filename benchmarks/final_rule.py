@@ -73,16 +73,19 @@ def replay_from_labels(run: dict, cands: list[dict]) -> dict:
     return out
 
 
-def on_common_ground(cands: list[dict], chosen: str) -> dict:
-    """The candidate ``away`` chose (named ``chosen``), or, where that is the joint candidate, the
-    features' candidate of the highest ``away`` value if its silhouette in the input's embedding
-    beats the joint candidate's there: neither partition was made in that layout alone, so the
-    comparison is not one of two representations' own layouts."""
+def on_common_ground(cands: list[dict], chosen: str, carried_only: bool = False) -> dict:
+    """The candidate ``away`` chose (named ``chosen``), or, where that is the joint candidate, a
+    features' candidate if its silhouette in the input's embedding beats the joint candidate's
+    there: neither partition was made in that layout alone, so the comparison is not one of two
+    representations' own layouts. The features' candidate: that of the highest ``away`` value,
+    or with ``carried_only`` the training's carried stage-2 partition (``seeded_kmeans``), the
+    partition the run already had."""
     from conr.cluster.policy import JOINT
 
     by = {c["name"]: c for c in cands}
     joint = by[chosen]
-    features = [c for c in cands if c["representation"] == "features" and "away" in c]
+    features = [c for c in cands if c["representation"] == "features" and "away" in c
+                and (not carried_only or c["algorithm"] == "seeded_kmeans")]
     if chosen != JOINT or not features:
         return joint
     own = max(features, key=lambda c: c["away"])
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
     gaps: dict[str, list] = defaultdict(list)  # per run: the best candidate's ACC less the chosen one's
     labelled: dict[str, list] = defaultdict(list)  # per run that kept its labels: (ACC, NMI, gap)
     measured: list = []  # per run that measured each candidate's stability: (run, joint's pick, stability's, best)
-    away_runs: list = []  # per run that kept each embedding's silhouette: (run, joint's pick, away's, away's on common ground, best)
+    away_runs: list = []  # per run that kept each embedding's silhouette: (run, joint's pick, away's, on common ground: the features', the carried, best)
     self_labelled: list = []  # per run with a self-labelled candidate: (its lead over the others, chosen, silhouette less seed's)
     for r in runs:
         key = (r["dataset"], r["row"])
@@ -149,9 +152,9 @@ def main(argv=None) -> int:
             measured.append((f"{r['dataset']} {r['row']} seed {r['seed']}", picked["joint"], picked.pop("stability"),
                              max(cands, key=lambda c: c["true_acc"])))
         if "away" in picked:  # on the runs that kept each embedding's silhouette, in a table of its own
-            common = on_common_ground(cands, picked["away"][2])
+            common = [on_common_ground(cands, picked["away"][2], carried) for carried in (False, True)]
             away_runs.append((f"{r['dataset']} {r['row']} seed {r['seed']}", picked["joint"], picked.pop("away"),
-                              (common["true_acc"], common["true_nmi"], common["name"]),
+                              *((c["true_acc"], c["true_nmi"], c["name"]) for c in common),
                               max(cands, key=lambda c: c["true_acc"])))
         # the default rule with the training's own partition (the carried stage-2 labels) eligible beside it
         best = max((c for c in cands if c["representation"] != "features" or c["algorithm"] == "seeded_kmeans"),
@@ -216,20 +219,22 @@ def main(argv=None) -> int:
                          f"{best['true_acc']:.3f} {best['name']} |")
     if away_runs:
         close = [sum(b["true_acc"] - pick[0] <= 0.01 for pick, b in ((run[i], run[-1]) for run in away_runs))
-                 for i in (1, 2, 3)]
+                 for i in (1, 2, 3, 4)]
         lines += ["", f"The {len(away_runs)} runs that kept each candidate's silhouette in every embedding "
                   "(`silhouette_in`): `joint`, `away` (the silhouette only in the other representations' "
                   "embeddings), and `away` with the features' own candidates judged on common ground (where "
                   "`away` takes the joint candidate, the features' candidate of the highest `away` value takes "
                   "its place if its silhouette in the input's embedding is higher than the joint one's: a layout "
-                  "that is neither's own) on the same candidates (ACC, the candidate chosen):", "",
-                  "| run | joint | away | away, features on common ground | best candidate |", "|---|---|---|---|---|"]
-        for run, joint, away, common, best in away_runs:
-            lines.append(f"| {run} | {joint[0]:.3f} {joint[2]} | {away[0]:.3f} {away[2]} | {common[0]:.3f} {common[2]} "
-                         f"| {best['true_acc']:.3f} {best['name']} |")
+                  "that is neither's own), and the same with only the carried stage-2 partition, the one the run "
+                  "already had, on common ground; on the same candidates (ACC, the candidate chosen):", "",
+                  "| run | joint | away | away, features on common ground | away, carried on common ground "
+                  "| best candidate |", "|---|---|---|---|---|---|"]
+        for run, *picks, best in away_runs:
+            lines.append(f"| {run} | " + " | ".join(f"{p[0]:.3f} {p[2]}" for p in picks)
+                         + f" | {best['true_acc']:.3f} {best['name']} |")
         lines.append("| mean; within 0.01 of the best | " + " | ".join(
             f"{statistics.mean(run[i][0] for run in away_runs):.3f}; {close[i - 1]} of {len(away_runs)}"
-            for i in (1, 2, 3)) + f" | {statistics.mean(run[-1]['true_acc'] for run in away_runs):.3f} |")
+            for i in (1, 2, 3, 4)) + f" | {statistics.mean(run[-1]['true_acc'] for run in away_runs):.3f} |")
     if self_labelled:
         leads = sorted(x[0] for x in self_labelled if x[0] > 0)
         lines += ["", f"Self-labelled candidates: {len(self_labelled)} runs; the best candidate in {len(leads)} (by "

@@ -82,17 +82,14 @@ def on_common_ground(cands: list[dict], chosen: str, carried_only: bool = False)
     partition the run already had."""
     from conr.cluster.policy import JOINT
 
-    by = {c["name"]: c for c in cands}
-    joint = by[chosen]
+    kept = next(c for c in cands if c["name"] == chosen)
     features = [c for c in cands if c["representation"] == "features" and "away" in c
                 and (not carried_only or c["algorithm"] == "seeded_kmeans")]
-    if chosen != JOINT or not features:
-        return joint
+    ground = [e for e in kept["silhouette_in"] if e != "features"]   # the input's embedding
+    if chosen != JOINT or not features or not ground:
+        return kept
     own = max(features, key=lambda c: c["away"])
-    ground = [e for e in joint["silhouette_in"] if e != "features"]
-    if ground and own["silhouette_in"].get(ground[0], float("-inf")) > joint["silhouette_in"][ground[0]]:
-        return own
-    return joint
+    return own if own["silhouette_in"].get(ground[0], float("-inf")) > kept["silhouette_in"][ground[0]] else kept
 
 
 def main(argv=None) -> int:
@@ -218,8 +215,7 @@ def main(argv=None) -> int:
             lines.append(f"| {run} | {joint[0]:.3f} {joint[2]} | {stable[0]:.3f} {stable[2]} | "
                          f"{best['true_acc']:.3f} {best['name']} |")
     if away_runs:
-        close = [sum(b["true_acc"] - pick[0] <= 0.01 for pick, b in ((run[i], run[-1]) for run in away_runs))
-                 for i in (1, 2, 3, 4)]
+        columns = range(1, len(away_runs[0]) - 1)  # each chooser's pick, between the run's name and its best
         lines += ["", f"The {len(away_runs)} runs that kept each candidate's silhouette in every embedding "
                   "(`silhouette_in`): `joint`, `away` (the silhouette only in the other representations' "
                   "embeddings), and `away` with the features' own candidates judged on common ground (where "
@@ -233,8 +229,9 @@ def main(argv=None) -> int:
             lines.append(f"| {run} | " + " | ".join(f"{p[0]:.3f} {p[2]}" for p in picks)
                          + f" | {best['true_acc']:.3f} {best['name']} |")
         lines.append("| mean; within 0.01 of the best | " + " | ".join(
-            f"{statistics.mean(run[i][0] for run in away_runs):.3f}; {close[i - 1]} of {len(away_runs)}"
-            for i in (1, 2, 3, 4)) + f" | {statistics.mean(run[-1]['true_acc'] for run in away_runs):.3f} |")
+            f"{statistics.mean(run[i][0] for run in away_runs):.3f}; "
+            f"{sum(run[-1]['true_acc'] - run[i][0] <= 0.01 for run in away_runs)} of {len(away_runs)}"
+            for i in columns) + f" | {statistics.mean(run[-1]['true_acc'] for run in away_runs):.3f} |")
     if self_labelled:
         leads = sorted(x[0] for x in self_labelled if x[0] > 0)
         lines += ["", f"Self-labelled candidates: {len(self_labelled)} runs; the best candidate in {len(leads)} (by "

@@ -18,7 +18,8 @@ import numpy as np
 
 from .policy import CONSENSUS_RUNS, affordable_runs
 
-__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "fit_gmm_posterior", "umap_neighbors",
+__all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "fit_gmm_posterior",
+           "umap_neighbors",
            "fuzzy_graph", "intersect_graphs", "shared_neighbors", "side_by_side", "embed_graph",
            "graph_umap_gmm_consensus", "exact_neighbors", "pixel_vectors", "Consensus",
            "PCA_ABOVE", "PCA_DIMS", "REG_COVAR", "manifold_dims", "covariance_type", "partition_start", "cluster_gaussians"]

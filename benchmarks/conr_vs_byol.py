@@ -12,9 +12,14 @@ ending can hide a difference the features have. Writes benchmarks/results/conr_v
     python benchmarks/suite.py --rows byol conr_scratch conr_encoder   # the image runs (resumes)
     python benchmarks/embeddings.py --methods conr_vectors byol_vectors  # the vector runs
     python benchmarks/conr_vs_byol.py                                    # the table
+
+    # one code's runs kept in variant folders (later folders win a run both hold):
+    python benchmarks/conr_vs_byol.py --runs benchmarks/results/variants/defaults-2026-12-04 \
+        benchmarks/results/variants/byol-2026-12-04 --out benchmarks/results/conr_vs_byol-2026-12-04
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -34,20 +39,33 @@ def _kind(row: dict) -> str:
     return row.get("input_kind") or ("encoder" if row["row"] == "conr_encoder" else "images")
 
 
-def _runs() -> dict:
-    """{(set, path): {method: {seed: row}}} from the suite and the vectors benchmark."""
+def _suite_rows(sources: list[Path]) -> list[dict]:
+    """The suite's runs from ``sources`` (suite-runs.jsonl files, or folders holding one); a
+    run (dataset, row, seed) held by two sources is taken from the later one."""
+    rows: dict = {}
+    for src in sources:
+        path = src / "suite-runs.jsonl" if src.is_dir() else src
+        if not path.exists():
+            raise SystemExit(f"no suite runs at {path}: run benchmarks/suite.py with --out {src} first")
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows[(r["dataset"], r["row"], r["seed"])] = r
+    return list(rows.values())
+
+
+def _runs(sources: list[Path], vectors: Path | None) -> dict:
+    """{(set, path): {method: {seed: row}}} from the suite's runs and the vectors benchmark."""
     out: dict = defaultdict(lambda: defaultdict(dict))
-    suite = RESULTS / "suite-runs.jsonl"
-    rows = [json.loads(line) for line in suite.read_text().splitlines() if line.strip()] if suite.exists() else []
+    rows = _suite_rows(sources)
     byol_paths = {(r["dataset"], r["seed"]): _kind(r) for r in rows if r["row"] == "byol"}
     for r in rows:
         if r["row"] == "byol":
             out[(r["dataset"], _kind(r))]["byol"][r["seed"]] = r
         elif r["row"] in ("conr_scratch", "conr_encoder") and byol_paths.get((r["dataset"], r["seed"])) == _kind(r):
             out[(r["dataset"], _kind(r))]["conr"][r["seed"]] = r
-    vec = RESULTS / "embeddings.json"
-    if vec.exists():
-        for r in json.loads(vec.read_text())["runs"]:
+    if vectors is not None and vectors.exists():
+        for r in json.loads(vectors.read_text())["runs"]:
             if r["method"] in ("conr_vectors", "byol_vectors"):
                 out[(r["vectors"], "vectors")][r["method"].split("_")[0]][r["seed"]] = r
     return out
@@ -62,15 +80,24 @@ def _cand(row: dict, name: str) -> float | None:
     return None
 
 
-def main() -> int:
+def main(argv=None) -> int:
     from conr.io import atomic_write_text
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=Path, nargs="+", default=[RESULTS / "suite-runs.jsonl"],
+                    help="suite-runs.jsonl files or result folders (default: the suite's own)")
+    ap.add_argument("--vectors", type=Path, default=RESULTS / "embeddings.json",
+                    help="the vectors benchmark's runs (embeddings.json)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "conr_vs_byol",
+                    help="writes OUT.md and OUT.json (default: benchmarks/results/conr_vs_byol)")
+    args = ap.parse_args(argv)
 
     mean = statistics.mean
     table = []
     head = ["set", "path", "seeds", "BYOL ACC / NMI", "CoNR ACC / NMI", "CoNR - BYOL (ACC)",
             *[f"{n} BYOL / CoNR" for n in FEATURE_CANDIDATES]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (name, path), methods in sorted(_runs().items(), key=lambda kv: (kv[0][1] == "vectors", kv[0][0])):
+    for (name, path), methods in sorted(_runs(args.runs, args.vectors).items(), key=lambda kv: (kv[0][1] == "vectors", kv[0][0])):
         seeds = sorted(set(methods.get("byol", {})) & set(methods.get("conr", {})))
         if not seeds:
             continue
@@ -90,11 +117,21 @@ def main() -> int:
                      f"{c['acc']:.3f} / {c['nmi']:.3f} | {c['acc'] - b['acc']:+.3f} | " + " | ".join(cells) + " |")
     md = "\n".join(lines)
     print(md)
-    atomic_write_text(RESULTS / "conr_vs_byol.md", "CoNR against BYOL alone, the same defaults and budget "
-                      "(`python benchmarks/conr_vs_byol.py`); ACC / NMI, mean over the seeds; the candidate "
+    command = " ".join(["python benchmarks/conr_vs_byol.py", *(_shown(a) for a in (argv if argv is not None
+                                                                                  else sys.argv[1:]))])
+    atomic_write_text(args.out.with_suffix(".md"), f"CoNR against BYOL alone, the same defaults and budget "
+                      f"(`{command}`); ACC / NMI, mean over the seeds; the candidate "
                       "columns are ACC of each clustering of the trained features.\n\n" + md + "\n")
-    atomic_write_text(RESULTS / "conr_vs_byol.json", json.dumps(table, indent=1) + "\n")
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps(table, indent=1) + "\n")
     return 0
+
+
+def _shown(arg: str) -> str:
+    """A command-line argument as the repository's README would write it (paths from its root)."""
+    try:
+        return str(Path(arg).resolve().relative_to(ROOT))
+    except ValueError:
+        return arg
 
 
 if __name__ == "__main__":

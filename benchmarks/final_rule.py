@@ -109,10 +109,11 @@ def main(argv=None) -> int:
         for r in read(path):
             rows.append({**r, "row": f"{r['row']} [{path.parent.name}]",
                          "labels_file": path.parent / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"})
-    runs, seen = [], set()  # a run copied into a second variant (to summarise its seeds there) counts once
-    for r in rows:
+    runs, seen = [], set()  # a run copied into a second variant (to summarise its seeds there), or repeated
+    for r in rows:          # to the digit (its repeat command: the same candidates, other timings), counts once
         if r.get("candidates") and "true_acc" in r["candidates"][0]:
-            same = (r["dataset"], r["row"].split(" [")[0], r["seed"], json.dumps(r["candidates"], sort_keys=True))
+            untimed = [{k: v for k, v in c.items() if k != "seconds"} for c in r["candidates"]]
+            same = (r["dataset"], r["row"].split(" [")[0], r["seed"], json.dumps(untimed, sort_keys=True))
             if same not in seen:
                 seen.add(same)
                 runs.append(r)

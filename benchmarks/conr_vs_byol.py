@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     head = ["set", "path", "seeds", "BYOL ACC / NMI", "CoNR ACC / NMI", "CoNR - BYOL (ACC)",
             *[f"{n} BYOL / CoNR" for n in FEATURE_CANDIDATES]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (name, path), methods in sorted(_runs(args.runs, args.vectors).items(), key=lambda kv: (kv[0][1] == "vectors", kv[0][0])):
+    runs = _runs(args.runs, args.vectors)
+    for (name, path), methods in sorted(runs.items(), key=lambda kv: (kv[0][1] == "vectors", kv[0][0])):
         seeds = sorted(set(methods.get("byol", {})) & set(methods.get("conr", {})))
         if not seeds:
             continue
@@ -117,8 +118,8 @@ def main(argv=None) -> int:
                      f"{c['acc']:.3f} / {c['nmi']:.3f} | {c['acc'] - b['acc']:+.3f} | " + " | ".join(cells) + " |")
     md = "\n".join(lines)
     print(md)
-    command = " ".join(["python benchmarks/conr_vs_byol.py", *(_shown(a) for a in (argv if argv is not None
-                                                                                  else sys.argv[1:]))])
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/conr_vs_byol.py", *map(_shown, given)])
     atomic_write_text(args.out.with_suffix(".md"), f"CoNR against BYOL alone, the same defaults and budget "
                       f"(`{command}`); ACC / NMI, mean over the seeds; the candidate "
                       "columns are ACC of each clustering of the trained features.\n\n" + md + "\n")

@@ -42,15 +42,14 @@ def _kind(row: dict) -> str:
 def _suite_rows(sources: list[Path]) -> list[dict]:
     """The suite's runs from ``sources`` (suite-runs.jsonl files, or folders holding one); a
     run (dataset, row, seed) held by two sources is taken from the later one."""
+    from conr.io import read_jsonl
+
     rows: dict = {}
     for src in sources:
         path = src / "suite-runs.jsonl" if src.is_dir() else src
         if not path.exists():
             raise SystemExit(f"no suite runs at {path}: run benchmarks/suite.py with --out {src} first")
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows[(r["dataset"], r["row"], r["seed"])] = r
+        rows.update(((r["dataset"], r["row"], r["seed"]), r) for r in read_jsonl(path))
     return list(rows.values())
 
 

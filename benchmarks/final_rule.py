@@ -94,19 +94,16 @@ def on_common_ground(cands: list[dict], chosen: str, carried_only: bool = False)
 
 def main(argv=None) -> int:
     from conr.cluster.policy import RULES, away_silhouette, derived_score, eligible, preferred_for
-    from conr.io import atomic_write_text
+    from conr.io import atomic_write_text, read_jsonl
 
     scored = [rule for rule in RULES if rule != "consensus"]  # the consensus is replayed from the labels
 
-    def read(path):
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    rows = [r for path in sorted(RESULTS.glob("archive/suite-runs*.jsonl")) for r in read(path)]  # kept earlier runs
+    rows = [r for path in sorted(RESULTS.glob("archive/suite-runs*.jsonl")) for r in read_jsonl(path)]  # kept earlier runs
     for path in sorted(RESULTS.glob("suite-runs*.jsonl")):  # today's: their labels, where kept, are in labels/
-        for r in read(path):
+        for r in read_jsonl(path):
             rows.append({**r, "labels_file": RESULTS / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"})
     for path in sorted(RESULTS.glob("variants/*/suite-runs.jsonl")):
-        for r in read(path):
+        for r in read_jsonl(path):
             rows.append({**r, "row": f"{r['row']} [{path.parent.name}]",
                          "labels_file": path.parent / "labels" / f"{r['dataset']}-{r['row']}-{r['seed']}.npz"})
     runs, seen = [], set()  # a run copied into a second variant (to summarise its seeds there), or repeated

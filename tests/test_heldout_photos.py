@@ -1,0 +1,40 @@
+"""benchmarks/heldout_photos.py: the held-back photo folders are the *last* files of each
+training class, as links (checked on a hand-made training tree with a known answer)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("heldout_photos", ROOT / "benchmarks" / "heldout_photos.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_folders_take_the_last_files_of_each_class_as_links(tmp_path, monkeypatch):
+    mod = _module()
+    train = tmp_path / "train"
+    for c in ("bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"):
+        (train / c).mkdir(parents=True)
+        for i in range(5):
+            (train / c / f"{i:04d}.jpg").write_bytes(b"x")
+    monkeypatch.setattr(mod, "FOLDERS", {"all2": (None, 2), "three3": (("cat", "dog", "ship"), 3)})
+    made = mod.make(tmp_path / "out", train)
+    assert made == {"all2": 16, "three3": 9}
+    assert sorted(p.name for p in (tmp_path / "out" / "all2" / "truck").iterdir()) == ["0003.jpg", "0004.jpg"]
+    kept = sorted((tmp_path / "out" / "three3" / "dog").iterdir())
+    assert [p.name for p in kept] == ["0002.jpg", "0003.jpg", "0004.jpg"]
+    assert all(p.is_symlink() and p.resolve() == (train / "dog" / p.name).resolve() for p in kept)
+    assert sorted(p.name for p in (tmp_path / "out" / "three3").iterdir()) == ["cat", "dog", "ship"]
+    assert mod.make(tmp_path / "out", train) == made   # a second call adds nothing
+
+
+def test_a_missing_training_tree_names_the_dataset(tmp_path):
+    with pytest.raises(SystemExit, match="cifar10-jpeg"):
+        _module().make(tmp_path / "out", tmp_path / "nowhere")

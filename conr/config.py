@@ -112,6 +112,8 @@ class TrainConfig:
 @dataclass
 class Stage2Config:
     start_epoch: int = 800           # t0: last epoch of stage 1 (BYOL); stage 2 runs t0+1..T
+    warmup_end: str = "fixed"        # fixed (stage 2 after start_epoch) | signal (earlier, where the warm-up's
+                                     # features fall away from the input's structure: conr/engine/warmup_end.py)
     neighborhood: str = "conaff"     # conaff | euclidean | self (instance loss only)
     k: int = 10                      # neighbourhood size (self included)
     k1: int = 10                     # initial ranking list length

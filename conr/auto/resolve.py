@@ -123,7 +123,8 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
                     epochs: int | None = None, data: dict | None = None) -> tuple[Config, dict, dict]:
     """The configuration of a run on N vectors: the ``mlp`` backbone (D -> 512 -> 128), BYOL
     for the first 60 % of the epochs, then CoNR (kept fraction relaxed to 1 over the next
-    15 %); batch and neighbourhood sizes clamped to N; the final stage with the vectors
+    15 %), earlier where the warm-up's signal says so (``stage2.warmup_end``, checked every 5 %
+    of the epochs); batch and neighbourhood sizes clamped to N; the final stage with the vectors
     themselves among its candidates. The ``budget`` (or the run it continues, ``epochs``)
     sizes the epochs where the user did not; ``data``: what the config's data section says of
     the rows (an encoder's name and the folder its images came from). Returns (config,
@@ -142,6 +143,9 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
                             "the length of the run it continues" if epochs else
                             "about 1,000 optimiser steps, within 30..200 epochs"),
            "stage2.start_epoch": "CoNR's stage 2 takes the last 40 % of the epochs (BYOL before it)",
+           "stage2.warmup_end": ("or starts earlier, where k-means of the warm-up's features falls below half its best "
+                                 "silhouette in the input's layout (the head outstaying its use: "
+                                 "conr/engine/warmup_end.py), measured every 5 % of the epochs"),
            "cluster.final": ("final labels chosen without labels among k-means, spectral and UMAP + GMM partitions "
                              "of the network's features and of the vectors themselves"),
            "cluster.stage2_seed": "CoNR's stage 2 starts from the best label-free partition, not k-means of weak "
@@ -153,8 +157,8 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
         "train": {"epochs": e, "batch_size": b, "lr": 0.2, "warmup_epochs": max(1, min(10, e // 10)),
                   "ema_base": 0.99, "channels_last": False},
         "stage2": {"start_epoch": start, "t_end": min(e, start + max(1, int(0.15 * e))), "k": kk, "k1": k1,
-                   "k2": min(2, k1), "lr_factor": 1.0, "predictor_lr_factor": 1.0},
-        "cluster": {"n_clusters": int(k), "flip_average": False, "n_init": 5, "eval_every": max(1, e // 5),
+                   "k2": min(2, k1), "lr_factor": 1.0, "predictor_lr_factor": 1.0, "warmup_end": "signal"},
+        "cluster": {"n_clusters": int(k), "flip_average": False, "n_init": 5, "eval_every": max(1, e // 20),
                     "final": "auto", "stage2_seed": "final", "self_label_epochs": 0},
         "run": {"tensorboard": False, "log_every": 50},
     }

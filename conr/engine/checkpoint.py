@@ -91,6 +91,8 @@ def trainer_state(trainer) -> dict:
         "final_features": final[2] if final else None,
         "partition": trainer.partition.to_dict() if trainer.partition is not None else None,
         "stage2_seeded": trainer.stage2_seeded,
+        "warmup_values": list(trainer.warmup_values),
+        "warmup_ended": trainer.warmup_ended,
         "history": trainer.history,
         "data": {"name": trainer.data.name, "n": len(trainer.data), "channels": trainer.data.channels,
                  "mean": list(trainer.mean), "std": list(trainer.std)},
@@ -123,6 +125,12 @@ def restore(trainer, ckpt: dict, full: bool, quiet: bool = False) -> None:
         trainer.optimizer.load_state_dict(ckpt["optimizer_state"])
         set_sgd_impl(trainer.optimizer, trainer.device)  # the saved groups carry the saving device's choice
         trainer.history = list(ckpt.get("history", []))
+        trainer.warmup_values = [float(v) for v in ckpt.get("warmup_values", [])]
+        trainer.warmup_ended = ckpt.get("warmup_ended")
+        if trainer.warmup_ended is not None:  # the resumed run's stage 2 starts where the signal started it
+            from .warmup_end import move_stage2
+
+            move_stage2(trainer, int(trainer.warmup_ended))
     if same_data and ckpt.get("pseudo_labels") is not None:
         trainer.pseudo_labels = ckpt["pseudo_labels"].to(trainer.device)
         trainer.centers = ckpt["centers"].to(trainer.device)

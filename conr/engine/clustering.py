@@ -43,6 +43,7 @@ def cluster_step(trainer) -> dict:
     carrying = c.stage2_seed == "final" and trainer.stage2_seeded and trainer.centers is not None
     refreshing = carrying and trainer.epoch in refresh_epochs(trainer.method.stage2_start() or 0,
                                                               trainer.cfg.train.epochs, c.stage2_refreshes)
+    signal = not seeding and not carrying and _warmup_signal_due(trainer)
     if trainer.dist.is_main:
         if seeding:  # stage 2 starts from the best label-free partition there is (conr/cluster/final.py)
             from ..cluster.stage import seed_partition
@@ -57,8 +58,18 @@ def cluster_step(trainer) -> dict:
         else:
             result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
                             n_init=c.n_init, seed=trainer.cfg.train.seed)
+        warmup = _warmup_signal(trainer, result.labels) if signal else {}
+        if warmup.get("warmup_ended"):  # stage 2 starts after this epoch: seeded now, as at a planned start
+            from .warmup_end import move_stage2
+
+            move_stage2(trainer, trainer.epoch)
+            if c.stage2_seed == "final" and not trainer.stage2_seeded and not trainer.k_provisional:
+                from ..cluster.stage import seed_partition
+
+                seeding = True
+                result, source, trainer.seed_candidates = seed_partition(trainer, feats)
         record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
-                  "feature_std": float(feats.std(dim=0).mean())}  # ~1/sqrt(D) healthy, ~0 collapsed
+                  "feature_std": float(feats.std(dim=0).mean()), **warmup}  # ~1/sqrt(D) healthy, ~0 collapsed
         if seeding:
             record["stage2_seed"] = source
         elif refreshing:
@@ -72,11 +83,48 @@ def cluster_step(trainer) -> dict:
             payload = (payload[0].cpu(), payload[1].cpu(), payload[2])
         payload = broadcast_object(payload)
     labels, centers, record = payload
+    if record.get("warmup_ended") and not trainer.dist.is_main:  # the other processes follow rank 0's decision
+        from .warmup_end import move_stage2
+
+        move_stage2(trainer, trainer.epoch)
+    if record.get("warmup_ended"):
+        trainer.warmup_ended = trainer.epoch
     trainer.pseudo_labels, trainer.centers = labels.to(trainer.device), centers.to(trainer.device)
     trainer.cluster_epoch = trainer.epoch
-    trainer.stage2_seeded = trainer.stage2_seeded or seeding
+    trainer.stage2_seeded = trainer.stage2_seeded or seeding or "stage2_seed" in record
     trainer.last_features = feats
     return record
+
+
+def _warmup_signal_due(trainer) -> bool:
+    """Whether this clustering step measures the warm-up's signal (``stage2.warmup_end:
+    signal``): a two-stage method inside its warm-up (the next epoch too), after at least one
+    epoch, with K known, the warm-up not ended yet, and the input's UMAP layout at hand (the
+    final stage's input candidates, made before training)."""
+    stage = trainer.final_stage
+    return (trainer.cfg.stage2.warmup_end == "signal" and hasattr(trainer.method, "in_stage2")
+            and trainer.epoch > 0 and not trainer.method.in_stage2(trainer.epoch + 1)
+            and not trainer.k_provisional and trainer.warmup_ended is None
+            and stage is not None and stage.inputs is not None and stage.n_clusters == trainer.cfg.cluster.n_clusters)
+
+
+def _warmup_signal(trainer, labels: Tensor) -> dict:
+    """The signal of this stage-1 step (conr/engine/warmup_end.py), appended to the run's
+    values; ``warmup_ended`` where the warm-up ends after this epoch."""
+    from .warmup_end import away_value, should_end
+
+    _, embedding = trainer.final_stage.input_candidates()
+    if embedding is None:
+        return {}
+    value = away_value(embedding, labels.cpu().numpy(), seed=trainer.cfg.train.seed)
+    trainer.warmup_values.append(value)
+    ended = should_end(trainer.warmup_values)
+    if ended:
+        trainer.log(f"epoch {trainer.epoch}: the warm-up's features fell away from the "
+                    f"{trainer.final_stage.input_name}' layout (silhouette {value:.3f}, best "
+                    f"{max(trainer.warmup_values[:-1]):.3f}): stage 2 starts now (stage2.warmup_end=signal; "
+                    f"stage2.start_epoch={trainer.epoch} repeats it)")
+    return {"warmup_away": round(value, 4), **({"warmup_ended": True} if ended else {})}
 
 
 def final_clustering(trainer, feats: Tensor) -> tuple[Tensor, Tensor]:

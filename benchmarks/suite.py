@@ -178,6 +178,9 @@ def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None
            "epochs": cfg.train.epochs, "image_size": cfg.data.image_size, "channels": cfg.data.channels,
            "batch": cfg.train.batch_size, "backbone": cfg.model.backbone, "encoder": cfg.data.encoder,
            "input_kind": model.input_kind_}
+    trainer = getattr(model, "trainer_", None)
+    if trainer is not None and getattr(trainer, "warmup_ended", None) is not None:  # stage2.warmup_end=signal fired
+        out.update(warmup_ended=trainer.warmup_ended, warmup_values=[round(v, 4) for v in trainer.warmup_values])
     if model.budget_:
         out.update(budget_minutes=model.budget_["minutes"], estimate_seconds=model.budget_["estimate_seconds"],
                    budget=model.budget_)  # what the budget measured and bought (epochs, reserve, layouts)

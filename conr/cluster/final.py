@@ -39,7 +39,7 @@ from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, J
                      derived_score, joint_way, preferred_for)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
-           "consensus_candidate", "choose", "unit_rows", "normalized_cut", "FinalStage"]
+           "consensus_candidate", "choose", "unit_rows", "normalized_cut", "sampled_silhouette", "FinalStage"]
 
 ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
 
@@ -148,7 +148,9 @@ def cluster_representation(x: np.ndarray, name: str, n_clusters: int, seed: int 
     return [made[a] for a in algorithms], emb
 
 
-def _silhouette(emb: np.ndarray, labels: np.ndarray, seed: int) -> float:
+def sampled_silhouette(emb: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """The silhouette of ``labels`` in ``emb`` on at most :data:`~conr.cluster.policy.SILHOUETTE_SAMPLES`
+    rows drawn with ``seed`` (the same rows for every partition of the same rows); -1 for one cluster."""
     from sklearn.metrics import silhouette_score
 
     if len(np.unique(labels)) < 2:
@@ -188,7 +190,7 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
 
     if {"silhouette_umap", "prefer_features", "manifold", *JOINT_RULES} & set(rules):
         for c in cands:  # in every representation's embedding, each kept (c.silhouettes), and their mean
-            c.silhouettes = {name: _silhouette(e, c.labels, seed) for name, e in embeddings.items()}
+            c.silhouettes = {name: sampled_silhouette(e, c.labels, seed) for name, e in embeddings.items()}
             c.scores["silhouette_umap"] = float(np.mean(list(c.silhouettes.values())))
     if "agreement" in rules:
         for c in cands:

@@ -91,18 +91,22 @@ def candidate_table(data, cands: list[Candidate], chosen: str) -> list[dict]:
     return rows
 
 
-def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None) -> tuple[KMeansResult, str, list[dict]]:
+def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
+                   kmeans_labels: Tensor | None = None) -> tuple[KMeansResult, str, list[dict]]:
     """Stage 2's first pseudo-labels: the final stage's choice on the warm-up's features
-    (k-means of them given as one candidate); centres are the cluster means of the unit
-    features. With ``carried`` (a refresh inside stage 2, ``cluster.stage2_refreshes``), the
-    carried partition is the given candidate instead of k-means. Returns the result, the
-    chosen candidate's name and the candidate table."""
+    (k-means of them given as one candidate: ``kmeans_labels`` where the caller has just made
+    it with the run's settings); centres are the cluster means of the unit features. With
+    ``carried`` (a refresh inside stage 2, ``cluster.stage2_refreshes``), the carried
+    partition is the given candidate instead of k-means. Returns the result, the chosen
+    candidate's name and the candidate table."""
     c = trainer.cfg.cluster
     from .kmeans import kmeans
 
     if carried is None:
-        given = {"kmeans": kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
-                                  n_init=c.n_init, seed=trainer.cfg.train.seed).labels.cpu().numpy()}
+        if kmeans_labels is None:
+            kmeans_labels = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
+                                   n_init=c.n_init, seed=trainer.cfg.train.seed).labels
+        given = {"kmeans": kmeans_labels.cpu().numpy()}
     else:
         given = {"seeded_kmeans": carried.cpu().numpy()}
     best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given)

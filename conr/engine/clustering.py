@@ -59,15 +59,12 @@ def cluster_step(trainer) -> dict:
             result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
                             n_init=c.n_init, seed=trainer.cfg.train.seed)
         warmup = _warmup_signal(trainer, result.labels) if signal else {}
-        if warmup.get("warmup_ended"):  # stage 2 starts after this epoch: seeded now, as at a planned start
-            from .warmup_end import move_stage2
+        if warmup.get("warmup_ended") and c.stage2_seed == "final" and not trainer.stage2_seeded \
+                and not trainer.k_provisional:  # stage 2 starts after this epoch: seeded now, as at a planned start
+            from ..cluster.stage import seed_partition
 
-            move_stage2(trainer, trainer.epoch)
-            if c.stage2_seed == "final" and not trainer.stage2_seeded and not trainer.k_provisional:
-                from ..cluster.stage import seed_partition
-
-                seeding = True
-                result, source, trainer.seed_candidates = seed_partition(trainer, feats)
+            seeding = True
+            result, source, trainer.seed_candidates = seed_partition(trainer, feats, kmeans_labels=result.labels)
         record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
                   "feature_std": float(feats.std(dim=0).mean()), **warmup}  # ~1/sqrt(D) healthy, ~0 collapsed
         if seeding:
@@ -83,15 +80,14 @@ def cluster_step(trainer) -> dict:
             payload = (payload[0].cpu(), payload[1].cpu(), payload[2])
         payload = broadcast_object(payload)
     labels, centers, record = payload
-    if record.get("warmup_ended") and not trainer.dist.is_main:  # the other processes follow rank 0's decision
+    if record.get("warmup_ended"):  # every process moves stage 2 where rank 0's signal ended the warm-up
         from .warmup_end import move_stage2
 
         move_stage2(trainer, trainer.epoch)
-    if record.get("warmup_ended"):
         trainer.warmup_ended = trainer.epoch
     trainer.pseudo_labels, trainer.centers = labels.to(trainer.device), centers.to(trainer.device)
     trainer.cluster_epoch = trainer.epoch
-    trainer.stage2_seeded = trainer.stage2_seeded or seeding or "stage2_seed" in record
+    trainer.stage2_seeded = trainer.stage2_seeded or "stage2_seed" in record  # rank 0's seed, on every process
     trainer.last_features = feats
     return record
 

@@ -26,26 +26,21 @@ from dataclasses import replace
 
 import numpy as np
 
-__all__ = ["FALL_SHARE", "SIGNAL_SAMPLES", "away_value", "should_end", "move_stage2"]
+__all__ = ["FALL_SHARE", "away_value", "should_end", "move_stage2"]
 
 FALL_SHARE = 0.5        # the warm-up ends where the value falls below this share of its best so far
-SIGNAL_SAMPLES = 3000   # the silhouette on at most this many rows (a fixed sample of the run's seed)
 
 
 def away_value(embedding: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
-    """The silhouette of ``labels`` in ``embedding`` (the input's UMAP layout), on at most
-    :data:`SIGNAL_SAMPLES` rows drawn with ``seed`` (the same rows at every step); 0 where
-    the labels form fewer than two clusters among them."""
-    from sklearn.metrics import silhouette_score
+    """The silhouette of ``labels`` in ``embedding`` (the input's UMAP layout) as the final
+    stage measures a candidate's (:func:`~conr.cluster.final.sampled_silhouette`: at most
+    :data:`~conr.cluster.policy.SILHOUETTE_SAMPLES` rows drawn with ``seed``, the same rows at
+    every step); 0 where the labels form fewer than two clusters or one for every row."""
+    from ..cluster.final import sampled_silhouette
 
     labels = np.asarray(labels)
-    n = len(labels)
-    rows = np.sort(np.random.default_rng(seed).choice(n, SIGNAL_SAMPLES, replace=False)) if n > SIGNAL_SAMPLES \
-        else np.arange(n)
-    sub = labels[rows]
-    if len(np.unique(sub)) < 2 or len(np.unique(sub)) >= len(sub):
-        return 0.0
-    return float(silhouette_score(np.asarray(embedding)[rows], sub))
+    k = len(np.unique(labels))
+    return 0.0 if k < 2 or k >= len(labels) else sampled_silhouette(np.asarray(embedding), labels, seed)
 
 
 def should_end(values: list[float]) -> bool:

@@ -5,7 +5,16 @@ The vectors are embeddings nobody tuned for this comparison, made by the reposit
 * ``conr``: the features (``model.features_``) of a short ``conr.CoNR(...).fit`` run on the
   images from scratch (``encoder="none"``; COIL-20: all 1,440; CIFAR-10: a seeded subset of
   the test set), fixed epochs;
-* ``pca``: PCA-whitened pixels (50 components), the cheap fallback.
+* ``pca``: PCA-whitened pixels (50 components), the cheap fallback;
+* ``encoder``: the embedded EfficientNet-Lite0's pooled features of the same images, as
+  ``conr.auto.photos.photo_data`` extracts them (1,280 non-negative values a row, as they
+  come: the vectors a user who ran an ImageNet encoder would hand over), cached with the
+  suite's encoder features (``benchmarks/.cache/encoder-floor``).
+
+Besides COIL-20 and CIFAR-10's test images, ``--sets photos10x200 photos6x500`` reads the
+held-back photo folders of ``benchmarks/heldout_photos.py`` (CIFAR-10 *training* images no
+default was tuned on; made as links under ``benchmarks/.cache/heldout``): vectors held back
+from the suite, with ``--source encoder``.
 
 They are cached in ``benchmarks/.cache/`` (git-ignored) with the true labels, which serve
 only for the scores. On them, for 3 seeds each:
@@ -21,6 +30,7 @@ only for the scores. On them, for 3 seeds each:
 
     python benchmarks/embeddings.py            # both sets, conr features (run it alone: budgets are wall time)
     python benchmarks/embeddings.py --sets coil20 --source pca --methods conr_vectors umap_gmm
+    python benchmarks/embeddings.py --sets cifar10 photos10x200 photos6x500 --source encoder
 
 Prints a table (mean ± std over the seeds of NMI / ACC / ARI, seconds) and writes
 ``benchmarks/results/embeddings.json`` (every run, and the summary).
@@ -44,7 +54,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 SETS = {  # name: (folder, K, images kept (None: all), image epochs for the conr features)
     "coil20": ("coil20", 20, None, 20),
     "cifar10": ("cifar10-jpeg/test", 10, 2000, 15),
+    "photos10x200": ("heldout:photos10x200", 10, None, 15),   # benchmarks/heldout_photos.py's folders
+    "photos6x500": ("heldout:photos6x500", 6, None, 15),
 }
+SOURCES = ("conr", "pca", "encoder")
 DEEP = {"conr_vectors": "conr", "byol_vectors": "byol"}  # row: method, with the defaults otherwise
 METHODS = (*DEEP, "kmeans", "spectral", "umap_gmm")
 
@@ -60,16 +73,36 @@ def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, n
 
     from conr.data.folder import load_image_folder
 
-    data = load_image_folder(data_root / folder, 32, "auto", "fail")
+    if folder.startswith("heldout:"):
+        from heldout_photos import make
+
+        make(CACHE / "heldout", data_root / "cifar10-jpeg" / "train")
+        root = CACHE / "heldout" / folder.split(":", 1)[1]
+    else:
+        root = data_root / folder
+    start = time.perf_counter()
+    if source == "encoder":
+        import os
+
+        from conr.auto.photos import photo_data
+        from conr.encoders import load_encoder
+
+        os.environ.setdefault("CONR_CACHE_DIR", str(CACHE / "encoder-floor"))  # the suite's encoder features
+        data = photo_data(root, load_encoder("efficientnet_lite0"), on_bad_image="fail")
+    else:
+        data = load_image_folder(root, 32, "auto", "fail")
     if keep is not None and keep < len(data):
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(0)  # the same images whatever the source: both index the folder alike
         data = data.subset(torch.randperm(len(data), generator=g)[:keep].sort().values)
     if name == "coil20":
         data = type(data)(images=data.images[:, :1].contiguous(), labels=data.labels, classes=data.classes,
                           name=data.name, normalization="auto")
     y = data.labels.numpy()
-    start = time.perf_counter()
-    if source == "pca":
+    if source == "encoder":
+        X = data.images.numpy().astype(np.float32)
+        info = {"source": "encoder", "how": "EfficientNet-Lite0 pooled features of the images "
+                                            "(conr.auto.photos.photo_data), as they come"}
+    elif source == "pca":
         from sklearn.decomposition import PCA
 
         pixels = data.images.reshape(len(data), -1).numpy().astype(np.float32) / 255.0
@@ -130,7 +163,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-    ap.add_argument("--source", default="conr", choices=("conr", "pca"))
+    ap.add_argument("--source", default="conr", choices=SOURCES)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--data-root", default=str(DATA))

@@ -60,6 +60,7 @@ class AugmentSection:
     blur_p: float = 0.0
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
     rotation: float = 0.0           # max degrees; 0 in the paper
+    view_neighbors: int = 10        # vectors: a view is one of a row's this-many nearest rows (itself included)
 
 
 @dataclass

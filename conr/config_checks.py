@@ -94,6 +94,9 @@ def validate_config(cfg: Config) -> None:
                       ("augment.ratio", cfg.augment.ratio), ("augment.blur_sigma", cfg.augment.blur_sigma)):
         if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
             raise ConfigError(f"{key}={pair} must be [low, high] with 0 < low <= high")
+    if cfg.augment.view_neighbors < 1:
+        raise ConfigError(f"augment.view_neighbors={cfg.augment.view_neighbors} must be >= 1 (1 = the row itself, "
+                          "with noise and dropout only)")
     if cfg.data.channels not in (1, 3):
         raise ConfigError(f"data.channels={cfg.data.channels} must be 1 (grey) or 3 (RGB)")
     if cfg.data.image_size < 4:

@@ -124,7 +124,7 @@ class VectorTrainer(Trainer):
     features of standardised vectors instead of the image test transform."""
 
     def __init__(self, cfg, data: VectorData, views: ViewConfig | None = None, **kwargs):
-        self.views = views or ViewConfig()
+        self.views = views or ViewConfig(knn=cfg.augment.view_neighbors)
         super().__init__(cfg, data=data, **kwargs)
 
     def augmenter(self, epoch: int) -> NeighbourViews:

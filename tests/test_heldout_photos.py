@@ -38,3 +38,18 @@ def test_folders_take_the_last_files_of_each_class_as_links(tmp_path, monkeypatc
 def test_a_missing_training_tree_names_the_dataset(tmp_path):
     with pytest.raises(SystemExit, match="cifar10-jpeg"):
         _module().make(tmp_path / "out", tmp_path / "nowhere")
+
+
+def test_sparse_folders_take_every_nth_file_of_each_class(tmp_path, monkeypatch):
+    mod = _module()
+    for c in ("01", "02"):
+        (tmp_path / "data" / "objects" / c).mkdir(parents=True)
+        for i in range(15):
+            (tmp_path / "data" / "objects" / c / f"obj{c}__{i:02d}.png").write_bytes(b"x")
+    monkeypatch.setattr(mod, "SPARSE", {"objects5": ("objects", 7)})
+    assert mod.make_sparse(tmp_path / "out", tmp_path / "data") == {"objects5": 6}
+    kept = sorted((tmp_path / "out" / "objects5" / "02").iterdir())
+    assert [p.name for p in kept] == ["obj02__00.png", "obj02__07.png", "obj02__14.png"]
+    assert all(p.is_symlink() for p in kept)
+    with pytest.raises(SystemExit, match="missing"):
+        mod.make_sparse(tmp_path / "out2", tmp_path / "nowhere")

@@ -119,12 +119,23 @@ def default_vector_epochs(n: int, batch_size: int) -> int:
     return int(min(200, max(30, round(1000 / steps))))
 
 
+VIEW_NEIGHBORS = 10   # at most this many nearest rows a view of a vector is drawn from (itself included)
+
+
+def view_neighbors(n: int, k: int) -> int:
+    """How many of a row's nearest rows (itself included) its views are drawn from: at most
+    half the members a cluster expects (N / K), so that most views come from the row's own
+    cluster, and at most :data:`VIEW_NEIGHBORS`; at least 2 (the row and its nearest)."""
+    return int(max(2, min(VIEW_NEIGHBORS, (n // max(1, k)) // 2)))
+
+
 def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = None,
                     epochs: int | None = None, data: dict | None = None) -> tuple[Config, dict, dict]:
     """The configuration of a run on N vectors: the ``mlp`` backbone (D -> 512 -> 128), BYOL
     for the first 60 % of the epochs, then CoNR (kept fraction relaxed to 1 over the next
     15 %), earlier where the warm-up's signal says so (``stage2.warmup_end``, checked every 5 %
-    of the epochs); batch and neighbourhood sizes clamped to N; the final stage with the vectors
+    of the epochs); batch and neighbourhood sizes clamped to N; views from the nearest rows, at
+    most half a cluster's expected members (:func:`view_neighbors`); the final stage with the vectors
     themselves among its candidates. The ``budget`` (or the run it continues, ``epochs``)
     sizes the epochs where the user did not; ``data``: what the config's data section says of
     the rows (an encoder's name and the folder its images came from). Returns (config,
@@ -136,6 +147,7 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
     e = int(t.get("epochs") or (budget.epochs if budget is not None else epochs or default_vector_epochs(n, b)))
     start = min(e - 1, int(0.6 * e))
     kk, k1 = min(10, b - 1), min(10, b)
+    views = view_neighbors(n, k)
     why = {"model.backbone": "vectors: an MLP (D -> 512 -> 128) under BYOL's projector and predictor",
            "train.batch_size": f"256 vectors a batch, at most the {n} given",
            "train.epochs": ("chosen by the user" if t.get("epochs") else
@@ -146,13 +158,16 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
            "stage2.warmup_end": ("or starts earlier, where k-means of the warm-up's features falls below half its best "
                                  "silhouette in the input's layout (the head outstaying its use: "
                                  "conr/engine/warmup_end.py), measured every 5 % of the epochs"),
+           "augment.view_neighbors": (f"a view of a vector is one of its {views} nearest rows (itself included): at "
+                                      f"most half the {n // max(1, k)} members a cluster expects, at most "
+                                      f"{VIEW_NEIGHBORS}"),
            "cluster.final": ("final labels chosen without labels among k-means, spectral and UMAP + GMM partitions "
                              "of the network's features and of the vectors themselves"),
            "cluster.stage2_seed": "CoNR's stage 2 starts from the best label-free partition, not k-means of weak "
                                   "features"}
     auto = {
         "data": {"name": "vectors", **(data or {})},
-        "augment": {},
+        "augment": {"view_neighbors": views},
         "model": {"backbone": "mlp", "width": 512, "hidden_dim": 512, "proj_dim": 128},
         "train": {"epochs": e, "batch_size": b, "lr": 0.2, "warmup_epochs": max(1, min(10, e // 10)),
                   "ema_base": 0.99, "channels_last": False},

@@ -9,8 +9,8 @@ links into ``../shared/data/cifar10-jpeg/train`` (nothing is copied):
 * ``photos10x200``: all 10 classes, 200 photos each (2,000; K = 10);
 * ``photos6x500``: bird, cat, deer, frog, horse, ship, 500 each (3,000; K = 6): animals
   that look alike, and one class that does not;
-* ``coil20x10``: every 7th of COIL-20's 72 views of each object (10 views 35 degrees apart;
-  200 images, K = 20): many small clusters, as ORL's 40 faces of 10 are, and far fewer
+* ``coil20x10``: every 7th of COIL-20's 72 views of each object (11 views 35 degrees apart;
+  220 images, K = 20): many small clusters, as ORL's 40 faces of 10 are, and far fewer
   views of an object than the open COIL-20 has.
 
     python benchmarks/heldout_photos.py --out /tmp/heldout

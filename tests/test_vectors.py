@@ -131,6 +131,51 @@ def test_views_are_standardised_neighbours_without_noise():
         assert any(np.allclose(v[i], z[j], atol=1e-5) for j in nn[i])
 
 
+@pytest.mark.parametrize("n, k, expected", [
+    (400, 40, 5),      # ORL: 10 faces a person -> the 5 nearest
+    (1440, 20, 10),    # COIL-20: 72 views an object -> the cap
+    (2000, 100, 10),   # 20 a cluster: half is the cap itself
+    (1000, 100, 5),
+    (50, 10, 2),       # 5 a cluster: the row and its nearest, never fewer
+    (30, 30, 2),
+])
+def test_views_come_from_at_most_half_a_cluster(n, k, expected):
+    from conr.auto.resolve import view_neighbors, vector_settings
+
+    assert view_neighbors(n, k) == expected
+    cfg, _, reasons = vector_settings({}, n, k=k)
+    assert cfg.augment.view_neighbors == expected and f"its {expected} nearest rows" in reasons["augment.view_neighbors"]
+
+
+def test_the_trainer_draws_views_from_the_configured_neighbours():
+    """The setting reaches the views: each row's view is one of its ``view_neighbors`` nearest
+    rows by direction (sklearn's brute-force cosine neighbours, the row itself first), and a
+    user's value wins over the rule; a value under 1 names the key."""
+    from conr.auto.resolve import vector_settings
+    from conr.config_checks import validate_config
+    from conr.errors import ConfigError
+    from conr.engine.vectors import VectorTrainer
+
+    X, _ = _blobs(n=40, d=6, k=2)
+    X = np.abs(X)  # non-negative: compared after a square root, as an encoder's features are
+    data = VectorData(images=torch.from_numpy(X), labels=torch.full((40,), -1))
+    user = {"train": {"epochs": 2, "device": "cpu", "batch_size": 16}, "cluster": {"final": "kmeans"},
+            "run": {"progress": False}}
+    cfg, _, _ = vector_settings(user, len(X), k=4)   # 10 a cluster -> 5
+    trainer = VectorTrainer(cfg, data, run_dir=None, write=False, log=lambda *a: None)
+    table = trainer.augmenter(0).table().numpy()
+    assert table.shape == (40, 5)
+    unit = np.sqrt(X) / np.linalg.norm(np.sqrt(X), axis=1, keepdims=True)
+    nn = NearestNeighbors(n_neighbors=5, metric="cosine", algorithm="brute").fit(unit).kneighbors(
+        unit, return_distance=False)
+    assert all(set(table[i]) == set(nn[i]) for i in range(40))
+    cfg, _, _ = vector_settings({**user, "augment": {"view_neighbors": 3}}, len(X), k=4)
+    assert cfg.augment.view_neighbors == 3
+    cfg.augment.view_neighbors = 0
+    with pytest.raises(ConfigError, match="augment.view_neighbors=0"):
+        validate_config(cfg)
+
+
 def test_mlp_backbone_registered():
     from conr.models import build_backbone
 

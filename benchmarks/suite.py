@@ -311,10 +311,12 @@ def main(argv=None) -> int:
         if folder is None:
             folder = digits_folder(args.cache)
         if name in HELD_BACK and not folder.is_dir():
-            from heldout_photos import make, make_sparse
+            import heldout_photos as held
 
-            make(HELD_BACK_ROOT, SHARED / "cifar10-jpeg" / "train")
-            make_sparse(HELD_BACK_ROOT, SHARED)
+            if name in held.SPARSE:
+                held.make_sparse(HELD_BACK_ROOT, SHARED)
+            else:
+                held.make(HELD_BACK_ROOT, SHARED / "cifar10-jpeg" / "train")
         if not folder.is_dir():
             print(f"skip {name}: {folder} is missing (see ../shared/data/README.md)")
             continue

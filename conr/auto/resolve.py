@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..cluster.kselect import parse_k
-from ..config import Config, apply_overrides, config_from_dict, deep_merge, dotted_get, read_yaml, resolve_config_path
+from ..config import AugmentSection, Config, apply_overrides, config_from_dict, deep_merge, dotted_get, read_yaml, resolve_config_path
 from ..data.survey import ImageSurvey, pick_image_size
 from .budget import BudgetPlan
 from .settings import auto_settings
@@ -119,7 +119,7 @@ def default_vector_epochs(n: int, batch_size: int) -> int:
     return int(min(200, max(30, round(1000 / steps))))
 
 
-VIEW_NEIGHBORS = 10   # at most this many nearest rows a view of a vector is drawn from (itself included)
+VIEW_NEIGHBORS = AugmentSection.view_neighbors   # the most nearest rows a view of a vector is drawn from
 
 
 def view_neighbors(n: int, k: int) -> int:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import AugmentSection
 from ..data.vectors import VectorData
 from ..encoders.directions import feature_directions
 from ..ops.knn import knn_table
@@ -34,7 +35,8 @@ __all__ = ["ViewConfig", "NeighbourViews", "VectorTrainer", "neighbour_space"]
 
 @dataclass
 class ViewConfig:
-    knn: int = 10          # a view is one of the k nearest neighbours in the input space (itself included)
+    knn: int = AugmentSection.view_neighbors  # a view is one of the k nearest rows in the input space (itself
+                                              # included); the trainer takes the config's augment.view_neighbors
     geometry: str = "cosine"  # where the neighbours are searched: cosine (unit rows; non-negative ones
                               # square-rooted first) or standardised (the network's input)
     noise: float = 0.1     # Gaussian noise, in units of each feature's standard deviation

@@ -187,6 +187,8 @@ class ClusterConfig:
     mixture_starts: bool = True      # final=auto: each UMAP layout's Gaussian mixture (full covariances) also starts
                                      # from the same representation's k-means and spectral partitions; the fit of
                                      # the highest likelihood is kept (off: scikit-learn's own starts only)
+    input_geometry: str = "auto"     # final=auto, vectors: how the input's rows are read: auto (an encoder's features
+                                     # by direction, a user's vectors as they come) | directions | as_given
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 0     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition

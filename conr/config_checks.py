@@ -60,6 +60,7 @@ def validate_config(cfg: Config) -> None:
 
     _choice(c.final_rule, RULES, "cluster.final_rule")
     _choice(c.stage2_seed, ("kmeans", "final"), "cluster.stage2_seed")
+    _choice(c.input_geometry, ("auto", "directions", "as_given"), "cluster.input_geometry")
     _choice(s.warmup_end, ("fixed", "signal"), "stage2.warmup_end")
     if c.stage2_update_iters < 0:
         raise ConfigError(f"cluster.stage2_update_iters={c.stage2_update_iters} must be >= 0 "

@@ -29,7 +29,7 @@ __all__ = ["build_final_stage", "input_rows", "final_stage_for", "seed_partition
            "final_partition"]
 
 
-def input_rows(data, seed: int = 0) -> np.ndarray:
+def input_rows(data, seed: int = 0, geometry: str = "auto") -> np.ndarray:
     """The input's rows as the final stage clusters them: an ImageData's pixels in [0, 1], a
     VectorData's vectors as they are, except an encoder's features (the photo path), which
     are compared as the views' neighbours are searched
@@ -39,10 +39,13 @@ def input_rows(data, seed: int = 0) -> np.ndarray:
     encoder's features alone, 5 seeds, ACC as given -> directions: digits 0.674 -> 0.731,
     COIL-20 0.928 -> 0.957, ORL 0.736 -> 0.796, CIFAR-10 0.454 -> 0.459
     (``benchmarks/encoder_input.py``); whole default runs, unit rows -> directions: COIL-20
-    0.954 -> 0.978, ORL 0.749 -> 0.778, CIFAR-10 0.516 -> 0.529 (the suite, 3 seeds)."""
+    0.954 -> 0.978, ORL 0.749 -> 0.778, CIFAR-10 0.516 -> 0.529 (the suite, 3 seeds).
+    ``geometry`` (``cluster.input_geometry``): ``auto`` as above, or vectors of any kind read by
+    ``directions`` or ``as_given``."""
     if getattr(data, "kind", "images") == "vectors":
         rows = data.images.cpu().numpy()
-        if getattr(data, "representation", "vectors") == "encoder":
+        encoder = getattr(data, "representation", "vectors") == "encoder"
+        if geometry == "directions" or (geometry == "auto" and encoder):
             rows = feature_directions(rows)
         return pixel_vectors(rows, seed=seed, scale=False)
     return pixel_vectors(data.images.cpu().numpy(), seed=seed)
@@ -57,7 +60,7 @@ def build_final_stage(data, cluster_cfg, seed: int, log=None, minutes: float | N
     c = cluster_cfg
     inputs = None
     if c.final_pixels and not getattr(data, "streamed", False) and len(data) <= MAX_INPUT_ROWS:
-        inputs = input_rows(data, seed)
+        inputs = input_rows(data, seed, getattr(c, "input_geometry", "auto"))
     name = getattr(data, "representation", "pixels") if getattr(data, "kind", "images") == "vectors" else "pixels"
     return FinalStage(inputs, c.n_clusters, seed=seed, rule=c.final_rule, log=log, consensus_runs=c.consensus_runs,
                       consensus_seconds=consensus_allowance(minutes), input_name=name, mixture_starts=c.mixture_starts)

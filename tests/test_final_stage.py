@@ -152,6 +152,9 @@ def test_an_encoders_features_are_compared_by_direction():
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
     assert split(unit) > 0.95                                      # by direction
     np.testing.assert_array_equal(input_rows(given), rows)         # a user's vectors as given
+    # cluster.input_geometry overrides the kind: an encoder's features as they come, a user's by direction
+    np.testing.assert_array_equal(input_rows(encoder, geometry="as_given"), rows)
+    np.testing.assert_allclose(input_rows(given, geometry="directions"), unit, rtol=1e-5)
 
 def test_partition_round_trip_and_centres():
     feats = torch.nn.functional.normalize(torch.randn(30, 4), dim=1)

@@ -74,10 +74,9 @@ def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, n
     from conr.data.folder import load_image_folder
 
     if folder.startswith("heldout:"):
-        from heldout_photos import make
+        from heldout_photos import folder as held_back
 
-        make(CACHE / "heldout", data_root / "cifar10-jpeg" / "train")
-        root = CACHE / "heldout" / folder.split(":", 1)[1]
+        root = held_back(folder.split(":", 1)[1], CACHE / "heldout", data_root)
     else:
         root = data_root / folder
     start = time.perf_counter()

@@ -67,6 +67,17 @@ def make_sparse(out: Path, data: Path = DATA) -> dict[str, int]:
     return made
 
 
+def folder(name: str, out: Path, data: Path = DATA) -> Path:
+    """The held-back folder ``name`` under ``out``, made first (with the others from the same
+    source) where it is missing: :func:`make_sparse` for a name of :data:`SPARSE`, :func:`make`
+    for one of :data:`FOLDERS`."""
+    if name not in FOLDERS and name not in SPARSE:
+        raise ValueError(f"unknown held-back folder {name!r}; choose one of {sorted({**FOLDERS, **SPARSE})}")
+    if not (out / name).is_dir():
+        make_sparse(out, data) if name in SPARSE else make(out, data / "cifar10-jpeg" / "train")
+    return out / name
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/heldout")

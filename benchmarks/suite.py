@@ -310,13 +310,14 @@ def main(argv=None) -> int:
         folder, k, n_seeds = DATASETS[name]
         if folder is None:
             folder = digits_folder(args.cache)
-        if name in HELD_BACK and not folder.is_dir():
-            import heldout_photos as held
+        if name in HELD_BACK:
+            from heldout_photos import folder as held_back
 
-            if name in held.SPARSE:
-                held.make_sparse(HELD_BACK_ROOT, SHARED)
-            else:
-                held.make(HELD_BACK_ROOT, SHARED / "cifar10-jpeg" / "train")
+            try:
+                folder = held_back(name, HELD_BACK_ROOT, SHARED)
+            except SystemExit as missing:  # its source is not in ../shared/data
+                print(f"skip {name}: {missing}")
+                continue
         if not folder.is_dir():
             print(f"skip {name}: {folder} is missing (see ../shared/data/README.md)")
             continue

@@ -53,3 +53,20 @@ def test_sparse_folders_take_every_nth_file_of_each_class(tmp_path, monkeypatch)
     assert all(p.is_symlink() for p in kept)
     with pytest.raises(SystemExit, match="missing"):
         mod.make_sparse(tmp_path / "out2", tmp_path / "nowhere")
+
+
+def test_folder_makes_only_what_its_source_holds(tmp_path, monkeypatch):
+    """``folder`` makes a sparse folder from its open set without the CIFAR-10 tree (which is
+    missing here), returns the same path once made, and names an unknown folder."""
+    mod = _module()
+    (tmp_path / "data" / "objects" / "01").mkdir(parents=True)
+    for i in range(4):
+        (tmp_path / "data" / "objects" / "01" / f"{i}.png").write_bytes(b"x")
+    monkeypatch.setattr(mod, "SPARSE", {"objects2": ("objects", 2)})
+    got = mod.folder("objects2", tmp_path / "out", tmp_path / "data")
+    assert got == tmp_path / "out" / "objects2" and sorted(p.name for p in (got / "01").iterdir()) == ["0.png", "2.png"]
+    assert mod.folder("objects2", tmp_path / "out", tmp_path / "nowhere") == got   # made already: nothing read
+    with pytest.raises(SystemExit, match="cifar10-jpeg"):
+        mod.folder("photos10x200", tmp_path / "out", tmp_path / "data")
+    with pytest.raises(ValueError, match="unknown held-back folder 'photos'"):
+        mod.folder("photos", tmp_path / "out", tmp_path / "data")

@@ -60,7 +60,7 @@ def build_final_stage(data, cluster_cfg, seed: int, log=None, minutes: float | N
     c = cluster_cfg
     inputs = None
     if c.final_pixels and not getattr(data, "streamed", False) and len(data) <= MAX_INPUT_ROWS:
-        inputs = input_rows(data, seed, getattr(c, "input_geometry", "auto"))
+        inputs = input_rows(data, seed, c.input_geometry)
     name = getattr(data, "representation", "pixels") if getattr(data, "kind", "images") == "vectors" else "pixels"
     return FinalStage(inputs, c.n_clusters, seed=seed, rule=c.final_rule, log=log, consensus_runs=c.consensus_runs,
                       consensus_seconds=consensus_allowance(minutes), input_name=name, mixture_starts=c.mixture_starts)

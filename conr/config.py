@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .cluster.policy import CONSENSUS_RUNS, DEFAULT_RULE
+from .cluster.policy import CONSENSUS_RUNS, DEFAULT_JOINT_GRAPH, DEFAULT_RULE
 from .config_checks import validate_config
 from .errors import ConfigError
 
@@ -187,6 +187,9 @@ class ClusterConfig:
     mixture_starts: bool = True      # final=auto: each UMAP layout's Gaussian mixture (full covariances) also starts
                                      # from the same representation's k-means and spectral partitions; the fit of
                                      # the highest likelihood is kept (off: scikit-learn's own starts only)
+    joint_graph: str = DEFAULT_JOINT_GRAPH  # final=auto: the joint candidate's graph where the views share links:
+                                     # intersection (only links both hold) | union (a link either view holds;
+                                     # automatic settings on vectors: conr/cluster/policy.py joint_way)
     input_geometry: str = "auto"     # final=auto, vectors: how the input's rows are read: auto (an encoder's features
                                      # by direction, a user's vectors as they come) | directions | as_given
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final

@@ -60,6 +60,9 @@ def validate_config(cfg: Config) -> None:
 
     _choice(c.final_rule, RULES, "cluster.final_rule")
     _choice(c.stage2_seed, ("kmeans", "final"), "cluster.stage2_seed")
+    from .cluster.policy import JOINT_GRAPHS
+
+    _choice(c.joint_graph, JOINT_GRAPHS, "cluster.joint_graph")
     _choice(c.input_geometry, ("auto", "directions", "as_given"), "cluster.input_geometry")
     _choice(s.warmup_end, ("fixed", "signal"), "stage2.warmup_end")
     if c.stage2_update_iters < 0:

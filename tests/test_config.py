@@ -27,6 +27,7 @@ def test_defaults_and_override_types():
     ("model.backbone=vgg", "unknown"),
     ("stage2.fr0=1.5", "[0, 1]"),
     ("cluster.input_geometry=unit", "cluster.input_geometry='unit' is not one of"),
+    ("cluster.joint_graph=product", "cluster.joint_graph='product' is not one of"),
     ("augment.view_neighbors=0", "augment.view_neighbors=0 must be >= 1"),
     ("lr", "section.key=value"),
 ])

@@ -848,7 +848,48 @@ def test_the_joint_way_follows_the_shared_links():
     from conr.cluster.policy import JOINT_MIN_SHARED, joint_way
 
     assert joint_way(0.5) == joint_way(JOINT_MIN_SHARED) == "intersection"
-    assert joint_way(JOINT_MIN_SHARED / 2) == "concatenation"
+    assert joint_way(0.5, "union") == "union"
+    assert joint_way(JOINT_MIN_SHARED / 2) == joint_way(JOINT_MIN_SHARED / 2, "intersection") == "concatenation"
+    with pytest.raises(ValueError, match="unknown joint graph"):
+        joint_way(0.5, "product")
+
+
+def test_union_of_graphs_is_the_probabilistic_sum():
+    """A hand-made case: links one graph holds keep their weight, links both hold take
+    a + b - a * b, links neither holds stay absent."""
+    import scipy.sparse as sp
+
+    from conr.cluster.manifold import union_graphs
+
+    a = sp.csr_matrix(np.array([[0, 0.5, 0], [0.5, 0, 0], [0, 0, 0]]))
+    b = sp.csr_matrix(np.array([[0, 0.5, 0], [0.5, 0, 0.8], [0, 0.8, 0]]))
+    u = union_graphs(a, b).toarray()
+    np.testing.assert_allclose(u, [[0, 0.75, 0], [0.75, 0, 0.8], [0, 0.8, 0]])
+    assert union_graphs(a, sp.csr_matrix((3, 3))).nnz == 2
+    with pytest.raises(ValueError, match="same samples"):
+        union_graphs(a, sp.csr_matrix((4, 4)))
+
+
+@pytest.mark.slow  # UMAP's fuzzy graphs and layouts (numba compiles them on first use)
+@pytest.mark.parametrize("graph", ["union", "intersection"])
+def test_the_joint_candidate_combines_the_graphs_it_is_told(graph):
+    """cluster.joint_graph reaches the joint candidate: two views of three blobs that share
+    most neighbours are combined by the configured graph, and the blobs are found."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from conr.cluster.final import FinalStage
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 60)
+    centres = rng.normal(size=(3, 8)) * 6
+    x = (centres[truth] + rng.normal(size=(180, 8))).astype(np.float32)
+    y = (x + 0.3 * rng.normal(size=x.shape)).astype(np.float32)
+    stage = FinalStage(y, 3, seed=0, consensus_runs=1, joint_graph=graph)
+    joint = stage.joint_candidate(x / np.linalg.norm(x, axis=1, keepdims=True))
+    assert joint.combined == graph
+    assert adjusted_rand_score(truth, joint.labels) > 0.9
+    with pytest.raises(ValueError, match="unknown joint graph"):
+        FinalStage(y, 3, joint_graph="product")
 
 
 # --------------------------------------------------------------------------- the stability rule

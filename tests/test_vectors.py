@@ -176,6 +176,19 @@ def test_the_trainer_draws_views_from_the_configured_neighbours():
         validate_config(cfg)
 
 
+def test_runs_on_vectors_join_the_views_by_union_and_images_keep_the_intersection():
+    """The joint graph follows where the head's views came from: vectors take the union
+    (with the reason), a user's choice wins, and image runs keep the config's intersection."""
+    from conr.auto.resolve import vector_settings
+    from conr.config import Config
+
+    cfg, auto, reasons = vector_settings({}, 400, k=40)
+    assert cfg.cluster.joint_graph == "union" and "nearest rows" in reasons["cluster.joint_graph"]
+    cfg, _, _ = vector_settings({"cluster": {"joint_graph": "intersection"}}, 400, k=40)
+    assert cfg.cluster.joint_graph == "intersection"
+    assert Config().cluster.joint_graph == "intersection"
+
+
 def test_mlp_backbone_registered():
     from conr.models import build_backbone
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, JOINT_RULES, RULES,
                      SILHOUETTE_SAMPLES, STABILITY_RESAMPLES, STABILITY_SHARE, away_silhouette, best_by,
-                     derived_score, joint_way, preferred_for)
+                     derived_score, joint_way, preferred_for, DEFAULT_JOINT_GRAPH, JOINT_GRAPHS)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
            "consensus_candidate", "choose", "unit_rows", "normalized_cut", "sampled_silhouette", "FinalStage"]
@@ -251,7 +251,8 @@ class FinalStage:
 
     def __init__(self, inputs: np.ndarray | None, n_clusters: int, seed: int = 0, rule: str = DEFAULT_RULE,
                  algorithms=ALGORITHMS, log=None, consensus_runs: int = CONSENSUS_RUNS,
-                 consensus_seconds: float | None = None, input_name: str = "pixels", mixture_starts: bool = True):
+                 consensus_seconds: float | None = None, input_name: str = "pixels", mixture_starts: bool = True,
+                 joint_graph: str = DEFAULT_JOINT_GRAPH):
         if rule not in RULES:
             raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
         if int(consensus_runs) < 1:
@@ -259,6 +260,8 @@ class FinalStage:
         self.inputs = None if inputs is None else np.asarray(inputs, dtype=np.float32)
         self.input_name = input_name
         self.mixture_starts = bool(mixture_starts)   # UMAP + GMM's mixtures also start from the other partitions
+        joint_way(1.0, joint_graph)                  # an unknown graph is named here, not after the training
+        self.joint_graph = joint_graph               # how the joint candidate combines the views' graphs
         self.n_clusters, self.seed, self.rule, self.algorithms = int(n_clusters), int(seed), rule, tuple(algorithms)
         # the layouts every consensus of the run is made of: the input's consensus may make fewer where
         # consensus_seconds is short (it is timed first), and the later ones then make as many
@@ -277,7 +280,8 @@ class FinalStage:
     def with_k(self, n_clusters: int) -> "FinalStage":
         """The same stage for another K (the input kept; its candidates made again when asked)."""
         return FinalStage(self.inputs, n_clusters, self.seed, self.rule, self.algorithms, self.log,
-                          self.consensus_runs, self.consensus_seconds, self.input_name, self.mixture_starts)
+                          self.consensus_runs, self.consensus_seconds, self.input_name, self.mixture_starts,
+                          self.joint_graph)
 
     def prepare(self) -> float:
         """Compile UMAP (once a process) and make the input's candidates, timed; returns the
@@ -314,12 +318,12 @@ class FinalStage:
     def joint_candidate(self, features: np.ndarray, starts=()) -> Candidate:
         """UMAP + GMM (consensus) of the features and the input together: it weighs both
         representations instead of choosing one. Where their neighbour graphs share enough
-        links (:func:`~conr.cluster.policy.joint_way`), of the fuzzy intersection of the
-        graphs (a link strong only where both hold it); where they share almost none, of the
-        two side by side (:func:`~conr.cluster.manifold.side_by_side`). ``starts``: partitions
+        links (:func:`~conr.cluster.policy.joint_way`), of their fuzzy union (``joint_graph``
+        ``union``: a link either holds, stronger where both do) or intersection (a link strong
+        only where both hold it); where they share almost none, of the two side by side (:func:`~conr.cluster.manifold.side_by_side`). ``starts``: partitions
         each layout's mixture also starts from (:func:`~conr.cluster.manifold.fit_gmm_posterior`)."""
         from .manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
-                               shared_neighbors, side_by_side, umap_gmm_consensus, umap_neighbors)
+                               shared_neighbors, side_by_side, umap_gmm_consensus, umap_neighbors, union_graphs)
 
         start = time.perf_counter()
         nn = umap_neighbors(len(features), self.n_clusters)
@@ -327,11 +331,12 @@ class FinalStage:
             self._input_neighbors = exact_neighbors(self.inputs, nn)
         own = exact_neighbors(features, nn)
         shared = shared_neighbors(own[0], self._input_neighbors[0])
-        way = joint_way(shared)
-        if way == "intersection":
+        way = joint_way(shared, self.joint_graph)
+        if way in JOINT_GRAPHS:
             if self._input_graph is None:
                 self._input_graph = fuzzy_graph(self.inputs, nn, self.seed, neighbors=self._input_neighbors)
-            graph = intersect_graphs(fuzzy_graph(features, nn, self.seed, neighbors=own), self._input_graph)
+            combine = union_graphs if way == "union" else intersect_graphs
+            graph = combine(fuzzy_graph(features, nn, self.seed, neighbors=own), self._input_graph)
             made = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed, runs=self.consensus_runs,
                                             starts=starts)
         else:
@@ -384,8 +389,8 @@ class FinalStage:
             idx = np.sort(rng.choice(n, int(round(STABILITY_SHARE * n)), replace=False))
             seed = self.seed + r
             if cand.representation == "joint":
-                again = FinalStage(self.inputs[idx], k, seed, consensus_runs=1,
-                                   input_name=self.input_name).joint_candidate(features[idx]).labels
+                again = FinalStage(self.inputs[idx], k, seed, consensus_runs=1, input_name=self.input_name,
+                                   joint_graph=self.joint_graph).joint_candidate(features[idx]).labels
             else:
                 x = (features if cand.representation == "features" else self.inputs)[idx]
                 again = algorithm_labels(cand.algorithm, x, k, seed, self.mixture_starts)

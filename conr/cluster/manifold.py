@@ -20,7 +20,7 @@ from .policy import CONSENSUS_RUNS, affordable_runs
 
 __all__ = ["warm_up_umap", "umap_embedding", "umap_gmm", "umap_gmm_consensus", "gmm_posterior", "fit_gmm_posterior",
            "umap_neighbors",
-           "fuzzy_graph", "intersect_graphs", "shared_neighbors", "side_by_side", "embed_graph",
+           "fuzzy_graph", "intersect_graphs", "union_graphs", "shared_neighbors", "side_by_side", "embed_graph",
            "graph_umap_gmm_consensus", "exact_neighbors", "pixel_vectors", "Consensus",
            "PCA_ABOVE", "PCA_DIMS", "REG_COVAR", "manifold_dims", "covariance_type", "partition_start", "cluster_gaussians"]
 
@@ -163,6 +163,18 @@ def intersect_graphs(a, b):
         warnings.simplefilter("ignore")
         return reset_local_connectivity(general_simplicial_set_intersection(a.tocoo(), b.tocoo(), 0.5),
                                         True).tocsr()
+
+
+def union_graphs(a, b):
+    """The fuzzy union of two neighbour graphs of the same samples (the probabilistic sum
+    ``a + b - a * b``, the t-conorm UMAP itself symmetrises a graph with): a link either
+    graph holds is kept, at least as strong as in either, and stronger where both hold it."""
+    if a.shape != b.shape:
+        raise ValueError(f"graphs of {a.shape[0]} and {b.shape[0]} samples: both must hold the same samples")
+    a, b = a.tocsr(), b.tocsr()
+    union = (a + b - a.multiply(b)).tocsr()
+    union.eliminate_zeros()
+    return union
 
 
 def shared_neighbors(a: np.ndarray, b: np.ndarray) -> float:

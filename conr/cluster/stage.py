@@ -63,7 +63,8 @@ def build_final_stage(data, cluster_cfg, seed: int, log=None, minutes: float | N
         inputs = input_rows(data, seed, c.input_geometry)
     name = getattr(data, "representation", "pixels") if getattr(data, "kind", "images") == "vectors" else "pixels"
     return FinalStage(inputs, c.n_clusters, seed=seed, rule=c.final_rule, log=log, consensus_runs=c.consensus_runs,
-                      consensus_seconds=consensus_allowance(minutes), input_name=name, mixture_starts=c.mixture_starts)
+                      consensus_seconds=consensus_allowance(minutes), input_name=name, mixture_starts=c.mixture_starts,
+                      joint_graph=c.joint_graph)
 
 
 def final_stage_for(trainer) -> FinalStage:
@@ -72,7 +73,7 @@ def final_stage_for(trainer) -> FinalStage:
     stage = trainer.final_stage
     c = trainer.cfg.cluster
     if (stage is None or (stage.inputs is not None) != c.final_pixels or stage.rule != c.final_rule
-            or stage.mixture_starts != c.mixture_starts):
+            or stage.mixture_starts != c.mixture_starts or stage.joint_graph != c.joint_graph):
         stage = build_final_stage(trainer.data, c, trainer.cfg.train.seed, log=trainer.log)
     elif stage.n_clusters != c.n_clusters:
         stage = stage.with_k(c.n_clusters)

@@ -194,8 +194,9 @@ def cluster_table(snap: ClusterSnapshot) -> tuple[list[str], list[list]]:
 
 
 # how the joint candidate combined the two representations (conr.cluster.policy.joint_way), for the report
-JOINT_WAYS = {"intersection": "the intersection of their neighbour graphs (links both hold)",
-              "concatenation": "the two side by side (too few shared links for an intersection)"}
+JOINT_WAYS = {"union": "the union of their neighbour graphs (links either holds)",
+              "intersection": "the intersection of their neighbour graphs (links both hold)",
+              "concatenation": "the two side by side (too few shared links to combine their graphs)"}
 
 
 def _final_stage_section(partition: dict | None) -> list[str]:

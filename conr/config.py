@@ -189,7 +189,7 @@ class ClusterConfig:
                                      # the highest likelihood is kept (off: scikit-learn's own starts only)
     joint_graph: str = DEFAULT_JOINT_GRAPH  # final=auto: the joint candidate's graph where the views share links:
                                      # intersection (only links both hold) | union (a link either view holds;
-                                     # automatic settings on vectors: conr/cluster/policy.py joint_way)
+                                     # measured: conr/cluster/policy.py joint_way)
     input_geometry: str = "auto"     # final=auto, vectors: how the input's rows are read: auto (an encoder's features
                                      # by direction, a user's vectors as they come) | directions | as_given
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final

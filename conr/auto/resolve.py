@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Mapping
 
 from ..cluster.kselect import parse_k
-from ..cluster.policy import VECTOR_JOINT_GRAPH
 from ..config import AugmentSection, Config, apply_overrides, config_from_dict, deep_merge, dotted_get, read_yaml, resolve_config_path
 from ..data.survey import ImageSurvey, pick_image_size
 from .budget import BudgetPlan
@@ -165,10 +164,7 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
            "cluster.final": ("final labels chosen without labels among k-means, spectral and UMAP + GMM partitions "
                              "of the network's features and of the vectors themselves"),
            "cluster.stage2_seed": "CoNR's stage 2 starts from the best label-free partition, not k-means of weak "
-                                  "features",
-           "cluster.joint_graph": ("the joint candidate joins the links either view holds: the head's views came from "
-                                   "the input's nearest rows, so the links it adds are the training's, not errors "
-                                   "an intersection should drop (conr/cluster/policy.py joint_way)")}
+                                  "features"}
     auto = {
         "data": {"name": "vectors", **(data or {})},
         "augment": {"view_neighbors": views},
@@ -178,8 +174,7 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
         "stage2": {"start_epoch": start, "t_end": min(e, start + max(1, int(0.15 * e))), "k": kk, "k1": k1,
                    "k2": min(2, k1), "lr_factor": 1.0, "predictor_lr_factor": 1.0, "warmup_end": "signal"},
         "cluster": {"n_clusters": int(k), "flip_average": False, "n_init": 5, "eval_every": max(1, e // 20),
-                    "final": "auto", "stage2_seed": "final", "self_label_epochs": 0,
-                  "joint_graph": VECTOR_JOINT_GRAPH},
+                    "final": "auto", "stage2_seed": "final", "self_label_epochs": 0},
         "run": {"tensorboard": False, "log_every": 50},
     }
     _apply_budget(auto, why, budget)

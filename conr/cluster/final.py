@@ -8,7 +8,8 @@ learned features always beat the input (the pixels, or the vectors a run started
 after a short run. So the stage clusters each *representation* (the learned ``features``,
 the input) with each *algorithm* (``kmeans``, ``spectral``, ``umap_gmm``), adds
 ``umap_gmm/joint`` (UMAP + GMM on the fuzzy intersection of the features' and the input's
-neighbour graphs, a link strong only where both hold it) where the input is a candidate,
+neighbour graphs, a link strong only where both hold it; or their union,
+``cluster.joint_graph``) where the input is a candidate,
 and scores every candidate with label-free criteria:
 
 * ``silhouette_umap``: the mean silhouette of the candidate's clusters in the UMAP

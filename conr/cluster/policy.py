@@ -40,7 +40,7 @@ choose the consensus candidate.
 """
 from __future__ import annotations
 
-__all__ = ["RULES", "DEFAULT_RULE", "JOINT_GRAPHS", "DEFAULT_JOINT_GRAPH", "VECTOR_JOINT_GRAPH", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS", "JOINT_RULES",
+__all__ = ["RULES", "DEFAULT_RULE", "JOINT_GRAPHS", "DEFAULT_JOINT_GRAPH", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS", "JOINT_RULES",
            "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "STABILITY_SHARE", "STABILITY_RESAMPLES", "SILHOUETTE_SAMPLES",
            "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "TWO_STAGE_METHODS",
            "preferred_for", "joint_way", "derived_score", "away_silhouette", "eligible", "best_by", "affordable_runs",
@@ -61,9 +61,8 @@ MANIFOLD_ALGORITHMS = ("umap_gmm", "self_label")
 GRAPH_NEIGHBORS = 10              # the ncut criterion's k-NN graph of each representation
 JOINT_MIN_SHARED = 0.1            # the joint candidate combines the two neighbour graphs where they share at least
                                   # this fraction of a point's neighbours; below it, it lays the views side by side
-JOINT_GRAPHS = ("intersection", "union")   # how it combines them (cluster.joint_graph): ...
-DEFAULT_JOINT_GRAPH = "intersection"       # ... for images; runs on vectors take the union (VECTOR_JOINT_GRAPH)
-VECTOR_JOINT_GRAPH = "union"
+JOINT_GRAPHS = ("intersection", "union")   # how it combines them (cluster.joint_graph)
+DEFAULT_JOINT_GRAPH = "intersection"
 STABILITY_SHARE = 0.8             # the stability rule's subsamples: this share of the images, drawn at random ...
 STABILITY_RESAMPLES = 2           # ... this many times, each clustered again from another seed
 SILHOUETTE_SAMPLES = 3000         # silhouette on at most this many points (sampled with the run's seed)
@@ -78,18 +77,13 @@ def joint_way(shared: float, graph: str = DEFAULT_JOINT_GRAPH) -> str:
     share almost no links are two unrelated views: an intersection keeps almost nothing and
     falls apart into pieces, a union mixes neighbours that have nothing in common).
 
-    Which graph follows from where the features' views came from. A network trained from
-    scratch on augmented images learns links the pixels lack and makes errors of its own,
-    and the pixels' errors are others: the intersection keeps what both hold
-    (:data:`DEFAULT_JOINT_GRAPH`). A head trained on vectors takes each row's views from the
-    input's own nearest rows (``augment.view_neighbors``), so its graph is the input's graph
-    drawn tighter: the links it adds join neighbours of neighbours, and an intersection drops
-    them, the very links the training made (:data:`VECTOR_JOINT_GRAPH`, set by
-    :func:`conr.auto.resolve.vector_settings`). Measured on the features saved from whole
-    default runs (docs/final-stage.md, "Union or intersection"): at the end of 7 encoder runs
-    the union's joint candidate was 2.5 points of ACC above the intersection's by the mean
-    (-0.9 to +7.9), and on a digits run from scratch 5.3 points under it.
-"""
+    The union was measured against the default intersection on vectors, where the head's
+    views are the input's nearest rows and an intersection drops the links the head adds
+    (docs/final-stage.md, "Union or intersection"; docs/results.md, "The joint candidate of the
+    union"): in whole encoder-path runs it lifted the held-back photo folders (0.484 -> 0.542,
+    0.567 -> 0.599) and COIL-20 (0.969 -> 0.978) but cost CIFAR-10 3.9 points (2 seeds) and
+    ORL 0.8, so it is a setting, not the default.
+    """
     if graph not in JOINT_GRAPHS:
         raise ValueError(f"unknown joint graph {graph!r}; choose one of {JOINT_GRAPHS}")
     return graph if shared >= JOINT_MIN_SHARED else "concatenation"

@@ -74,8 +74,11 @@ def test_rule_chooses_the_right_candidate_on_hand_made_sets(make, k, right, wron
 @pytest.mark.slow  # UMAP on 1,797 points (~15 s)
 def test_rule_takes_umap_gmm_where_it_alone_is_right():
     """scikit-learn's 8 x 8 digits (known labels): on the pixels UMAP + GMM is ahead of
-    spectral and k-means by a clear margin (ARI 0.84 against 0.76 and 0.67 here), and
-    the rule takes it on silhouette alone, without the manifold step's head start."""
+    spectral and k-means by a clear margin (ARI 0.91 against 0.76 and 0.67 here), and
+    the default rule takes it. Silhouette alone does not tell the two apart: it gives
+    UMAP + GMM 0.761-0.768 and spectral 0.763-0.764 (2026-12-05, two processes of the same
+    code; the UMAP layout differs between them), a tie that the manifold step's head start
+    settles."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -83,7 +86,8 @@ def test_rule_takes_umap_gmm_where_it_alone_is_right():
     by_algo = {c.algorithm: adjusted_rand_score(y, c.labels) for c in cands}
     assert by_algo["umap_gmm"] > max(by_algo["spectral"], by_algo["kmeans"]) + 0.05
     assert choose(cands).algorithm == "umap_gmm"
-    assert choose(cands, "silhouette_umap").algorithm == "umap_gmm"
+    silhouette = {c.algorithm: c.scores["silhouette_umap"] for c in cands}
+    assert abs(silhouette["umap_gmm"] - silhouette["spectral"]) < 0.01 < silhouette["umap_gmm"] - silhouette["kmeans"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])

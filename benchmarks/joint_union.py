@@ -69,6 +69,8 @@ def compare(run: dict) -> list[dict]:
     from conr.cluster.final import FinalStage
     from conr.cluster.kmeans import kmeans
 
+    given = {when: kmeans(torch.as_tensor(run[when]), run["k"], n_init=5, seed=0).labels.numpy()
+             for when in ("seed", "end")}   # the training's own k-means, given as a candidate (once for all ways)
     rows = []
     for layouts in (1, 3):
         for graph in ("intersection", "union"):
@@ -76,8 +78,7 @@ def compare(run: dict) -> list[dict]:
                                consensus_runs=layouts, joint_graph=graph)
             final.prepare()
             for when in ("seed", "end"):
-                given = kmeans(torch.as_tensor(run[when]), run["k"], n_init=5, seed=0).labels.numpy()
-                _, cands = final.run(run[when], given={"kmeans": given})
+                _, cands = final.run(run[when], given={"kmeans": given[when]})
                 joint = next(c for c in cands if c.name == "umap_gmm/joint")
                 rows.append({"graph": graph, "layouts": layouts, "when": when, "combined": joint.combined,
                              "shared": round(float(joint.shared), 3),

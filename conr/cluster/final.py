@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_RULE, GRAPH_NEIGHBORS, JOINT_RULES, RULES,
-                     SILHOUETTE_SAMPLES, STABILITY_RESAMPLES, STABILITY_SHARE, away_silhouette, best_by,
-                     derived_score, joint_way, preferred_for, DEFAULT_JOINT_GRAPH, JOINT_GRAPHS)
+from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_JOINT_GRAPH, DEFAULT_RULE, GRAPH_NEIGHBORS, JOINT_GRAPHS,
+                     JOINT_RULES, RULES, SILHOUETTE_SAMPLES, STABILITY_RESAMPLES, STABILITY_SHARE, away_silhouette,
+                     best_by, derived_score, joint_way, preferred_for)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
            "consensus_candidate", "choose", "unit_rows", "normalized_cut", "sampled_silhouette", "FinalStage"]
@@ -319,10 +319,11 @@ class FinalStage:
     def joint_candidate(self, features: np.ndarray, starts=()) -> Candidate:
         """UMAP + GMM (consensus) of the features and the input together: it weighs both
         representations instead of choosing one. Where their neighbour graphs share enough
-        links (:func:`~conr.cluster.policy.joint_way`), of their fuzzy union (``joint_graph``
-        ``union``: a link either holds, stronger where both do) or intersection (a link strong
-        only where both hold it); where they share almost none, of the two side by side (:func:`~conr.cluster.manifold.side_by_side`). ``starts``: partitions
-        each layout's mixture also starts from (:func:`~conr.cluster.manifold.fit_gmm_posterior`)."""
+        links (:func:`~conr.cluster.policy.joint_way`), of their fuzzy intersection (a link
+        strong only where both hold it) or, with ``joint_graph`` ``union``, their fuzzy union (a
+        link either holds, stronger where both do); where they share almost none, of the two
+        side by side (:func:`~conr.cluster.manifold.side_by_side`). ``starts``: partitions each
+        layout's mixture also starts from (:func:`~conr.cluster.manifold.fit_gmm_posterior`)."""
         from .manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
                                shared_neighbors, side_by_side, umap_gmm_consensus, umap_neighbors, union_graphs)
 

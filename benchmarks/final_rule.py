@@ -92,6 +92,32 @@ def on_common_ground(cands: list[dict], chosen: str, carried_only: bool = False)
     return own if own["silhouette_in"].get(ground[0], float("-inf")) > kept["silhouette_in"][ground[0]] else kept
 
 
+def seed_against_end(runs: list[dict]) -> list[str]:
+    """Markdown: per dataset and row, the ACC of the partition the final stage chose at stage 2's
+    seed (kept in the run's ``seed_candidates``) against the run's own ACC at the end, and in how
+    many runs the end fell more than 0.01 below the partition the run already had."""
+    cells: dict[tuple, list] = defaultdict(list)
+    for r in runs:
+        chosen = [c for c in r.get("seed_candidates") or [] if c.get("chosen") and "true_acc" in c]
+        if chosen:
+            cells[(r["dataset"], r["row"])].append((chosen[0]["true_acc"], r["acc"]))
+    if not cells:
+        return []
+    lines = ["", "Stage 2's seed against the end: ACC of the final stage's choice at stage 2's seed and the run's "
+             "ACC at the end (after stage 2 and self-labelling), on the runs that kept both tables:", "",
+             "| dataset | row | runs | seed's choice | end | end − seed | end more than 0.01 below the seed |",
+             "|---|---|---|---|---|---|---|"]
+    for (dataset, row), got in sorted(cells.items()):
+        seed, end = statistics.mean(g[0] for g in got), statistics.mean(g[1] for g in got)
+        lines.append(f"| {dataset} | {row} | {len(got)} | {seed:.3f} | {end:.3f} | {end - seed:+.3f} | "
+                     f"{sum(g[1] - g[0] < -0.01 for g in got)} |")
+    every = [g for got in cells.values() for g in got]
+    lines.append(f"| all | | {len(every)} | {statistics.mean(g[0] for g in every):.3f} | "
+                 f"{statistics.mean(g[1] for g in every):.3f} | "
+                 f"{statistics.mean(g[1] - g[0] for g in every):+.3f} | {sum(g[1] - g[0] < -0.01 for g in every)} |")
+    return lines
+
+
 def main(argv=None) -> int:
     from conr.cluster.policy import RULES, away_silhouette, derived_score, eligible, preferred_for
     from conr.io import atomic_write_text, read_jsonl
@@ -236,6 +262,7 @@ def main(argv=None) -> int:
                   + ", ".join(f"{x:.3f}" for x in leads) + f" ACC), chosen in {sum(x[1] for x in self_labelled)}; "
                   f"silhouette below its seed's in {sum(x[2] < 0 for x in self_labelled)} (median "
                   f"{statistics.median(x[2] for x in self_labelled):+.3f})."]
+    lines += seed_against_end(runs)
     md = "\n".join(lines) + "\n"
     atomic_write_text(RESULTS / "final_rule.json", json.dumps(out, indent=1) + "\n")
     atomic_write_text(RESULTS / "final_rule.md", "Final-stage rules on the open suite's runs "

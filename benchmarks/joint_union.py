@@ -12,7 +12,9 @@ views share.
     python benchmarks/joint_union.py --sets photos10x200 photos6x500 orl coil20 --seeds 0 1
     python benchmarks/joint_union.py --sets digits --seeds 0 --scratch
 
-Writes benchmarks/results/joint_union.{json,md} (rows of earlier calls with other sets or
+Each run's candidate tables (every candidate's ACC and rule values, by graph) go into the
+JSON, and its features into benchmarks/.cache/joint_union/ (git-ignored), so that a rule can be
+replayed on them without training again. Writes benchmarks/results/joint_union.{json,md} (rows of earlier calls with other sets or
 seeds are kept). Held-back sets are made under benchmarks/.cache/heldout on first use. Run it
 alone: the runs' budgets are wall time.
 """
@@ -23,11 +25,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 OUT = ROOT / "benchmarks" / "results" / "joint_union"
+KEPT = ROOT / "benchmarks" / ".cache" / "joint_union"   # each run's features (git-ignored)
 
 
 def run_features(name: str, seed: int, scratch: bool) -> dict:
@@ -61,8 +66,8 @@ def run_features(name: str, seed: int, scratch: bool) -> dict:
             "input_name": "pixels" if scratch else "encoder", **kept}
 
 
-def compare(run: dict) -> list[dict]:
-    """The joint candidate by each graph, at the seed and at the end, from 1 and 3 layouts."""
+def compare(run: dict, layout_counts=(1, 3)) -> list[dict]:
+    """The joint candidate by each graph, at the seed and at the end, from each of ``layout_counts`` UMAP layouts."""
     import torch
     from suite import scores
 
@@ -72,7 +77,7 @@ def compare(run: dict) -> list[dict]:
     given = {when: kmeans(torch.as_tensor(run[when]), run["k"], n_init=5, seed=0).labels.numpy()
              for when in ("seed", "end")}   # the training's own k-means, given as a candidate (once for all ways)
     rows = []
-    for layouts in (1, 3):
+    for layouts in layout_counts:
         for graph in ("intersection", "union"):
             final = FinalStage(run["inputs"], run["k"], seed=0, input_name=run["input_name"],
                                consensus_runs=layouts, joint_graph=graph)
@@ -80,10 +85,44 @@ def compare(run: dict) -> list[dict]:
             for when in ("seed", "end"):
                 _, cands = final.run(run[when], given={"kmeans": given[when]})
                 joint = next(c for c in cands if c.name == "umap_gmm/joint")
+                table = [{**c.row(), "acc": round(scores(run["truth"], c.labels)["acc"], 4)} for c in cands]
                 rows.append({"graph": graph, "layouts": layouts, "when": when, "combined": joint.combined,
                              "shared": round(float(joint.shared), 3),
-                             "acc": round(scores(run["truth"], joint.labels)["acc"], 4)})
+                             "acc": round(scores(run["truth"], joint.labels)["acc"], 4), "table": table})
     return rows
+
+
+def away_choices(rows: list[dict], when: str) -> dict | None:
+    """ACC of the ``away`` rule's choice at ``when`` on the table made with each graph, and
+    with both joint candidates competing (the union's under its own name); the best candidate
+    of either table. None where the rows keep no tables (made before they were kept)."""
+    from conr.cluster.policy import best_by
+
+    tables = {r["graph"]: r["table"] for r in rows if r["when"] == when and r.get("table")}
+    if set(tables) != {"intersection", "union"}:
+        return None
+    read = dict(representation=lambda c: c["representation"], name=lambda c: c["name"], scores=lambda c: c)
+    chosen = {g: best_by(t, "away", lambda c, rule: c[rule], **read)["acc"] for g, t in tables.items()}
+    union = next(c for c in tables["union"] if c["name"] == "umap_gmm/joint")
+    both = tables["intersection"] + [{**union, "representation": "joint_union"}]
+    picked = best_by(both, "away", lambda c, rule: c[rule], **read)
+    best = max(both, key=lambda c: c["acc"])
+    return {**chosen, "both": picked["acc"], "both_took": "union" if picked is both[-1] else picked["name"],
+            "best": best["acc"], "best_name": best["name"]}
+
+
+def choices(results: dict) -> list[str]:
+    """The markdown of the ``away`` rule's choices (:func:`away_choices`), run by run."""
+    lines = ["", "The `away` rule's choice (ACC) on the same candidates, 3 layouts: with the joint candidate "
+             "by each graph, and with both joint candidates competing (what it took); the best candidate.", "",
+             "| run | when | intersection | union | both compete | took | best candidate |", "|---|---|---|---|---|---|---|"]
+    for key, rows in sorted(results.items()):
+        for when in ("seed", "end"):
+            c = away_choices(rows, when)
+            if c:
+                lines.append(f"| {key} | {when} | {c['intersection']:.3f} | {c['union']:.3f} | {c['both']:.3f} | "
+                             f"{c['both_took']} | {c['best']:.3f} ({c['best_name']}) |")
+    return lines
 
 
 def write(results: dict) -> None:
@@ -99,8 +138,9 @@ def write(results: dict) -> None:
         cell = {(r["graph"], r["when"], r["layouts"]): r["acc"] for r in rows}
         shared = next(r["shared"] for r in rows if r["when"] == "end")
         lines.append(f"| {key} | {shared:.2f} | " + " | ".join(
-            f"{cell[(g, w, 1)]:.3f} / {cell[(g, w, 3)]:.3f}"
+            " / ".join(f"{cell[(g, w, n)]:.3f}" if (g, w, n) in cell else "–" for n in (1, 3))
             for w in ("end", "seed") for g in ("intersection", "union")) + " |")
+    lines += choices(results)
     tmp = OUT.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(OUT.with_suffix(".md"))
@@ -110,15 +150,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", nargs="+", default=["photos10x200", "photos6x500", "orl", "coil20"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--layouts", nargs="+", type=int, default=[1, 3], help="UMAP layouts of the joint candidate")
     p.add_argument("--scratch", action="store_true", help="train from scratch on the pixels (not the encoder)")
+    p.add_argument("--tables", action="store_true", help="only write the markdown again from the JSON")
     a = p.parse_args(argv)
     path = OUT.with_suffix(".json")
     results = json.loads(path.read_text()) if path.exists() else {}
+    if a.tables:
+        write(results)
+        return 0
     for name in a.sets:
         for seed in a.seeds:
             run = run_features(name, seed, a.scratch)
             key = f"{name} {'scratch' if a.scratch else 'encoder'} seed {seed} ({run['epochs']} epochs)"
-            results[key] = compare(run)
+            KEPT.mkdir(parents=True, exist_ok=True)   # the features, to replay a rule without training again
+            np.savez_compressed(KEPT / f"{key.split(' (')[0].replace(' ', '-')}.npz",
+                                **{k: np.asarray(v) for k, v in run.items() if k in ("truth", "seed", "end", "inputs")},
+                                k=run["k"], input_name=run["input_name"], epochs=run["epochs"])
+            results[key] = compare(run, a.layouts)
             write(results)
             print(key, results[key], flush=True)
     return 0

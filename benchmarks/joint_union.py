@@ -66,16 +66,24 @@ def run_features(name: str, seed: int, scratch: bool) -> dict:
             "input_name": "pixels" if scratch else "encoder", **kept}
 
 
+def own_kmeans(run) -> dict:
+    """The training's own k-means of the features at stage 2's seed and at the end, as a run
+    gives it to the final stage: {"seed": labels, "end": labels}. ``run``: a dict or a kept .npz."""
+    import torch
+
+    from conr.cluster.kmeans import kmeans
+
+    return {when: kmeans(torch.as_tensor(run[when]), int(run["k"]), n_init=5, seed=0).labels.numpy()
+            for when in ("seed", "end")}
+
+
 def compare(run: dict, layout_counts=(1, 3)) -> list[dict]:
     """The joint candidate by each graph, at the seed and at the end, from each of ``layout_counts`` UMAP layouts."""
-    import torch
     from suite import scores
 
     from conr.cluster.final import FinalStage
-    from conr.cluster.kmeans import kmeans
 
-    given = {when: kmeans(torch.as_tensor(run[when]), run["k"], n_init=5, seed=0).labels.numpy()
-             for when in ("seed", "end")}   # the training's own k-means, given as a candidate (once for all ways)
+    given = own_kmeans(run)   # once for all graphs and layouts
     rows = []
     for layouts in layout_counts:
         for graph in ("intersection", "union"):
@@ -102,10 +110,14 @@ def away_choices(rows: list[dict], when: str) -> dict | None:
     if set(tables) != {"intersection", "union"}:
         return None
     read = dict(representation=lambda c: c["representation"], name=lambda c: c["name"], scores=lambda c: c)
-    chosen = {g: best_by(t, "away", lambda c, rule: c[rule], **read)["acc"] for g, t in tables.items()}
+
+    def score(c, rule):
+        return c[rule]
+
+    chosen = {g: best_by(t, "away", score, **read)["acc"] for g, t in tables.items()}
     union = next(c for c in tables["union"] if c["name"] == "umap_gmm/joint")
     both = tables["intersection"] + [{**union, "representation": "joint_union"}]
-    picked = best_by(both, "away", lambda c, rule: c[rule], **read)
+    picked = best_by(both, "away", score, **read)
     best = max(both, key=lambda c: c["acc"])
     return {**chosen, "both": picked["acc"], "both_took": "union" if picked is both[-1] else picked["name"],
             "best": best["acc"], "best_name": best["name"]}
@@ -126,10 +138,9 @@ def choices(results: dict) -> list[str]:
 
 
 def write(results: dict) -> None:
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(OUT.with_suffix(".json"))
+    from conr.io import atomic_write_text
+
+    atomic_write_text(OUT.with_suffix(".json"), json.dumps(results, indent=1))
     lines = ["# Union or intersection: the joint candidate on whole runs' features", "",
              "ACC of `umap_gmm/joint`, 1 / 3 UMAP layouts; `python benchmarks/joint_union.py` (docstring).", "",
              "| run | shared (end) | end: intersection | end: union | seed: intersection | seed: union |",
@@ -141,9 +152,7 @@ def write(results: dict) -> None:
             " / ".join(f"{cell[(g, w, n)]:.3f}" if (g, w, n) in cell else "–" for n in (1, 3))
             for w in ("end", "seed") for g in ("intersection", "union")) + " |")
     lines += choices(results)
-    tmp = OUT.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(OUT.with_suffix(".md"))
+    atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:

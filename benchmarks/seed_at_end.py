@@ -26,17 +26,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-KEPT = ROOT / "benchmarks" / ".cache" / "joint_union"
 OUT = ROOT / "benchmarks" / "results" / "seed_at_end"
 
 
 def replay(path: Path) -> dict:
     """The seed's choice and the end's, with the seed's choice competing at the end."""
-    import torch
+    from joint_union import own_kmeans
     from suite import scores
 
     from conr.cluster.final import Candidate, FinalStage
-    from conr.cluster.kmeans import kmeans
 
     kept = np.load(path, allow_pickle=True)
     k, truth = int(kept["k"]), kept["truth"]
@@ -46,7 +44,7 @@ def replay(path: Path) -> dict:
 
     stage = FinalStage(kept["inputs"], k, seed=0, input_name=str(kept["input_name"]), consensus_runs=3)
     stage.prepare()
-    given = {when: kmeans(torch.as_tensor(kept[when]), k, n_init=5, seed=0).labels.numpy() for when in ("seed", "end")}
+    given = own_kmeans(kept)
     at_seed, _ = stage.run(kept["seed"], given={"kmeans": given["seed"]})
     extra = Candidate(at_seed.algorithm, "stage2_seed", at_seed.labels)
     at_end, cands = stage.run(kept["end"], given={"kmeans": given["end"]}, extra=[extra])
@@ -54,6 +52,11 @@ def replay(path: Path) -> dict:
             "end_acc": acc(at_end.labels), "rule": stage.rule,
             "table": [{"name": c.name, "acc": acc(c.labels), "score": round(c.scores[stage.rule], 4),
                        "silhouette_in": {e: round(v, 4) for e, v in c.silhouettes.items()}} for c in cands]}
+
+
+def silhouettes(cand: dict | None) -> str:
+    """A table row's silhouettes, embedding by embedding ("–" for no candidate)."""
+    return " / ".join(f"{v:.3f}" for v in cand["silhouette_in"].values()) if cand else "–"
 
 
 def write(results: dict) -> None:
@@ -66,15 +69,16 @@ def write(results: dict) -> None:
     for key, r in sorted(results.items()):
         seed = next(c for c in r["table"] if c["name"].endswith("/stage2_seed"))
         joint = next((c for c in r["table"] if c["name"] == "umap_gmm/joint"), None)
-        sil = lambda c: " / ".join(f"{v:.3f}" for v in c["silhouette_in"].values()) if c else "–"  # noqa: E731
         lines.append(f"| {key} | {r['seed_acc']:.3f} {r['seed_choice']} | {r['end_acc']:.3f} {r['end_choice']} | "
-                     f"{sil(seed)} | {sil(joint)} |")
+                     f"{silhouettes(seed)} | {silhouettes(joint)} |")
     atomic_write_text(OUT.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 def main(argv=None) -> int:
+    from joint_union import KEPT   # the features it keeps
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="*", default=None, help="names under benchmarks/.cache/joint_union (default: all)")
     a = p.parse_args(argv)

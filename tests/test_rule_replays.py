@@ -1,6 +1,7 @@
 """The replays that judge the final stage's choice, on hand-made tables whose answers are
 counted by hand: benchmarks/final_rule.py's seed-against-end table and
-benchmarks/joint_union.py's choice with one joint candidate or both."""
+benchmarks/joint_union.py's choice with one joint candidate or both, and
+benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds."""
 import importlib.util
 from pathlib import Path
 
@@ -75,3 +76,66 @@ def test_away_choices_needs_both_tables(joint_union):
             {"graph": "union", "when": "end"}]   # rows made before the tables were kept
     assert joint_union.away_choices(rows, "end") is None
     assert joint_union.away_choices(rows, "seed") is None
+
+
+@pytest.fixture(scope="module")
+def candidate_noise():
+    return load("candidate_noise")
+
+
+def draw(seed, chosen, **acc):
+    names = {"kmeans": "kmeans/features", "joint": "umap_gmm/joint", "enc": "umap_gmm/encoder",
+             "f3": "umap_gmm/features (3 layouts)"}
+    return {"seed": seed, "chosen": names[chosen], "acc": {names[k]: v for k, v in acc.items()},
+            "eligible": ["umap_gmm/encoder", "umap_gmm/joint"]}
+
+
+def test_candidate_noise_separates_each_draws_best_from_the_best_by_mean(candidate_noise):
+    # kmeans/features is the best of draw 0 by luck (0.70); by its mean (0.60) it trails the joint one (0.65)
+    runs = {"a": [draw(0, "joint", kmeans=0.70, joint=0.64, enc=0.60, f3=0.99),
+                  draw(1, "joint", kmeans=0.50, joint=0.66, enc=0.62, f3=0.10)]}
+    r = candidate_noise.summary(runs)["a"]
+    assert r["chosen"] == pytest.approx(0.65)
+    assert r["best_per_draw"] == pytest.approx((0.70 + 0.66) / 2)   # the 3-layout remake is not a stage candidate
+    assert (r["best_fixed_name"], r["best_fixed"]) == ("umap_gmm/joint", pytest.approx(0.65))
+    assert (r["best_eligible_name"], r["best_eligible"]) == ("umap_gmm/joint", pytest.approx(0.65))
+    assert (r["within_draw"], r["within_fixed"], r["draws"]) == (1, 2, 2)   # draw 0 is 0.06 under its best, 0.01 under the best by mean
+    assert r["candidates"]["kmeans/features"] == {"mean": 0.6, "low": 0.5, "high": 0.7}
+
+
+@pytest.fixture(scope="module")
+def raw_silhouette():
+    return load("raw_silhouette")
+
+
+def test_neighbours_share_on_two_pairs(raw_silhouette):
+    import numpy as np
+
+    x = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]])
+    assert raw_silhouette.neighbours_share(x, np.array([0, 0, 1, 1]), k=1) == 1.0   # each row's nearest is its pair
+    assert raw_silhouette.neighbours_share(x, np.array([0, 1, 0, 1]), k=1) == 0.0
+    assert raw_silhouette.neighbours_share(x, np.array([0, 0, 1, 1]), k=3) == pytest.approx(1 / 3)
+    assert raw_silhouette.raw_silhouette(x, np.zeros(4, dtype=int)) == -1.0
+
+
+def test_raw_rules_pick_by_their_own_space(raw_silhouette):
+    def c(name, rep, acc, chosen, sil, nb):
+        return {"name": name, "representation": rep, "acc": acc, "chosen": chosen,
+                "silhouette": {"features": sil[0], "input": sil[1]}, "neighbours": {"features": nb[0], "input": nb[1]}}
+
+    table = [c("kmeans/features", "features", 0.60, False, (0.50, 0.20), (0.6, 0.5)),   # at home in the features
+             c("umap_gmm/encoder", "input", 0.70, False, (0.25, 0.40), (0.7, 0.8)),
+             c("umap_gmm/joint", "joint", 0.65, True, (0.30, 0.30), (0.85, 0.6))]
+    picks, rows = raw_silhouette.choices({"run": {"end": table}})
+    took = {rule: got[0] for rule, got in picks.items()}
+    assert took["default (`away`, as the stage chose)"] == (0.65, False)           # 0.05 under the best
+    assert took["raw silhouette, the features' space"] == (0.60, False)
+    assert took["raw silhouette, the input's space"] == (0.70, True)
+    assert took["raw silhouette, mean of both"] == (0.60, False)                    # 0.35 against 0.325 and 0.30
+    assert took["raw silhouette, away"] == (0.65, False)   # kmeans 0.20 (input), encoder 0.25 (features), joint 0.30
+    assert took["neighbours' share, mean of both"] == (0.70, True)                # 0.75 against 0.55 and 0.725
+    assert took["neighbours' share, away"] == (0.65, False)  # kmeans 0.5, encoder 0.7, joint 0.725
+    assert rows == ["| run | end | " + " | ".join(
+        f"{a:.3f} {n}" for a, n in [(0.65, "umap_gmm/joint"), (0.60, "kmeans/features"), (0.70, "umap_gmm/encoder"),
+                                    (0.60, "kmeans/features"), (0.65, "umap_gmm/joint"), (0.70, "umap_gmm/encoder"),
+                                    (0.65, "umap_gmm/joint")]) + " | 0.700 umap_gmm/encoder |"]

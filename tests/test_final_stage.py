@@ -474,13 +474,14 @@ def test_a_refresh_chooses_stage_2_labels_afresh(monkeypatch):
 
 @pytest.mark.slow  # trains, then the final stage
 def test_final_stage_without_the_pixels():
-    """cluster.final_pixels=false (the demo's setting): only the features' partitions are
-    candidates; the demo shows what its training learned."""
+    """cluster.final_pixels=false (the demo's setting until 2026-12-05; now the demo weighs the
+    pixels as `conr cluster` does): only the features' partitions are candidates."""
     from conr.commands.demo import demo_config
     from conr.config import load_config
     from conr.engine import Trainer
 
-    assert demo_config("runs", "demo-x", []).cluster.final_pixels is False
+    assert demo_config("runs", "demo-x", []).cluster.final_pixels is True
+    assert demo_config("runs", "demo-x", ["cluster.final_pixels=false"]).cluster.final_pixels is False
     cfg = load_config("digits", TINY + ["cluster.final=auto", "cluster.final_pixels=false", "data.subset=200"])
     trainer = Trainer(cfg, write=False, log=lambda *a: None)
     trainer.fit()

@@ -15,8 +15,8 @@ the best candidate of each draw (what issue 27's "within 0.01 of the run's best 
 measured against), and the best candidate by its mean over the draws (the best a rule that could
 read the labels, but not the noise, would take).
 
-    python benchmarks/joint_union.py --sets cifar10 coil20 orl photos10x200 photos6x500 --seeds 0 --layouts 3
     python benchmarks/candidate_noise.py        # about 15 minutes on 2 cores, CIFAR-10 most of it
+    python benchmarks/candidate_noise.py --tables   # the markdown again from the JSON
 
 Writes benchmarks/results/candidate_noise.{json,md}. Run it alone.
 """
@@ -89,7 +89,7 @@ def summary(runs: dict) -> dict:
 
 
 def write(runs: dict) -> None:
-    from conr.io import atomic_write_text
+    from joint_union import write_results
 
     rows = summary(runs)
     lines = ["# The candidates' own noise", "", "`python benchmarks/candidate_noise.py` (docstring). ACC on the end's "
@@ -112,13 +112,11 @@ def write(runs: dict) -> None:
     for name, r in sorted(rows.items()):
         lines.append(f"| {name} | " + " | ".join(f"{c['mean']:.3f} ({c['low']:.3f}–{c['high']:.3f})"
                                                  for c in r["candidates"].values()) + " |")
-    atomic_write_text(OUT.with_suffix(".json"), json.dumps({"runs": runs, "summary": rows}, indent=1) + "\n")
-    atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(OUT, {"runs": runs, "summary": rows}, lines)
 
 
 def main(argv=None) -> int:
-    from joint_union import KEPT   # the features it keeps
+    from joint_union import kept_runs
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="*", default=None, help="names under benchmarks/.cache/joint_union (default: all)")
@@ -128,11 +126,8 @@ def main(argv=None) -> int:
     if a.tables:
         write(json.loads(OUT.with_suffix(".json").read_text())["runs"])
         return 0
-    paths = sorted(KEPT.glob("*.npz"))
-    if a.runs:
-        paths = [q for q in paths if q.stem in a.runs]
+    paths = kept_runs(a.runs)
     if not paths:
-        print(f"no kept features under {KEPT}: run benchmarks/joint_union.py first (docstring)")
         return 1
     write({path.stem: draws(path, a.seeds) for path in paths})
     return 0

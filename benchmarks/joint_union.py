@@ -155,6 +155,26 @@ def write(results: dict) -> None:
     atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
+def kept_runs(names=None) -> list[Path]:
+    """The kept runs' feature files (all, or those ``names``), for the scripts that replay them:
+    seed_at_end.py, candidate_noise.py, raw_silhouette.py. Empty, with what to run first
+    printed, where none is kept."""
+    paths = [p for p in sorted(KEPT.glob("*.npz")) if not names or p.stem in names]
+    if not paths:
+        print(f"no kept features under {KEPT}: run benchmarks/joint_union.py first (docstring)")
+    return paths
+
+
+def write_results(out: Path, results, lines: list[str]) -> None:
+    """A replay's ``results`` (JSON) and its markdown ``lines`` beside them (out.json, out.md),
+    each written whole or not at; the markdown printed too."""
+    from conr.io import atomic_write_text
+
+    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", nargs="+", default=["photos10x200", "photos6x500", "orl", "coil20"])

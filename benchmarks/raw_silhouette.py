@@ -12,8 +12,8 @@ k-means given, three UMAP layouts a consensus) at stage 2's seed and at the end,
 scored each way, the candidate of the highest value taken, with no eligibility or head start.
 The labels are read only to score.
 
-    python benchmarks/joint_union.py --sets cifar10 coil20 orl photos10x200 photos6x500 --seeds 0 --layouts 3
     python benchmarks/raw_silhouette.py        # about 12 minutes on 2 cores, CIFAR-10 most of it
+    python benchmarks/raw_silhouette.py --tables   # the markdown again from the JSON
 
 Writes benchmarks/results/raw_silhouette.{json,md}. Run it alone.
 """
@@ -114,7 +114,7 @@ def choices(results: dict) -> tuple[dict, list[str]]:
 
 
 def write(results: dict) -> None:
-    from conr.io import atomic_write_text
+    from joint_union import write_results
 
     picks, rows = choices(results)
     lines = ["# Judged in the representations themselves", "", "`python benchmarks/raw_silhouette.py` (docstring). "
@@ -126,13 +126,11 @@ def write(results: dict) -> None:
     lines += [f"| {rule} | {statistics.mean(a for a, _ in got):.3f} | {sum(w for _, w in got)} of {len(got)} |"
               for rule, got in picks.items()]
     lines.append(f"| best candidate (labels) | {best_mean:.3f} | all |")
-    atomic_write_text(OUT.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
-    atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(OUT, results, lines)
 
 
 def main(argv=None) -> int:
-    from joint_union import KEPT   # the features it keeps
+    from joint_union import kept_runs
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="*", default=None, help="names under benchmarks/.cache/joint_union (default: all)")
@@ -141,11 +139,8 @@ def main(argv=None) -> int:
     if a.tables:
         write(json.loads(OUT.with_suffix(".json").read_text()))
         return 0
-    paths = sorted(KEPT.glob("*.npz"))
-    if a.runs:
-        paths = [q for q in paths if q.stem in a.runs]
+    paths = kept_runs(a.runs)
     if not paths:
-        print(f"no kept features under {KEPT}: run benchmarks/joint_union.py first (docstring)")
         return 1
     write({path.stem: tables(path) for path in paths})
     return 0

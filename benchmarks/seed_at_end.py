@@ -17,7 +17,6 @@ Writes benchmarks/results/seed_at_end.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def silhouettes(cand: dict | None) -> str:
 
 
 def write(results: dict) -> None:
-    from conr.io import atomic_write_text
+    from joint_union import write_results
 
     lines = ["# Stage 2's seed at the end", "", "`python benchmarks/seed_at_end.py` (docstring). ACC; silhouettes "
              "in the end features' / the input's embedding.", "",
@@ -71,22 +70,17 @@ def write(results: dict) -> None:
         joint = next((c for c in r["table"] if c["name"] == "umap_gmm/joint"), None)
         lines.append(f"| {key} | {r['seed_acc']:.3f} {r['seed_choice']} | {r['end_acc']:.3f} {r['end_choice']} | "
                      f"{silhouettes(seed)} | {silhouettes(joint)} |")
-    atomic_write_text(OUT.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
-    atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(OUT, results, lines)
 
 
 def main(argv=None) -> int:
-    from joint_union import KEPT   # the features it keeps
+    from joint_union import kept_runs
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="*", default=None, help="names under benchmarks/.cache/joint_union (default: all)")
     a = p.parse_args(argv)
-    paths = sorted(KEPT.glob("*.npz"))
-    if a.runs:
-        paths = [q for q in paths if q.stem in a.runs]
+    paths = kept_runs(a.runs)
     if not paths:
-        print(f"no kept features under {KEPT}: run benchmarks/joint_union.py first (docstring)")
         return 1
     results = {}
     for path in paths:

@@ -167,7 +167,7 @@ def kept_runs(names=None) -> list[Path]:
 
 def write_results(out: Path, results, lines: list[str]) -> None:
     """A replay's ``results`` (JSON) and its markdown ``lines`` beside them (out.json, out.md),
-    each written whole or not at; the markdown printed too."""
+    each written whole or not at all; the markdown printed too."""
     from conr.io import atomic_write_text
 
     atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")

@@ -35,13 +35,17 @@ SAMPLE = 4000       # rows a silhouette reads (all of them below this)
 NEIGHBORS = 10      # the nearest neighbours the share counts
 
 
-def neighbours_share(x: np.ndarray, labels: np.ndarray, k: int = NEIGHBORS) -> float:
-    """The share of each row's ``k`` nearest neighbours (Euclidean on unit rows, itself left out)
-    in its own cluster, over all rows."""
+def nearest(x: np.ndarray, k: int = NEIGHBORS) -> np.ndarray:
+    """Each row's ``k`` nearest rows of ``x`` (Euclidean on unit rows), itself left out: [N, k] indices."""
     from sklearn.neighbors import NearestNeighbors
 
-    idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
-    return float((labels[idx] == labels[:, None]).mean())
+    return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+
+
+def neighbours_share(neighbours: np.ndarray, labels: np.ndarray) -> float:
+    """The share of each row's nearest rows (``neighbours``, from :func:`nearest`) in its own
+    cluster, over all rows."""
+    return float((labels[neighbours] == labels[:, None]).mean())
 
 
 def raw_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
@@ -66,15 +70,17 @@ def tables(path: Path) -> dict:
     stage = FinalStage(kept["inputs"], k, seed=0, input_name=name, consensus_runs=3)
     stage.prepare()
     given = own_kmeans(kept)
-    spaces = {"input": unit_rows(kept["inputs"].astype(np.float64))}
+    spaces = {"input": unit_rows(kept["inputs"])}
+    neighbours = {"input": nearest(spaces["input"])}   # once for every candidate
     out = {}
     for when in ("seed", "end"):
         chosen, cands = stage.run(kept[when], given={"kmeans": given[when]})
-        spaces["features"] = unit_rows(kept[when].astype(np.float64))
+        spaces["features"] = unit_rows(kept[when])
+        neighbours["features"] = nearest(spaces["features"])
         out[when] = [{"name": c.name, "representation": "input" if c.representation == name else c.representation,
                       "acc": round(scores(truth, c.labels)["acc"], 4), "chosen": c is chosen,
                       "silhouette": {s: round(raw_silhouette(x, c.labels), 4) for s, x in spaces.items()},
-                      "neighbours": {s: round(neighbours_share(x, c.labels), 4) for s, x in spaces.items()}}
+                      "neighbours": {s: round(neighbours_share(idx, c.labels), 4) for s, idx in neighbours.items()}}
                      for c in cands]
         print(f"{path.stem} {when}: chose {chosen.name}", flush=True)
     return out

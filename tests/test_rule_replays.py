@@ -112,9 +112,11 @@ def test_neighbours_share_on_two_pairs(raw_silhouette):
     import numpy as np
 
     x = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]])
-    assert raw_silhouette.neighbours_share(x, np.array([0, 0, 1, 1]), k=1) == 1.0   # each row's nearest is its pair
-    assert raw_silhouette.neighbours_share(x, np.array([0, 1, 0, 1]), k=1) == 0.0
-    assert raw_silhouette.neighbours_share(x, np.array([0, 0, 1, 1]), k=3) == pytest.approx(1 / 3)
+    one, three = raw_silhouette.nearest(x, k=1), raw_silhouette.nearest(x, k=3)
+    assert one.ravel().tolist() == [1, 0, 3, 2]                                  # each row's nearest is its pair
+    assert raw_silhouette.neighbours_share(one, np.array([0, 0, 1, 1])) == 1.0
+    assert raw_silhouette.neighbours_share(one, np.array([0, 1, 0, 1])) == 0.0
+    assert raw_silhouette.neighbours_share(three, np.array([0, 0, 1, 1])) == pytest.approx(1 / 3)
     assert raw_silhouette.raw_silhouette(x, np.zeros(4, dtype=int)) == -1.0
 
 

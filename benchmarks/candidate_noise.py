@@ -39,19 +39,18 @@ FEATURES_3 = "umap_gmm/features (3 layouts)"
 
 def draws(path: Path, seeds: list[int]) -> list[dict]:
     """One final stage per seed on a kept run's end features: {"chosen": name, "acc": {candidate: ACC}}."""
-    from joint_union import own_kmeans
+    from joint_union import kept_stage, own_kmeans
     from suite import scores
 
-    from conr.cluster.final import FinalStage, cluster_representation, unit_rows
+    from conr.cluster.final import cluster_representation, unit_rows
     from conr.cluster.policy import eligible
 
     kept = np.load(path, allow_pickle=True)
     k, truth = int(kept["k"]), kept["truth"]
-    given = own_kmeans(kept)["end"]
+    given = own_kmeans(kept, ("end",))["end"]   # the end's alone: the seed's features are not replayed here
     out = []
     for seed in seeds:
-        stage = FinalStage(kept["inputs"], k, seed=seed, input_name=str(kept["input_name"]), consensus_runs=3)
-        stage.prepare()
+        stage = kept_stage(kept, seed)
         chosen, cands = stage.run(kept["end"], given={"kmeans": given})
         acc = {c.name: round(scores(truth, c.labels)["acc"], 4) for c in cands}
         own = {c.algorithm: c.labels for c in cands if c.representation == "features" and c.algorithm != "umap_gmm"}

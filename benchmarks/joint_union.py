@@ -66,15 +66,27 @@ def run_features(name: str, seed: int, scratch: bool) -> dict:
             "input_name": "pixels" if scratch else "encoder", **kept}
 
 
-def own_kmeans(run) -> dict:
-    """The training's own k-means of the features at stage 2's seed and at the end, as a run
-    gives it to the final stage: {"seed": labels, "end": labels}. ``run``: a dict or a kept .npz."""
+def own_kmeans(run, whens=("seed", "end")) -> dict:
+    """The training's own k-means of the features at stage 2's seed and at the end (``whens``), as
+    a run gives it to the final stage: {"seed": labels, "end": labels}. ``run``: a dict or a kept .npz."""
     import torch
 
     from conr.cluster.kmeans import kmeans
 
     return {when: kmeans(torch.as_tensor(run[when]), int(run["k"]), n_init=5, seed=0).labels.numpy()
-            for when in ("seed", "end")}
+            for when in whens}
+
+
+def kept_stage(kept, seed: int = 0):
+    """The final stage as a kept run makes it (the input's candidates, a consensus of three UMAP
+    layouts, the default rule), prepared: what seed_at_end.py, candidate_noise.py and
+    raw_silhouette.py replay on."""
+    from conr.cluster.final import FinalStage
+
+    stage = FinalStage(kept["inputs"], int(kept["k"]), seed=seed, input_name=str(kept["input_name"]),
+                       consensus_runs=3)
+    stage.prepare()
+    return stage
 
 
 def compare(run: dict, layout_counts=(1, 3)) -> list[dict]:

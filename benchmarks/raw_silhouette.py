@@ -60,15 +60,14 @@ def raw_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
 def tables(path: Path) -> dict:
     """Every candidate of a kept run, at the seed and at the end: its ACC, whether the default
     rule chose it, and its raw silhouette and neighbours' share in each representation."""
-    from joint_union import own_kmeans
+    from joint_union import kept_stage, own_kmeans
     from suite import scores
 
-    from conr.cluster.final import FinalStage, unit_rows
+    from conr.cluster.final import unit_rows
 
     kept = np.load(path, allow_pickle=True)
-    k, truth, name = int(kept["k"]), kept["truth"], str(kept["input_name"])
-    stage = FinalStage(kept["inputs"], k, seed=0, input_name=name, consensus_runs=3)
-    stage.prepare()
+    truth, name = kept["truth"], str(kept["input_name"])
+    stage = kept_stage(kept)
     given = own_kmeans(kept)
     spaces = {"input": unit_rows(kept["inputs"])}
     neighbours = {"input": nearest(spaces["input"])}   # once for every candidate

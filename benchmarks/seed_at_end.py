@@ -30,19 +30,18 @@ OUT = ROOT / "benchmarks" / "results" / "seed_at_end"
 
 def replay(path: Path) -> dict:
     """The seed's choice and the end's, with the seed's choice competing at the end."""
-    from joint_union import own_kmeans
+    from joint_union import kept_stage, own_kmeans
     from suite import scores
 
-    from conr.cluster.final import Candidate, FinalStage
+    from conr.cluster.final import Candidate
 
     kept = np.load(path, allow_pickle=True)
-    k, truth = int(kept["k"]), kept["truth"]
+    truth = kept["truth"]
 
     def acc(labels) -> float:
         return round(scores(truth, labels)["acc"], 4)
 
-    stage = FinalStage(kept["inputs"], k, seed=0, input_name=str(kept["input_name"]), consensus_runs=3)
-    stage.prepare()
+    stage = kept_stage(kept)
     given = own_kmeans(kept)
     at_seed, _ = stage.run(kept["seed"], given={"kmeans": given["seed"]})
     extra = Candidate(at_seed.algorithm, "stage2_seed", at_seed.labels)

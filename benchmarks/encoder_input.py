@@ -6,13 +6,14 @@ those features with the final stage's UMAP + GMM (one layout, conr's neighbourho
 dimensions) after five preparations, several seeds each, on every open set, and reports
 ACC against the class folders:
 
-* ``as given, PCA``: the rows as the encoder gave them, then PCA (the first rule);
+* ``as given, PCA``: the rows as the encoder gave them, then PCA (the first rule, and the
+  rule again since 2026-12-05, after whole runs: conr.cluster.stage.input_rows);
 * ``unit, PCA``: unit rows, then PCA (the second rule, for part of 2026-12-03);
 * ``unit``: unit rows, no PCA;
 * ``PCA, unit``: PCA, then unit rows;
 * ``root, unit, PCA``: square roots (the values are non-negative pooled activations), unit
-  rows, PCA: the space CoNR's vector views search their neighbours in, and the rule now
-  (conr/encoders/directions.py, through conr.cluster.stage.input_rows).
+  rows, PCA: the space CoNR's vector views search their neighbours in, and the rule from
+  2026-12-03 to 2026-12-05 (conr/encoders/directions.py; ``cluster.input_geometry=directions``).
 
     python benchmarks/encoder_input.py                 # digits, COIL-20, ORL, CIFAR-10 (5,000 of its images)
     python benchmarks/encoder_input.py --datasets orl --seeds 0 1 2

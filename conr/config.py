@@ -190,8 +190,8 @@ class ClusterConfig:
     joint_graph: str = DEFAULT_JOINT_GRAPH  # final=auto: the joint candidate's graph where the views share links:
                                      # intersection (only links both hold) | union (a link either view holds;
                                      # measured: conr/cluster/policy.py joint_way)
-    input_geometry: str = "auto"     # final=auto, vectors: how the input's rows are read: auto (an encoder's features
-                                     # by direction, a user's vectors as they come) | directions | as_given
+    input_geometry: str = "auto"     # final=auto, vectors: how the input's rows are read: auto (as they come: a user's
+                                     # vectors and an encoder's features alike) | directions | as_given
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 0     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition

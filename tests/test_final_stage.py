@@ -129,12 +129,13 @@ def test_pixel_vectors_reduce_long_rows_only():
 
 
 
-def test_an_encoders_features_are_compared_by_direction():
+def test_the_input_geometry_reads_vectors_as_they_come_or_by_direction():
     """Hand-made: two groups that differ in direction, each with norms spread 1..20 (as an
-    encoder's pooled activations are). On the rows as they are, k-means splits by norm; the
-    final stage's input rows of an encoder's features are unit rows (no square root here: the
-    noise makes some values negative; tests/test_directions.py checks the root), where k-means
-    finds the two directions. A user's own vectors keep their geometry."""
+    encoder's pooled activations are). On the rows as they are, k-means splits by norm; read
+    by direction (``cluster.input_geometry=directions``: unit rows; no square root here, the
+    noise makes some values negative; tests/test_directions.py checks the root) k-means finds
+    the two directions. By default (``auto``) the final stage reads an encoder's features as
+    they come, as it does a user's own vectors."""
     from sklearn.cluster import KMeans
 
     from conr.cluster.stage import input_rows
@@ -152,13 +153,46 @@ def test_an_encoders_features_are_compared_by_direction():
     encoder = VectorData(images=torch.from_numpy(rows), labels=torch.from_numpy(y), representation="encoder")
     given = VectorData(images=torch.from_numpy(rows), labels=torch.from_numpy(y))
     assert split(rows) < 0.5                                       # by norm, on the rows as they are
-    unit = input_rows(encoder)
+    unit = input_rows(encoder, geometry="directions")
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
     assert split(unit) > 0.95                                      # by direction
-    np.testing.assert_array_equal(input_rows(given), rows)         # a user's vectors as given
-    # cluster.input_geometry overrides the kind: an encoder's features as they come, a user's by direction
-    np.testing.assert_array_equal(input_rows(encoder, geometry="as_given"), rows)
     np.testing.assert_allclose(input_rows(given, geometry="directions"), unit, rtol=1e-5)
+    for data in (encoder, given):                                  # auto and as_given: as they come
+        np.testing.assert_array_equal(input_rows(data), rows)
+        np.testing.assert_array_equal(input_rows(data, geometry="as_given"), rows)
+
+
+def test_the_joint_candidate_is_made_from_the_joint_rows():
+    """Hand-made: the features hold three groups; the input's candidates read noise, and the
+    joint rows are the features' own rows, scaled. The joint candidate's graph is made from the joint
+    rows: the share of neighbours it reports is the brute-force share between the features and
+    the joint rows (sklearn's exact k-NN), not the noise's, and with_k keeps them."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from conr.cluster.final import FinalStage, unit_rows
+    from conr.cluster.manifold import umap_neighbors
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    centres = rng.normal(0, 1, (3, 6)) * 4
+    feats = unit_rows((centres[y] + rng.normal(0, 1, (120, 6))).astype(np.float32))
+    joint = (5 * feats + rng.normal(0, 0.01, (120, 6))).astype(np.float32)   # the features' own neighbours
+    noise = rng.normal(0, 1, (120, 6)).astype(np.float32)
+    stage = FinalStage(noise, 3, seed=0, consensus_runs=1, input_name="encoder", joint_inputs=joint)
+    made = stage.joint_candidate(feats)
+    nn = umap_neighbors(120, 3)
+
+    def table(x):
+        return NearestNeighbors(n_neighbors=nn).fit(x).kneighbors(x, return_distance=False)
+
+    a, b = table(feats)[:, 1:], table(joint)[:, 1:]
+    expected = np.mean([len(set(r) & set(s)) / (nn - 1) for r, s in zip(a, b)])
+    assert made.shared == pytest.approx(expected, abs=0.02)
+    noise_share = np.mean([len(set(r) & set(s)) / (nn - 1) for r, s in zip(a, table(noise)[:, 1:])])
+    assert made.shared > 0.8 and noise_share < 0.3
+    assert adjusted_rand_score(y, made.labels) > 0.9
+    assert stage.with_k(4).joint_inputs is stage.joint_inputs
+
 
 def test_partition_round_trip_and_centres():
     feats = torch.nn.functional.normalize(torch.randn(30, 4), dim=1)

@@ -253,12 +253,15 @@ class FinalStage:
     def __init__(self, inputs: np.ndarray | None, n_clusters: int, seed: int = 0, rule: str = DEFAULT_RULE,
                  algorithms=ALGORITHMS, log=None, consensus_runs: int = CONSENSUS_RUNS,
                  consensus_seconds: float | None = None, input_name: str = "pixels", mixture_starts: bool = True,
-                 joint_graph: str = DEFAULT_JOINT_GRAPH):
+                 joint_graph: str = DEFAULT_JOINT_GRAPH, joint_inputs: np.ndarray | None = None):
         if rule not in RULES:
             raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
         if int(consensus_runs) < 1:
             raise ValueError(f"consensus_runs={consensus_runs}: a consensus needs at least one UMAP layout")
         self.inputs = None if inputs is None else np.asarray(inputs, dtype=np.float32)
+        # the input's rows as the joint candidate's graph reads them, where not as its own candidates do (measured
+        # by benchmarks/input_geometry.py: the joint graph's input as it comes, the candidates by direction)
+        self.joint_inputs = None if joint_inputs is None or inputs is None else np.asarray(joint_inputs, np.float32)
         self.input_name = input_name
         self.mixture_starts = bool(mixture_starts)   # UMAP + GMM's mixtures also start from the other partitions
         joint_way(1.0, joint_graph)                  # an unknown graph is named here, not after the training
@@ -282,7 +285,7 @@ class FinalStage:
         """The same stage for another K (the input kept; its candidates made again when asked)."""
         return FinalStage(self.inputs, n_clusters, self.seed, self.rule, self.algorithms, self.log,
                           self.consensus_runs, self.consensus_seconds, self.input_name, self.mixture_starts,
-                          self.joint_graph)
+                          self.joint_graph, self.joint_inputs)
 
     def prepare(self) -> float:
         """Compile UMAP (once a process) and make the input's candidates, timed; returns the
@@ -322,27 +325,29 @@ class FinalStage:
         links (:func:`~conr.cluster.policy.joint_way`), of their fuzzy intersection (a link
         strong only where both hold it) or, with ``joint_graph`` ``union``, their fuzzy union (a
         link either holds, stronger where both do); where they share almost none, of the two
-        side by side (:func:`~conr.cluster.manifold.side_by_side`). ``starts``: partitions each
-        layout's mixture also starts from (:func:`~conr.cluster.manifold.fit_gmm_posterior`)."""
+        side by side (:func:`~conr.cluster.manifold.side_by_side`). The input's graph is made
+        from :attr:`joint_inputs` where given (else the candidates' rows). ``starts``: partitions
+        each layout's mixture also starts from (:func:`~conr.cluster.manifold.fit_gmm_posterior`)."""
         from .manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
                                shared_neighbors, side_by_side, umap_gmm_consensus, umap_neighbors, union_graphs)
 
         start = time.perf_counter()
+        rows = self.inputs if self.joint_inputs is None else self.joint_inputs
         nn = umap_neighbors(len(features), self.n_clusters)
         if self._input_neighbors is None:
-            self._input_neighbors = exact_neighbors(self.inputs, nn)
+            self._input_neighbors = exact_neighbors(rows, nn)
         own = exact_neighbors(features, nn)
         shared = shared_neighbors(own[0], self._input_neighbors[0])
         way = joint_way(shared, self.joint_graph)
         if way in JOINT_GRAPHS:
             if self._input_graph is None:
-                self._input_graph = fuzzy_graph(self.inputs, nn, self.seed, neighbors=self._input_neighbors)
+                self._input_graph = fuzzy_graph(rows, nn, self.seed, neighbors=self._input_neighbors)
             combine = union_graphs if way == "union" else intersect_graphs
             graph = combine(fuzzy_graph(features, nn, self.seed, neighbors=own), self._input_graph)
             made = graph_umap_gmm_consensus(graph, self.n_clusters, self.seed, runs=self.consensus_runs,
                                             starts=starts)
         else:
-            made = umap_gmm_consensus(side_by_side(features, self.inputs), self.n_clusters, self.seed, nn,
+            made = umap_gmm_consensus(side_by_side(features, rows), self.n_clusters, self.seed, nn,
                                       runs=self.consensus_runs, starts=starts)
         self.log(f"final stage: the features and the {self.input_name} share {shared:.0%} of a point's {nn} "
                  f"neighbours: the joint candidate by {way}")
@@ -392,7 +397,9 @@ class FinalStage:
             seed = self.seed + r
             if cand.representation == "joint":
                 again = FinalStage(self.inputs[idx], k, seed, consensus_runs=1, input_name=self.input_name,
-                                   joint_graph=self.joint_graph).joint_candidate(features[idx]).labels
+                                   joint_graph=self.joint_graph,
+                                   joint_inputs=None if self.joint_inputs is None else self.joint_inputs[idx]
+                                   ).joint_candidate(features[idx]).labels
             else:
                 x = (features if cand.representation == "features" else self.inputs)[idx]
                 again = algorithm_labels(cand.algorithm, x, k, seed, self.mixture_starts)

@@ -31,21 +31,24 @@ __all__ = ["build_final_stage", "input_rows", "final_stage_for", "seed_partition
 
 def input_rows(data, seed: int = 0, geometry: str = "auto") -> np.ndarray:
     """The input's rows as the final stage clusters them: an ImageData's pixels in [0, 1], a
-    VectorData's vectors as they are, except an encoder's features (the photo path), which
-    are compared as the views' neighbours are searched
-    (:func:`~conr.encoders.directions.feature_directions`: square root, unit rows); any of
-    them through PCA where wide (:func:`~conr.cluster.manifold.pixel_vectors`). A user's own
-    vectors keep the geometry they came in. Measured (docs/results.md): UMAP + GMM of the
-    encoder's features alone, 5 seeds, ACC as given -> directions: digits 0.674 -> 0.731,
-    COIL-20 0.928 -> 0.957, ORL 0.736 -> 0.796, CIFAR-10 0.454 -> 0.459
-    (``benchmarks/encoder_input.py``); whole default runs, unit rows -> directions: COIL-20
-    0.954 -> 0.978, ORL 0.749 -> 0.778, CIFAR-10 0.516 -> 0.529 (the suite, 3 seeds).
-    ``geometry`` (``cluster.input_geometry``): ``auto`` as above, or vectors of any kind read by
-    ``directions`` or ``as_given``."""
+    VectorData's vectors (a user's, or an encoder's features on the photo path) as they come;
+    any of them through PCA where wide (:func:`~conr.cluster.manifold.pixel_vectors`).
+    ``geometry`` (``cluster.input_geometry``): ``auto`` / ``as_given`` as above, or
+    ``directions``: compared as the views' neighbours are searched
+    (:func:`~conr.encoders.directions.feature_directions`: square root, unit rows).
+
+    An encoder's features were read by direction from 2026-12-03 (the encoder's own UMAP + GMM
+    is better that way: 5 seeds, ACC as given -> directions, COIL-20 0.928 -> 0.957, ORL 0.736
+    -> 0.796, ``benchmarks/encoder_input.py``) to 2026-12-05, when whole runs of the encoder
+    path read them as they come (3 seeds; docs/results.md, "The encoder's features as they
+    come, in whole runs"): photos10x200 0.484 -> 0.539 and photos6x500 0.567 -> 0.615 (held
+    back; both had been under the encoder's own UMAP + GMM, 0.521 and 0.602), CIFAR-10 0.513 ->
+    0.523 (2 seeds), COIL-20 0.970 -> 0.968, ORL 0.802 -> 0.775. The joint candidate gains
+    where the head, whose views were found by direction, meets the input read another way
+    (``benchmarks/input_geometry.py``, docs/final-stage.md)."""
     if getattr(data, "kind", "images") == "vectors":
         rows = data.images.cpu().numpy()
-        encoder = getattr(data, "representation", "vectors") == "encoder"
-        if geometry == "directions" or (geometry == "auto" and encoder):
+        if geometry == "directions":
             rows = feature_directions(rows)
         return pixel_vectors(rows, seed=seed, scale=False)
     return pixel_vectors(data.images.cpu().numpy(), seed=seed)

@@ -46,9 +46,8 @@ class ViewConfig:
 def neighbour_space(vectors: Tensor, geometry: str, standardised: Tensor) -> Tensor:
     """The rows in which the views' neighbours are searched. ``cosine``: the encoder's
     directions (:func:`conr.encoders.directions.feature_directions`: a square root where
-    every value is non-negative, then unit rows); the final stage reads the rows as they come
-    (:func:`conr.cluster.stage.input_rows`), so its joint candidate meets the head with the
-    input read another way. ``standardised``: the network's own input."""
+    every value is non-negative, then unit rows; the final stage reads the rows as they come:
+    :func:`conr.cluster.stage.input_rows`). ``standardised``: the network's own input."""
     if geometry == "standardised":
         return standardised
     return feature_directions(vectors)

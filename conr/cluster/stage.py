@@ -42,8 +42,8 @@ def input_rows(data, seed: int = 0, geometry: str = "auto") -> np.ndarray:
     -> 0.796, ``benchmarks/encoder_input.py``) to 2026-12-05, when whole runs of the encoder
     path read them as they come (3 seeds; docs/results.md, "The encoder's features as they
     come, in whole runs"): photos10x200 0.484 -> 0.539 and photos6x500 0.567 -> 0.615 (held
-    back; both had been under the encoder's own UMAP + GMM, 0.521 and 0.602), CIFAR-10 0.513 ->
-    0.523 (2 seeds), COIL-20 0.970 -> 0.968, ORL 0.802 -> 0.775. On the same trained features
+    back; both had been under the encoder's own UMAP + GMM, 0.521 and 0.602), CIFAR-10 0.496 ->
+    0.519, COIL-20 0.970 -> 0.968, ORL 0.802 -> 0.775. On the same trained features
     the reading lifts the joint candidate (``benchmarks/input_geometry.py``); why is not
     settled (docs/final-stage.md, "The input's geometry on the same features")."""
     if getattr(data, "kind", "images") == "vectors":

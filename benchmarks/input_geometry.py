@@ -26,6 +26,7 @@ Writes benchmarks/results/input_geometry.{json,md}. Run it alone.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -40,6 +41,7 @@ OUT = ROOT / "benchmarks" / "results" / "input_geometry"
 GEOMETRIES = ("directions", "as_given", "joint_as_given")   # the docstring's three readings
 
 
+@functools.lru_cache(maxsize=None)   # both seeds of a set read the same features
 def encoder_rows(name: str) -> tuple[np.ndarray, np.ndarray]:
     """The embedded encoder's raw features of the set ``name`` (a suite set) and its labels."""
     import suite
@@ -55,7 +57,7 @@ def encoder_rows(name: str) -> tuple[np.ndarray, np.ndarray]:
     return data.images.numpy(), data.labels.numpy()
 
 
-def replay(path: Path, geometries=GEOMETRIES) -> dict:
+def replay(path: Path) -> dict:
     """The final stage on a kept run's end features with the input read each way, with the run's
     seed (as the run made its stage): per geometry the chosen candidate and every candidate's ACC."""
     from joint_union import own_kmeans
@@ -75,14 +77,14 @@ def replay(path: Path, geometries=GEOMETRIES) -> dict:
         raise SystemExit(f"{path.stem}: the folder's labels are not the kept run's; was the folder made again?")
     data = VectorData(images=torch.from_numpy(raw), labels=torch.as_tensor(labels), representation="encoder")
     given = {"kmeans": own_kmeans(kept, ("end",))["end"]}
-    out = {}
     rows = {g: input_rows(data, seed, g) for g in ("directions", "as_given")}
     if not np.allclose(rows["directions"], kept["inputs"], atol=1e-4):
         raise SystemExit(f"{path.stem}: the rows by direction are not the kept run's input")
-    for geometry in geometries:
+    out = {}
+    for geometry in GEOMETRIES:
         inputs = rows["as_given" if geometry == "as_given" else "directions"]
-        joint = rows["as_given"] if geometry == "joint_as_given" else None
-        stage = FinalStage(inputs, k, seed=seed, input_name="encoder", consensus_runs=3, joint_inputs=joint)
+        joint_inputs = rows["as_given"] if geometry == "joint_as_given" else None
+        stage = FinalStage(inputs, k, seed=seed, input_name="encoder", consensus_runs=3, joint_inputs=joint_inputs)
         stage.prepare()
         chosen, cands = stage.run(kept["end"], given=given)
         acc = {c.name: round(scores(truth, c.labels)["acc"], 4) for c in cands}

@@ -54,7 +54,10 @@ def replay_from_labels(run: dict, cands: list[dict]) -> dict:
     from conr.ops.metrics import evaluate
 
     path = run.get("labels_file")
-    if path is None or not Path(path).exists():
+    if path is None:
+        return {}
+    path = ROOT / path  # an archived run names its labels from the repository's root
+    if not path.exists():
         return {}
     with np.load(path) as z:
         truth, labels = z["truth"], dict(zip((str(n) for n in z["names"]), z["labels"].astype(np.int64)))

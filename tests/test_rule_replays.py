@@ -1,5 +1,5 @@
 """The replays that judge the final stage's choice, on hand-made tables whose answers are
-counted by hand: benchmarks/final_rule.py's seed-against-end table and
+counted by hand: benchmarks/final_rule.py's seed-against-end table and where-the-gap-is table,
 benchmarks/joint_union.py's choice with one joint candidate or both, and
 benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds."""
 import importlib.util
@@ -55,6 +55,34 @@ def cand(name, acc, away, representation=None):
 def tables(when, inter_joint, union_joint, others):
     return [{"graph": "intersection", "when": when, "table": others + [inter_joint]},
             {"graph": "union", "when": when, "table": others + [union_joint]}]
+
+
+def scored(name, acc, agreement, chosen=False):
+    representation = name.split("/")[-1]
+    return {"name": name, "algorithm": name.split("/")[0], "representation": representation,
+            "true_acc": acc, "agreement": agreement, "ncut": 0.5, "chosen": chosen}
+
+
+def test_where_the_gap_is_separates_the_ranking_from_the_candidates_left_out(final_rule):
+    # run 1: the joint choice is the best it may take, the features' UMAP + GMM (left out) is 5 points
+    # better and agrees more with the others; run 2: the rule ranked wrong among what it may take;
+    # run 3: the choice is the best candidate and the features' one agrees more, wrongly
+    runs = [{"rule": "away", "candidates": [scored("umap_gmm/joint", 0.90, 0.6, chosen=True),
+                                            scored("umap_gmm/features", 0.95, 0.7),
+                                            scored("umap_gmm/encoder", 0.85, 0.5)]},
+            {"rule": "away", "candidates": [scored("umap_gmm/joint", 0.70, 0.6, chosen=True),
+                                            scored("umap_gmm/encoder", 0.80, 0.5),
+                                            scored("spectral/features", 0.60, 0.4)]},
+            {"rule": "joint", "candidates": [scored("umap_gmm/joint", 0.90, 0.6, chosen=True),
+                                             scored("spectral/features", 0.80, 0.9)]}]
+    lines = final_rule.where_the_gap_is(runs)
+    head = next(line for line in lines if line.startswith("Where the gap is"))
+    assert "on the 3 runs" in head and "may take in 2;" in head and "in 1 of those" in head
+    agreement = next(line for line in lines if line.startswith("| agreement |"))
+    # the choice: (0.90 + 0.70 + 0.90) / 3, within 0.01 of its run's best in run 3 only; the features'
+    # candidates competing by agreement: 0.95, 0.70 (spectral's 0.4 < 0.6 keeps the choice), 0.80, within
+    # in run 1 only
+    assert agreement == "| agreement | 3 | 0.833; 1 | 0.817; 1 |"
 
 
 def test_away_choices_with_each_graph_and_both(joint_union):

@@ -119,35 +119,31 @@ def where_the_gap_is(runs: list[dict]) -> list[str]:
     let back in, each judged against the run's choice by one label-free value (the features'
     candidate of the highest value replaces the choice where that value is higher than the
     choice's): mean ACC and runs within 0.01 of their best, on the runs where both have it."""
-    from conr.cluster.policy import eligible
+    from conr.cluster.policy import JOINT_RULES, eligible
 
+    named = [(r, next(c for c in r["candidates"] if c.get("chosen")))   # each run that names its choice, once
+             for r in runs if any(c.get("chosen") for c in r["candidates"])]
     ranked = shut_out = 0
-    for r in runs:
+    for r, chosen in named:
         cands = r["candidates"]
-        chosen = next((c for c in cands if c.get("chosen")), None)
-        if chosen is None:
-            continue
-        rule = r.get("rule") or "joint"
-        pool = eligible(cands, rule if rule in ("joint", "away") else "joint",
-                        lambda c: c["representation"], lambda c: c["name"], lambda c: c)
+        rule = r.get("rule") if r.get("rule") in JOINT_RULES else "joint"
+        pool = eligible(cands, rule, lambda c: c["representation"], lambda c: c["name"], lambda c: c)
         best_pool = max(c["true_acc"] for c in pool)
         best = max(c["true_acc"] for c in cands)
         ranked += best_pool - chosen["true_acc"] <= 0.01
         shut_out += best_pool - chosen["true_acc"] <= 0.01 < best - chosen["true_acc"]
-    n = sum(any(c.get("chosen") for c in r["candidates"]) for r in runs)
-    lines = ["", f"Where the gap is, on the {n} runs that name their choice: it is within 0.01 ACC of the best "
-             f"candidate its rule may take in {ranked}; in {shut_out} of those the run's best candidate is one the "
-             "rule may not take (the features' own, left out where the joint candidate is). The features' "
+    lines = ["", f"Where the gap is, on the {len(named)} runs that name their choice: it is within 0.01 ACC of the "
+             f"best candidate its rule may take in {ranked}; in {shut_out} of those the run's best candidate is one "
+             "the rule may not take (the features' own, left out where the joint candidate is). The features' "
              "candidates let back in, judged against the choice by one value each (on the runs that kept it):", "",
              "| value | runs | the run's choice: ACC; within 0.01 | with the features' candidates competing: "
              "ACC; within 0.01 |", "|---|---|---|---|"]
     for label, value in FEATURES_CRITERIA.items():
         pairs = []
-        for r in runs:
-            cands = r["candidates"]
-            chosen = next((c for c in cands if c.get("chosen")), None)
-            if chosen is None or value(chosen) is None:
+        for r, chosen in named:
+            if value(chosen) is None:
                 continue
+            cands = r["candidates"]
             own = [c for c in cands if c["representation"] == "features" and c["algorithm"] != "self_label"
                    and value(c) is not None]
             pick = chosen

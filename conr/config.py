@@ -91,7 +91,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False            # torch.compile the networks
     deterministic: bool = False      # torch deterministic algorithms (bit-exact resume on CPU)
-    threads: int | None = None       # CPU threads; None = torch default
+    threads: int | str | None = None  # CPU threads; None = torch default; auto = one where the time budget finds it faster
     # Several processes (torchrun): every loss term computed on the batch gathered over ranks (CoNR's
     # neighbourhoods, MoCo, HaDis' HSD/prototypes) gets, under
     #   global   (default): the gradient of the global loss: the same update for any number of processes;

@@ -40,6 +40,9 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.lr={t.lr} must be > 0")
     _choice(t.ema_schedule, ("cosine", "constant"), "train.ema_schedule")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")
+    if t.threads is not None and t.threads != "auto" and not (isinstance(t.threads, int) and t.threads >= 1):
+        raise ConfigError(f"train.threads={t.threads!r} must be a number of CPU threads >= 1, auto (the time "
+                          f"budget times one thread against all and takes the faster) or null (torch's count)")
     if t.bn_group_size is not None:
         if t.sync_bn:
             raise ConfigError("train.bn_group_size and train.sync_bn exclude each other (groups vs one "

@@ -158,7 +158,13 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None) -> "CoNR":
         """Train on ``X`` (any accepted input) and cluster it. ``y`` is ignored
         (ground truth, when wanted for scores, comes with an ImageData or class folders)."""
+        from .threads import torch_threads
+
         started = time.perf_counter()  # the budget counts start-up and loading too
+        with torch_threads(None):  # a run the budget sized at fewer threads gives the caller's count back
+            return self._fit(X, started)
+
+    def _fit(self, X, started: float) -> "CoNR":
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a refit starts from nothing
         from .auto.fit import fit_images, fit_vectors
@@ -230,7 +236,10 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                                                     f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
                                                     f"stage2.k1={min(cfg.stage2.k1, len(data))}",
                                                     f"stage2.k2={min(cfg.stage2.k2, cfg.stage2.k1, len(data))}"])
-        trainer = type(old)(config_from_dict(raw), data=data, write=False, log=self._log)  # Trainer / VectorTrainer
+        from .threads import torch_threads
+
+        with torch_threads(None):  # the trainer sets the run's threads; the caller's stay
+            trainer = type(old)(config_from_dict(raw), data=data, write=False, log=self._log)  # or VectorTrainer
         trainer.method.load_state_dict(old.method.state_dict())
         trainer.set_normalisation(old.mean, old.std)
         trainer.history = list(old.history)
@@ -259,8 +268,11 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             from .engine.vectors import VectorTrainer as trainer_type
         else:
             trainer_type = Trainer
-        trainer = trainer_type.from_checkpoint(path, device=None if device == "auto" else device, log=est._log,
-                                               images=False, ckpt=ckpt)  # the weights only: no images
+        from .threads import torch_threads
+
+        with torch_threads(None):  # the trainer sets the run's threads; the caller's stay
+            trainer = trainer_type.from_checkpoint(path, device=None if device == "auto" else device, log=est._log,
+                                                   images=False, ckpt=ckpt)  # the weights only: no images
         cfg = trainer.cfg
         if vectors:
             est.input_kind_ = "encoder" if cfg.data.encoder else "vectors"

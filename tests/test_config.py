@@ -29,6 +29,8 @@ def test_defaults_and_override_types():
     ("cluster.input_geometry=unit", "cluster.input_geometry='unit' is not one of"),
     ("cluster.joint_graph=product", "cluster.joint_graph='product' is not one of"),
     ("augment.view_neighbors=0", "augment.view_neighbors=0 must be >= 1"),
+    ("train.threads=fast", "train.threads='fast' must be a number of CPU threads >= 1, auto"),
+    ("train.threads=0", "train.threads=0 must be a number of CPU threads >= 1, auto"),
     ("lr", "section.key=value"),
 ])
 def test_bad_overrides_name_the_problem(override, fragment):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,11 +65,81 @@ def test_same_command_same_epochs_through_the_budget():
     cfg = load_config("digits")
     data = type("Data", (), {"images": torch.zeros(200, 1, 16, 16, dtype=torch.uint8), "image_size": 16,
                              "channels": 1, "__len__": lambda self: 200})()
-    first, note = _same_plan(cfg, data, 1.5, False, StepCosts(0.2725, 0.31, 1), 100)
-    assert (first, note) == (100, None)
-    again, note = _same_plan(cfg, data, 1.5, False, StepCosts(0.296, 0.36, 1), 80)   # the timing alone: 80
-    assert again == 100 and "bought 100 epochs on this machine before" in note
-    other, _ = _same_plan(cfg, data, 3.0, False, StepCosts(0.296, 0.36, 1), 200)     # another budget
+    first, threads, note = _same_plan(cfg, data, 1.5, False, StepCosts(0.2725, 0.31, 1), 100, None)
+    assert (first, threads, note) == (100, None, None)
+    again, threads, note = _same_plan(cfg, data, 1.5, False, StepCosts(0.296, 0.36, 1), 80, None)  # timing alone: 80
+    assert (again, threads) == (100, None) and "bought 100 epochs on this machine before" in note
+    other, _, _ = _same_plan(cfg, data, 3.0, False, StepCosts(0.296, 0.36, 1), 200, None)     # another budget
     assert other == 200
     data.images[0] += 1  # other images: another command
-    assert _same_plan(cfg, data, 1.5, False, StepCosts(0.296, 0.36, 1), 80)[0] == 80
+    assert _same_plan(cfg, data, 1.5, False, StepCosts(0.296, 0.36, 1), 80, None)[0] == 80
+
+
+def test_a_plan_repeats_the_threads_it_chose():
+    from conr.auto.budget import StepCosts, _same_plan
+    from conr.config import load_config
+
+    cfg = load_config("digits")
+    data = type("Data", (), {"images": torch.full((200, 1, 16, 16), 7, dtype=torch.uint8), "image_size": 16,
+                             "channels": 1, "__len__": lambda self: 200})()
+    assert _same_plan(cfg, data, 2.0, False, StepCosts(0.02, 0.1, 4), 400, 1)[:2] == (400, 1)
+    # re-timed, the threads looked not worth it this time: the first run's choice is repeated
+    epochs, threads, note = _same_plan(cfg, data, 2.0, False, StepCosts(0.025, 0.1, 4), 320, None)
+    assert (epochs, threads) == (400, 1) and "400 epochs at 1 thread" in note
+
+
+def test_fewer_threads_where_the_timing_says_they_buy_more(monkeypatch):
+    """The budget's thread rule (train.threads=auto) on a hand-made timing: steps that take
+    longer at two threads than at one (waking the sleeping threads costs more than the second
+    core gives) make the run take one thread, recorded with its reason; the other way round,
+    or where auto was not asked for, the count stays as it is."""
+    import conr.auto.budget as budget
+    from conr.auto.budget import StepCosts, fewer_threads_pay, one_thread_check_fits, time_budget
+    from conr.auto.resolve import vector_settings
+    from conr.data.vectors import VectorData
+    from conr.engine.vectors import VectorTrainer
+    from conr.threads import torch_threads
+
+    one, two = StepCosts(0.03, 0.05, 4), StepCosts(0.08, 0.04, 4)
+    assert fewer_threads_pay(100, all_threads=two, one_thread=one)
+    assert not fewer_threads_pay(100, all_threads=StepCosts(0.032, 0.05, 4), one_thread=one)   # under 10 % saved
+    assert one_thread_check_fits(two, minutes=3.0)           # ~1.4 s of 180: under 2 %
+    assert not one_thread_check_fits(StepCosts(1.2, 8.0, 40), minutes=10.0)   # a ResNet's steps: ~50 s of 600
+
+    data = VectorData(images=torch.randn(64, 8, generator=torch.Generator().manual_seed(0)),
+                      labels=torch.full((64,), -1, dtype=torch.long))
+    cfg, _, _ = vector_settings({"train": {"device": "cpu", "threads": "auto"}}, len(data), k=3)
+    for slow_at_two, expected in ((True, 1), (False, None)):
+        def timed(trainer, steps=16, checkpoints=False, step_times=None, slow_at_two=slow_at_two):
+            multi = torch.get_num_threads() > 1
+            return (two if multi else one) if slow_at_two else (one if multi else two)
+
+        monkeypatch.setattr(budget, "measure_costs", timed)
+        monkeypatch.setenv("CONR_CACHE_DIR", str(Path(os.environ["CONR_CACHE_DIR"]) / f"threads-{slow_at_two}"))
+        with torch_threads(2):
+            timing = time_budget(cfg, data, 3.0, time.perf_counter(), trainer_type=VectorTrainer, log=lambda *a: None)
+            assert torch.get_num_threads() == 2          # the probe gave the count back
+        assert timing.threads == expected
+        plan = budget.BudgetPlan.decide(timing, 3.0, time.perf_counter(), default_layouts=1)
+        assert plan.overrides().get("train.threads") == expected
+        assert ("threads" in plan.record()) == (expected is not None)
+        assert "2" in timing.thread_steps and "1" in timing.thread_steps
+        run_cfg, _, reasons = vector_settings({"train": {"device": "cpu", "threads": "auto"}}, len(data), k=3,
+                                              budget=plan)
+        assert run_cfg.train.threads == (expected or "auto")
+        assert ("train.threads" in reasons) == (expected is not None)
+    cfg, _, _ = vector_settings({"train": {"device": "cpu"}}, len(data), k=3)   # not asked for: never timed
+    with torch_threads(2):
+        assert time_budget(cfg, data, 3.0, time.perf_counter(), trainer_type=VectorTrainer,
+                           log=lambda *a: None).threads is None
+
+
+def test_a_fit_gives_the_callers_threads_back():
+    import conr
+
+    x = torch.randn(60, 6, generator=torch.Generator().manual_seed(0)).numpy()
+    from conr.threads import torch_threads
+
+    with torch_threads(2):
+        model = conr.CoNR(n_clusters=3, input="vectors", device="cpu", epochs=2, overrides=["train.threads=1"]).fit(x)
+        assert torch.get_num_threads() == 2 and model.config_.train.threads == 1

@@ -57,6 +57,9 @@ class StepCosts:
 COMPILE_ALLOWANCE = 20.0   # seconds the budget counts for UMAP's first-call compilation (measured 10-40 s)
 OVERRUN = 1.5              # a budgeted run is stopped once it has taken this many times its budget
 CHEAP_CLUSTER_SECONDS = 2.0  # a clustering step cheaper than this is timed twice (the faster kept)
+THREAD_CHECK_STEPS = 6     # steps timed again at one thread (the fastest two kept)
+THREAD_CHECK_SHARE = 0.02  # the one-thread timing may cost at most this share of the budget
+FEWER_THREADS_GAIN = 1.1   # one thread is taken where the run costs at least this many times less
 EPOCH_BOOKKEEPING_SECONDS = 0.005  # generators, logging, history: measured ~2-5 ms per epoch on a CPU
 # the epoch counts a budget may choose: ratio ~1.25 (2..10 step by one or two)
 EPOCH_GRID = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100, 128, 160, 200, 256, 320, 400,
@@ -77,11 +80,13 @@ def grid_floor(epochs: int) -> int:
     return max(below) if below else int(epochs)
 
 
-def measure_costs(trainer, steps: int = 16, checkpoints: bool = False) -> StepCosts:
+def measure_costs(trainer, steps: int = 16, checkpoints: bool = False,
+                  step_times: list | None = None) -> StepCosts:
     """Time ``steps`` training steps (after two untimed warm-up steps; the step cost is
     :func:`robust_step` of them) and one clustering step on ``trainer``; its weights, optimiser state and clustering are
     restored afterwards. ``checkpoints``: the run will save a checkpoint every epoch
-    (its serialisation is timed too)."""
+    (its serialisation is timed too). ``step_times``: a list the timed steps' seconds are
+    appended to (all of them, not only the fastest quarter the cost is made of)."""
     method_state = copy.deepcopy(trainer.method.state_dict())
     optim_state = copy.deepcopy(trainer.optimizer.state_dict())
     rng = torch.get_rng_state()
@@ -120,6 +125,8 @@ def measure_costs(trainer, steps: int = 16, checkpoints: bool = False) -> StepCo
                 torch.save(trainer.state_dict(), io.BytesIO())
             overhead += 1.5 * (time.perf_counter() - start)  # serialise, then write and rename on disk
     finally:
+        if step_times is not None:
+            step_times.extend(times)
         trainer.method.load_state_dict(method_state)
         trainer.optimizer.load_state_dict(optim_state)
         trainer.forget_clustering()
@@ -159,9 +166,11 @@ def seconds_left(minutes: float, elapsed: float, compile_seconds: float = 0.0) -
     return minutes * 60 - (elapsed - compile_seconds + allowance)
 
 
-def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, epochs: int):
-    """The epochs an earlier budgeted run of the same command bought on this machine
-    (:mod:`conr.auto.plans`), else ``epochs`` (then recorded). Returns (epochs, a note)."""
+def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, epochs: int,
+               threads: int | None):
+    """The epochs and threads an earlier budgeted run of the same command took on this machine
+    (:mod:`conr.auto.plans`; a plan recorded without threads took torch's count), else
+    ``epochs`` and ``threads`` (then recorded). Returns (epochs, threads, a note)."""
     import hashlib
 
     from .plans import plan_key, recall_plan, remember_plan
@@ -172,13 +181,16 @@ def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, e
                    model=cfg.model, batch=cfg.train.batch_size, k=cfg.cluster.n_clusters, final=cfg.cluster.final,
                    device=cfg.train.device, threads=torch.get_num_threads(), minutes=minutes, checkpoints=checkpoints)
     plan = recall_plan(key, costs.step_seconds)
-    if plan is None or plan["epochs"] == epochs:
-        remember_plan(key, costs.step_seconds, epochs, getattr(data, "image_size", None))
-        return epochs, None
-    return int(plan["epochs"]), (
-        f"time budget: this command bought {plan['epochs']} epochs on this machine before (a step "
+    if plan is None or (plan["epochs"], plan.get("threads")) == (epochs, threads):
+        remember_plan(key, costs.step_seconds, epochs, getattr(data, "image_size", None), threads)
+        return epochs, threads, None
+    then = plan.get("threads")
+    how = "" if then == threads else f" at {then or torch.get_num_threads()} thread{'s' if then != 1 else ''}"
+    return int(plan["epochs"]), then, (
+        f"time budget: this command bought {plan['epochs']} epochs{how} on this machine before (a step "
         f"{plan['step_seconds'] * 1000:.0f} ms then, {costs.step_seconds * 1000:.0f} ms now, {epochs} epochs by "
-        f"this timing alone); it trains {plan['epochs']} again so that it repeats (train.epochs=N sets any length)")
+        f"this timing alone); it trains {plan['epochs']}{how} again so that it repeats (train.epochs=N and "
+        f"train.threads=N set them)")
 
 
 def reserve(cfg, input_seconds: float, epoch_seconds: float, minutes: float) -> tuple[float, str | None]:
@@ -217,6 +229,24 @@ class BudgetTiming:
     train_seconds: float = 0.0  # what the budget left for the epochs (after what came before and the reserve)
     plan_note: str | None = None
     seed_note: str | None = None
+    threads: int | None = None          # the CPU threads the run takes (None: torch's count, as it is)
+    thread_note: str | None = None
+    thread_steps: dict | None = None    # {threads: seconds a step} where one thread was timed too
+
+
+def one_thread_check_fits(costs: StepCosts, minutes: float) -> bool:
+    """Whether timing the steps again at one thread (a few steps and two clusterings, each up
+    to twice as long) costs at most :data:`THREAD_CHECK_SHARE` of a ``minutes`` budget: it
+    does for an MLP on vectors or a small CNN on small images, not for a ResNet's second-long
+    steps, where waking the other threads is a negligible share of a step anyway."""
+    check = 2.0 * ((THREAD_CHECK_STEPS + 2) * costs.step_seconds + 2 * costs.cluster_seconds)
+    return check <= THREAD_CHECK_SHARE * minutes * 60
+
+
+def fewer_threads_pay(epochs: int, all_threads: StepCosts, one_thread: StepCosts) -> bool:
+    """Whether a run of ``epochs`` costs at least :data:`FEWER_THREADS_GAIN` times less at one
+    thread than at all of them (both timings scaled to the quiet machine)."""
+    return FEWER_THREADS_GAIN * seconds_for(epochs, one_thread) <= seconds_for(epochs, all_threads)
 
 
 def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None, checkpoints: bool = False,
@@ -225,27 +255,51 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
     default) on ``data`` and size the epochs to the ``minutes`` left since ``started`` (a
     perf_counter time), less what the final stage reserves (its input candidates took
     ``input_seconds``; UMAP's compilation, ``compile_seconds``, counts as
-    :data:`COMPILE_ALLOWANCE`)."""
+    :data:`COMPILE_ALLOWANCE`). With ``train.threads=auto`` on a CPU of more than one thread,
+    light steps are timed at one thread too and the run takes the count that buys more
+    (:func:`one_thread_check_fits`, :func:`fewer_threads_pay`)."""
     from ..engine import Trainer
+    from ..threads import torch_threads
     from .machine_load import LoadWindow, quiet_factor
 
     probe = (trainer_type or Trainer)(cfg, data=data, write=False, log=lambda *a: None)
     load = LoadWindow()
     costs = measure_costs(probe, checkpoints=checkpoints)
+    threads = torch.get_num_threads()
+    single = None
+    if (probe.device.type == "cpu" and cfg.train.threads == "auto" and threads > 1
+            and one_thread_check_fits(costs, minutes)):
+        with torch_threads(1):
+            single = measure_costs(probe, steps=THREAD_CHECK_STEPS, checkpoints=checkpoints)
     other = load.other_cores() if probe.device.type == "cpu" else None
     del probe
     # other processes busy while timing: every measured time is scaled to the quiet machine's,
     # so that a neighbour changes how long the run takes (up to OVERRUN), not its epochs
     # (at most by 1/OVERRUN: the bound overstates a neighbour that fills idle moments, and a run sized
     # for the quiet machine still ends within OVERRUN under the load that was measured)
-    f = quiet_factor(other, torch.get_num_threads(), floor=1.0 / OVERRUN)
+    f = quiet_factor(other, threads, floor=1.0 / OVERRUN)
     costs = replace(costs, step_seconds=f * costs.step_seconds, cluster_seconds=f * costs.cluster_seconds)
     left = seconds_left(minutes, f * (time.perf_counter() - started), f * compile_seconds)
     reserved, seed_note = reserve(cfg, f * input_seconds, costs.epoch_seconds, minutes)
     if seed_note:
         log(seed_note)
     epochs = epochs_for_budget(left - reserved, costs)
-    epochs, plan_note = _same_plan(cfg, data, minutes, checkpoints, costs, epochs)
+    chosen, thread_note, thread_steps = None, None, None
+    if single is not None:
+        f1 = quiet_factor(other, 1, floor=1.0 / OVERRUN)
+        single = replace(single, step_seconds=f1 * single.step_seconds, cluster_seconds=f1 * single.cluster_seconds)
+        faster = fewer_threads_pay(epochs, costs, single)
+        thread_steps = {str(threads): round(costs.step_seconds, 4), "1": round(single.step_seconds, 4)}
+        thread_note = (f"threads: a step takes {single.step_seconds * 1000:.0f} ms at one thread, "
+                       f"{costs.step_seconds * 1000:.0f} ms at {threads}; "
+                       + (f"one buys more epochs (train.threads=N sets the count)" if faster else
+                          f"{threads} kept (one would not save {FEWER_THREADS_GAIN - 1:.0%})"))
+        if faster:
+            chosen, costs = 1, single
+            reserved, seed_note = reserve(cfg, f * input_seconds, costs.epoch_seconds, minutes)
+            epochs = epochs_for_budget(left - reserved, costs)
+        log(thread_note)
+    epochs, chosen, plan_note = _same_plan(cfg, data, minutes, checkpoints, costs, epochs, chosen)
     if plan_note:
         log(plan_note)
     estimate = time.perf_counter() - started + seconds_for(epochs, costs) + reserved
@@ -259,7 +313,8 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
         f"{costs.cluster_seconds:.1f} s -> {epochs} epochs, estimated {estimate / 60:.1f} min in all")
     return BudgetTiming(epochs=epochs, image_size=size, reserved_seconds=reserved, estimate_seconds=estimate,
                         costs=costs, other_cores=other, quiet_factor=f, train_seconds=left - reserved,
-                        plan_note=plan_note, seed_note=seed_note)
+                        plan_note=plan_note, seed_note=seed_note, threads=chosen, thread_note=thread_note,
+                        thread_steps=thread_steps)
 
 
 def smaller_size(timing: BudgetTiming, user_size: int | None) -> int | None:
@@ -282,7 +337,8 @@ class BudgetPlan:
     """What a time budget decided for a run, with its reasons and what it measured: the
     epochs, the image size (reduced where it bought too few), stage 2's seed (dropped where
     two passes of the final stage would not fit), a consensus's layouts (fewer where they
-    would take too long), and the time after which the run is stopped."""
+    would take too long), the CPU threads (one where it buys more), and the time after which
+    the run is stopped."""
     minutes: float
     epochs: int
     reserved_seconds: float
@@ -292,6 +348,7 @@ class BudgetPlan:
     reduced_from_size: int | None = None
     stage2_seed: str | None = None
     consensus_runs: int | None = None
+    threads: int | None = None                    # CPU threads where the budget chose fewer than torch's
     reasons: dict = field(default_factory=dict)   # {config key: why the budget set it}
     measured: dict = field(default_factory=dict)  # the step's costs and the machine's load while timed
 
@@ -307,6 +364,8 @@ class BudgetPlan:
                                           f"{_min_budget_epochs()} wanted)")
         if timing.seed_note:
             reasons["cluster.stage2_seed"] = timing.seed_note
+        if timing.threads is not None:
+            reasons["train.threads"] = timing.thread_note
         fewer = layouts is not None and layouts < default_layouts
         if fewer:
             reasons["cluster.consensus_runs"] = (f"time budget: a UMAP + GMM consensus of {layouts} layouts, not "
@@ -319,12 +378,14 @@ class BudgetPlan:
                     "quiet_factor": round(timing.quiet_factor, 3), "plan": "reused" if timing.plan_note else "timed",
                     "train_seconds": round(timing.train_seconds, 1),
                     **({"seed_note": timing.seed_note} if timing.seed_note else {}),
+                    **({"thread_steps": timing.thread_steps} if timing.thread_steps else {}),
                     **{k: round(v, 4) if isinstance(v, float) else v for k, v in timing.costs.to_dict().items()}}
         return cls(minutes=minutes, epochs=timing.epochs, reserved_seconds=round(timing.reserved_seconds, 1),
                    estimate_seconds=round(timing.estimate_seconds, 1), max_epoch_minutes=max(0.05, left / 60),
                    image_size=timing.image_size, reduced_from_size=reduced_from_size,
                    stage2_seed="kmeans" if timing.seed_note else None,
-                   consensus_runs=int(layouts) if fewer else None, reasons=reasons, measured=measured)
+                   consensus_runs=int(layouts) if fewer else None, threads=timing.threads, reasons=reasons,
+                   measured=measured)
 
     def overrides(self) -> dict:
         """{config key: value} the plan sets over the automatic settings."""
@@ -333,13 +394,15 @@ class BudgetPlan:
             out["cluster.stage2_seed"] = self.stage2_seed
         if self.consensus_runs:
             out["cluster.consensus_runs"] = self.consensus_runs
+        if self.threads:
+            out["train.threads"] = self.threads
         return out
 
     def record(self) -> dict:
         """The budget.json record (before the run's actual time is known)."""
         out = {"minutes": self.minutes, "epochs": self.epochs, "estimate_seconds": self.estimate_seconds,
                "reserved_seconds": self.reserved_seconds, "image_size": self.image_size, **self.measured}
-        for key in ("reduced_from_size", "stage2_seed", "consensus_runs"):
+        for key in ("reduced_from_size", "stage2_seed", "consensus_runs", "threads"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out

@@ -6,7 +6,7 @@ and when the fitting count sits near a value of the epoch grid that is enough to
 epochs once and 80 the next time. So the first budgeted run of a command records what
 it measured and bought; a later run of the same command (same images, settings, budget,
 device and threads) whose own timing is within :data:`SAME_MACHINE_BAND` of the recorded
-one takes the recorded epochs, and says so. A machine several times faster or slower
+one takes the recorded epochs (and CPU threads, where the budget chose fewer), and says so. A machine several times faster or slower
 (another GPU, another CPU) plans afresh. The record is
 ``$CONR_CACHE_DIR/budget-plans.json`` (default ``~/.cache/conr/``); deleting it, or giving
 ``train.epochs=N``, ends the reuse.
@@ -54,8 +54,10 @@ def recall_plan(key: str, step_seconds: float) -> dict | None:
     return plan if 1.0 / SAME_MACHINE_BAND <= ratio <= SAME_MACHINE_BAND else None
 
 
-def remember_plan(key: str, step_seconds: float, epochs: int, image_size: int | None) -> None:
-    """Record (atomically) what a budget measured and bought; never fails a run."""
+def remember_plan(key: str, step_seconds: float, epochs: int, image_size: int | None,
+                  threads: int | None = None) -> None:
+    """Record (atomically) what a budget measured and bought (``threads``: the CPU threads it
+    chose, None for torch's count); never fails a run."""
     from ..io import atomic_write_text
 
     path = plans_path()
@@ -64,6 +66,8 @@ def remember_plan(key: str, step_seconds: float, epochs: int, image_size: int | 
         plans.pop(key, None)
         plans[key] = {"step_seconds": round(float(step_seconds), 6), "epochs": int(epochs),
                       "image_size": None if image_size is None else int(image_size)}
+        if threads is not None:
+            plans[key]["threads"] = int(threads)
         while len(plans) > MAX_PLANS:
             plans.pop(next(iter(plans)))
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -95,8 +95,8 @@ class RunRecord:
 
     def repeat_pins(self, trained_epochs: int) -> list[str]:
         """The overrides that make a run of the same input train exactly this run again: the
-        budget's choices (reduced image size, stage 2's seed, a consensus's layouts) where the
-        user did not set them, the epochs and seed, and where the budget's time limit stopped
+        budget's choices (reduced image size, stage 2's seed, a consensus's layouts, fewer CPU
+        threads) where the user did not set them, the epochs and seed, and where the budget's time limit stopped
         it, that stop (same schedule, same end)."""
         cfg = self.config
         pins = []
@@ -107,6 +107,8 @@ class RunRecord:
                 value = getattr(self.budget, key)
                 if value is not None and self.user_value(f"cluster.{key}") is None:
                     pins.append(f"cluster.{key}={value}")
+            if self.budget.threads is not None:  # only where the user asked for train.threads=auto
+                pins.append(f"train.threads={self.budget.threads}")
         pins.append(f"train.epochs={cfg.train.epochs}")
         if trained_epochs < cfg.train.epochs:
             pins.append(f"run.stop_after_epoch={trained_epochs}")

@@ -71,10 +71,19 @@ def _apply_budget(auto: dict, why: dict, budget: BudgetPlan | None) -> None:
     why.update(budget.reasons)
 
 
+def _merge(auto: dict, user: dict, budget: BudgetPlan | None) -> dict:
+    """The user's settings over the automatic ones; ``train.threads=auto`` becomes the count the
+    budget chose (one thread where timing found it faster; else it stays, and torch's count runs)."""
+    raw = deep_merge(auto, user)
+    if budget is not None and budget.threads and raw.get("train", {}).get("threads") == "auto":
+        raw["train"]["threads"] = budget.threads
+    return raw
+
+
 def _reasons(why: dict, user: dict) -> dict:
-    """The reasons of the settings the user left to the rules (the epochs always: the user's
-    choice is a reason too)."""
-    return {k: v for k, v in why.items() if dotted_get(user, k) is None or k == "train.epochs"}
+    """The reasons of the settings the user left to the rules, unset or ``auto`` (the epochs
+    always: the user's choice is a reason too)."""
+    return {k: v for k, v in why.items() if dotted_get(user, k) in (None, "auto") or k == "train.epochs"}
 
 
 def image_settings(user: dict, survey: ImageSurvey, data, *, device_type: str, k: int, root=None,
@@ -101,7 +110,7 @@ def image_settings(user: dict, survey: ImageSurvey, data, *, device_type: str, k
     _apply_budget(auto, why, budget)
     if dotted_get(user, "cluster.n_clusters") is None:
         why["cluster.n_clusters"] = "provisional while stage 1 trains; estimated after it"
-    raw = deep_merge(auto, user)
+    raw = _merge(auto, user, budget)
     if raw["model"].get("backbone") != "small_cnn" and "width" not in user.get("model", {}):
         raw["model"].pop("width", None)  # the automatic small_cnn width means nothing to a ResNet
     d = raw.setdefault("data", {})
@@ -186,6 +195,6 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
         given["train"]["batch_size"] = b  # at most the N vectors
     given.get("model", {}).pop("backbone", None)  # checked by the caller: vectors train the mlp
     given.update({key: value for key, value in user.items() if not isinstance(value, dict)})
-    raw = deep_merge(auto, given)
+    raw = _merge(auto, given, budget)
     return config_from_dict(raw), auto, _reasons(why, user)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -38,6 +37,7 @@ from torch import Tensor
 from ..data.folder import check_on_bad_image
 from ..errors import BadImageError
 from ..options import option
+from ..threads import torch_threads
 from .cache import export_cache_dir, feature_cache_file, feature_cache_key, read_features, write_features
 from .encoder import Encoder
 from .onnx_runtime import onnx_encoder
@@ -103,19 +103,6 @@ def _bad_image_error(bad: list[tuple[str, str]], where: str, stopped: bool) -> B
     more = " (stopped at the first batch that had any)" if stopped else ""
     return BadImageError(f"{len(bad)} unreadable image file(s) under {where}{more}:\n  {listing}\n"
                          f"remove or repair them, or pass {option('data.on_bad_image', 'skip')} to leave them out")
-
-
-@contextmanager
-def _torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` for the block; the caller's count afterwards."""
-    before = torch.get_num_threads()
-    if n and n != before:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def _decoded_batches(paths: list[str], preprocess, thumbnail, batch_size: int, workers: int):
@@ -255,7 +242,7 @@ def _extract_all(paths, encoder, batch_size, workers, progress, thumbnails, on_b
         batch_size = 256 if encoder.device.type == "cuda" else 64
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
-    with _torch_threads(threads):
+    with torch_threads(threads):
         runner = _runner(encoder, backend, threads)
         with tqdm(total=len(mine), desc=f"features ({encoder.name})", unit="img", mininterval=1.0,
                   disable=not progress or rank != 0, dynamic_ncols=True) as bar:

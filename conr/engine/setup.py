@@ -28,7 +28,7 @@ def start_runtime(train_cfg) -> tuple[torch.device, bool]:
     """Threads and deterministic algorithms as configured; the device and, under torchrun
     (WORLD_SIZE > 1), the process group (NCCL on cuda:LOCAL_RANK, gloo on CPU).
     Returns (device, whether this call started the group)."""
-    if train_cfg.threads:
+    if isinstance(train_cfg.threads, int) and train_cfg.threads:  # "auto": the budget's count, else torch's
         torch.set_num_threads(train_cfg.threads)
     if train_cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

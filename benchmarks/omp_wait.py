@@ -9,7 +9,9 @@ regions its worker threads wait, and how they wait is read once, when torch load
 * ``default`` (no variable): spin a while (GOMP_SPINCOUNT, 300,000 polls), then sleep;
 * ``PASSIVE`` (OMP_WAIT_POLICY): sleep at once; every region then pays a wake-up;
 * ``ACTIVE``: spin until the next region, never sleep;
-* ``spin=10000`` (GOMP_SPINCOUNT): spin 10,000 polls, then sleep.
+* ``spin=10000`` (GOMP_SPINCOUNT): spin 10,000 polls, then sleep;
+* ``PASSIVE, 1 thread`` (and OMP_NUM_THREADS=1): no other thread to wait for, what
+  ``train.threads=auto`` picks where the time budget finds it faster.
 
 Each cell is one child process that sets its policy before torch loads, builds the
 trainer a run builds (the automatic settings of ``conr.auto.resolve``) and times its
@@ -22,10 +24,10 @@ with K = 10, on the MLP backbone; ``digits``, scikit-learn's 1,797 digit images 
 Neighbours, running for the whole cell: none (``quiet``), one or two Python loops each
 spinning on a core, or another training job (torch, small matrix products back to back,
 under the same policy: two conr runs at once). The child's threads stay at torch's
-default, one per core. Two tables: the mean step (what a run pays) and the step as the
-budget times it, in milliseconds with each policy's ratio to the best policy of the same
-workload and neighbours; the JSON (--out) has every timing. Run it alone: its own
-neighbours are the load.
+default, one per core, but under the last policy. Two tables: the mean step (what a run
+pays) and the step as the budget times it, in milliseconds with each policy's ratio to
+the best policy of the same workload and neighbours; the JSON (--out) has every timing.
+Run it alone: its own neighbours are the load.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ POLICIES = {  # name: the environment the child starts with (None: no variable a
     "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
     "ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
     "spin=10000": {"GOMP_SPINCOUNT": "10000"},
+    "PASSIVE, 1 thread": {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"},
 }
 WORKLOADS = ("vectors", "digits")
 SPIN = "import time\nend = time.time() + 600\nwhile time.time() < end:\n    pass\n"
@@ -88,7 +91,7 @@ def _child(workload: str, repeats: int) -> dict:
 
 
 def _cell(policy: str, workload: str, load: str, repeats: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
     env.update(POLICIES[policy])
     spinners = [subprocess.Popen([sys.executable, "-c", code], env=env) for code in LOADS[load]]
     try:

@@ -6,9 +6,10 @@ imported on first use so that ``import conr`` and the command line stay fast.
 
 import os as _os
 
-# PyTorch's OpenMP worker threads spin while they wait. When the cores are shared with other
-# processes that makes CPU training up to 10x slower (measured on 2 busy cores); sleeping waiters
-# cost little when the cores are free. Set before torch loads OpenMP; export the variable to override.
+# PyTorch's OpenMP worker threads spin while they wait. Beside another busy process that makes a
+# CPU step 4 to 12x slower; sleeping waiters cost 2 to 3.4x on a quiet machine for small steps
+# (benchmarks/omp_wait.py, docs/time-budget.md). Set before torch loads OpenMP (a program that
+# imported torch first keeps the spinning default); export the variable to override.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"

@@ -18,8 +18,8 @@ trainer a run builds (the automatic settings of ``conr.auto.resolve``) and times
 step as the time budget does (``conr.auto.budget.measure_costs``: the fastest quarter
 of 16 steps), ``--repeats`` times (the fastest kept). Workloads: ``vectors``, a table
 of 2,000 x 1,280 float32 rows (an encoder's features: EfficientNet-Lite0 gives 1,280)
-with K = 10, on the MLP backbone; ``digits``, scikit-learn's 1,797 digit images as
-``conr demo`` trains them. Only the step's length matters here, so the rows are random.
+with K = 10, on the MLP backbone; ``digits``, scikit-learn's 1,797 digit images at
+their 8 px, under the automatic settings (a small CNN, batch 64). Only the step's length matters here, so the rows are random.
 
 Neighbours, running for the whole cell: none (``quiet``), one or two Python loops each
 spinning on a core, or another training job (torch, small matrix products back to back,

@@ -29,7 +29,8 @@ MAX_LINES = 450
 MAX_ROOT_MODULES = 10
 # conr/'s parts (a top-level module or folder), lowest layer first (docs/architecture.md)
 LAYERS = (
-    ("errors", "options", "io"),                        # shared: what a user can fix, messages, atomic writes
+    ("errors", "options", "io", "threads"),             # shared: what a user can fix, messages, atomic writes,
+                                                        # torch's CPU threads for a block
     ("ops", "losses", "models", "data"),                # the method's math, the networks, the images
     ("methods", "cluster", "encoders"),                 # one method a module; clustering a fixed representation
     ("config", "config_checks", "configs"),             # every setting, checked against the registries below

@@ -292,7 +292,7 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
         thread_steps = {str(threads): round(costs.step_seconds, 4), "1": round(single.step_seconds, 4)}
         thread_note = (f"threads: a step takes {single.step_seconds * 1000:.0f} ms at one thread, "
                        f"{costs.step_seconds * 1000:.0f} ms at {threads}; "
-                       + (f"one buys more epochs (train.threads=N sets the count)" if faster else
+                       + ("one buys more epochs (train.threads=N sets the count)" if faster else
                           f"{threads} kept (one would not save {FEWER_THREADS_GAIN - 1:.0%})"))
         if faster:
             chosen, costs = 1, single

@@ -79,13 +79,16 @@ def test_a_plan_repeats_the_threads_it_chose():
     from conr.auto.budget import StepCosts, _same_plan
     from conr.config import load_config
 
-    cfg = load_config("digits")
+    cfg = load_config("digits", ["train.threads=auto"])
     data = type("Data", (), {"images": torch.full((200, 1, 16, 16), 7, dtype=torch.uint8), "image_size": 16,
                              "channels": 1, "__len__": lambda self: 200})()
     assert _same_plan(cfg, data, 2.0, False, StepCosts(0.02, 0.1, 4), 400, 1)[:2] == (400, 1)
     # re-timed, the threads looked not worth it this time: the first run's choice is repeated
     epochs, threads, note = _same_plan(cfg, data, 2.0, False, StepCosts(0.025, 0.1, 4), 320, None)
     assert (epochs, threads) == (400, 1) and "400 epochs at 1 thread" in note
+    # the same command without auto is another command: it never inherits auto's thread
+    assert _same_plan(load_config("digits"), data, 2.0, False, StepCosts(0.025, 0.1, 4), 320, None) == (320, None,
+                                                                                                         None)
 
 
 def test_fewer_threads_where_the_timing_says_they_buy_more(monkeypatch):

@@ -179,7 +179,8 @@ def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, e
     key = plan_key(data=hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest(), n=len(data),
                    size=getattr(data, "image_size", None), channels=data.channels, root=cfg.data.root, method=cfg.method,
                    model=cfg.model, batch=cfg.train.batch_size, k=cfg.cluster.n_clusters, final=cfg.cluster.final,
-                   device=cfg.train.device, threads=torch.get_num_threads(), minutes=minutes, checkpoints=checkpoints)
+                   device=cfg.train.device, threads=torch.get_num_threads(), minutes=minutes, checkpoints=checkpoints,
+                   **({"thread_rule": "auto"} if cfg.train.threads == "auto" else {}))  # auto's plans are its own
     plan = recall_plan(key, costs.step_seconds)
     if plan is None or (plan["epochs"], plan.get("threads")) == (epochs, threads):
         remember_plan(key, costs.step_seconds, epochs, getattr(data, "image_size", None), threads)
@@ -295,11 +296,14 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
                        + ("one buys more epochs (train.threads=N sets the count)" if faster else
                           f"{threads} kept (one would not save {FEWER_THREADS_GAIN - 1:.0%})"))
         if faster:
-            chosen, costs = 1, single
-            reserved, seed_note = reserve(cfg, f * input_seconds, costs.epoch_seconds, minutes)
-            epochs = epochs_for_budget(left - reserved, costs)
+            chosen = 1
+            reserved, seed_note = reserve(cfg, f * input_seconds, single.epoch_seconds, minutes)
+            epochs = epochs_for_budget(left - reserved, single)
         log(thread_note)
-    epochs, chosen, plan_note = _same_plan(cfg, data, minutes, checkpoints, costs, epochs, chosen)
+    epochs, chosen, plan_note = _same_plan(cfg, data, minutes, checkpoints, single if chosen else costs, epochs,
+                                           chosen)
+    if chosen == 1 and single is not None:  # the count this run takes (a recalled plan's, too)
+        costs = single
     if plan_note:
         log(plan_note)
     estimate = time.perf_counter() - started + seconds_for(epochs, costs) + reserved
@@ -365,7 +369,7 @@ class BudgetPlan:
         if timing.seed_note:
             reasons["cluster.stage2_seed"] = timing.seed_note
         if timing.threads is not None:
-            reasons["train.threads"] = timing.thread_note
+            reasons["train.threads"] = timing.thread_note or timing.plan_note
         fewer = layouts is not None and layouts < default_layouts
         if fewer:
             reasons["cluster.consensus_runs"] = (f"time budget: a UMAP + GMM consensus of {layouts} layouts, not "

@@ -6,8 +6,9 @@ and when the fitting count sits near a value of the epoch grid that is enough to
 epochs once and 80 the next time. So the first budgeted run of a command records what
 it measured and bought; a later run of the same command (same images, settings, budget,
 device and threads) whose own timing is within :data:`SAME_MACHINE_BAND` of the recorded
-one takes the recorded epochs (and CPU threads, where the budget chose fewer), and says so. A machine several times faster or slower
-(another GPU, another CPU) plans afresh. The record is
+one takes the recorded epochs (and CPU threads, where ``train.threads=auto`` chose one),
+and says so. A machine several times faster or slower (another GPU, another CPU) plans
+afresh. The record is
 ``$CONR_CACHE_DIR/budget-plans.json`` (default ``~/.cache/conr/``); deleting it, or giving
 ``train.epochs=N``, ends the reuse.
 """

@@ -95,9 +95,9 @@ class RunRecord:
 
     def repeat_pins(self, trained_epochs: int) -> list[str]:
         """The overrides that make a run of the same input train exactly this run again: the
-        budget's choices (reduced image size, stage 2's seed, a consensus's layouts, fewer CPU
-        threads) where the user did not set them, the epochs and seed, and where the budget's time limit stopped
-        it, that stop (same schedule, same end)."""
+        budget's choices (reduced image size, stage 2's seed, a consensus's layouts, one CPU
+        thread) where the user did not set them, the epochs and seed, and where the budget's
+        time limit stopped it, that stop (same schedule, same end)."""
         cfg = self.config
         pins = []
         if self.budget is not None:

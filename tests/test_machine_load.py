@@ -59,35 +59,37 @@ def test_a_plan_is_recalled_on_the_same_machine_only():
 
 
 def test_same_command_same_epochs_through_the_budget():
-    from conr.auto.budget import StepCosts, _same_plan
+    from conr.auto.budget import StepCosts
+    from conr.auto.plans import same_plan
     from conr.config import load_config
 
     cfg = load_config("digits")
     data = type("Data", (), {"images": torch.zeros(200, 1, 16, 16, dtype=torch.uint8), "image_size": 16,
                              "channels": 1, "__len__": lambda self: 200})()
-    first, threads, note = _same_plan(cfg, data, 1.5, False, StepCosts(0.2725, 0.31, 1), 100, None)
+    first, threads, note = same_plan(cfg, data, 1.5, False, StepCosts(0.2725, 0.31, 1), 100, None)
     assert (first, threads, note) == (100, None, None)
-    again, threads, note = _same_plan(cfg, data, 1.5, False, StepCosts(0.296, 0.36, 1), 80, None)  # timing alone: 80
+    again, threads, note = same_plan(cfg, data, 1.5, False, StepCosts(0.296, 0.36, 1), 80, None)  # timing alone: 80
     assert (again, threads) == (100, None) and "bought 100 epochs on this machine before" in note
-    other, _, _ = _same_plan(cfg, data, 3.0, False, StepCosts(0.296, 0.36, 1), 200, None)     # another budget
+    other, _, _ = same_plan(cfg, data, 3.0, False, StepCosts(0.296, 0.36, 1), 200, None)     # another budget
     assert other == 200
     data.images[0] += 1  # other images: another command
-    assert _same_plan(cfg, data, 1.5, False, StepCosts(0.296, 0.36, 1), 80, None)[0] == 80
+    assert same_plan(cfg, data, 1.5, False, StepCosts(0.296, 0.36, 1), 80, None)[0] == 80
 
 
 def test_a_plan_repeats_the_threads_it_chose():
-    from conr.auto.budget import StepCosts, _same_plan
+    from conr.auto.budget import StepCosts
+    from conr.auto.plans import same_plan
     from conr.config import load_config
 
     cfg = load_config("digits", ["train.threads=auto"])
     data = type("Data", (), {"images": torch.full((200, 1, 16, 16), 7, dtype=torch.uint8), "image_size": 16,
                              "channels": 1, "__len__": lambda self: 200})()
-    assert _same_plan(cfg, data, 2.0, False, StepCosts(0.02, 0.1, 4), 400, 1)[:2] == (400, 1)
+    assert same_plan(cfg, data, 2.0, False, StepCosts(0.02, 0.1, 4), 400, 1)[:2] == (400, 1)
     # re-timed, the threads looked not worth it this time: the first run's choice is repeated
-    epochs, threads, note = _same_plan(cfg, data, 2.0, False, StepCosts(0.025, 0.1, 4), 320, None)
+    epochs, threads, note = same_plan(cfg, data, 2.0, False, StepCosts(0.025, 0.1, 4), 320, None)
     assert (epochs, threads) == (400, 1) and "400 epochs at 1 thread" in note
     # the same command without auto is another command: it never inherits auto's thread
-    assert _same_plan(load_config("digits"), data, 2.0, False, StepCosts(0.025, 0.1, 4), 320, None) == (320, None,
+    assert same_plan(load_config("digits"), data, 2.0, False, StepCosts(0.025, 0.1, 4), 320, None) == (320, None,
                                                                                                          None)
 
 

@@ -166,34 +166,6 @@ def seconds_left(minutes: float, elapsed: float, compile_seconds: float = 0.0) -
     return minutes * 60 - (elapsed - compile_seconds + allowance)
 
 
-def _same_plan(cfg, data, minutes: float, checkpoints: bool, costs: StepCosts, epochs: int,
-               threads: int | None):
-    """The epochs and threads an earlier budgeted run of the same command took on this machine
-    (:mod:`conr.auto.plans`; a plan recorded without threads took torch's count), else
-    ``epochs`` and ``threads`` (then recorded). Returns (epochs, threads, a note)."""
-    import hashlib
-
-    from .plans import plan_key, recall_plan, remember_plan
-
-    images = data.images[::max(1, len(data) // 64)]
-    key = plan_key(data=hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest(), n=len(data),
-                   size=getattr(data, "image_size", None), channels=data.channels, root=cfg.data.root, method=cfg.method,
-                   model=cfg.model, batch=cfg.train.batch_size, k=cfg.cluster.n_clusters, final=cfg.cluster.final,
-                   device=cfg.train.device, threads=torch.get_num_threads(), minutes=minutes, checkpoints=checkpoints,
-                   **({"thread_rule": "auto"} if cfg.train.threads == "auto" else {}))  # auto's plans are its own
-    plan = recall_plan(key, costs.step_seconds)
-    if plan is None or (plan["epochs"], plan.get("threads")) == (epochs, threads):
-        remember_plan(key, costs.step_seconds, epochs, getattr(data, "image_size", None), threads)
-        return epochs, threads, None
-    then = plan.get("threads")
-    how = "" if then == threads else f" at {then or torch.get_num_threads()} thread{'s' if then != 1 else ''}"
-    return int(plan["epochs"]), then, (
-        f"time budget: this command bought {plan['epochs']} epochs{how} on this machine before (a step "
-        f"{plan['step_seconds'] * 1000:.0f} ms then, {costs.step_seconds * 1000:.0f} ms now, {epochs} epochs by "
-        f"this timing alone); it trains {plan['epochs']}{how} again so that it repeats (train.epochs=N and "
-        f"train.threads=N set them)")
-
-
 def reserve(cfg, input_seconds: float, epoch_seconds: float, minutes: float) -> tuple[float, str | None]:
     """Seconds kept for the final stage (:func:`conr.cluster.policy.reserved_seconds`) and,
     where the passes of its candidates a seeded stage 2 makes (two, more with refreshes) would
@@ -262,6 +234,7 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
     from ..engine import Trainer
     from ..threads import torch_threads
     from .machine_load import LoadWindow, quiet_factor
+    from .plans import same_plan
 
     probe = (trainer_type or Trainer)(cfg, data=data, write=False, log=lambda *a: None)
     load = LoadWindow()
@@ -300,8 +273,8 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
             reserved, seed_note = reserve(cfg, f * input_seconds, single.epoch_seconds, minutes)
             epochs = epochs_for_budget(left - reserved, single)
         log(thread_note)
-    epochs, chosen, plan_note = _same_plan(cfg, data, minutes, checkpoints, single if chosen else costs, epochs,
-                                           chosen)
+    epochs, chosen, plan_note = same_plan(cfg, data, minutes, checkpoints, single if chosen else costs, epochs,
+                                          chosen)
     if chosen == 1 and single is not None:  # the count this run takes (a recalled plan's, too)
         costs = single
     if plan_note:

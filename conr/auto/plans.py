@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["plans_path", "plan_key", "recall_plan", "remember_plan", "SAME_MACHINE_BAND"]
+__all__ = ["plans_path", "plan_key", "recall_plan", "remember_plan", "same_plan", "SAME_MACHINE_BAND"]
 
 SAME_MACHINE_BAND = 2.0   # a step timed within this factor of the recorded one: the same machine
 MAX_PLANS = 500
@@ -75,3 +75,31 @@ def remember_plan(key: str, step_seconds: float, epochs: int, image_size: int | 
         atomic_write_text(path, json.dumps(plans, indent=1) + "\n")
     except OSError:
         pass  # a read-only home: the run goes on, only its repeatability is not helped
+
+
+def same_plan(cfg, data, minutes: float, checkpoints: bool, costs, epochs: int, threads: int | None):
+    """The epochs and threads an earlier budgeted run of the same command took on this machine
+    (the record above; a plan recorded without threads took torch's count), else
+    ``epochs`` and ``threads`` (then recorded). ``costs``: the step costs this run timed (a
+    :class:`conr.auto.budget.StepCosts`). Returns (epochs, threads, a note)."""
+    import hashlib
+
+    import torch
+
+    images = data.images[::max(1, len(data) // 64)]
+    key = plan_key(data=hashlib.sha1(images.contiguous().cpu().numpy().tobytes()).hexdigest(), n=len(data),
+                   size=getattr(data, "image_size", None), channels=data.channels, root=cfg.data.root, method=cfg.method,
+                   model=cfg.model, batch=cfg.train.batch_size, k=cfg.cluster.n_clusters, final=cfg.cluster.final,
+                   device=cfg.train.device, threads=torch.get_num_threads(), minutes=minutes, checkpoints=checkpoints,
+                   **({"thread_rule": "auto"} if cfg.train.threads == "auto" else {}))  # auto's plans are its own
+    plan = recall_plan(key, costs.step_seconds)
+    if plan is None or (plan["epochs"], plan.get("threads")) == (epochs, threads):
+        remember_plan(key, costs.step_seconds, epochs, getattr(data, "image_size", None), threads)
+        return epochs, threads, None
+    then = plan.get("threads")
+    how = "" if then == threads else f" at {then or torch.get_num_threads()} thread{'s' if then != 1 else ''}"
+    return int(plan["epochs"]), then, (
+        f"time budget: this command bought {plan['epochs']} epochs{how} on this machine before (a step "
+        f"{plan['step_seconds'] * 1000:.0f} ms then, {costs.step_seconds * 1000:.0f} ms now, {epochs} epochs by "
+        f"this timing alone); it trains {plan['epochs']}{how} again so that it repeats (train.epochs=N and "
+        f"train.threads=N set them)")

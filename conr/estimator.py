@@ -27,6 +27,7 @@ from .config import apply_overrides, config_from_dict, config_to_dict
 from .data.convert import as_image_data, match_channels, resolve_device_type, square_crop, survey_input
 from .engine import Trainer, load_checkpoint
 from .options import option
+from .threads import torch_threads
 
 __all__ = ["CoNR", "as_image_data", "survey_input", "square_crop", "NotFittedError", "read_k_selection",
            "K_CRITERION", "K_SELECTION_FILE"]
@@ -158,8 +159,6 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None) -> "CoNR":
         """Train on ``X`` (any accepted input) and cluster it. ``y`` is ignored
         (ground truth, when wanted for scores, comes with an ImageData or class folders)."""
-        from .threads import torch_threads
-
         started = time.perf_counter()  # the budget counts start-up and loading too
         with torch_threads(None):  # a run the budget sized at fewer threads gives the caller's count back
             return self._fit(X, started)
@@ -236,8 +235,6 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                                                     f"stage2.k={min(cfg.stage2.k, max(1, len(data) - 1))}",
                                                     f"stage2.k1={min(cfg.stage2.k1, len(data))}",
                                                     f"stage2.k2={min(cfg.stage2.k2, cfg.stage2.k1, len(data))}"])
-        from .threads import torch_threads
-
         with torch_threads(None):  # the trainer sets the run's threads; the caller's stay
             trainer = type(old)(config_from_dict(raw), data=data, write=False, log=self._log)  # or VectorTrainer
         trainer.method.load_state_dict(old.method.state_dict())
@@ -268,8 +265,6 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             from .engine.vectors import VectorTrainer as trainer_type
         else:
             trainer_type = Trainer
-        from .threads import torch_threads
-
         with torch_threads(None):  # the trainer sets the run's threads; the caller's stay
             trainer = trainer_type.from_checkpoint(path, device=None if device == "auto" else device, log=est._log,
                                                    images=False, ckpt=ckpt)  # the weights only: no images

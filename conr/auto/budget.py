@@ -50,6 +50,10 @@ class StepCosts:
     def epoch_seconds(self) -> float:
         return self.step_seconds * self.iters_per_epoch + self.epoch_overhead_seconds
 
+    def scaled(self, factor: float) -> "StepCosts":
+        """The step's and the clustering's costs times ``factor`` (to the quiet machine's)."""
+        return replace(self, step_seconds=factor * self.step_seconds, cluster_seconds=factor * self.cluster_seconds)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -252,7 +256,7 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
     # (at most by 1/OVERRUN: the bound overstates a neighbour that fills idle moments, and a run sized
     # for the quiet machine still ends within OVERRUN under the load that was measured)
     f = quiet_factor(other, threads, floor=1.0 / OVERRUN)
-    costs = replace(costs, step_seconds=f * costs.step_seconds, cluster_seconds=f * costs.cluster_seconds)
+    costs = costs.scaled(f)
     left = seconds_left(minutes, f * (time.perf_counter() - started), f * compile_seconds)
     reserved, seed_note = reserve(cfg, f * input_seconds, costs.epoch_seconds, minutes)
     if seed_note:
@@ -260,8 +264,7 @@ def time_budget(cfg, data, minutes: float, started: float, *, trainer_type=None,
     epochs = epochs_for_budget(left - reserved, costs)
     chosen, thread_note, thread_steps = None, None, None
     if single is not None:
-        f1 = quiet_factor(other, 1, floor=1.0 / OVERRUN)
-        single = replace(single, step_seconds=f1 * single.step_seconds, cluster_seconds=f1 * single.cluster_seconds)
+        single = single.scaled(quiet_factor(other, 1, floor=1.0 / OVERRUN))
         faster = fewer_threads_pay(epochs, costs, single)
         thread_steps = {str(threads): round(costs.step_seconds, 4), "1": round(single.step_seconds, 4)}
         thread_note = (f"threads: a step takes {single.step_seconds * 1000:.0f} ms at one thread, "

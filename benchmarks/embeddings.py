@@ -31,6 +31,12 @@ only for the scores. On them, for 3 seeds each:
     python benchmarks/embeddings.py            # both sets, conr features (run it alone: budgets are wall time)
     python benchmarks/embeddings.py --sets coil20 --source pca --methods conr_vectors umap_gmm
     python benchmarks/embeddings.py --sets cifar10 photos10x200 photos6x500 --source encoder
+    python benchmarks/embeddings.py --sets photos10x200 --source encoder --methods conr_vectors \
+        --set train.threads=auto --out benchmarks/results/variants/embeddings-threads-auto.json
+
+``--set KEY=VALUE`` (repeatable) gives the deep rows a setting (a variant of the defaults). Each
+deep run starts as a new user's would, with an empty ``CONR_CACHE_DIR``: no budget plan an
+earlier run of the same vectors left is reused, so a repeat times its own step.
 
 Prints a table (mean ± std over the seeds of NMI / ACC / ARI, seconds) and writes
 ``benchmarks/results/embeddings.json`` (every run, and the summary).
@@ -39,7 +45,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,10 +129,10 @@ def make_vectors(name: str, source: str, data_root: Path) -> tuple[np.ndarray, n
     return X, y, info
 
 
-def run_method(method: str, X: np.ndarray, y: np.ndarray, k: int, seed: int):
+def run_method(method: str, X: np.ndarray, y: np.ndarray, k: int, seed: int, overrides=()):
     """Labels, or for the deep rows (labels, {what the run chose and its candidate table}).
     ``y``, the true labels, rides along only into the deep rows' candidate tables (their
-    true_* columns); no method sees it."""
+    true_* columns); no method sees it. ``overrides`` (``key=value``) go to the deep rows."""
     if method in DEEP:
         import torch
 
@@ -133,10 +141,21 @@ def run_method(method: str, X: np.ndarray, y: np.ndarray, k: int, seed: int):
 
         data = VectorData(images=torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)),
                           labels=torch.as_tensor(y, dtype=torch.long))
-        model = conr.CoNR(n_clusters=k, input="vectors", device="cpu", seed=seed,
-                          overrides=[f"method={DEEP[method]}"]).fit(data)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=CACHE) as empty:  # a new user's run: no remembered budget plan
+            before = os.environ.get("CONR_CACHE_DIR")
+            os.environ["CONR_CACHE_DIR"] = empty
+            try:
+                model = conr.CoNR(n_clusters=k, input="vectors", device="cpu", seed=seed,
+                                  overrides=[f"method={DEEP[method]}", *overrides]).fit(data)
+            finally:
+                if before is None:
+                    os.environ.pop("CONR_CACHE_DIR", None)
+                else:
+                    os.environ["CONR_CACHE_DIR"] = before
         part = model.partition_
-        return model.labels_, {"epochs": model.config_.train.epochs, "source": part.source,
+        return model.labels_, {"epochs": model.config_.train.epochs, "threads": model.config_.train.threads,
+                               **({"overrides": list(overrides)} if overrides else {}), "source": part.source,
                                "first_choice": part.first_choice, "candidates": part.candidates}
     unit = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
     if method == "kmeans":
@@ -166,6 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--data-root", default=str(DATA))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for the deep rows (repeatable), e.g. train.threads=auto")
     ap.add_argument("--out", default=str(RESULTS / "embeddings.json"))
     args = ap.parse_args(argv)
 
@@ -179,7 +200,7 @@ def main(argv=None) -> int:
         for method in args.methods:
             for seed in args.seeds:
                 start = time.perf_counter()
-                result = run_method(method, X, y, info["k"], seed)
+                result = run_method(method, X, y, info["k"], seed, args.overrides)
                 took = time.perf_counter() - start
                 labels, extra = result if isinstance(result, tuple) else (result, {})
                 scores = evaluate(y, labels)

@@ -34,7 +34,7 @@ only for the scores. On them, for 3 seeds each:
     python benchmarks/embeddings.py --sets photos10x200 --source encoder --methods conr_vectors \
         --set train.threads=auto --out benchmarks/results/variants/embeddings-threads-auto.json
 
-``--set KEY=VALUE`` (repeatable) gives the deep rows a setting (a variant of the defaults). Each
+``--set KEY=VALUE ...`` gives the deep rows settings (a variant of the defaults, as in suite.py). Each
 deep run starts as a new user's would, with an empty ``CONR_CACHE_DIR``: no budget plan an
 earlier run of the same vectors left is reused, so a repeat times its own step.
 
@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -142,17 +143,10 @@ def run_method(method: str, X: np.ndarray, y: np.ndarray, k: int, seed: int, ove
         data = VectorData(images=torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)),
                           labels=torch.as_tensor(y, dtype=torch.long))
         CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=CACHE) as empty:  # a new user's run: no remembered budget plan
-            before = os.environ.get("CONR_CACHE_DIR")
-            os.environ["CONR_CACHE_DIR"] = empty
-            try:
-                model = conr.CoNR(n_clusters=k, input="vectors", device="cpu", seed=seed,
-                                  overrides=[f"method={DEEP[method]}", *overrides]).fit(data)
-            finally:
-                if before is None:
-                    os.environ.pop("CONR_CACHE_DIR", None)
-                else:
-                    os.environ["CONR_CACHE_DIR"] = before
+        # a new user's run: no remembered budget plan (the variable as it was afterwards)
+        with tempfile.TemporaryDirectory(dir=CACHE) as empty, mock.patch.dict(os.environ, {"CONR_CACHE_DIR": empty}):
+            model = conr.CoNR(n_clusters=k, input="vectors", device="cpu", seed=seed,
+                              overrides=[f"method={DEEP[method]}", *overrides]).fit(data)
         part = model.partition_
         return model.labels_, {"epochs": model.config_.train.epochs, "threads": model.config_.train.threads,
                                **({"overrides": list(overrides)} if overrides else {}), "source": part.source,
@@ -185,8 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--data-root", default=str(DATA))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="a setting for the deep rows (repeatable), e.g. train.threads=auto")
+    ap.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="settings for the deep rows (as suite.py's --set), e.g. train.threads=auto")
     ap.add_argument("--out", default=str(RESULTS / "embeddings.json"))
     args = ap.parse_args(argv)
 

@@ -1,7 +1,8 @@
 """The replays that judge the final stage's choice, on hand-made tables whose answers are
 counted by hand: benchmarks/final_rule.py's seed-against-end table and where-the-gap-is table,
 benchmarks/joint_union.py's choice with one joint candidate or both, and
-benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds."""
+benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds, and
+benchmarks/joint_noise.py's weighted intersection and its table."""
 import importlib.util
 from pathlib import Path
 
@@ -169,3 +170,40 @@ def test_raw_rules_pick_by_their_own_space(raw_silhouette):
         f"{a:.3f} {n}" for a, n in [(0.65, "umap_gmm/joint"), (0.60, "kmeans/features"), (0.70, "umap_gmm/encoder"),
                                     (0.60, "kmeans/features"), (0.65, "umap_gmm/joint"), (0.70, "umap_gmm/encoder"),
                                     (0.65, "umap_gmm/joint")]) + " | 0.700 umap_gmm/encoder |"]
+
+
+@pytest.fixture(scope="module")
+def joint_noise():
+    return load("joint_noise")
+
+
+def test_weighted_intersection_weighs_the_first_graph_more_under_a_half(joint_noise):
+    import numpy as np
+
+    from conr.cluster.manifold import fuzzy_graph, intersect_graphs
+
+    rng = np.random.default_rng(0)   # two unrelated neighbour graphs of the same 40 points
+    a, b = (fuzzy_graph(rng.normal(size=(40, 2)).astype(np.float32), 5) for _ in range(2))
+    only_a = (a.toarray() > 0) & (b.toarray() == 0)
+    only_b = (b.toarray() > 0) & (a.toarray() == 0)
+    assert only_a.any() and only_b.any()
+    half = joint_noise.weighted_intersection(a, b, 0.5).toarray()
+    assert np.allclose(half, intersect_graphs(a, b).toarray())   # 0.5: the stage's own intersection
+    got = {w: joint_noise.weighted_intersection(a, b, w).toarray() for w in (0.1, 0.5, 0.9)}
+    # the links only one graph holds are weakened, not dropped, the less the more that graph weighs
+    assert got[0.1][only_a].sum() > got[0.5][only_a].sum() > got[0.9][only_a].sum() > 0
+    assert 0 < got[0.1][only_b].sum() < got[0.5][only_b].sum() < got[0.9][only_b].sum()
+
+
+def test_joint_noise_table_means_and_ranges(joint_noise):
+    weights = {str(w): 0.5 for w in joint_noise.WEIGHTS}
+    layouts = {f"{n}/{s}": v for n in joint_noise.LAYOUTS for s, v in zip(joint_noise.SEEDS, (0.4, 0.5, 0.6))}
+    rows = [{"run": "a", "by_weight": {**weights, "0.1": 0.9}, "by_layouts": layouts, "best": 0.8, "best_name": "x"},
+            {"run": "b", "by_weight": {**weights, "0.1": 0.3}, "by_layouts": {**layouts, "5/0": 0.5},
+             "best": 0.6, "best_name": "y"}]
+    lines = joint_noise.table(rows)
+    mean_weight = next(line for line in lines if line.startswith("| mean |"))
+    assert mean_weight == "| mean | 0.500 | 0.500 | 0.500 | 0.500 | 0.600 | 0.700 |"   # 0.1: (0.9 + 0.3) / 2; best 0.7
+    run_b = [line for line in lines if line.startswith("| b |")][1]
+    assert run_b == "| b | 0.500 / 0.200 | 0.500 / 0.200 | 0.533 / 0.100 |"   # 5 layouts: 0.5, 0.5, 0.6
+    assert lines[-1] == "| mean | 0.500 / 0.200 | 0.500 / 0.200 | 0.517 / 0.150 |"

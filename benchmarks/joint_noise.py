@@ -112,7 +112,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from joint_union import kept_runs, write_results
+    from joint_union import kept_runs, replay_each, write_results
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", help="kept runs by name (default: all under %d rows)" % LARGE)
@@ -122,10 +122,7 @@ def main(argv=None) -> int:
         paths = [q for q in paths if len(np.load(q, allow_pickle=False)["truth"]) <= LARGE]
     if not paths:
         return 1
-    rows = []
-    for q in paths:
-        rows.append(replay(q))
-        print(rows[-1], flush=True)
+    rows = replay_each(paths, replay)
     command = "python benchmarks/joint_noise.py" + (" --runs " + " ".join(a.runs) if a.runs else "")
     write_results(OUT, {"command": command, "weights": WEIGHTS, "layouts": LAYOUTS, "seeds": SEEDS, "runs": rows},
                   table(rows))

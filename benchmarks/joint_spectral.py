@@ -70,15 +70,12 @@ def replay(path: Path, seed: int = 0) -> dict:
 
 
 def main() -> int:
-    from joint_union import kept_runs, write_results
+    from joint_union import kept_runs, replay_each, write_results
 
     paths = kept_runs()
     if not paths:
         return 1
-    rows = []
-    for p in paths:
-        rows.append(replay(p))
-        print(rows[-1], flush=True)
+    rows = replay_each(paths, replay)
     lines = ["Spectral clustering of the joint graph against the joint candidate (`python benchmarks/joint_spectral.py`): "
              "ACC on the end features of the runs `benchmarks/joint_union.py` keeps, one layout, seed 0.", "",
              "| run | N | members a cluster | " + " | ".join(COLUMNS) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]

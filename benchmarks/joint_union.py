@@ -177,6 +177,15 @@ def kept_runs(names=None) -> list[Path]:
     return paths
 
 
+def replay_each(paths: list[Path], replay) -> list:
+    """``replay(path)`` of each kept run, each row printed as it comes (a replay takes minutes)."""
+    rows = []
+    for path in paths:
+        rows.append(replay(path))
+        print(rows[-1], flush=True)
+    return rows
+
+
 def write_results(out: Path, results, lines: list[str]) -> None:
     """A replay's ``results`` (JSON) and its markdown ``lines`` beside them (out.json, out.md),
     each written whole or not at all; the markdown printed too."""

@@ -4,7 +4,7 @@ On weak features the chosen partition (``umap_gmm/joint``) moves by several poin
 one run to the next at a steady NMI, so a 3-seed comparison cannot separate effects under a few
 points. Two ways to read the features' and the input's graphs more steadily were open:
 
-* **the weight** of the fuzzy intersection (umap-learn's ``general_simplicial_set_intersection``;
+* **the weight** of the fuzzy intersection (``conr.cluster.manifold.intersect_graphs``'s mix weight;
   0.5, both graphs alike, is what the stage uses): under 0.5 the features' graph counts more, a
   link the input lacks is weakened instead of dropped; over 0.5 the input counts more;
 * **more layouts**: a consensus of 1, 3 or 5 UMAP layouts of the same graph, each from three
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +38,6 @@ SEEDS = (0, 1, 2)
 LARGE = 5000   # rows above which a kept run is left out unless named (CIFAR-10: 10,000 rows)
 
 
-def weighted_intersection(a, b, weight: float):
-    """The fuzzy intersection of two neighbour graphs with umap-learn's mix ``weight`` (0.5: both
-    alike, as :func:`conr.cluster.manifold.intersect_graphs`; towards 0 the first graph counts
-    more, towards 1 the second)."""
-    from umap.umap_ import general_simplicial_set_intersection, reset_local_connectivity
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return reset_local_connectivity(general_simplicial_set_intersection(a.tocoo(), b.tocoo(), weight),
-                                        True).tocsr()
-
-
 def replay(path: Path) -> dict:
     """The joint candidate's ACC on the run kept at ``path``: by weight (3 layouts, seed 0) and by
     layouts and seed (weight 0.5); the run's best candidate beside them."""
@@ -58,7 +45,8 @@ def replay(path: Path) -> dict:
     from suite import scores
 
     from conr.cluster.final import FinalStage, unit_rows
-    from conr.cluster.manifold import exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, umap_neighbors
+    from conr.cluster.manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
+                                       umap_neighbors)
 
     kept = dict(np.load(path, allow_pickle=False))
     truth, k, inputs, name = kept["truth"], int(kept["k"]), kept["inputs"], str(kept["input_name"])
@@ -72,7 +60,7 @@ def replay(path: Path) -> dict:
     nn = umap_neighbors(len(feats), k)
     g_feats = fuzzy_graph(feats, nn, 0, neighbors=exact_neighbors(feats, nn))
     g_input = fuzzy_graph(inputs, nn, 0, neighbors=exact_neighbors(inputs, nn))
-    by_weight = {str(w): acc(graph_umap_gmm_consensus(weighted_intersection(g_feats, g_input, w), k, 0, runs=3,
+    by_weight = {str(w): acc(graph_umap_gmm_consensus(intersect_graphs(g_feats, g_input, w), k, 0, runs=3,
                                                       starts=starts).labels) for w in WEIGHTS}
     by_layouts = {f"{n}/{s}": acc(FinalStage(inputs, k, seed=s, consensus_runs=n, input_name=name)
                                   .joint_candidate(feats, starts).labels) for n in LAYOUTS for s in SEEDS}

@@ -609,6 +609,26 @@ def test_intersection_keeps_links_both_graphs_hold():
         intersect_graphs(ga, sp.csr_matrix((3, 3)))
 
 
+@pytest.mark.slow  # UMAP's fuzzy graphs, as above
+def test_intersection_weight_leans_towards_one_graph():
+    """The mix weight: 0.5 is the default; under it the first graph's own links weigh more,
+    over it the second's; a link only one graph holds is weakened, never dropped."""
+    from conr.cluster.manifold import fuzzy_graph, intersect_graphs
+
+    rng = np.random.default_rng(0)   # two unrelated neighbour graphs of the same 40 points
+    a, b = (fuzzy_graph(rng.normal(size=(40, 2)).astype(np.float32), 5) for _ in range(2))
+    only_a = (a.toarray() > 0) & (b.toarray() == 0)
+    only_b = (b.toarray() > 0) & (a.toarray() == 0)
+    assert only_a.any() and only_b.any()
+    got = {w: intersect_graphs(a, b, w).toarray() for w in (0.1, 0.5, 0.9)}
+    assert np.array_equal(got[0.5], intersect_graphs(a, b).toarray())
+    assert got[0.1][only_a].sum() > got[0.5][only_a].sum() > got[0.9][only_a].sum() > 0
+    assert 0 < got[0.1][only_b].sum() < got[0.5][only_b].sum() < got[0.9][only_b].sum()
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            intersect_graphs(a, b, bad)
+
+
 def test_rule_prefers_the_joint_candidate_where_the_pixels_are_candidates():
     from conr.cluster.final import Candidate
     from conr.cluster.policy import JOINT, PREFERRED

@@ -2,7 +2,7 @@
 counted by hand: benchmarks/final_rule.py's seed-against-end table and where-the-gap-is table,
 benchmarks/joint_union.py's choice with one joint candidate or both, and
 benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds, and
-benchmarks/joint_noise.py's weighted intersection and its table."""
+benchmarks/joint_noise.py's table."""
 import importlib.util
 from pathlib import Path
 
@@ -175,24 +175,6 @@ def test_raw_rules_pick_by_their_own_space(raw_silhouette):
 @pytest.fixture(scope="module")
 def joint_noise():
     return load("joint_noise")
-
-
-def test_weighted_intersection_weighs_the_first_graph_more_under_a_half(joint_noise):
-    import numpy as np
-
-    from conr.cluster.manifold import fuzzy_graph, intersect_graphs
-
-    rng = np.random.default_rng(0)   # two unrelated neighbour graphs of the same 40 points
-    a, b = (fuzzy_graph(rng.normal(size=(40, 2)).astype(np.float32), 5) for _ in range(2))
-    only_a = (a.toarray() > 0) & (b.toarray() == 0)
-    only_b = (b.toarray() > 0) & (a.toarray() == 0)
-    assert only_a.any() and only_b.any()
-    half = joint_noise.weighted_intersection(a, b, 0.5).toarray()
-    assert np.allclose(half, intersect_graphs(a, b).toarray())   # 0.5: the stage's own intersection
-    got = {w: joint_noise.weighted_intersection(a, b, w).toarray() for w in (0.1, 0.5, 0.9)}
-    # the links only one graph holds are weakened, not dropped, the less the more that graph weighs
-    assert got[0.1][only_a].sum() > got[0.5][only_a].sum() > got[0.9][only_a].sum() > 0
-    assert 0 < got[0.1][only_b].sum() < got[0.5][only_b].sum() < got[0.9][only_b].sum()
 
 
 def test_joint_noise_table_means_and_ranges(joint_noise):

@@ -152,16 +152,20 @@ def fuzzy_graph(x: np.ndarray, n_neighbors: int, seed: int = 0,
     return graph.tocsr()
 
 
-def intersect_graphs(a, b):
+def intersect_graphs(a, b, weight: float = 0.5):
     """The fuzzy intersection of two neighbour graphs of the same samples (umap-learn's
-    ``model_a * model_b``): a link is strong only where both graphs hold it."""
+    ``model_a * model_b``): a link is strong only where both graphs hold it. ``weight``:
+    umap-learn's mix weight, 0.5 both graphs alike (the final stage's); towards 0 ``a``
+    counts more, towards 1 ``b`` (a link only the other holds is weakened, not dropped)."""
     from umap.umap_ import general_simplicial_set_intersection, reset_local_connectivity
 
     if a.shape != b.shape:
         raise ValueError(f"graphs of {a.shape[0]} and {b.shape[0]} samples: both must hold the same samples")
+    if not 0.0 < weight < 1.0:
+        raise ValueError(f"weight={weight}: the intersection's mix weight lies strictly between 0 and 1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return reset_local_connectivity(general_simplicial_set_intersection(a.tocoo(), b.tocoo(), 0.5),
+        return reset_local_connectivity(general_simplicial_set_intersection(a.tocoo(), b.tocoo(), weight),
                                         True).tocsr()
 
 

@@ -41,12 +41,11 @@ LARGE = 5000   # rows above which a kept run is left out unless named (CIFAR-10:
 def replay(path: Path) -> dict:
     """The joint candidate's ACC on the run kept at ``path``: by weight (3 layouts, seed 0) and by
     layouts and seed (weight 0.5); the run's best candidate beside them."""
-    from joint_union import kept_stage, own_kmeans
+    from joint_union import kept_stage, own_kmeans, view_graphs
     from suite import scores
 
     from conr.cluster.final import FinalStage, unit_rows
-    from conr.cluster.manifold import (exact_neighbors, fuzzy_graph, graph_umap_gmm_consensus, intersect_graphs,
-                                       umap_neighbors)
+    from conr.cluster.manifold import graph_umap_gmm_consensus, intersect_graphs
 
     kept = dict(np.load(path, allow_pickle=False))
     truth, k, inputs, name = kept["truth"], int(kept["k"]), kept["inputs"], str(kept["input_name"])
@@ -57,16 +56,15 @@ def replay(path: Path) -> dict:
         return round(float(scores(truth, labels)["acc"]), 4)
 
     feats = unit_rows(kept["end"])
-    nn = umap_neighbors(len(feats), k)
-    g_feats = fuzzy_graph(feats, nn, 0, neighbors=exact_neighbors(feats, nn))
-    g_input = fuzzy_graph(inputs, nn, 0, neighbors=exact_neighbors(inputs, nn))
+    _, g_feats, g_input = view_graphs(feats, inputs, k)
     by_weight = {str(w): acc(graph_umap_gmm_consensus(intersect_graphs(g_feats, g_input, w), k, 0, runs=3,
                                                       starts=starts).labels) for w in WEIGHTS}
     by_layouts = {f"{n}/{s}": acc(FinalStage(inputs, k, seed=s, consensus_runs=n, input_name=name)
                                   .joint_candidate(feats, starts).labels) for n in LAYOUTS for s in SEEDS}
-    best = max(cands, key=lambda c: acc(c.labels))
+    scored = {c.name: acc(c.labels) for c in cands}
+    best = max(scored, key=scored.get)
     return {"run": path.stem, "n": int(len(truth)), "k": k, "by_weight": by_weight, "by_layouts": by_layouts,
-            "best": acc(best.labels), "best_name": best.name}
+            "best": scored[best], "best_name": best}
 
 
 def table(rows: list[dict]) -> list[str]:

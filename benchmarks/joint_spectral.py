@@ -46,17 +46,17 @@ def replay(path: Path, seed: int = 0) -> dict:
     """ACC of each way of reading the run kept at ``path`` (its end features)."""
     import torch
 
-    from conr.cluster.final import FinalStage
-    from conr.cluster.manifold import exact_neighbors, fuzzy_graph, intersect_graphs, umap_neighbors, union_graphs
+    from joint_union import view_graphs
+
+    from conr.cluster.final import FinalStage, unit_rows
+    from conr.cluster.manifold import intersect_graphs, union_graphs
     from conr.cluster.spectral import spectral_labels
     from conr.ops.metrics import evaluate
 
     z = np.load(path, allow_pickle=False)
     y, k, inputs = z["truth"], int(z["k"]), z["inputs"]
-    feats = z["end"] / np.linalg.norm(z["end"], axis=1, keepdims=True).clip(1e-12)
-    nn = umap_neighbors(len(feats), k)
-    g_feats = fuzzy_graph(feats, nn, seed, neighbors=exact_neighbors(feats, nn))
-    g_input = fuzzy_graph(inputs, nn, seed, neighbors=exact_neighbors(inputs, nn))
+    feats = unit_rows(z["end"])
+    nn, g_feats, g_input = view_graphs(feats, inputs, k, seed)
     labels = {
         "umap_gmm/joint": FinalStage(inputs, k, seed, consensus_runs=1, input_name=str(z["input_name"]))
         .joint_candidate(feats).labels,

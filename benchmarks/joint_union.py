@@ -177,6 +177,17 @@ def kept_runs(names=None) -> list[Path]:
     return paths
 
 
+def view_graphs(feats: np.ndarray, inputs: np.ndarray, k: int, seed: int = 0):
+    """The two neighbour graphs the joint candidate joins, as the final stage makes them: UMAP's
+    fuzzy graph of the (unit) features and of the input rows, at the stage's neighbourhood for
+    ``k`` clusters. Returns (the neighbourhood, the features' graph, the input's graph)."""
+    from conr.cluster.manifold import exact_neighbors, fuzzy_graph, umap_neighbors
+
+    nn = umap_neighbors(len(feats), k)
+    return (nn, fuzzy_graph(feats, nn, seed, neighbors=exact_neighbors(feats, nn)),
+            fuzzy_graph(inputs, nn, seed, neighbors=exact_neighbors(inputs, nn)))
+
+
 def replay_each(paths: list[Path], replay) -> list:
     """``replay(path)`` of each kept run, each row printed as it comes (a replay takes minutes)."""
     rows = []

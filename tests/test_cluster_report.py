@@ -286,6 +286,10 @@ def test_estimator_params_and_validation():
         conr.CoNR(n_clusters=1).fit(X)
     with pytest.raises(ValueError, match="exceeds the number of images"):
         conr.CoNR(n_clusters=20, **TINY_EST).fit(X)
+    copies = np.repeat(X[:1], 12, axis=0)          # one image twelve times: no three groups to find
+    copies[6:] = X[1]
+    with pytest.raises(ValueError, match="only 2 distinct rows among the 12 images.*n_clusters=3"):
+        conr.CoNR(n_clusters=3, **TINY_EST).fit(copies)
     with pytest.raises(ValueError, match="empty"):
         conr.CoNR(n_clusters=2).fit(np.zeros((0, 16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="empty"):

@@ -15,7 +15,7 @@ from sklearn.neighbors import NearestNeighbors
 import conr
 from conr.cli import main
 from conr.data.vectors import VectorData
-from conr.data.vectors import input_kind, read_embeddings
+from conr.data.vectors import input_kind, read_embeddings, read_embeddings_named
 from conr.engine.vectors import NeighbourViews, ViewConfig
 
 
@@ -251,6 +251,75 @@ def test_read_embeddings_formats(tmp_path):
         (tmp_path / "e.parquet").write_bytes(b"PAR1")
         with pytest.raises(ValueError, match="parquet needs pyarrow"):
             read_embeddings(tmp_path / "e.parquet")
+
+
+@pytest.mark.parametrize("layout", ["pandas index", "id header", "text names", "quoted names", "numpy header",
+                                    "plain"])
+def test_read_embeddings_row_names(tmp_path, layout):
+    """A first column of row names is kept apart from the vectors, never read as one of their values."""
+    X, _ = _blobs(n=6, d=3)
+    ids = [f"img_{i}.jpg" for i in range(6)]
+    if layout == "numpy header":
+        np.savetxt(tmp_path / "t.csv", X, delimiter=",", header="a,b,c")   # "# a,b,c"
+    else:
+        head = {"pandas index": ",a,b,c", "id header": "id,a,b,c", "text names": None, "quoted names": "file,a,b,c",
+                "plain": "a,b,c"}[layout]
+        first = {"pandas index": [str(i) for i in range(6)], "id header": [str(100 + i) for i in range(6)],
+                 "text names": ids, "quoted names": [f'"a, {i}"' for i in range(6)], "plain": None}[layout]
+        lines = ([head] if head else []) + [",".join(([first[i]] if first else []) + [repr(float(v)) for v in row])
+                                            for i, row in enumerate(X)]
+        (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    arr, names = read_embeddings_named(tmp_path / "t.csv")
+    np.testing.assert_allclose(arr, X, rtol=1e-6)
+    expected = {"pandas index": [str(i) for i in range(6)], "id header": [str(100 + i) for i in range(6)],
+                "text names": ids, "quoted names": [f"a, {i}" for i in range(6)]}.get(layout)
+    assert names == expected
+
+
+def test_parquet_row_name_column():
+    from conr.data.vectors import _row_name_column
+
+    assert _row_name_column(["a", "b", "__index_level_0__"], ["f", "f", "i"]) == 2
+    assert _row_name_column(["path", "a", "b"], ["O", "f", "f"]) == 0
+    assert _row_name_column(["a", "b"], ["f", "f"]) is None
+    assert _row_name_column(["p", "q", "a"], ["O", "O", "f"]) is None   # two text columns: left for the error
+
+
+def test_cli_embeddings_keeps_row_names(tmp_path):
+    """A CSV whose first column names its rows: the names come back beside each row's cluster."""
+    X, y = _blobs(n=60, d=8, k=3, seed=3)
+    lines = ["file," + ",".join(f"f{j}" for j in range(8))] + [
+        f"photo_{i}.jpg," + ",".join(repr(float(v)) for v in row) for i, row in enumerate(X)]
+    (tmp_path / "named.csv").write_text("\n".join(lines) + "\n")
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["cluster", "--embeddings", str(tmp_path / "named.csv"), "--k", "3", "--out", str(tmp_path / "o"),
+                   "--device", "cpu", "train.epochs=3"])
+    assert rc == 0
+    import csv
+
+    with open(tmp_path / "o" / "assignments.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["row", "name", "cluster", "boundary_ratio", "distance"]
+    assert [r["name"] for r in rows] == [f"photo_{i}.jpg" for i in range(60)]
+    assert adjusted_rand_score(y, [int(r["cluster"]) for r in rows]) > 0.9
+
+
+def test_read_embeddings_names_rows_with_gaps(tmp_path):
+    X, _ = _blobs(n=10, d=3)
+    X[[2, 7], 1] = [np.nan, np.inf]
+    np.save(tmp_path / "gaps.npy", X)
+    with pytest.raises(ValueError, match=r"2 of 10 rows hold NaN or infinity \(rows 2, 7, counted from 0\)"):
+        read_embeddings(tmp_path / "gaps.npy")
+
+
+def test_vectors_fewer_distinct_rows_than_k_are_refused():
+    """Copies of one row cannot be told apart: 50 equal rows into 3 clusters was a random split."""
+    rows = np.ones((50, 4), np.float32)
+    rows[25:] = 2.0
+    with pytest.raises(ValueError, match="only 2 distinct rows among the 50 samples.*n_clusters=3"):
+        conr.CoNR(n_clusters=3, input="vectors", epochs=1).fit(rows)
+    with pytest.raises(ValueError, match="only 1 distinct row among"):
+        conr.CoNR(n_clusters=2, input="vectors", epochs=1).fit(np.zeros((20, 3)))
 
 
 def test_cli_cluster_embeddings(tmp_path):

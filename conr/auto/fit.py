@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from torch import Tensor
 
 from ..cluster.stage import build_final_stage
@@ -55,6 +56,23 @@ def check_k(n_clusters, n: int, what: str = "images") -> int | None:
     if k is None and n < 3:
         raise ValueError(f"{n} {what}: estimating K needs at least 3")
     return k
+
+
+def check_distinct(rows, k: int | None, what: str = "samples") -> None:
+    """K distinct rows at least: copies of one row cannot be told apart, so fewer distinct rows than
+    K clusters would be split at random (50 equal rows put into 3 clusters). Stops at the K-th
+    distinct row, so a usual input costs K rows' bytes."""
+    if k is None:
+        return
+    rows = np.ascontiguousarray(np.asarray(rows).reshape(len(rows), -1))
+    seen = set()
+    for row in rows:
+        seen.add(row.tobytes())
+        if len(seen) >= k:
+            return
+    raise ValueError(f"only {len(seen)} distinct {'row' if len(seen) == 1 else 'rows'} among the {len(rows)} "
+                     f"{what} (the rest repeat them): {option('n_clusters', k)} needs at least {k}; lower K or "
+                     f"check the input")
 
 
 def _saved_epochs(run_dir) -> int | None:
@@ -115,6 +133,8 @@ def fit_images(X, params: dict, user: dict, *, started: float, log=print, input_
     if len(data) == 0:
         raise ValueError("no images to cluster: the input is empty")
     given_k = check_k(params["n_clusters"], len(data))
+    if isinstance(data.images, Tensor):   # a streamed folder's files are read by the training, not here
+        check_distinct(data.images.numpy(), given_k, "images")
     k = given_k or provisional_k(params["n_clusters"], len(data))
     root = X if isinstance(X, (str, Path)) else None
     look = survey or survey_images(data.images)
@@ -186,6 +206,7 @@ def fit_vectors(data, params: dict, user: dict, *, started: float, log=print, in
     fields for them (conr/auto/photos.py); ``more_reasons``: {key: why} of choices made before."""
     n = len(data)
     given_k = check_k(params["n_clusters"], n, "images" if encoder is not None else "samples")
+    check_distinct(data.images.numpy(), given_k, "images" if encoder is not None else "samples")
     k = given_k or provisional_k(params["n_clusters"], n)
     seed = int(params["seed"])
     cfg, auto, reasons = vector_settings(user, n, k=k, data=data_section)

@@ -1,6 +1,7 @@
 """conr cluster --embeddings FILE: CoNR on vectors a user already has (conr/vectors.py).
 
-Writes OUT/assignments.csv (row, cluster, boundary_ratio, distance), OUT/features.npy
+Writes OUT/assignments.csv (row, the row's name where the table has names, cluster, boundary_ratio,
+distance), OUT/features.npy
 (the trained network's L2-normalised features) and OUT/summary.json (K, sizes, settings)."""
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from pathlib import Path
 
 
 def run_embeddings(args) -> int:
+    import csv
+    import io
+
     import numpy as np
 
     from ..estimator import CoNR
     from ..io import atomic_write_bytes, atomic_write_text, check_writable
     from ..cluster.kselect import parse_k
-    from ..data.vectors import read_embeddings
+    from ..data.vectors import read_embeddings_named
 
     if args.path:
         raise ValueError(f"give either a folder of images ({args.path}) or --embeddings FILE, not both")
@@ -26,20 +30,21 @@ def run_embeddings(args) -> int:
     except ValueError as exc:
         raise ValueError(f"--k {args.k}: {exc}") from None
     src = Path(args.embeddings)
-    X = read_embeddings(src)
+    X, names = read_embeddings_named(src)
     out = Path(args.out) if args.out else Path(f"{src.stem}-conr")
     check_writable(out, need_bytes=X.shape[0] * 1024)
-    print(f"conr cluster: {X.shape[0]} vectors of width {X.shape[1]} from {src}")
+    print(f"conr cluster: {X.shape[0]} vectors of width {X.shape[1]} from {src}"
+          + (f" and their {len(names)} row names" if names else ""))
     est = CoNR(n_clusters=k, device=args.device, seed=args.seed, overrides=list(args.overrides), input="vectors",
                minutes=args.minutes, verbose=True)
     est.fit(X)
     labels = est.labels_
-    rows = ["row,cluster,boundary_ratio,distance"] + [
-        f"{i},{int(c)},{float(b):.6f},{float(d):.6f}"
-        for i, (c, b, d) in enumerate(zip(labels, est.boundary_ratios_, est.distances_))]
-    atomic_write_text(out / "assignments.csv", "\n".join(rows) + "\n")
-    import io
-
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["row"] + (["name"] if names else []) + ["cluster", "boundary_ratio", "distance"])
+    for i, (c, b, d) in enumerate(zip(labels, est.boundary_ratios_, est.distances_)):
+        writer.writerow([i] + ([names[i]] if names else []) + [int(c), f"{float(b):.6f}", f"{float(d):.6f}"])
+    atomic_write_text(out / "assignments.csv", table.getvalue())
     buf = io.BytesIO()
     np.save(buf, est.features_.astype(np.float32))
     atomic_write_bytes(out / "features.npy", buf.getvalue())

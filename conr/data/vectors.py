@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .base import LabelledRows
 
-__all__ = ["VectorData", "input_kind", "check_vectors", "read_embeddings", "MIN_IMAGE_SIDE", "SPARSE_MESSAGE"]
+__all__ = ["VectorData", "input_kind", "check_vectors", "read_embeddings", "read_embeddings_named", "MIN_IMAGE_SIDE", "SPARSE_MESSAGE"]
 
 MIN_IMAGE_SIDE = 8   # a flat row is read as pixels only when D = H*H or 3*H*H with H >= this
 SPARSE_MESSAGE = ("sparse input is not supported: CoNR trains a dense network on dense rows; convert it "
@@ -148,23 +148,67 @@ def check_vectors(est, X, reset: bool) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- files
 
-def read_embeddings(path) -> np.ndarray:
-    """An [N, D] table from .npy, .csv (numbers only; a header row is skipped) or .parquet."""
+ROW_NAME_HEADERS = {"id", "index", "name", "names", "file", "filename", "path", "row", "key"}
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_layout(p: Path) -> tuple[bool, bool, int]:
+    """(a header row?, row names in the first column?, the number of columns) of a CSV: a header is
+    a first line with a non-number past its first cell; names are a first column of text, or one
+    whose header is empty (what pandas writes for its index) or says so (``ROW_NAME_HEADERS``)."""
+    import csv
+
+    with open(p, newline="") as f:
+        reader = csv.reader(f)
+        first = next(reader, None)
+        second = next(reader, None)
+    if not first:
+        raise ValueError(f"--embeddings {p}: the file is empty")
+    head = first[0].strip()
+    header = any(not _is_number(c) for c in first[1:]) if len(first) > 1 else not _is_number(head)
+    data_row = second if header else first
+    names = len(first) > 1 and ((header and (head == "" or head.lower() in ROW_NAME_HEADERS))
+                                or (data_row is not None and not _is_number(data_row[0])))
+    return header, names, len(first)
+
+
+def _row_name_column(names: list[str], kinds: list[str]) -> int | None:
+    """The column of a parquet table that names its rows: pandas' stored index, else its one column of
+    text (numpy dtype ``kinds``); None if neither (more text columns are left for the error)."""
+    index = [i for i, n in enumerate(names) if n.startswith("__index_level_")]
+    text = [i for i, kind in enumerate(kinds) if kind not in "fiu"]
+    return index[0] if index else text[0] if len(text) == 1 else None
+
+
+def read_embeddings_named(path) -> tuple[np.ndarray, list[str] | None]:
+    """An [N, D] table from .npy, .csv or .parquet, and its row names where the file has them (a first
+    CSV column of text, or one headed ``id``, ``name``, ... or left blank as pandas writes its index;
+    a parquet text column or pandas index), else None. A header row is skipped."""
     p = Path(path)
     suffix = p.suffix.lower()
     if not p.is_file():
         raise FileNotFoundError(f"--embeddings {p}: no such file")
+    names = None
     if suffix == ".npy":
         arr = np.load(p, allow_pickle=False)
     elif suffix == ".csv":
+        header, named, width = _csv_layout(p)
         try:
-            arr = np.loadtxt(p, delimiter=",", ndmin=2)
-        except ValueError:  # a header row (or non-numbers, which the second read names)
-            try:
-                arr = np.loadtxt(p, delimiter=",", ndmin=2, skiprows=1)
-            except ValueError as exc:
-                raise ValueError(f"--embeddings {p}: the CSV must hold numbers only (one optional header "
-                                 f"row): {exc}") from None
+            arr = np.loadtxt(p, delimiter=",", ndmin=2, skiprows=int(header), quotechar='"',
+                             usecols=range(1, width) if named else None)
+        except ValueError as exc:
+            raise ValueError(f"--embeddings {p}: the CSV must hold numbers only, past one optional header row "
+                             f"and one optional first column of row names: {exc}") from None
+        if named:
+            names = np.loadtxt(p, delimiter=",", ndmin=1, skiprows=int(header), quotechar='"', usecols=0,
+                               dtype=str).tolist()
     elif suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -172,7 +216,12 @@ def read_embeddings(path) -> np.ndarray:
             raise ValueError(f"--embeddings {p}: reading parquet needs pyarrow (pip install pyarrow); or save "
                              f"the table as .npy or .csv") from None
         table = pq.read_table(p)
-        arr = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
+        columns = [table.column(i).to_numpy(zero_copy_only=False) for i in range(table.num_columns)]
+        keyed = _row_name_column(table.column_names, [c.dtype.kind for c in columns])
+        if keyed is not None:
+            names = [str(v) for v in columns[keyed]]
+            columns = [c for i, c in enumerate(columns) if i != keyed]
+        arr = np.column_stack(columns) if columns else np.empty((table.num_rows, 0))
     else:
         raise ValueError(f"--embeddings {p}: unknown format {suffix!r}; give a .npy, .csv or .parquet file")
     arr = np.asarray(arr)
@@ -180,5 +229,17 @@ def read_embeddings(path) -> np.ndarray:
         raise ValueError(f"--embeddings {p}: expected an N x D table, got shape {arr.shape}")
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"--embeddings {p}: the table holds non-numbers ({arr.dtype}); keep only the vector "
-                         f"columns")
-    return arr
+                         f"columns (and at most one column of row names)")
+    if arr.shape[1] == 0:
+        raise ValueError(f"--embeddings {p}: no vector columns, only row names")
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1)) if arr.dtype.kind == "f" else np.empty(0, int)
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise ValueError(f"--embeddings {p}: {bad.size} of {len(arr)} rows hold NaN or infinity (rows {shown}, "
+                         f"counted from 0): drop those rows or fill the gaps before clustering")
+    return arr, names
+
+
+def read_embeddings(path) -> np.ndarray:
+    """The [N, D] table of :func:`read_embeddings_named`, without its row names."""
+    return read_embeddings_named(path)[0]

@@ -532,3 +532,25 @@ def test_real_cifar10_jpeg_test_split():
     assert data.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     assert torch.bincount(data.labels, minlength=10).tolist() == [1000] * 10
     assert data.name == "cifar10" and data.normalization == "cifar10" and not data.skipped
+
+
+def test_scan_images_follows_each_linked_folder_once(tmp_path):
+    """A link back to a parent (a loop) or a second link to one folder is searched once: the loop
+    had made 31 images into 1,271 (every `loop/loop/...` down to the system's path limit)."""
+    import os
+
+    from conr.data.folder import OUTPUT_MARKER, mark_output_folder, scan_images
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / cls / f"{i}.png")
+    os.symlink(tmp_path, tmp_path / "a" / "up")            # a loop
+    os.symlink(tmp_path / "b", tmp_path / "b-again")       # one folder under two names
+    (tmp_path / ".hidden").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / ".hidden" / "x.png")
+    mark_output_folder(tmp_path / "out")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "out" / "grid.png")
+    found = [p.relative_to(tmp_path).as_posix() for p in scan_images(tmp_path)]
+    assert found == ["a/0.png", "a/1.png", "b/0.png", "b/1.png"]
+    assert (tmp_path / "out" / OUTPUT_MARKER).exists()

@@ -49,18 +49,26 @@ def mark_output_folder(folder: str | Path) -> None:
 
 def scan_images(root: str | Path) -> list[Path]:
     """All image files under ``root`` (recursive, hidden entries and conr output
-    folders, see :func:`mark_output_folder`, skipped), sorted."""
+    folders, see :func:`mark_output_folder`, skipped), sorted. Linked folders are followed
+    once: a link back to a folder already searched (a loop, or a second link to one folder)
+    is not searched again."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"image folder {root} does not exist; check {option('data.root')}")
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is a file, not a folder of images")
-    found = []
+    found, searched = [], {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         if OUTPUT_MARKER in filenames:
             dirnames[:] = []
             continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in searched:
+                searched.add(real)
+                kept.append(d)
+        dirnames[:] = kept
         for f in sorted(filenames):
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(Path(dirpath) / f)

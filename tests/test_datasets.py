@@ -554,3 +554,27 @@ def test_scan_images_follows_each_linked_folder_once(tmp_path):
     found = [p.relative_to(tmp_path).as_posix() for p in scan_images(tmp_path)]
     assert found == ["a/0.png", "a/1.png", "b/0.png", "b/1.png"]
     assert (tmp_path / "out" / OUTPUT_MARKER).exists()
+
+
+def test_photos_are_read_upright_by_their_exif_tag(tmp_path):
+    """A phone stores a portrait photo sideways with an orientation tag; both readers (the pixels'
+    and the encoder's) turn it as a viewer shows it. The reference is PIL's own transpose."""
+    from conr.data.folder import decode_image
+    from conr.encoders.extract import decode_for_encoder
+    from conr.encoders.preprocess import Preprocess
+
+    stored = np.zeros((24, 48, 3), np.uint8)
+    stored[:, :16, 0] = 255                       # red on the left third, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6                              # orientation: turn 90 degrees clockwise to view
+    Image.fromarray(stored).save(tmp_path / "tagged.jpg", exif=exif, quality=95)
+    Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=95)
+    with Image.open(tmp_path / "tagged.jpg") as im:  # the reference: PIL's transpose of the tagged file
+        viewed = np.asarray(im.transpose(Image.Transpose.ROTATE_270))   # [48, 24, 3], red third on top
+    got = decode_image(tmp_path / "tagged.jpg", 24).transpose(1, 2, 0)  # shorter side 24, centre rows 12..36
+    assert np.abs(got.astype(int) - viewed[12:36].astype(int)).mean() < 3
+    assert got[:4, :, 0].mean() > 200 and got[-4:, :, 0].mean() < 60     # red on top, not on the left
+    plain = decode_image(tmp_path / "plain.jpg", 24).transpose(1, 2, 0)
+    assert plain[:, :4, 0].mean() > 200 and plain[:, -4:, 0].mean() < 60  # no tag: as stored
+    image, _ = decode_for_encoder(tmp_path / "tagged.jpg", Preprocess(size=24, mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=1.0))
+    assert image[0, :4].mean() > 200 and image[0, -4:].mean() < 60

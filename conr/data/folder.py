@@ -23,7 +23,7 @@ from ..io import atomic_write_bytes
 from ..options import option
 from .base import ImageData, register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "pil_to_array", "load_image_folder", "index_image_folder",
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "upright", "pil_to_array", "load_image_folder", "index_image_folder",
            "BadImageError"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -94,13 +94,21 @@ def pil_to_array(im, size: int, channels: int = 3) -> np.ndarray:
     return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)).copy()
 
 
+def upright(im):
+    """``im`` turned as its EXIF orientation tag says (a phone's portrait photo is stored sideways
+    with a tag), as image viewers show it; ``im`` itself where it has no such tag."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im) or im
+
+
 def decode_image(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
-    """One file -> uint8 [channels, size, size] (see :func:`pil_to_array`)."""
+    """One file -> uint8 [channels, size, size] (see :func:`pil_to_array`), upright (:func:`upright`)."""
     from PIL import Image
 
     with Image.open(path) as im:
         im.load()
-        return pil_to_array(im, size, channels)
+        return pil_to_array(upright(im), size, channels)
 
 
 def _decode_chunk(args):

@@ -32,7 +32,7 @@ from ..io import atomic_write_bytes
 __all__ = ["FORMAT", "cache_root", "feature_cache_dir", "export_cache_dir", "feature_cache_key", "feature_cache_file",
            "read_features", "write_features"]
 
-FORMAT = 1  # bump when the entry's layout or the extraction's numbers change
+FORMAT = 2  # bump when the entry's layout or the extraction's numbers change (2: photos turned upright by EXIF)
 
 
 def cache_root() -> Path:

@@ -131,7 +131,8 @@ def _cache_dir() -> Path | None:
 
 
 def _cache_key(files: list[Path], size: int, channels: int = 3) -> str:
-    h = hashlib.sha256((f"v1|{size}" if channels == 3 else f"v1|{size}|c{channels}").encode())
+    # v2: upright by the EXIF tag (a folder decoded before is decoded again)
+    h = hashlib.sha256((f"v2|{size}" if channels == 3 else f"v2|{size}|c{channels}").encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())

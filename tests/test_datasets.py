@@ -578,3 +578,30 @@ def test_photos_are_read_upright_by_their_exif_tag(tmp_path):
     assert plain[:, :4, 0].mean() > 200 and plain[:, -4:, 0].mean() < 60  # no tag: as stored
     image, _ = decode_for_encoder(tmp_path / "tagged.jpg", Preprocess(size=24, mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=1.0))
     assert image[0, :4].mean() > 200 and image[0, -4:].mean() < 60
+
+
+@pytest.mark.parametrize("kind, values, want", [
+    ("16-bit", np.linspace(0, 65535, 32), np.linspace(0, 255, 32)),
+    ("12-bit in 16", np.linspace(0, 4095, 32), np.linspace(0, 255, 32)),
+    ("12-bit, dim", np.linspace(0, 3000, 32), np.linspace(0, 3000 * 255 / 4095, 32)),   # same scale as a bright one
+    ("float in [0, 1]", np.linspace(0, 1, 32), np.linspace(0, 255, 32)),
+    ("float, any range", np.linspace(-3, 5, 32), np.linspace(0, 255, 32)),
+])
+def test_deep_grey_images_keep_their_levels(tmp_path, kind, values, want):
+    """A 16-bit scan read through PIL's own conversion was its zeros on white (every level over 255
+    clipped); the reader scales it to 8 bits by its bit depth instead. Reference: numpy's scaling."""
+    from conr.data.folder import decode_image
+    from conr.encoders.extract import decode_for_encoder
+    from conr.encoders.preprocess import Preprocess
+
+    row = np.tile(values, (32, 1))
+    if kind.startswith("float"):
+        Image.fromarray(row.astype(np.float32)).save(tmp_path / "scan.tif")
+        path = tmp_path / "scan.tif"
+    else:
+        Image.fromarray(row.astype(np.uint16)).save(tmp_path / "scan.png")
+        path = tmp_path / "scan.png"
+    got = decode_image(path, 32, channels=1)[0, 0].astype(int)
+    assert np.abs(got - np.rint(want)).max() <= 1
+    image, _ = decode_for_encoder(path, Preprocess(size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=1.0))
+    assert np.abs(image[:, 0].astype(int) - np.rint(want)[None]).max() <= 1

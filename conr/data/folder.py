@@ -23,7 +23,7 @@ from ..io import atomic_write_bytes
 from ..options import option
 from .base import ImageData, register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "upright", "pil_to_array", "load_image_folder", "index_image_folder",
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "upright", "eight_bit", "pil_to_array", "load_image_folder", "index_image_folder",
            "BadImageError"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -94,12 +94,43 @@ def pil_to_array(im, size: int, channels: int = 3) -> np.ndarray:
     return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)).copy()
 
 
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")   # PIL modes of more than 8 bits a channel
+
+
+def eight_bit(im):
+    """A grey image of more than 8 bits (16-bit PNG or TIFF scans, 32-bit integers, floats) as an 8-bit
+    one whose levels keep their order and spread: PIL's own conversion clips every value above 255
+    to white (a 12- or 16-bit scan came out as its zeros on white) and floats in [0, 1] to black.
+    Integers are divided by the range of their bit depth (the image's largest value rounded up to an
+    even number of bits: 10, 12, 14 or 16), so the scans of one device share a scale; floats in
+    [0, 1] are scaled by 255, other floats stretched from their minimum to their maximum. Other
+    images are returned as they are."""
+    if im.mode not in DEEP_MODES:
+        return im
+    from PIL import Image
+
+    a = np.asarray(im, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if im.mode == "F" and lo >= 0 and hi <= 1:
+        scaled = a * 255
+    elif im.mode == "F" or lo < 0:
+        scaled = (a - lo) * (255 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    elif hi <= 255:
+        scaled = a
+    else:
+        bits = int(np.ceil(np.log2(hi + 1)))
+        scaled = a * (255 / (2 ** (bits + bits % 2) - 1))
+    return Image.fromarray(np.clip(np.nan_to_num(np.rint(scaled)), 0, 255).astype(np.uint8), "L")
+
+
 def upright(im):
     """``im`` turned as its EXIF orientation tag says (a phone's portrait photo is stored sideways
-    with a tag), as image viewers show it; ``im`` itself where it has no such tag."""
+    with a tag), as image viewers show it, and of 8 bits a channel (:func:`eight_bit`); ``im``
+    itself where neither applies."""
     from PIL import ImageOps
 
-    return ImageOps.exif_transpose(im) or im
+    return eight_bit(ImageOps.exif_transpose(im) or im)
 
 
 def decode_image(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
@@ -131,8 +162,8 @@ def _cache_dir() -> Path | None:
 
 
 def _cache_key(files: list[Path], size: int, channels: int = 3) -> str:
-    # v2: upright by the EXIF tag (a folder decoded before is decoded again)
-    h = hashlib.sha256((f"v2|{size}" if channels == 3 else f"v2|{size}|c{channels}").encode())
+    # v3: upright by the EXIF tag, deep grey images scaled to 8 bits (a folder decoded before is decoded again)
+    h = hashlib.sha256((f"v3|{size}" if channels == 3 else f"v3|{size}|c{channels}").encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())

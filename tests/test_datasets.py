@@ -605,3 +605,24 @@ def test_deep_grey_images_keep_their_levels(tmp_path, kind, values, want):
     assert np.abs(got - np.rint(want)).max() <= 1
     image, _ = decode_for_encoder(path, Preprocess(size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crop_fraction=1.0))
     assert np.abs(image[:, 0].astype(int) - np.rint(want)[None]).max() <= 1
+
+
+def test_transparent_pixels_read_as_white(tmp_path):
+    """A transparent PNG shows white in a browser; converting it without its alpha showed the colours
+    its transparent pixels happen to hold (here noise), in the pixels, the encoder's input and the
+    grey-or-colour survey alike."""
+    from conr.data.folder import decode_image
+    from conr.data.survey import survey_files
+    from conr.encoders.extract import decode_for_encoder
+    from conr.encoders.preprocess import Preprocess
+
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., :3] = np.random.default_rng(0).integers(0, 256, (16, 16, 3))
+    rgba[4:12, 4:12] = [90, 90, 90, 255]          # an opaque grey square on a transparent ground
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "icon.png")
+    got = decode_image(tmp_path / "icon.png", 16)
+    assert (got[:, :4] == 255).all() and (got[:, 4:12, 4:12] == 90).all()
+    image, _ = decode_for_encoder(tmp_path / "icon.png", Preprocess(size=16, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                                                    crop_fraction=1.0))
+    assert (image[:, :4] == 255).all()
+    assert survey_files([tmp_path / "icon.png"]).grey     # grey where it shows; the noise is hidden

@@ -23,7 +23,7 @@ from ..io import atomic_write_bytes
 from ..options import option
 from .base import ImageData, register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "upright", "eight_bit", "pil_to_array", "load_image_folder", "index_image_folder",
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "upright", "eight_bit", "on_white", "pil_to_array", "load_image_folder", "index_image_folder",
            "BadImageError"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -124,13 +124,25 @@ def eight_bit(im):
     return Image.fromarray(np.clip(np.nan_to_num(np.rint(scaled)), 0, 255).astype(np.uint8), "L")
 
 
+def on_white(im):
+    """An image with transparency (RGBA, LA, a palette or grey image with a transparent colour) laid
+    on white, as a browser shows it: converting it drops the alpha and shows whatever colours the
+    transparent pixels hold (often black, sometimes leftovers of an edit). Others as they are."""
+    if im.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in im.info:
+        return im
+    from PIL import Image
+
+    rgba = im.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
 def upright(im):
-    """``im`` turned as its EXIF orientation tag says (a phone's portrait photo is stored sideways
-    with a tag), as image viewers show it, and of 8 bits a channel (:func:`eight_bit`); ``im``
-    itself where neither applies."""
+    """``im`` as a viewer shows it: turned as its EXIF orientation tag says (a phone's portrait photo
+    is stored sideways with a tag), on white where it is transparent (:func:`on_white`), of 8 bits
+    a channel (:func:`eight_bit`); ``im`` itself where none of these applies."""
     from PIL import ImageOps
 
-    return eight_bit(ImageOps.exif_transpose(im) or im)
+    return on_white(eight_bit(ImageOps.exif_transpose(im) or im))
 
 
 def decode_image(path: str | Path, size: int, channels: int = 3) -> np.ndarray:
@@ -162,7 +174,7 @@ def _cache_dir() -> Path | None:
 
 
 def _cache_key(files: list[Path], size: int, channels: int = 3) -> str:
-    # v3: upright by the EXIF tag, deep grey images scaled to 8 bits (a folder decoded before is decoded again)
+    # v3: upright by the EXIF tag, deep grey images scaled to 8 bits, transparency on white (a folder decoded before is decoded again)
     h = hashlib.sha256((f"v3|{size}" if channels == 3 else f"v3|{size}|c{channels}").encode())
     for f in files:
         st = f.stat()

@@ -26,7 +26,7 @@ from .errors import ConfigError
 __all__ = ["dotted_get", "yaml_mapping", 
     "Config", "DataConfig", "AugmentSection", "ModelConfig", "TrainConfig", "Stage2Config",
     "ClusterConfig", "RunConfig", "HaDisConfig", "SimSiamConfig", "MoCoConfig", "ConfigError", "load_config",
-    "config_from_dict", "apply_overrides",
+    "config_from_dict", "apply_overrides", "check_config_keys",
     "config_to_dict", "packaged_config_dir", "resolve_config_path", "validate_config",
 ]
 
@@ -310,6 +310,13 @@ def _build(cls, raw: Any, where: str):
             raise ConfigError(f"unknown config key {name!r}{_suggest(name, options)}")
         kwargs[key] = _coerce(value, types_[key], name)
     return cls(**kwargs)
+
+
+def check_config_keys(raw: dict) -> None:
+    """Every key of ``raw`` (nested plain data, possibly partial) is a config key and every value has
+    its key's type: a typo is named before a run spends anything (an encoder's extraction, say).
+    The checks between keys come when the whole config is built (:func:`config_from_dict`)."""
+    _build(Config, raw, "")
 
 
 def config_from_dict(raw: dict) -> Config:

@@ -158,3 +158,29 @@ def test_the_offline_error_names_the_cache_and_encoder_weights(tmp_path, monkeyp
 def test_missing_encoder_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="encoder_weights"):
         conr.CoNR(n_clusters=2, encoder_weights=str(tmp_path / "nope.pth")).fit(np.zeros((4, 8, 8, 3), np.uint8))
+
+
+def test_a_config_typo_is_named_before_the_photos_are_read(tmp_path, monkeypatch):
+    """A mistyped override used to be named only after the encoder had read every photo (minutes on a
+    large folder): the user's settings are now checked first."""
+    import conr.auto.photos as photos
+    from conr.config import ConfigError
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the photos were read before the settings were checked")
+
+    monkeypatch.setattr(photos, "photo_data", no_extraction)
+    folder = make_folder(tmp_path / "colour", per_class=3)
+    with pytest.raises(ConfigError, match="unknown config key 'train.epochz'; did you mean 'train.epochs'"):
+        conr.CoNR(n_clusters=2, encoder="efficientnet_lite0", overrides=["train.epochz=3"]).fit(folder)
+    with pytest.raises(ConfigError, match="train.epochs expects an integer, got 'abc'"):
+        conr.CoNR(n_clusters=2, encoder="efficientnet_lite0", overrides=["train.epochs=abc"]).fit(folder)
+
+
+def test_an_empty_folder_is_refused_before_an_encoder_is_chosen(tmp_path, capsys):
+    """An empty folder was first announced as 'colour images' for the encoder, then refused."""
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no pictures here")
+    with pytest.raises(ValueError, match="no image files .* found under"):
+        conr.CoNR(n_clusters=2, verbose=True).fit(tmp_path / "empty")
+    assert "colour images" not in capsys.readouterr().out

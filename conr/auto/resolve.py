@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..cluster.kselect import parse_k
-from ..config import AugmentSection, Config, apply_overrides, config_from_dict, deep_merge, dotted_get, read_yaml, resolve_config_path
+from ..config import AugmentSection, Config, apply_overrides, check_config_keys, config_from_dict, deep_merge, dotted_get, read_yaml, resolve_config_path
 from ..data.survey import ImageSurvey, pick_image_size
 from .budget import BudgetPlan
 from .settings import auto_settings
@@ -59,7 +59,9 @@ def user_settings(params: Mapping) -> dict:
                       ("train.batch_size", "batch_size"), ("train.lr", "lr")):
         if params.get(name) is not None:
             explicit.append(f"{key}={params[name]}")
-    return apply_overrides(raw, explicit + list(params.get("overrides") or []))
+    settings = apply_overrides(raw, explicit + list(params.get("overrides") or []))
+    check_config_keys(settings)   # a typo is named now, not after the images are read
+    return settings
 
 
 def _apply_budget(auto: dict, why: dict, budget: BudgetPlan | None) -> None:

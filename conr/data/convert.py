@@ -26,9 +26,9 @@ def resolve_device_type(device: str) -> str:
 def survey_input(X) -> ImageSurvey | None:
     """What the settings rule needs to know about an input (None: not an input it can look at)."""
     if isinstance(X, (str, Path)):
-        from .folder import scan_images
+        from .folder import images_under
 
-        return survey_files(scan_images(Path(X)))
+        return survey_files(images_under(Path(X)))
     if isinstance(X, ImageData):
         return survey_images(X.images)
     if isinstance(X, (list, tuple)) and X and all(hasattr(im, "mode") and hasattr(im, "size") for im in X):

@@ -23,7 +23,7 @@ from ..io import atomic_write_bytes
 from ..options import option
 from .base import ImageData, register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "scan_images", "decode_image", "upright", "eight_bit", "on_white", "pil_to_array", "load_image_folder", "index_image_folder",
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "images_under", "decode_image", "upright", "eight_bit", "on_white", "pil_to_array", "load_image_folder", "index_image_folder",
            "BadImageError"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -73,6 +73,15 @@ def scan_images(root: str | Path) -> list[Path]:
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(Path(dirpath) / f)
     return found
+
+
+def images_under(root: str | Path) -> list[Path]:
+    """:func:`scan_images`, refusing a folder that holds none (with what it looked for)."""
+    files = scan_images(root)
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
+                         f"point {option('data.root')} at a folder that contains images")
+    return files
 
 
 def pil_to_array(im, size: int, channels: int = 3) -> np.ndarray:
@@ -208,10 +217,7 @@ def _index_folder(root: Path, labels: str):
     the sorted class names and whether the folders are the labels."""
     if labels not in ("auto", "folders", "none"):
         raise ValueError(f"labels={labels!r}: choose auto, folders or none")
-    files = scan_images(root)
-    if not files:
-        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
-                         f"point {option('data.root')} at a folder that contains images")
+    files = images_under(root)
     rel = [f.relative_to(root) for f in files]
     top = [r.parts[0] if len(r.parts) > 1 else None for r in rel]
     classes = sorted({t for t in top if t is not None})

@@ -392,6 +392,26 @@ def test_cache_in_a_named_file_and_atomic_writes(tmp_path, monkeypatch):
     assert read_features(target, "wrong-key") is None
 
 
+def test_a_cached_entry_names_skipped_files_as_the_caller_spells_them(tmp_path, monkeypatch):
+    """A run read its folder as a relative path, `conr eval` later as an absolute one: the cache hit
+    named the unreadable file the first way, so it was not found among the second call's files and
+    the labels outnumbered the rows ('33 labels for 31 vectors')."""
+    from conr.auto.photos import photo_data
+
+    monkeypatch.setenv("CONR_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "work"
+    for cls in ("a", "b"):
+        _images(root / "imgs" / cls, n=3, bad=cls == "a")
+    encoder = _tiny()
+    monkeypatch.chdir(root)
+    relative = photo_data("imgs", encoder)                   # writes the cache entry
+    absolute = photo_data(root / "imgs", encoder)            # reads it back
+    assert len(absolute.skipped) == 1 and absolute.skipped[0][0] == str(root / "imgs" / "a" / "broken.jpg")
+    assert len(absolute.labels) == len(absolute.images) == len(relative.images) == 6
+    assert absolute.paths == [str(root / p) for p in relative.paths]
+    assert torch.equal(absolute.labels, relative.labels)
+
+
 # ------------------------------------------------------------------------ ONNX Runtime
 def test_onnx_runtime_gives_torchs_features(tmp_path):
     pytest.importorskip("onnxruntime")

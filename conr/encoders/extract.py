@@ -213,15 +213,17 @@ def extract_features(paths: Sequence[str | Path], encoder: Encoder, batch_size: 
     if broadcast_object(hit is not None):
         features = broadcast_rows(hit[0] if rank == 0 else None)
         thumbs = broadcast_rows(hit[1] if rank == 0 else None) if thumbnails else None
-        skipped = broadcast_object(hit[2] if rank == 0 else None)
+        # the entry names its skipped files resolved; the rows are told apart by the caller's spelling
+        spelled = {str(Path(p).resolve()): p for p in paths}
+        skipped = [(spelled.get(p, p), why) for p, why in broadcast_object(hit[2] if rank == 0 else None)]
     else:
         features, thumbs, skipped = _extract_all(paths, encoder, batch_size, workers, progress, thumbnails,
                                                  on_bad_image, backend, threads, rank, size)
         if file is not None and rank == 0 and len(features):
             dropped = {p for p, _ in skipped}
             try:
-                write_features(file, key, features, thumbs, skipped, encoder.spec,
-                               [p for p in paths if p not in dropped])
+                write_features(file, key, features, thumbs, [(str(Path(p).resolve()), why) for p, why in skipped],
+                               encoder.spec, [p for p in paths if p not in dropped])
             except OSError:
                 if cache is not True:
                     raise  # the file the caller named must be written; the default cache may fail quietly

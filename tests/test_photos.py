@@ -121,6 +121,10 @@ def test_predict_goes_through_the_same_encoder_and_head(tmp_path, cache):
     # conr plot and conr eval read the run's features again (from the cache)
     assert run_cli(["plot", str(out / "run"), "--only", "training"])[0] == 0
     assert run_cli(["eval", str(out / "run"), "--json"])[0] == 0
+    # and conr purity (it read the run as images: "unknown dataset 'vectors'")
+    rc, stdout = run_cli(["purity", str(out / "run"), "--no-filter"])
+    assert rc == 0, stdout
+    assert (out / "run" / "purity" / "purity.csv").exists()
 
 
 def test_in_memory_colour_images_go_through_the_encoder_without_a_cache(tmp_path, cache):

@@ -76,7 +76,7 @@ def parse_ks(text: str | None) -> list[int] | None:
 
 
 def load_run(path, device: str | None = None, overrides: list[str] | None = None, log=print):
-    """A saved run's trainer with its rows, for eval and plot: the images its config names,
+    """A saved run's trainer with its rows, for eval, plot and purity: the images its config names,
     or for a run on an encoder's features, that encoder's features of its folder (read
     from the feature cache where they are there)."""
     from ..engine import Trainer, load_checkpoint

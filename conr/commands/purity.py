@@ -18,14 +18,13 @@ Writes purity.csv and purity.png (default folder: RUN/purity)."""
 def run(args) -> int:
     from ..outputs.evaluation import checkpoint_purity, plot_purity, write_purity
     from ..io import atomic_write_text, check_writable
-    from ..engine import Trainer
-    from .common import parse_ks, split_overrides
+    from .common import load_run, parse_ks, split_overrides
 
     src = Path(args.checkpoint)
     run_dir = src if src.is_dir() else src.parent
     out = check_writable(Path(args.out) if args.out else run_dir / "purity", need_bytes=4 * 2**20)
-    trainer = Trainer.from_checkpoint(src, device=None if args.device == "auto" else args.device,
-                                      overrides=split_overrides(list(args.overrides)))
+    trainer = load_run(src, device=None if args.device == "auto" else args.device,
+                       overrides=split_overrides(list(args.overrides)))   # a photo run: its encoder's features
     res = checkpoint_purity(trainer, ks=parse_ks(args.ks), batch_size=args.batch_size, k1=args.k1, k2=args.k2,
                             keep_fraction=args.keep_fraction, n_batches=args.batches,
                             with_filter=not args.no_filter)

@@ -75,6 +75,7 @@ def make_folder(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> Path:
                 im.save(sub / f"{name}_{i}.png")
     _pattern(1, 32, 32, rng).convert("L").save(root / "blue" / "a" / "grey_checker.png")
     (root / "red" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 3)
+    (root / "green" / "a" / "from_a_phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # not read: named
     return root
 
 
@@ -106,6 +107,8 @@ def test_cluster_writes_assignments_csv(env):
     assert env["rc"] == 0, env["stdout"]
     rows = _rows(env["out"] / "assignments.csv")
     assert len(rows) == N_READABLE
+    assert ("warning: left out 1 .heic file, which this installation does not read: convert it to JPEG or PNG "
+            "(or pip install pillow-heif)") in env["stdout"]
     assert list(rows[0]) == ["path", "cluster", "boundary_ratio", "distance_to_center", "boundary", "confidence",
                              "true_label"]
     paths = [r["path"] for r in rows]

@@ -626,3 +626,32 @@ def test_transparent_pixels_read_as_white(tmp_path):
                                                                     crop_fraction=1.0))
     assert (image[:, :4] == 255).all()
     assert survey_files([tmp_path / "icon.png"]).grey     # grey where it shows; the noise is hidden
+
+
+def test_more_photo_formats_are_read_and_the_rest_are_named(tmp_path):
+    """A web download's .jfif (a JPEG) and an .avif photo were passed over without a word; files no
+    reader here opens (a phone's .heic without its plug-in, camera raw) are counted in the error."""
+    from PIL import features
+
+    from conr.data.folder import IMAGE_EXTENSIONS, decode_image, images_under, scan_images
+
+    a = np.zeros((12, 12, 3), np.uint8)
+    a[:, :6] = [200, 30, 30]
+    Image.fromarray(a).save(tmp_path / "download.jfif", format="JPEG", quality=95)
+    names = ["download.jfif"]
+    if features.check("avif") and ".avif" in IMAGE_EXTENSIONS:
+        Image.fromarray(a).save(tmp_path / "photo.avif", quality=95)
+        names.append("photo.avif")
+    found = scan_images(tmp_path)
+    assert sorted(p.name for p in found) == sorted(names)
+    for p in found:
+        assert decode_image(p, 12)[0, :, :4].mean() > 150 and decode_image(p, 12)[0, :, -4:].mean() < 80
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    for name in ("a.heic", "b.HEIC", "c.dng", "notes.txt", ".hidden.heic"):
+        (phone / name).write_bytes(b"\x00" * 8)
+    if ".heic" in IMAGE_EXTENSIONS:
+        pytest.skip("pillow-heif is installed here: .heic files are read")
+    with pytest.raises(ValueError, match=r"it holds 2 \.heic, 1 \.dng files, which this installation does not "
+                                         r"read: convert them to JPEG or PNG \(or pip install pillow-heif\)"):
+        images_under(phone)

@@ -85,7 +85,7 @@ def _run(args, src: Path, out: Path) -> int:
 
 
 def _cluster(args, src: Path, out: Path, k) -> int:
-    from ..data.folder import mark_output_folder
+    from ..data.folder import mark_output_folder, other_images, unread_note
     from ..estimator import CoNR
     from ..io import atomic_write_text, check_writable
     from ..outputs.plots import ClusterSnapshot
@@ -133,6 +133,9 @@ def _cluster(args, src: Path, out: Path, k) -> int:
         print(f"warning: {len(skipped)} unreadable image file(s) skipped:")
         for p, why in skipped[:10]:
             print(f"  {p} ({why})")
+    others = other_images(src)
+    if others:
+        print(f"warning: left out {unread_note(others)}")
         if len(skipped) > 10:
             print(f"  ... and {len(skipped) - 10} more (all listed in the report)")
     snap = ClusterSnapshot.from_estimator(est)

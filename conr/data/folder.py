@@ -23,10 +23,32 @@ from ..io import atomic_write_bytes
 from ..options import option
 from .base import ImageData, register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "scan_images", "images_under", "decode_image", "upright", "eight_bit", "on_white", "pil_to_array", "load_image_folder", "index_image_folder",
+__all__ = ["IMAGE_EXTENSIONS", "scan_images", "images_under", "other_images", "unread_note", "decode_image", "upright", "eight_bit", "on_white", "pil_to_array", "load_image_folder", "index_image_folder",
            "BadImageError"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# the raster formats read (where this Pillow reads them: AVIF since Pillow 11.3, HEIC / HEIF where the
+# pillow-heif plug-in is installed); a web download's .jfif is a JPEG, a camera's .mpo one too
+_RASTER = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif",
+           ".heic", ".heif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".mpo", ".qoi")
+# image files no reader here opens (camera raw, vector drawings, layered documents): named when met
+OTHER_IMAGES = (".heic", ".heif", ".avif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf",
+                ".svg", ".psd", ".xcf", ".jxl")
+
+
+def _readable_extensions() -> tuple[str, ...]:
+    from PIL import Image
+
+    try:  # HEIC / HEIF (a phone's photos) where the plug-in is there
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except Exception:  # not installed, or a version without the opener: .heic files are named, not read
+        pass
+    known = Image.registered_extensions()
+    return tuple(e for e in _RASTER if e in known)
+
+
+IMAGE_EXTENSIONS = _readable_extensions()
 
 
 def check_on_bad_image(on_bad_image: str) -> None:
@@ -79,9 +101,32 @@ def images_under(root: str | Path) -> list[Path]:
     """:func:`scan_images`, refusing a folder that holds none (with what it looked for)."""
     files = scan_images(root)
     if not files:
-        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
+        others = other_images(root)
+        found = f"; it holds {unread_note(others)}" if others else ""
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}{found}; "
                          f"point {option('data.root')} at a folder that contains images")
     return files
+
+
+def unread_note(others: dict[str, int]) -> str:
+    """What :func:`other_images` found, and what to do: '3 .heic files, which ...'."""
+    heic = " (or pip install pillow-heif)" if {".heic", ".heif"} & set(others) else ""
+    many = sum(others.values()) > 1
+    return (f"{', '.join(f'{n} {ext}' for ext, n in others.items())} {'files' if many else 'file'}, which this "
+            f"installation does not read: convert {'them' if many else 'it'} to JPEG or PNG{heic}")
+
+
+def other_images(root: str | Path) -> dict[str, int]:
+    """{extension: count} of the image files under ``root`` that are not read here (camera raw,
+    HEIC without its plug-in, vector drawings: ``OTHER_IMAGES``), most first."""
+    counts: dict[str, int] = {}
+    for _, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            ext = os.path.splitext(f)[1].lower()
+            if ext in OTHER_IMAGES and ext not in IMAGE_EXTENSIONS and not f.startswith("."):
+                counts[ext] = counts.get(ext, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def pil_to_array(im, size: int, channels: int = 3) -> np.ndarray:

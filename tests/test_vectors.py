@@ -304,6 +304,13 @@ def test_cli_embeddings_keeps_row_names(tmp_path):
     assert adjusted_rand_score(y, [int(r["cluster"]) for r in rows]) > 0.9
 
 
+def test_read_embeddings_takes_binary_features_as_0_and_1(tmp_path):
+    bits = np.random.default_rng(0).random((6, 5)) > 0.5
+    np.save(tmp_path / "bits.npy", bits)
+    arr = read_embeddings(tmp_path / "bits.npy")
+    assert arr.dtype.kind == "f" and np.array_equal(arr, bits.astype(float))
+
+
 def test_read_embeddings_names_rows_with_gaps(tmp_path):
     X, _ = _blobs(n=10, d=3)
     X[[2, 7], 1] = [np.nan, np.inf]

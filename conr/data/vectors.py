@@ -227,6 +227,8 @@ def read_embeddings_named(path) -> tuple[np.ndarray, list[str] | None]:
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise ValueError(f"--embeddings {p}: expected an N x D table, got shape {arr.shape}")
+    if arr.dtype.kind == "b":   # binary features (fingerprints, one-hot codes) are 0 and 1
+        arr = arr.astype(np.float32)
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"--embeddings {p}: the table holds non-numbers ({arr.dtype}); keep only the vector "
                          f"columns (and at most one column of row names)")

@@ -130,6 +130,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"lr={self.lr!r} must be > 0 or None (automatic)")
         if self.minutes is not None and not (isinstance(self.minutes, (int, float)) and self.minutes > 0):
             raise ValueError(f"minutes={self.minutes!r} must be a positive number of minutes or None (automatic)")
+        from .engine.setup import resolve_device
+
+        resolve_device(self.device)   # a device this machine lacks is named before any work
         if not isinstance(self.encoder, str) or not self.encoder:
             raise ValueError(f"encoder={self.encoder!r}: give 'auto', 'none' or an encoder's name (conr.encoders.ENCODERS)")
         if self.encoder_weights is not None and not Path(self.encoder_weights).is_file():

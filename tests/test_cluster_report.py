@@ -289,6 +289,11 @@ def test_estimator_params_and_validation():
         conr.CoNR(n_clusters=1).fit(X)
     with pytest.raises(ValueError, match="exceeds the number of images"):
         conr.CoNR(n_clusters=20, **TINY_EST).fit(X)
+    with pytest.raises(ValueError, match="'tpu' is not a device; use auto, cpu, cuda or cuda:N"):
+        conr.CoNR(n_clusters=2, device="tpu").fit(X)          # was torch's RuntimeError, after the survey
+    if not torch.cuda.is_available():                         # named before any work, not after the encoder's
+        with pytest.raises(ValueError, match="'cuda' but no CUDA device is available"):
+            conr.CoNR(n_clusters=2, device="cuda").fit(X)
     copies = np.repeat(X[:1], 12, axis=0)          # one image twelve times: no three groups to find
     copies[6:] = X[1]
     with pytest.raises(ValueError, match="only 2 distinct rows among the 12 images.*n_clusters=3"):

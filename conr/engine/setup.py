@@ -16,11 +16,25 @@ __all__ = ["resolve_device", "start_runtime", "check_data", "build_model"]
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``name`` stands for ("auto": a GPU where there is one), refused with the fix where
+    it is not a device or not on this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{option('train.device', repr(name))} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu")
+        raise ConfigError(f"{option('train.device', repr(name))} but no CUDA device is available; use "
+                          f"{option('train.device', 'cpu')}")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"{option('train.device', repr(name))} but this machine has {torch.cuda.device_count()} "
+                          f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{option('train.device', repr(name))} but Apple's MPS is not available here; use "
+                          f"{option('train.device', 'cpu')}")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{option('train.device', repr(name))}: conr runs on cpu, cuda or mps")
     return dev
 
 

@@ -143,3 +143,32 @@ def test_the_sparse_path_finds_the_dense_paths_partition(monkeypatch):
     sparse = consensus_partition(labs, 5, seed=0)
     assert adjusted_rand_score(dense, sparse) == 1.0
     assert adjusted_rand_score(truth, sparse) > 0.9
+
+
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_weights_count_each_labelings_vote(monkeypatch, path):
+    """Weighted co-association: brute-force sums Σ w_r [same cluster in r] / Σ w; equal weights are
+    the plain consensus; a weight of 0 leaves a labeling out; a labeling holding most of the weight
+    is the consensus (pairs it joins score over a half, pairs it parts under one)."""
+    import conr.cluster.consensus as consensus
+
+    truth = np.repeat(np.arange(4), [80, 40, 120, 60])
+    labs = _noisy_copies(truth, 4, runs=5, flip=0.35, seed=3)
+    w = np.array([1.0, 0.5, 3.0, 0.0, 2.0])
+    small = [lab[::20] for lab in labs]
+    cols, width = consensus._membership_columns(small)
+    h = consensus._dense_membership(cols, width, w)
+    brute = np.array([[sum(wr * (lab[i] == lab[j]) for wr, lab in zip(w, small)) / w.sum()
+                       for j in range(len(small[0]))] for i in range(len(small[0]))])
+    np.testing.assert_allclose(h @ h.T, brute)
+    if path == "sparse":
+        monkeypatch.setattr(consensus, "DENSE_ENTRIES", 0)
+    plain = consensus_partition(labs, 4, seed=0)
+    assert adjusted_rand_score(plain, consensus_partition(labs, 4, seed=0, weights=[2.0] * 5)) == 1.0
+    without = consensus_partition(labs[:3] + labs[4:], 4, seed=0)
+    assert adjusted_rand_score(without, consensus_partition(labs, 4, seed=0, weights=[1, 1, 1, 0, 1])) == 1.0
+    assert adjusted_rand_score(labs[1], consensus_partition(labs, 4, seed=0, weights=[1, 9, 1, 1, 1])) == 1.0
+    with pytest.raises(ValueError, match="give 5 non-negative numbers"):
+        consensus_partition(labs, 4, weights=[1, 1, -1, 1, 1])
+    with pytest.raises(ValueError, match="give 5 non-negative numbers"):
+        consensus_partition(labs, 4, weights=[1, 1])

@@ -1070,3 +1070,32 @@ def test_away_rule_takes_the_inputs_partition_where_it_is_right():
     joint, pixels = Candidate("umap_gmm", "joint", merged), Candidate("umap_gmm", "pixels", y)
     score_candidates([joint, pixels], embs, embs, 4)
     assert choose([joint, pixels], "away") is pixels, {c.name: c.scores for c in (joint, pixels)}
+
+
+def test_the_consensus_counts_each_candidates_vote_by_its_agreement():
+    """consensus/candidates against a brute-force reference: every pair's adjusted Rand index by a
+    loop, each candidate's mean with the others to the power AGREEMENT_POWER as its weight, and
+    the weighted consensus of the labels. Three candidates near the truth and two that agree with
+    nobody: the two count for almost nothing."""
+    from conr.cluster.consensus import consensus_partition
+    from conr.cluster.final import Candidate, consensus_candidate
+    from conr.cluster.policy import AGREEMENT_POWER, vote_weights
+
+    rng = np.random.default_rng(4)
+    truth = np.repeat(np.arange(3), 40)
+    near = []
+    for _ in range(3):
+        lab = truth.copy()
+        moved = rng.random(truth.size) < 0.15
+        lab[moved] = rng.integers(0, 3, moved.sum())
+        near.append(lab)
+    labels = near + [rng.integers(0, 3, truth.size) for _ in range(2)]
+    cands = [Candidate("kmeans", f"view{i}", lab, 0.0) for i, lab in enumerate(labels)]
+    means = [np.mean([adjusted_rand_score(a, b) for j, b in enumerate(labels) if j != i]) for i, a in enumerate(labels)]
+    weights = [max(0.0, m) ** AGREEMENT_POWER for m in means]
+    got = consensus_candidate(cands, 3, seed=0)
+    assert got.name == "consensus/candidates"
+    assert adjusted_rand_score(got.labels, consensus_partition(labels, 3, seed=0, weights=weights)) == 1.0
+    assert max(weights[3:]) < 0.01 * min(weights[:3])
+    assert adjusted_rand_score(truth, got.labels) >= max(adjusted_rand_score(truth, lab) for lab in near)
+    assert vote_weights([-0.1, 0.0]) is None                      # nobody agrees: equal votes

@@ -2,7 +2,7 @@
 counted by hand: benchmarks/final_rule.py's seed-against-end table and where-the-gap-is table,
 benchmarks/joint_union.py's choice with one joint candidate or both, and
 benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds, and
-benchmarks/joint_noise.py's table."""
+benchmarks/joint_noise.py's table, and benchmarks/vote_rules.py's cluster vote and table."""
 import importlib.util
 from pathlib import Path
 
@@ -189,3 +189,32 @@ def test_joint_noise_table_means_and_ranges(joint_noise):
     run_b = [line for line in lines if line.startswith("| b |")][1]
     assert run_b == "| b | 0.500 / 0.200 | 0.500 / 0.200 | 0.533 / 0.100 |"   # 5 layouts: 0.5, 0.5, 0.6
     assert lines[-1] == "| mean | 0.500 / 0.200 | 0.500 / 0.200 | 0.517 / 0.150 |"
+
+
+def test_cluster_vote_keeps_the_clusters_most_candidates_make():
+    """Two candidates find the four groups; a third cuts two of them across (the joint candidate's
+    error on COIL-20): the vote keeps the groups the two reproduce."""
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score
+
+    vote_rules = load("vote_rules")
+    truth = np.repeat(np.arange(4), 30)
+    cross = truth.copy()
+    cross[np.r_[0:15, 30:45]] = 0
+    cross[np.r_[15:30, 45:60]] = 1                  # groups 0 and 1 cut the other way
+    labelings = [truth, (truth + 1) % 4, cross]
+    assert adjusted_rand_score(truth, vote_rules.cluster_vote(labelings, 4)) == 1.0
+    assert np.allclose(vote_rules.agreement([truth, truth, cross])[:2], vote_rules.agreement([truth, truth, cross])[0])
+
+
+def test_vote_rules_table_means_and_gaps():
+    vote_rules = load("vote_rules")
+    base = {c: 0.5 for c in vote_rules.VOTES}
+    rows = [{**base, "run": "labels/orl-conr_encoder-0.npz", "best": 0.80, "chosen": 0.78},
+            {**base, "run": "labels/orl-conr_encoder-1.npz", "best": 0.526, "chosen": 0.52},
+            {**base, "run": "variants/x/labels/coil20-byol-0.npz", "best": 0.9, "chosen": None}]   # not in the summary
+    lines = vote_rules.table(rows)
+    assert "| orl | conr_encoder | 2 | 0.650 | 0.663 | " + " | ".join(["0.500"] * len(vote_rules.VOTES)) + " |" in lines
+    assert lines[2].startswith("| coil20 | byol | 1 | – | 0.900 |")
+    assert "| chosen | 0.650 | 0.0130 | 1 of 2 | 0.020 |" in lines          # gaps 0.02 and 0.006
+    assert "| cluster vote | 0.500 | 0.1630 | 0 of 2 | 0.300 |" in lines    # gaps 0.3 and 0.026

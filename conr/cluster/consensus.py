@@ -38,21 +38,31 @@ def _membership_columns(labelings) -> tuple[np.ndarray, int]:
     return np.stack(cols), int(offset)
 
 
-def _dense_membership(cols: np.ndarray, width: int) -> np.ndarray:
+def _labeling_scales(r: int, weights) -> np.ndarray:
+    """Each labeling's factor in the membership matrix: √(w_r / Σ w), 1/√R for equal weights."""
+    if weights is None:
+        return np.full(r, 1 / np.sqrt(r))
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.size != r or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights {w.tolist()} for {r} labelings: give {r} non-negative numbers, not all zero")
+    return np.sqrt(w / w.sum())
+
+
+def _dense_membership(cols: np.ndarray, width: int, weights=None) -> np.ndarray:
     r, n = cols.shape
     h = np.zeros((n, width))
-    h[np.arange(n)[None, :], cols] = 1.0
-    return h / np.sqrt(r)
+    h[np.arange(n)[None, :], cols] = np.repeat(_labeling_scales(r, weights), n).reshape(r, n)
+    return h
 
 
-def _top_vectors_sparse(cols: np.ndarray, width: int, n_clusters: int) -> np.ndarray:
+def _top_vectors_sparse(cols: np.ndarray, width: int, n_clusters: int, weights=None) -> np.ndarray:
     """The top ``n_clusters`` left singular vectors of ``D^-½ H`` for a large membership
     matrix: ``H`` sparse (one entry a labeling a row), the vectors from the eigenvectors of
     the small Gram matrix ``Mᵀ M`` (columns: Σ K_r), so no dense N × Σ K_r array is formed."""
     from scipy import sparse
 
     r, n = cols.shape
-    h = sparse.csr_matrix((np.full(n * r, 1 / np.sqrt(r)), (np.tile(np.arange(n), r), cols.ravel())),
+    h = sparse.csr_matrix((np.repeat(_labeling_scales(r, weights), n), (np.tile(np.arange(n), r), cols.ravel())),
                           shape=(n, width))
     degree = h @ (h.T @ np.ones(n))
     m = sparse.diags(1 / np.sqrt(degree)) @ h
@@ -67,10 +77,11 @@ def membership_matrix(labelings) -> np.ndarray:
     return _dense_membership(*_membership_columns(labelings))
 
 
-def consensus_partition(labelings, n_clusters: int, seed: int = 0) -> np.ndarray:
+def consensus_partition(labelings, n_clusters: int, seed: int = 0, weights=None) -> np.ndarray:
     """``n_clusters`` clusters of the co-association matrix of ``labelings`` by
     normalised spectral clustering (k-means of the row-normalised top eigenvectors of
-    ``D^-½ A D^-½``, computed from the membership matrix)."""
+    ``D^-½ A D^-½``, computed from the membership matrix). ``weights``: one per labeling (the
+    co-association then counts a labeling's vote by its weight), equal by default."""
     from sklearn.cluster import KMeans
 
     cols, width = _membership_columns(labelings)
@@ -78,9 +89,9 @@ def consensus_partition(labelings, n_clusters: int, seed: int = 0) -> np.ndarray
     if n_clusters < 1 or n_clusters > n:
         raise ValueError(f"n_clusters={n_clusters} for {n} samples: choose 1..{n}")
     if n * width > DENSE_ENTRIES:
-        u = _top_vectors_sparse(cols, width, n_clusters)
+        u = _top_vectors_sparse(cols, width, n_clusters, weights)
     else:
-        h = _dense_membership(cols, width)
+        h = _dense_membership(cols, width, weights)
         degree = h @ (h.T @ np.ones(n))            # row sums of A = H Hᵀ (every entry ≥ 1/R: A[i, i] = 1)
         m = h / np.sqrt(degree)[:, None]
         u, _, _ = np.linalg.svd(m, full_matrices=False)

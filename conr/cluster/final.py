@@ -37,7 +37,7 @@ import numpy as np
 
 from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_JOINT_GRAPH, DEFAULT_RULE, GRAPH_NEIGHBORS, JOINT_GRAPHS,
                      JOINT_RULES, RULES, SILHOUETTE_SAMPLES, STABILITY_RESAMPLES, STABILITY_SHARE, away_silhouette,
-                     best_by, derived_score, joint_way, preferred_for)
+                     best_by, derived_score, joint_way, preferred_for, vote_weights)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
            "consensus_candidate", "choose", "unit_rows", "normalized_cut", "sampled_silhouette", "FinalStage"]
@@ -225,11 +225,20 @@ def consensus_candidate(cands: list[Candidate], n_clusters: int, seed: int = 0) 
     """``consensus/candidates``: ``n_clusters`` clusters of the co-association matrix of every
     candidate's labels (:func:`~conr.cluster.consensus.consensus_partition`): two images
     belong together as often as the candidates put them together, so an error only some
-    candidates make is outvoted. Each candidate votes once."""
+    candidates make is outvoted. A candidate's vote counts by its agreement with the others
+    (:func:`conr.cluster.policy.vote_weights`)."""
+    from sklearn.metrics import adjusted_rand_score
+
     from .consensus import consensus_partition
 
     start = time.perf_counter()
-    labels = consensus_partition([c.labels for c in cands], n_clusters, seed=seed)
+    r = len(cands)
+    ari = np.ones((r, r))
+    for i in range(r):
+        for j in range(i + 1, r):
+            ari[i, j] = ari[j, i] = adjusted_rand_score(cands[i].labels, cands[j].labels)
+    agreements = (ari.sum(1) - 1) / max(1, r - 1)
+    labels = consensus_partition([c.labels for c in cands], n_clusters, seed=seed, weights=vote_weights(agreements))
     algorithm, representation = CONSENSUS.split("/")
     return Candidate(algorithm, representation, labels, time.perf_counter() - start)
 

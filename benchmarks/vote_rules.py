@@ -1,0 +1,172 @@
+"""Votes of the candidates instead of a choice among them, replayed on every run that kept its
+candidates' labels (benchmarks/results/labels/ and variants/*/labels/).
+
+Three label-free ways to let the candidates vote, each against the run's own choice and its best
+candidate (the labels read only to score):
+
+* a co-association consensus whose votes are weighted by each candidate's agreement with the others
+  (its mean adjusted Rand index with them, to the power 0, 1, 4 or 8: 0 is the plain consensus of
+  the ``consensus`` rule), so that weak candidates that agree with nobody count less
+  (`conr.cluster.consensus.consensus_partition(..., weights=...)`);
+* the medoid by agreement: the candidate of the highest mean adjusted Rand index with the others;
+* a cluster vote: every candidate's clusters, each scored by how well the other candidates
+  reproduce it (the mean over them of its best Jaccard overlap with one of their clusters), taken
+  greedily from the best while at least half of a cluster is still unclaimed, until K; the
+  samples left over go where most candidates' clusters send them.
+
+    python benchmarks/vote_rules.py        # about 5 minutes (CIFAR-10's 10,000 rows dominate)
+
+Writes benchmarks/results/vote_rules.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = RESULTS / "vote_rules"
+POWERS = (0, 1, 4, 8)
+VOTES = (*(f"consensus, weights agreement^{p}" for p in POWERS), "medoid by agreement", "cluster vote")
+
+
+def kept_runs() -> list[tuple[Path, dict | None]]:
+    """(labels file, the run's record from its folder's suite-runs.jsonl or None), for every kept run."""
+    out = []
+    for folder in [RESULTS, *sorted((RESULTS / "variants").glob("*"))]:
+        records = {}
+        if (folder / "suite-runs.jsonl").exists():
+            for line in (folder / "suite-runs.jsonl").read_text().splitlines():
+                r = json.loads(line)
+                records[f"{r['dataset']}-{r['row']}-{r['seed']}"] = r
+        out += [(p, records.get(p.stem)) for p in sorted((folder / "labels").glob("*.npz"))]
+    return out
+
+
+def agreement(labelings: list[np.ndarray]) -> np.ndarray:
+    """Each labeling's mean adjusted Rand index with the others."""
+    from sklearn.metrics import adjusted_rand_score
+
+    r = len(labelings)
+    a = np.ones((r, r))
+    for i in range(r):
+        for j in range(i + 1, r):
+            a[i, j] = a[j, i] = adjusted_rand_score(labelings[i], labelings[j])
+    return (a.sum(1) - 1) / (r - 1)
+
+
+def cluster_vote(labelings: list[np.ndarray], k: int, unclaimed: float = 0.5) -> np.ndarray:
+    """The clusters the candidates reproduce most (module docstring), as one partition."""
+    onehots = [np.eye(int(lab.max()) + 1)[lab] for lab in labelings]
+    scored = []
+    for a, ha in enumerate(onehots):
+        for j in range(ha.shape[1]):
+            member = ha[:, j]
+            if not member.any():
+                continue
+            overlaps = []
+            for b, hb in enumerate(onehots):
+                if b != a:
+                    inter = member @ hb
+                    overlaps.append(float(np.max(inter / (member.sum() + hb.sum(0) - inter))))
+            scored.append((np.mean(overlaps), a, j))
+    scored.sort(key=lambda s: -s[0])
+    labels = np.full(len(labelings[0]), -1)
+    taken = 0
+    for _, a, j in scored:
+        member = onehots[a][:, j] > 0
+        free = member & (labels < 0)
+        if free.any() and free.sum() >= unclaimed * member.sum():
+            labels[free] = taken
+            taken += 1
+            if taken == k:
+                break
+    left = np.flatnonzero(labels < 0)
+    if left.size:
+        accepted = np.stack([labels == c for c in range(taken)], 1).astype(float)
+        votes = np.zeros((left.size, taken))
+        for h in onehots:
+            to = (h.T @ accepted).argmax(1)          # each of the candidate's clusters -> a taken cluster
+            votes[np.arange(left.size), to[h[left].argmax(1)]] += 1
+        labels[left] = votes.argmax(1)
+    return labels
+
+
+def replay(path: Path, record: dict | None) -> dict | None:
+    from conr.cluster.consensus import consensus_partition
+    from conr.ops.metrics import evaluate
+
+    with np.load(path) as z:
+        truth, names, labels = z["truth"], [str(n) for n in z["names"]], z["labels"].astype(np.int64)
+    scored = truth >= 0
+    if len(names) < 3 or not scored.any():
+        return None
+    k = int(record["k"]) if record else len(np.unique(truth[scored]))
+    labelings = list(labels)
+
+    def acc(lab) -> float:
+        return round(float(evaluate(truth[scored], lab[scored])["acc"]), 4)
+
+    each = [acc(lab) for lab in labelings]
+    agree = agreement(labelings)
+    row = {"run": str(path.relative_to(RESULTS)), "k": k, "best": max(each), "best_name": names[int(np.argmax(each))],
+           "chosen": record["acc"] if record else None}
+    for p in POWERS:
+        row[f"consensus, weights agreement^{p}"] = acc(consensus_partition(labelings, k, weights=agree.clip(0) ** p
+                                                                          if p else None))
+    row["medoid by agreement"] = each[int(np.argmax(agree))]
+    row["cluster vote"] = acc(cluster_vote(labelings, k))
+    return row
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Per set and row, the mean ACC of the choice, the best candidate and every vote; then the mean
+    gap to the best and the runs within 0.01 of it, over the runs whose choice is recorded."""
+    cells = defaultdict(list)
+    for r in rows:
+        dataset, row, _ = Path(r["run"]).stem.rsplit("-", 2)
+        cells[(dataset, row)].append(r)
+    cols = ("chosen", "best", *VOTES)
+    lines = ["| set | row | runs | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+    for (dataset, row), got in sorted(cells.items()):
+        means = [np.mean([r[c] for r in got if r[c] is not None]) if any(r[c] is not None for r in got) else None
+                 for c in cols]
+        lines.append(f"| {dataset} | {row} | {len(got)} | "
+                     + " | ".join("–" if m is None else f"{m:.3f}" for m in means) + " |")
+    recorded = [r for r in rows if r["chosen"] is not None]
+    lines += ["", f"Over the {len(recorded)} runs whose choice is recorded (each run weighs the same):", "",
+              "| rule | mean ACC | mean gap to the run's best | within 0.01 of the best | largest gap |", "|---|---|---|---|---|"]
+    for c in ("chosen", *VOTES):
+        gaps = [r["best"] - r[c] for r in recorded]
+        lines.append(f"| {c} | {np.mean([r[c] for r in recorded]):.3f} | {np.mean(gaps):.4f} | "
+                     f"{sum(g <= 0.01 for g in gaps)} of {len(gaps)} | {max(gaps):.3f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    from conr.io import atomic_write_text
+
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    rows = []
+    for path, record in kept_runs():
+        row = replay(path, record)
+        if row is not None:
+            rows.append(row)
+            print(row, flush=True)
+    lines = ["# Votes of the candidates, replayed on the kept runs", "",
+             "`python benchmarks/vote_rules.py` (docstring). ACC; \"chosen\": the run's own final choice.", "",
+             *table(rows)]
+    atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
+    atomic_write_text(OUT.with_suffix(".json"), json.dumps(rows, indent=1) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -196,7 +196,11 @@ def upright(im):
     a channel (:func:`eight_bit`); ``im`` itself where none of these applies."""
     from PIL import ImageOps
 
-    return on_white(eight_bit(ImageOps.exif_transpose(im) or im))
+    try:
+        turned = im.getexif().get(0x0112, 1) not in (0, 1)   # the tag alone: exif_transpose copies every image
+    except Exception:  # a damaged EXIF block: the pixels as stored
+        turned = False
+    return on_white(eight_bit(ImageOps.exif_transpose(im) if turned else im))
 
 
 def decode_image(path: str | Path, size: int, channels: int = 3) -> np.ndarray:

@@ -37,7 +37,8 @@ VOTES = (*(f"consensus, weights agreement^{p}" for p in POWERS), "medoid by agre
 
 
 def kept_runs() -> list[tuple[Path, dict | None]]:
-    """(labels file, the run's record from its folder's suite-runs.jsonl or None), for every kept run."""
+    """(labels file, the run's record from its folder's suite-runs.jsonl or None), for every kept run
+    but those made under the ``consensus`` rule (variants/consensus-weighted)."""
     out = []
     for folder in [RESULTS, *sorted((RESULTS / "variants").glob("*"))]:
         records = {}
@@ -45,7 +46,8 @@ def kept_runs() -> list[tuple[Path, dict | None]]:
             for line in (folder / "suite-runs.jsonl").read_text().splitlines():
                 r = json.loads(line)
                 records[f"{r['dataset']}-{r['row']}-{r['seed']}"] = r
-        out += [(p, records.get(p.stem)) for p in sorted((folder / "labels").glob("*.npz"))]
+        out += [(p, records.get(p.stem)) for p in sorted((folder / "labels").glob("*.npz"))
+                if (records.get(p.stem) or {}).get("rule") != "consensus"]   # their choice is a vote already
     return out
 
 

@@ -655,3 +655,17 @@ def test_more_photo_formats_are_read_and_the_rest_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"it holds 2 \.heic, 1 \.dng files, which this installation does not "
                                          r"read: convert them to JPEG or PNG \(or pip install pillow-heif\)"):
         images_under(phone)
+
+
+def test_in_memory_pil_images_are_read_as_files_are():
+    """A list of PIL images goes through the same reading as a folder's files: a 16-bit scan keeps its
+    levels, a transparent image is laid on white (it was converted by PIL alone)."""
+    from conr.data.convert import as_image_data
+
+    scan = Image.fromarray(np.tile(np.linspace(0, 65535, 16), (16, 1)).astype(np.uint16))
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., :3] = 37                                 # a colour hidden under full transparency
+    data = as_image_data([scan, Image.fromarray(rgba, "RGBA")], image_size=16)
+    levels = data.images[0, 0, 0].numpy().astype(int)
+    assert np.abs(levels - np.rint(np.linspace(0, 255, 16))).max() <= 1
+    assert (data.images[1] == 255).all()

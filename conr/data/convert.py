@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .survey import ImageSurvey, is_grey, pick_image_size, survey_files, survey_images
 from .base import ImageData, resize_uint8
-from .folder import pil_to_array
+from .folder import pil_to_array, upright
 
 __all__ = ["match_channels", "as_image_data", "survey_input", "square_crop", "resolve_device_type", "reload_folder"]
 
@@ -89,7 +89,7 @@ def as_image_data(X, image_size: int | None = None, on_bad_image: str = "skip",
                 raise ValueError(f"X[{i}] is a {type(item).__name__}; a list must hold PIL images or arrays")
         if image_size is None:
             image_size = pick_image_size(int(np.median([min(im.size) for im in items])), device_type)
-        arr = np.stack([pil_to_array(im, image_size) for im in items])
+        arr = np.stack([pil_to_array(upright(im), image_size) for im in items])   # as a folder's files are read
         return ImageData(images=torch.from_numpy(arr), labels=torch.full((len(items),), -1, dtype=torch.long),
                          name="images", normalization="imagenet")
     else:

@@ -33,7 +33,7 @@ def survey_input(X) -> ImageSurvey | None:
         return survey_images(X.images)
     if isinstance(X, (list, tuple)) and X and all(hasattr(im, "mode") and hasattr(im, "size") for im in X):
         return ImageSurvey(n_images=len(X), shorter_sides=[min(im.size) for im in X],
-                           grey=all(is_grey(im) for im in X[:64]))
+                           grey=all(is_grey(upright(im)) for im in X[:64]))
     return None
 
 

@@ -193,6 +193,23 @@ def test_cluster_reuses_a_checkpoint(env):
 
 
 @pytest.mark.slow  # the `env` fixture trains through `conr cluster`
+def test_many_unreadable_files_are_listed_ten_then_counted(env, tmp_path, capsys):
+    """Ten unreadable files are named and the rest counted, also where no other file is left out (the
+    count had moved under the left-out files' warning)."""
+    import shutil
+
+    folder = shutil.copytree(env["folder"], tmp_path / "photos")
+    (folder / "green" / "a" / "from_a_phone.heic").unlink()
+    for i in range(12):
+        (folder / "red" / f"torn_{i:02d}.jpg").write_bytes(b"\xff\xd8 cut short")
+    rc = main(["cluster", str(folder), "--k", str(K), "--out", str(tmp_path / "out"), "--no-plots",
+               "--checkpoint", str(env["out"] / "run")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "warning: 13 unreadable image file(s) skipped:" in out
+    assert "  ... and 3 more (all listed in the report)" in out and "left out" not in out
+
+
+@pytest.mark.slow  # the `env` fixture trains through `conr cluster`
 def test_cluster_refuses_to_overwrite_a_trained_run(env, capsys):
     assert main(["cluster", str(env["folder"]), "--k", str(K), "--out", str(env["out"])] + TINY) == 2
     assert "already holds a trained run" in capsys.readouterr().err

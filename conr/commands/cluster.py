@@ -133,11 +133,11 @@ def _cluster(args, src: Path, out: Path, k) -> int:
         print(f"warning: {len(skipped)} unreadable image file(s) skipped:")
         for p, why in skipped[:10]:
             print(f"  {p} ({why})")
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more (all listed in the report)")
     others = other_images(src)
     if others:
         print(f"warning: left out {unread_note(others)}")
-        if len(skipped) > 10:
-            print(f"  ... and {len(skipped) - 10} more (all listed in the report)")
     snap = ClusterSnapshot.from_estimator(est)
     hist = est.history_
     seconds = sum(r.get("epoch_seconds", 0.0) for r in hist)

@@ -69,17 +69,12 @@ def mark_output_folder(folder: str | Path) -> None:
         marker.write_text("written by conr: image searches skip this folder\n", encoding="utf-8")
 
 
-def scan_images(root: str | Path) -> list[Path]:
-    """All image files under ``root`` (recursive, hidden entries and conr output
-    folders, see :func:`mark_output_folder`, skipped), sorted. Linked folders are followed
-    once: a link back to a folder already searched (a loop, or a second link to one folder)
-    is not searched again."""
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"image folder {root} does not exist; check {option('data.root')}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is a file, not a folder of images")
-    found, searched = [], {os.path.realpath(root)}
+def _files_seen(root: Path):
+    """(folder, its file names) for every folder the image search reads under ``root``: hidden
+    entries and conr output folders (:func:`mark_output_folder`) left out, each linked folder
+    searched once (a link back to a folder already searched, a loop or a second link to one
+    folder, is not searched again)."""
+    searched = {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         if OUTPUT_MARKER in filenames:
             dirnames[:] = []
@@ -91,10 +86,18 @@ def scan_images(root: str | Path) -> list[Path]:
                 searched.add(real)
                 kept.append(d)
         dirnames[:] = kept
-        for f in sorted(filenames):
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath) / f)
-    return found
+        yield dirpath, sorted(f for f in filenames if not f.startswith("."))
+
+
+def scan_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive, as :func:`_files_seen` walks it), sorted."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {root} does not exist; check {option('data.root')}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is a file, not a folder of images")
+    return [Path(dirpath) / f for dirpath, files in _files_seen(root) for f in files
+            if f.lower().endswith(IMAGE_EXTENSIONS)]
 
 
 def images_under(root: str | Path) -> list[Path]:
@@ -120,11 +123,10 @@ def other_images(root: str | Path) -> dict[str, int]:
     """{extension: count} of the image files under ``root`` that are not read here (camera raw,
     HEIC without its plug-in, vector drawings: ``OTHER_IMAGES``), most first."""
     counts: dict[str, int] = {}
-    for _, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
+    for _, files in _files_seen(Path(root)):   # the folders the image search reads, no others
+        for f in files:
             ext = os.path.splitext(f)[1].lower()
-            if ext in OTHER_IMAGES and ext not in IMAGE_EXTENSIONS and not f.startswith("."):
+            if ext in OTHER_IMAGES and ext not in IMAGE_EXTENSIONS:
                 counts[ext] = counts.get(ext, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 

@@ -51,18 +51,6 @@ def kept_runs() -> list[tuple[Path, dict | None]]:
     return out
 
 
-def agreement(labelings: list[np.ndarray]) -> np.ndarray:
-    """Each labeling's mean adjusted Rand index with the others."""
-    from sklearn.metrics import adjusted_rand_score
-
-    r = len(labelings)
-    a = np.ones((r, r))
-    for i in range(r):
-        for j in range(i + 1, r):
-            a[i, j] = a[j, i] = adjusted_rand_score(labelings[i], labelings[j])
-    return (a.sum(1) - 1) / (r - 1)
-
-
 def cluster_vote(labelings: list[np.ndarray], k: int, unclaimed: float = 0.5) -> np.ndarray:
     """The clusters the candidates reproduce most (module docstring), as one partition."""
     onehots = [np.eye(int(lab.max()) + 1)[lab] for lab in labelings]
@@ -101,7 +89,7 @@ def cluster_vote(labelings: list[np.ndarray], k: int, unclaimed: float = 0.5) ->
 
 
 def replay(path: Path, record: dict | None) -> dict | None:
-    from conr.cluster.consensus import consensus_partition
+    from conr.cluster.consensus import agreement, consensus_partition
     from conr.ops.metrics import evaluate
 
     with np.load(path) as z:

@@ -8,7 +8,7 @@ import pytest
 from sklearn.cluster import SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
-from conr.cluster.consensus import align_to, consensus_confidence, consensus_partition, membership_matrix
+from conr.cluster.consensus import agreement, align_to, consensus_confidence, consensus_partition, membership_matrix
 
 
 def _noisy_copies(truth, k, runs, flip, seed):
@@ -172,3 +172,16 @@ def test_weights_count_each_labelings_vote(monkeypatch, path):
         consensus_partition(labs, 4, weights=[1, 1, -1, 1, 1])
     with pytest.raises(ValueError, match="give 5 non-negative numbers"):
         consensus_partition(labs, 4, weights=[1, 1])
+
+
+def test_agreement_is_the_mean_adjusted_rand_index_with_the_others():
+    """Hand case: two labelings that are one partition under other names, and a third that cuts
+    two of its groups across; each one's mean ARI with the other two, by sklearn pair by pair."""
+    truth = np.repeat(np.arange(4), 30)
+    renamed = (truth + 1) % 4
+    cross = truth.copy()
+    cross[np.r_[0:15, 30:45]] = 0
+    cross[np.r_[15:30, 45:60]] = 1
+    a = adjusted_rand_score(truth, cross)
+    np.testing.assert_allclose(agreement([truth, renamed, cross]), [(1 + a) / 2, (1 + a) / 2, a])
+    np.testing.assert_allclose(agreement([truth]), [1.0])

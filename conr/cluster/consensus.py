@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["membership_matrix", "consensus_partition", "align_to", "consensus_confidence", "DENSE_ENTRIES"]
+__all__ = ["membership_matrix", "consensus_partition", "agreement", "align_to", "consensus_confidence", "DENSE_ENTRIES"]
 
 DENSE_ENTRIES = 50_000_000  # above this many entries of the membership matrix, it is kept sparse
 
@@ -98,6 +98,18 @@ def consensus_partition(labelings, n_clusters: int, seed: int = 0, weights=None)
     u = u[:, :n_clusters]
     u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
     return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(u).astype(np.int64)
+
+
+def agreement(labelings) -> np.ndarray:
+    """Each labeling's mean adjusted Rand index with the others (1 for a lone labeling)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    r = len(labelings)
+    ari = np.ones((r, r))
+    for i in range(r):
+        for j in range(i + 1, r):
+            ari[i, j] = ari[j, i] = adjusted_rand_score(labelings[i], labelings[j])
+    return (ari.sum(1) - 1) / max(1, r - 1) if r > 1 else np.ones(r)
 
 
 def align_to(reference: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:

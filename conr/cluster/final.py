@@ -227,18 +227,11 @@ def consensus_candidate(cands: list[Candidate], n_clusters: int, seed: int = 0) 
     belong together as often as the candidates put them together, so an error only some
     candidates make is outvoted. A candidate's vote counts by its agreement with the others
     (:func:`conr.cluster.policy.vote_weights`)."""
-    from sklearn.metrics import adjusted_rand_score
-
-    from .consensus import consensus_partition
+    from .consensus import agreement, consensus_partition
 
     start = time.perf_counter()
-    r = len(cands)
-    ari = np.ones((r, r))
-    for i in range(r):
-        for j in range(i + 1, r):
-            ari[i, j] = ari[j, i] = adjusted_rand_score(cands[i].labels, cands[j].labels)
-    agreements = (ari.sum(1) - 1) / max(1, r - 1)
-    labels = consensus_partition([c.labels for c in cands], n_clusters, seed=seed, weights=vote_weights(agreements))
+    labelings = [c.labels for c in cands]
+    labels = consensus_partition(labelings, n_clusters, seed=seed, weights=vote_weights(agreement(labelings)))
     algorithm, representation = CONSENSUS.split("/")
     return Candidate(algorithm, representation, labels, time.perf_counter() - start)
 

@@ -48,7 +48,7 @@ def survey_files(paths, max_files: int = 500) -> ImageSurvey:
     """Sizes (headers) and greyness of up to ``max_files`` evenly spread files."""
     from PIL import Image
 
-    from .folder import on_white
+    from .folder import upright
 
     paths = list(paths)
     sample = paths
@@ -61,7 +61,7 @@ def survey_files(paths, max_files: int = 500) -> ImageSurvey:
             with Image.open(p) as im:
                 sides.append(min(im.size))
                 if len(grey) < 64:  # decoding a few is enough to tell grey from colour
-                    grey.append(is_grey(on_white(im)))   # hidden colours under transparency do not count
+                    grey.append(is_grey(upright(im)))   # as it will be read: hidden colours under transparency do not count
         except Exception:  # unreadable: reported when the images are decoded
             continue
     return ImageSurvey(n_images=len(paths), shorter_sides=sides, grey=bool(grey) and all(grey))

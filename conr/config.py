@@ -179,8 +179,9 @@ class ClusterConfig:
     flip_average: bool = False       # features = mean over the image and its mirror (automatic settings: on)
     final: str = "kmeans"            # final labels: kmeans (the pseudo-labels) | spectral (k-NN graph, conr/spectral.py)
                                      # | auto (candidates on features and pixels, a label-free rule: conr/cluster/final.py)
-    final_rule: str = DEFAULT_RULE   # how final=auto chooses: away | joint | manifold | prefer_features | silhouette_umap
-                                     # | agreement | ncut | consensus | stability (conr/cluster/policy.py)
+    final_rule: str = DEFAULT_RULE   # how final=auto ends: consensus (a weighted vote of the candidates) | away | joint
+                                     # | manifold | prefer_features | silhouette_umap | agreement | ncut | stability
+                                     # (one candidate chosen; conr/cluster/policy.py)
     final_pixels: bool = True        # final=auto: the raw pixels' partitions are candidates too (off: the features' only)
     consensus_runs: int = CONSENSUS_RUNS  # final=auto: UMAP layouts a UMAP + GMM consensus is made of (a time
                                      # budget may make fewer: conr/cluster/policy.py consensus_allowance)

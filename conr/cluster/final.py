@@ -356,10 +356,11 @@ class FinalStage:
         return Candidate("umap_gmm", "joint", made.labels, time.perf_counter() - start, made.confidence,
                          layouts=made.runs, combined=way, shared=shared, started=made.started)
 
-    def run(self, features: np.ndarray, given: dict | None = None,
-            extra: list[Candidate] | None = None) -> tuple[Candidate, list[Candidate]]:
+    def run(self, features: np.ndarray, given: dict | None = None, extra: list[Candidate] | None = None,
+            rule: str | None = None) -> tuple[Candidate, list[Candidate]]:
         """Candidates on ``features`` (unit rows) and the input, plus ``extra`` ones,
-        scored; returns (the chosen one, all of them)."""
+        scored; returns (the chosen one, all of them). ``rule``: the stage's own by default
+        (stage 2's seed passes :func:`~conr.cluster.policy.seed_rule` of it)."""
         feats = unit_rows(features)
         own, own_emb = self.input_candidates()
         # under the joint and away rules the features' own UMAP + GMM is not chosen where the joint one is
@@ -380,7 +381,7 @@ class FinalStage:
             for c in cands:
                 if c.name not in self._stability and c.algorithm in ALGORITHMS:
                     self._stability[c.name] = self.stability(c, feats)
-        return self.rescore(cands + list(extra or []))
+        return self.rescore(cands + list(extra or []), rule)
 
     def stability(self, cand: Candidate, features: np.ndarray) -> float:
         """How well ``cand``'s algorithm finds its partition again: run again on
@@ -409,11 +410,13 @@ class FinalStage:
         self.log(f"final stage: {cand.name} stability {np.mean(values):.3f} ({time.perf_counter() - start:.1f} s)")
         return float(np.mean(values))
 
-    def rescore(self, cands: list[Candidate]) -> tuple[Candidate, list[Candidate]]:
-        """Score ``cands`` against the representations of the last :meth:`run` and choose
-        (under the ``consensus`` rule the consensus of ``cands`` is made again first)."""
+    def rescore(self, cands: list[Candidate], rule: str | None = None) -> tuple[Candidate, list[Candidate]]:
+        """Score ``cands`` against the representations of the last :meth:`run` and choose by
+        ``rule`` (the stage's own by default; under ``consensus`` the consensus of ``cands`` is
+        made again first)."""
+        rule = rule or self.rule
         cands = [c for c in cands if c.name != CONSENSUS]
-        if self.rule == "consensus" and len(cands) >= 2:
+        if rule == "consensus" and len(cands) >= 2:
             cands.append(consensus_candidate(cands, self.n_clusters, self.seed))
         for c in cands:
             c.scores = {}
@@ -421,8 +424,7 @@ class FinalStage:
         for c in cands:
             if c.name in self._stability:
                 c.scores["stability"] = self._stability[c.name]
-        best = choose(cands, self.rule)
-        self.log("final stage: " + ", ".join(f"{c.name} {c.scores[self.rule]:.3f}" if self.rule in c.scores else
-                                             f"{c.name} (no {self.rule})" for c in cands)
-                 + f" -> {best.name} ({self.rule})")
+        best = choose(cands, rule)
+        self.log("final stage: " + ", ".join(f"{c.name} {c.scores[rule]:.3f}" if rule in c.scores else
+                                             f"{c.name} (no {rule})" for c in cands) + f" -> {best.name} ({rule})")
         return best, cands

@@ -22,7 +22,7 @@ from .final import Candidate, FinalStage
 from .kmeans import KMeansResult
 from .manifold import pixel_vectors
 from .partition import Partition, cluster_means, labels_result
-from .policy import CONSENSUS, MAX_INPUT_ROWS, consensus_allowance
+from .policy import CONSENSUS, MAX_INPUT_ROWS, consensus_allowance, seed_rule
 from .self_label import margin_confidence, self_label
 
 __all__ = ["build_final_stage", "input_rows", "final_stage_for", "seed_partition", "carry_partition",
@@ -100,7 +100,8 @@ def candidate_table(data, cands: list[Candidate], chosen: str) -> list[dict]:
 
 def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
                    kmeans_labels: Tensor | None = None) -> tuple[KMeansResult, str, list[dict]]:
-    """Stage 2's first pseudo-labels: the final stage's choice on the warm-up's features
+    """Stage 2's first pseudo-labels: the final stage's choice (by the run's
+    :func:`~conr.cluster.policy.seed_rule`: one candidate, never a vote) on the warm-up's features
     (k-means of them given as one candidate: ``kmeans_labels`` where the caller has just made
     it with the run's settings); centres are the cluster means of the unit features. With
     ``carried`` (a refresh inside stage 2, ``cluster.stage2_refreshes``), the carried
@@ -116,7 +117,7 @@ def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
         given = {"kmeans": kmeans_labels.cpu().numpy()}
     else:
         given = {"seeded_kmeans": carried.cpu().numpy()}
-    best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given)
+    best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=seed_rule(c.final_rule))
     table = candidate_table(trainer.data, cands, best.name)
     return labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name, table
 

@@ -203,7 +203,7 @@ def _final_stage_section(partition: dict | None) -> list[str]:
     """The final stage's candidates, each criterion value and the choice (conr/cluster/final.py)."""
     if not partition or not partition.get("candidates"):
         return []
-    from ..cluster.policy import RULES
+    from ..cluster.policy import CONSENSUS, RULES
 
     rows = partition["candidates"]
     crit = [k for k in RULES if any(k in r for r in rows)]   # stability: only where it was measured
@@ -212,9 +212,14 @@ def _final_stage_section(partition: dict | None) -> list[str]:
     body = [[r["name"]] + [f"{r[k]:.3f}" if k in r else "" for k in crit] + [f"{r[k]:.3f}" for k in truth]
             + [f"{r.get('seconds', 0):.1f}", "yes" if r.get("chosen") else ""] for r in rows]
     rule = html.escape(str(partition.get("rule")))
-    out = [f"<h2>Final stage</h2><p class=\"note\">The labels come from <b>{html.escape(partition['source'])}</b>, "
+    voted = partition["source"] == CONSENSUS
+    out = [f"<h2>Final stage</h2><p class=\"note\">" + (
+           "The labels are <b>the candidates' consensus</b>: two images share a cluster as often as the candidates "
+           "below put them together, each candidate's vote weighted by its agreement with the others (no labels "
+           "used); the consensus column is each candidate's NMI with it" if voted else
+           f"The labels come from <b>{html.escape(partition['source'])}</b>, "
            f"chosen without labels by the highest <b>{rule}</b> among partitions of the learned features and of the "
-           f"raw pixels (and the self-labelling stage's, when it ran)"
+           f"raw pixels (and the self-labelling stage's, when it ran)")
            + (", each representation's first by the joint value, the most stable of those" if rule == "stability"
               else ", each partition's silhouette measured in the embeddings of the representations it was not "
               "made from" if rule == "away" else "") + "."

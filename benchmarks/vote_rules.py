@@ -5,14 +5,18 @@ Three label-free ways to let the candidates vote, each against the run's own cho
 candidate (the labels read only to score):
 
 * a co-association consensus whose votes are weighted by each candidate's agreement with the others
-  (its mean adjusted Rand index with them, to the power 0, 1, 4 or 8: 0 is the plain consensus of
-  the ``consensus`` rule), so that weak candidates that agree with nobody count less
-  (`conr.cluster.consensus.consensus_partition(..., weights=...)`);
+  (its mean adjusted Rand index with them, to the power 0, 1, 4 or 8: 0 is the plain consensus, 4
+  the ``consensus`` rule's and, since 2026-12-06, the default ending), so that weak candidates that
+  agree with nobody count less (`conr.cluster.consensus.consensus_partition(..., weights=...)`);
 * the medoid by agreement: the candidate of the highest mean adjusted Rand index with the others;
 * a cluster vote: every candidate's clusters, each scored by how well the other candidates
   reproduce it (the mean over them of its best Jaccard overlap with one of their clusters), taken
   greedily from the best while at least half of a cluster is still unclaimed, until K; the
   samples left over go where most candidates' clusters send them.
+
+Two more tables decide the default: the same replay on the runs made under ``away`` alone (the
+ending the consensus replaced; stage 2's seed is still chosen by it), and the main table's own runs
+ended by the weighted consensus (ACC and NMI).
 
     python benchmarks/vote_rules.py        # about 5 minutes (CIFAR-10's 10,000 rows dominate)
 
@@ -33,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "vote_rules"
 POWERS = (0, 1, 4, 8)
+DEFAULT_POWER = 4    # conr.cluster.policy.AGREEMENT_POWER, checked in main()
+DEFAULT = f"consensus, weights agreement^{DEFAULT_POWER}"
 VOTES = (*(f"consensus, weights agreement^{p}" for p in POWERS), "medoid by agreement", "cluster vote")
 
 
@@ -98,6 +104,7 @@ def replay(path: Path, record: dict | None) -> dict | None:
     if len(names) < 3 or not scored.any():
         return None
     k = int(record["k"]) if record else len(np.unique(truth[scored]))
+    seed = int(record["seed"]) if record else 0   # the run's seed, as its own consensus would take it
     labelings = list(labels)
 
     def acc(lab) -> float:
@@ -106,10 +113,13 @@ def replay(path: Path, record: dict | None) -> dict | None:
     each = [acc(lab) for lab in labelings]
     agree = agreement(labelings)
     row = {"run": str(path.relative_to(RESULTS)), "k": k, "best": max(each), "best_name": names[int(np.argmax(each))],
-           "chosen": record["acc"] if record else None}
+           "chosen": record["acc"] if record else None, "chosen_nmi": record["nmi"] if record else None,
+           "rule": record.get("rule") if record else None}
     for p in POWERS:
-        row[f"consensus, weights agreement^{p}"] = acc(consensus_partition(labelings, k, weights=agree.clip(0) ** p
-                                                                          if p else None))
+        made = consensus_partition(labelings, k, seed=seed, weights=agree.clip(0) ** p if p else None)
+        row[f"consensus, weights agreement^{p}"] = acc(made)
+        if p == DEFAULT_POWER:
+            row["default_nmi"] = round(float(evaluate(truth[scored], made[scored])["nmi"]), 4)
     row["medoid by agreement"] = each[int(np.argmax(agree))]
     row["cluster vote"] = acc(cluster_vote(labelings, k))
     return row
@@ -139,8 +149,52 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def default_change(rows: list[dict]) -> list[str]:
+    """The default's change of 2026-12-06, on the runs made under ``away`` (the default before; stage
+    2's seed is still chosen by it, so these replays are what the new ending makes of the same
+    trainings): per set and row, the run's choice against the weighted consensus, and how often
+    each is ahead by more than 0.001."""
+    away = [r for r in rows if r["rule"] == "away" and r["chosen"] is not None]
+    cells = defaultdict(list)
+    for r in away:
+        dataset, row, _ = Path(r["run"]).stem.rsplit("-", 2)
+        cells[(dataset, row)].append(r)
+    lines = ["| set | row | runs | away's choice | weighted consensus | best | consensus ahead | behind |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (dataset, row), got in sorted(cells.items()):
+        lines.append(f"| {dataset} | {row} | {len(got)} | {np.mean([r['chosen'] for r in got]):.3f} | "
+                     f"{np.mean([r[DEFAULT] for r in got]):.3f} | {np.mean([r['best'] for r in got]):.3f} | "
+                     f"{sum(r[DEFAULT] > r['chosen'] + 0.001 for r in got)} | "
+                     f"{sum(r[DEFAULT] < r['chosen'] - 0.001 for r in got)} |")
+    lines += ["", "| over the runs | mean ACC | within 0.01 of the best |", "|---|---|---|"]
+    for name, key in (("away's choice", "chosen"), ("weighted consensus", DEFAULT)):
+        lines.append(f"| {name} ({len(away)} runs) | {np.mean([r[key] for r in away]):.4f} | "
+                     f"{sum(r['best'] - r[key] <= 0.01 for r in away)} |")
+    return lines
+
+
+def main_table(rows: list[dict]) -> list[str]:
+    """The main table's own runs (results/labels, made under ``away``), ended by the default's
+    weighted consensus: per set and row, ACC / NMI of the run's choice and of the consensus."""
+    cells = defaultdict(list)
+    for r in rows:
+        if r["run"].startswith("labels/") and r["chosen"] is not None:
+            dataset, row, _ = Path(r["run"]).stem.rsplit("-", 2)
+            cells[(dataset, row)].append(r)
+    lines = ["| set | row | seeds | away's choice ACC / NMI | weighted consensus ACC / NMI | best candidate ACC |",
+             "|---|---|---|---|---|---|"]
+    for (dataset, row), got in sorted(cells.items()):
+        mean = {k: np.mean([r[k] for r in got]) for k in ("chosen", "chosen_nmi", DEFAULT, "default_nmi", "best")}
+        lines.append(f"| {dataset} | {row} | {len(got)} | {mean['chosen']:.3f} / {mean['chosen_nmi']:.3f} | "
+                     f"{mean[DEFAULT]:.3f} / {mean['default_nmi']:.3f} | {mean['best']:.3f} |")
+    return lines
+
+
 def main(argv=None) -> int:
+    from conr.cluster.policy import AGREEMENT_POWER
     from conr.io import atomic_write_text
+
+    assert AGREEMENT_POWER == DEFAULT_POWER, "vote_rules.DEFAULT_POWER: follow conr.cluster.policy.AGREEMENT_POWER"
 
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     rows = []
@@ -151,7 +205,15 @@ def main(argv=None) -> int:
             print(row, flush=True)
     lines = ["# Votes of the candidates, replayed on the kept runs", "",
              "`python benchmarks/vote_rules.py` (docstring). ACC; \"chosen\": the run's own final choice.", "",
-             *table(rows)]
+             *table(rows), "", "## The default's change (2026-12-06), on the runs made under `away`", "",
+             "Stage 2's seed is still chosen by `away` (`conr.cluster.policy.seed_rule`), so on these runs the "
+             "replay is what the new ending makes of the same training. Ahead / behind: by more than 0.001 ACC.", "",
+             *default_change(rows), "", "## The main table's runs, ended by the weighted consensus", "",
+             "`benchmarks/results/labels` (seeds 0-2 of `suite.py`'s deep rows). Runs on the encoder's features "
+             "(`conr_encoder`; `byol` where `auto` takes the encoder) have no self-labelling, so their replay is "
+             "exact; from scratch (`conr_scratch`, digits' `byol`) a run under the new default starts its "
+             "self-labelled candidate from the consensus, so there the replay is not the run.", "",
+             *main_table(rows)]
     atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
     atomic_write_text(OUT.with_suffix(".json"), json.dumps(rows, indent=1) + "\n")
     print("\n".join(lines))

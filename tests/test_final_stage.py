@@ -877,6 +877,19 @@ def test_rule_takes_the_joint_candidate_where_each_representation_merges_a_pair(
     assert chosen.name == "umap_gmm/joint", {c.name: c.scores for c in cands}   # and one candidate, chosen
 
 
+def test_the_report_says_when_the_labels_are_the_vote():
+    from conr.outputs.report import _final_stage_section
+
+    rows = [{"name": "umap_gmm/joint", "consensus": 0.9, "seconds": 1.0, "chosen": False},
+            {"name": "consensus/candidates", "consensus": 1.0, "seconds": 0.1, "chosen": True}]
+    page = "".join(_final_stage_section({"candidates": rows, "source": "consensus/candidates", "rule": "consensus"}))
+    assert "the candidates' consensus" in page and "weighted by its agreement" in page
+    assert "chosen without labels" not in page
+    rows[0]["chosen"], rows[1]["chosen"] = True, False    # too few candidates for a vote: one, chosen
+    page = "".join(_final_stage_section({"candidates": rows[:1], "source": "umap_gmm/joint", "rule": "consensus"}))
+    assert "The labels come from <b>umap_gmm/joint</b>" in page and "the candidates' consensus" not in page
+
+
 def test_the_report_says_how_the_joint_candidate_was_made():
     from conr.outputs.report import _final_stage_section
 

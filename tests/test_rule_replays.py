@@ -217,3 +217,25 @@ def test_vote_rules_table_means_and_gaps():
     assert lines[2].startswith("| coil20 | byol | 1 | – | 0.900 |")
     assert "| chosen | 0.650 | 0.0130 | 1 of 2 | 0.020 |" in lines          # gaps 0.02 and 0.006
     assert "| cluster vote | 0.500 | 0.1630 | 0 of 2 | 0.300 |" in lines    # gaps 0.3 and 0.026
+
+
+def test_vote_rules_default_change_and_main_table_count_by_hand():
+    """The default's change counts only runs made under away, and ahead / behind by more than 0.001;
+    the main table reads only results/labels."""
+    vote_rules = load("vote_rules")
+    d = vote_rules.DEFAULT
+
+    def row(run, chosen, vote, best, rule="away", nmi=0.5, vote_nmi=0.6):
+        return {"run": run, "chosen": chosen, d: vote, "best": best, "rule": rule, "chosen_nmi": nmi,
+                "default_nmi": vote_nmi}
+
+    rows = [row("labels/orl-conr_encoder-0.npz", 0.78, 0.80, 0.80),          # ahead, the vote at the best
+            row("labels/orl-conr_encoder-1.npz", 0.76, 0.7595, 0.79),       # level (within 0.001)
+            row("variants/v/labels/orl-conr_encoder-0.npz", 0.70, 0.681, 0.71),  # behind
+            row("variants/w/labels/orl-conr_encoder-0.npz", 0.10, 0.90, 0.90, rule="joint")]   # not away's
+    lines = vote_rules.default_change(rows)
+    assert "| orl | conr_encoder | 3 | 0.747 | 0.747 | 0.767 | 1 | 1 |" in lines
+    assert "| away's choice (3 runs) | 0.7467 | 0 |" in lines                  # gaps 0.02, 0.03, 0.01 > 0.01
+    assert "| weighted consensus (3 runs) | 0.7468 | 1 |" in lines            # gaps 0, 0.0305, 0.029
+    table = vote_rules.main_table(rows)
+    assert table[2:] == ["| orl | conr_encoder | 2 | 0.770 / 0.500 | 0.780 / 0.600 | 0.795 |"]

@@ -213,7 +213,7 @@ def _final_stage_section(partition: dict | None) -> list[str]:
             + [f"{r.get('seconds', 0):.1f}", "yes" if r.get("chosen") else ""] for r in rows]
     rule = html.escape(str(partition.get("rule")))
     voted = partition["source"] == CONSENSUS
-    out = [f"<h2>Final stage</h2><p class=\"note\">" + (
+    out = ["<h2>Final stage</h2><p class=\"note\">" + (
            "The labels are <b>the candidates' consensus</b>: two images share a cluster as often as the candidates "
            "below put them together, each candidate's vote weighted by its agreement with the others (no labels "
            "used); the consensus column is each candidate's NMI with it" if voted else

@@ -34,11 +34,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from conr.cluster.policy import AGREEMENT_POWER, vote_weights  # noqa: E402  (the default's own weights)
+
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "vote_rules"
-POWERS = (0, 1, 4, 8)
-DEFAULT_POWER = 4    # conr.cluster.policy.AGREEMENT_POWER, checked in main()
-DEFAULT = f"consensus, weights agreement^{DEFAULT_POWER}"
+POWERS = tuple(sorted({0, 1, 4, 8, AGREEMENT_POWER}))
+DEFAULT = f"consensus, weights agreement^{AGREEMENT_POWER}"
 VOTES = (*(f"consensus, weights agreement^{p}" for p in POWERS), "medoid by agreement", "cluster vote")
 
 
@@ -115,10 +116,11 @@ def replay(path: Path, record: dict | None) -> dict | None:
     row = {"run": str(path.relative_to(RESULTS)), "k": k, "best": max(each), "best_name": names[int(np.argmax(each))],
            "chosen": record["acc"] if record else None, "chosen_nmi": record["nmi"] if record else None,
            "rule": record.get("rule") if record else None}
-    for p in POWERS:
-        made = consensus_partition(labelings, k, seed=seed, weights=agree.clip(0) ** p if p else None)
+    for p in POWERS:   # the default's power through the default's own vote_weights
+        weights = vote_weights(agree) if p == AGREEMENT_POWER else agree.clip(0) ** p if p else None
+        made = consensus_partition(labelings, k, seed=seed, weights=weights)
         row[f"consensus, weights agreement^{p}"] = acc(made)
-        if p == DEFAULT_POWER:
+        if p == AGREEMENT_POWER:
             row["default_nmi"] = round(float(evaluate(truth[scored], made[scored])["nmi"]), 4)
     row["medoid by agreement"] = each[int(np.argmax(agree))]
     row["cluster vote"] = acc(cluster_vote(labelings, k))
@@ -191,10 +193,8 @@ def main_table(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from conr.cluster.policy import AGREEMENT_POWER
     from conr.io import atomic_write_text
 
-    assert AGREEMENT_POWER == DEFAULT_POWER, "vote_rules.DEFAULT_POWER: follow conr.cluster.policy.AGREEMENT_POWER"
 
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     rows = []

@@ -41,7 +41,7 @@ to the power :data:`AGREEMENT_POWER`), so weak candidates that agree with nobody
 the rest. The other rules never choose the consensus candidate. It is :data:`DEFAULT_RULE` since
 2026-12-06 (docs/final-stage.md, "The weighted consensus as the default"): replayed on the 192 kept
 runs made under ``away``, it lifted the mean ACC from 0.750 to 0.755 and the runs within 0.01 of
-their best candidate from 88 to 98. Under it stage 2's seed is still one candidate, chosen by
+their best candidate from 88 to 99. Under it stage 2's seed is still one candidate, chosen by
 :data:`CHOICE_RULE` (:func:`seed_rule`), so the training is the one those runs measured.
 """
 from __future__ import annotations

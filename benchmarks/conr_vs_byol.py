@@ -63,7 +63,7 @@ def _runs(sources: list[Path], vectors: Path | None) -> dict:
             out[(r["dataset"], _kind(r))]["byol"][r["seed"]] = r
         elif r["row"] in ("conr_scratch", "conr_encoder") and byol_paths.get((r["dataset"], r["seed"])) == _kind(r):
             out[(r["dataset"], _kind(r))]["conr"][r["seed"]] = r
-    if vectors is not None and vectors.exists():
+    if vectors is not None and str(vectors) != "none" and vectors.exists():
         for r in json.loads(vectors.read_text())["runs"]:
             if r["method"] in ("conr_vectors", "byol_vectors"):
                 out[(r["vectors"], "vectors")][r["method"].split("_")[0]][r["seed"]] = r
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=Path, nargs="+", default=[RESULTS / "suite-runs.jsonl"],
                     help="suite-runs.jsonl files or result folders (default: the suite's own)")
     ap.add_argument("--vectors", type=Path, default=RESULTS / "embeddings.json",
-                    help="the vectors benchmark's runs (embeddings.json)")
+                    help="the vectors benchmark's runs (embeddings.json); 'none': the image runs alone")
     ap.add_argument("--out", type=Path, default=RESULTS / "conr_vs_byol",
                     help="writes OUT.md and OUT.json (default: benchmarks/results/conr_vs_byol)")
     args = ap.parse_args(argv)

@@ -127,13 +127,19 @@ def replay(path: Path, record: dict | None) -> dict | None:
     return row
 
 
-def table(rows: list[dict]) -> list[str]:
-    """Per set and row, the mean ACC of the choice, the best candidate and every vote; then the mean
-    gap to the best and the runs within 0.01 of it, over the runs whose choice is recorded."""
+def by_cell(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The replayed runs grouped by (set, row), read off each labels file's name (SET-ROW-SEED)."""
     cells = defaultdict(list)
     for r in rows:
         dataset, row, _ = Path(r["run"]).stem.rsplit("-", 2)
         cells[(dataset, row)].append(r)
+    return cells
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Per set and row, the mean ACC of the choice, the best candidate and every vote; then the mean
+    gap to the best and the runs within 0.01 of it, over the runs whose choice is recorded."""
+    cells = by_cell(rows)
     cols = ("chosen", "best", *VOTES)
     lines = ["| set | row | runs | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
     for (dataset, row), got in sorted(cells.items()):
@@ -157,10 +163,7 @@ def default_change(rows: list[dict]) -> list[str]:
     trainings): per set and row, the run's choice against the weighted consensus, and how often
     each is ahead by more than 0.001."""
     away = [r for r in rows if r["rule"] == "away" and r["chosen"] is not None]
-    cells = defaultdict(list)
-    for r in away:
-        dataset, row, _ = Path(r["run"]).stem.rsplit("-", 2)
-        cells[(dataset, row)].append(r)
+    cells = by_cell(away)
     lines = ["| set | row | runs | away's choice | weighted consensus | best | consensus ahead | behind |",
              "|---|---|---|---|---|---|---|---|"]
     for (dataset, row), got in sorted(cells.items()):
@@ -178,11 +181,7 @@ def default_change(rows: list[dict]) -> list[str]:
 def main_table(rows: list[dict]) -> list[str]:
     """The main table's own runs (results/labels, made under ``away``), ended by the default's
     weighted consensus: per set and row, ACC / NMI of the run's choice and of the consensus."""
-    cells = defaultdict(list)
-    for r in rows:
-        if r["run"].startswith("labels/") and r["chosen"] is not None:
-            dataset, row, _ = Path(r["run"]).stem.rsplit("-", 2)
-            cells[(dataset, row)].append(r)
+    cells = by_cell([r for r in rows if r["run"].startswith("labels/") and r["chosen"] is not None])
     lines = ["| set | row | seeds | away's choice ACC / NMI | weighted consensus ACC / NMI | best candidate ACC |",
              "|---|---|---|---|---|---|"]
     for (dataset, row), got in sorted(cells.items()):
@@ -194,7 +193,6 @@ def main_table(rows: list[dict]) -> list[str]:
 
 def main(argv=None) -> int:
     from conr.io import atomic_write_text
-
 
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     rows = []

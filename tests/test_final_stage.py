@@ -16,8 +16,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from conr.cluster.final import FinalStage, choose, cluster_representation, normalized_cut, score_candidates
 from conr.cluster.manifold import pixel_vectors, umap_neighbors
-from conr.cluster.policy import MANIFOLD_MARGIN
 from conr.cluster.partition import Partition
+from conr.cluster.policy import MANIFOLD_MARGIN
 from conr.cluster.self_label import confident_members, margin_confidence
 from conr.data.mirror import MIRROR_OVERLAP_MIN, mirror_overlap
 

@@ -193,6 +193,8 @@ class ClusterConfig:
                                      # measured: conr/cluster/policy.py joint_way)
     input_geometry: str = "auto"     # final=auto, vectors: how the input's rows are read: auto (as they come: a user's
                                      # vectors and an encoder's features alike) | directions | as_given
+    seed_rule: str = "auto"          # stage2_seed=final: the rule that chooses the seed: auto (final_rule, but away
+                                     # under consensus: conr/cluster/policy.py seed_rule) | any final_rule name
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 0     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition

@@ -62,6 +62,7 @@ def validate_config(cfg: Config) -> None:
     from .cluster.policy import JOINT_GRAPHS, RULES  # plain data at import: the names live in the policy
 
     _choice(c.final_rule, RULES, "cluster.final_rule")
+    _choice(c.seed_rule, ("auto", *RULES), "cluster.seed_rule")
     _choice(c.stage2_seed, ("kmeans", "final"), "cluster.stage2_seed")
     _choice(c.joint_graph, JOINT_GRAPHS, "cluster.joint_graph")
     _choice(c.input_geometry, ("auto", "directions", "as_given"), "cluster.input_geometry")

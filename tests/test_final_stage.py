@@ -820,8 +820,25 @@ def test_stage_2_is_seeded_by_one_candidate_under_every_rule():
 
     assert DEFAULT_RULE == "consensus" and seed_rule(DEFAULT_RULE) == CHOICE_RULE == "away"
     assert all(seed_rule(r) == r for r in RULES if r != "consensus")
-    with pytest.raises(ValueError, match="unknown final-stage rule 'vote'"):
+    with pytest.raises(ValueError, match="unknown cluster.final_rule 'vote'"):
         seed_rule("vote")
+
+
+def test_the_seed_rule_can_be_named_apart_from_the_ending():
+    """cluster.seed_rule names the rule that chooses stage 2's seed, the consensus included; a
+    name that is no rule is refused by the config check with the choices."""
+    from conr.cluster.policy import seed_rule
+    from conr.config import Config
+    from conr.config_checks import validate_config as validate
+    from conr.errors import ConfigError
+
+    assert seed_rule("consensus", "consensus") == "consensus"
+    assert seed_rule("away", "joint") == "joint" and seed_rule("joint", "auto") == "joint"
+    cfg = Config()
+    assert cfg.cluster.seed_rule == "auto"
+    cfg.cluster.seed_rule = "vote"
+    with pytest.raises(ConfigError, match="cluster.seed_rule"):
+        validate(cfg)
 
 
 @pytest.mark.slow  # UMAP's embedding for the criteria

@@ -2,7 +2,8 @@
 counted by hand: benchmarks/final_rule.py's seed-against-end table and where-the-gap-is table,
 benchmarks/joint_union.py's choice with one joint candidate or both, and
 benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds, and
-benchmarks/joint_noise.py's table, and benchmarks/vote_rules.py's cluster vote and table."""
+benchmarks/joint_noise.py's table, benchmarks/vote_rules.py's cluster vote and table, and
+benchmarks/seed_rule.py's pairing of whole runs by their warm-up."""
 import importlib.util
 from pathlib import Path
 
@@ -239,3 +240,33 @@ def test_vote_rules_default_change_and_main_table_count_by_hand():
     assert "| weighted consensus (3 runs) | 0.7468 | 1 |" in lines            # gaps 0, 0.0305, 0.029
     table = vote_rules.main_table(rows)
     assert table[2:] == ["| orl | conr_encoder | 2 | 0.770 / 0.500 | 0.780 / 0.600 | 0.795 |"]
+
+
+def _seed_run(seed, epochs, seed_accs, chosen, acc, nmi=0.9):
+    table = [{"name": n, "true_acc": a, "chosen": n == chosen} for n, a in seed_accs.items()]
+    return {"dataset": "orl", "row": "conr_encoder", "seed": seed, "epochs": epochs, "acc": acc, "nmi": nmi,
+            "seed_candidates": table, "candidates": [{"name": "kmeans/features", "true_acc": acc}]}
+
+
+def test_seed_rule_pairs_runs_only_where_their_warm_up_is_the_same():
+    """Two runs of one seed are paired when their epochs and shared seed candidates match; a run
+    whose warm-up differs (other epochs, or other seed candidates) is left out and named; the
+    summary counts by hand: one run ahead by 0.02, one behind by 0.01, one level."""
+    mod = load("seed_rule")
+    warm = {"kmeans/features": 0.70, "umap_gmm/joint": 0.72}
+    base = {(("orl", "conr_encoder", s)): _seed_run(s, 100, warm, "umap_gmm/joint", a)
+            for s, a in ((0, 0.75), (1, 0.76), (2, 0.74), (3, 0.70), (4, 0.70))}
+    cons = {**warm, "consensus/candidates": 0.74}
+    variant = {("orl", "conr_encoder", 0): _seed_run(0, 100, cons, "consensus/candidates", 0.77),
+               ("orl", "conr_encoder", 1): _seed_run(1, 100, cons, "consensus/candidates", 0.75),
+               ("orl", "conr_encoder", 2): _seed_run(2, 100, cons, "consensus/candidates", 0.7405),
+               ("orl", "conr_encoder", 3): _seed_run(3, 120, cons, "consensus/candidates", 0.90),
+               ("orl", "conr_encoder", 4): _seed_run(4, 100, {**cons, "kmeans/features": 0.71},
+                                                     "consensus/candidates", 0.90)}
+    rows, skipped = mod.pair(base, variant)
+    assert [r["seed"] for r in rows] == [0, 1, 2]
+    assert len(skipped) == 2 and "seed 3: epochs 100 / 120" in skipped[0] and "seed candidates differ" in skipped[1]
+    assert rows[0]["seed_base_acc"] == 0.72 and rows[0]["seed_variant_acc"] == 0.74 and rows[0]["seed_best_acc"] == 0.72
+    (t,) = mod.summary(rows)
+    assert (t["runs"], t["ahead"], t["behind"]) == (3, 1, 1)
+    assert t["base_acc"] == pytest.approx(0.75) and t["variant_acc"] == pytest.approx((0.77 + 0.75 + 0.7405) / 3, abs=1e-4)

@@ -117,7 +117,7 @@ def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
         given = {"kmeans": kmeans_labels.cpu().numpy()}
     else:
         given = {"seeded_kmeans": carried.cpu().numpy()}
-    best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=seed_rule(c.final_rule))
+    best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=seed_rule(c.final_rule, c.seed_rule))
     table = candidate_table(trainer.data, cands, best.name)
     return labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name, table
 

@@ -35,13 +35,17 @@ sys.path.insert(0, str(ROOT))
 TIE = 0.001  # ACC within this counts as level
 
 
-def _runs(folder: Path) -> dict:
+def _runs(folders: list[Path]) -> dict:
+    """{(set, row, seed): run} of the suite folders; a run two folders hold is taken from the later one."""
     from conr.io import read_jsonl
 
-    path = folder / "suite-runs.jsonl"
-    if not path.exists():
-        raise SystemExit(f"no suite runs at {path}: run benchmarks/suite.py with --out {folder} first")
-    return {(r["dataset"], r["row"], r["seed"]): r for r in read_jsonl(path)}
+    runs = {}
+    for folder in folders:
+        path = folder / "suite-runs.jsonl"
+        if not path.exists():
+            raise SystemExit(f"no suite runs at {path}: run benchmarks/suite.py with --out {folder} first")
+        runs.update(((r["dataset"], r["row"], r["seed"]), r) for r in read_jsonl(path))
+    return runs
 
 
 def _seed(run: dict) -> dict:
@@ -115,8 +119,8 @@ def markdown(rows: list[dict], table: list[dict], skipped: list[str], names: tup
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--base", type=Path, required=True, help="suite folder of the reference seed rule")
-    p.add_argument("--variant", type=Path, required=True, help="suite folder of the other seed rule")
+    p.add_argument("--base", type=Path, nargs="+", required=True, help="suite folders of the reference seed rule")
+    p.add_argument("--variant", type=Path, nargs="+", required=True, help="suite folders of the other seed rule")
     p.add_argument("--names", nargs=2, default=("away", "consensus"), help="the two seed rules, as the table names them")
     p.add_argument("--out", type=Path, required=True, help="output stem: writes STEM.md and STEM.json")
     a = p.parse_args(argv)

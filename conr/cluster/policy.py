@@ -43,7 +43,7 @@ the rest. The other rules never choose the consensus candidate. It is :data:`DEF
 runs made under ``away``, it lifted the mean ACC from 0.750 to 0.755 and the runs within 0.01 of
 their best candidate from 88 to 99. Under it stage 2's seed is still one candidate, chosen by
 :data:`CHOICE_RULE` (:func:`seed_rule`), so the training is the one those runs measured; the consensus
-as the seed (``cluster.seed_rule=consensus``) gained on ORL and was level on COIL-20 and digits in 12 paired
+as the seed (``cluster.seed_rule=consensus``) gained on ORL and was level on COIL-20 and digits in 15 paired
 whole runs (docs/final-stage.md, "The consensus as stage 2's seed").
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def seed_rule(rule: str, choice: str = "auto") -> str:
     """The rule that chooses stage 2's seed (and its refreshes) in a run under ``rule``: ``choice``
     where it names one (``cluster.seed_rule``), else the rule itself, but :data:`CHOICE_RULE` under
     ``consensus``. A seed is a partition the training then pulls the features towards; as the seed, the
-    consensus gained 1.0 point on ORL and was level on COIL-20 and digits in 12 whole runs paired with
+    consensus gained 1.0 point on ORL and was level on COIL-20 and digits in 15 whole runs paired with
     the default's (the same warm-ups; benchmarks/seed_rule.py), too little on one set to change it."""
     for name, value in (("cluster.final_rule", rule), ("cluster.seed_rule", choice)):
         if value not in RULES and not (name == "cluster.seed_rule" and value == "auto"):

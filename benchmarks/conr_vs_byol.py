@@ -39,7 +39,7 @@ def _kind(row: dict) -> str:
     return row.get("input_kind") or ("encoder" if row["row"] == "conr_encoder" else "images")
 
 
-def _suite_rows(sources: list[Path]) -> list[dict]:
+def suite_rows(sources: list[Path]) -> list[dict]:
     """The suite's runs from ``sources`` (suite-runs.jsonl files, or folders holding one); a
     run (dataset, row, seed) held by two sources is taken from the later one."""
     from conr.io import read_jsonl
@@ -56,7 +56,7 @@ def _suite_rows(sources: list[Path]) -> list[dict]:
 def _runs(sources: list[Path], vectors: Path | None) -> dict:
     """{(set, path): {method: {seed: row}}} from the suite's runs and the vectors benchmark."""
     out: dict = defaultdict(lambda: defaultdict(dict))
-    rows = _suite_rows(sources)
+    rows = suite_rows(sources)
     byol_paths = {(r["dataset"], r["seed"]): _kind(r) for r in rows if r["row"] == "byol"}
     for r in rows:
         if r["row"] == "byol":

@@ -32,20 +32,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 TIE = 0.001  # ACC within this counts as level
 
 
 def _runs(folders: list[Path]) -> dict:
     """{(set, row, seed): run} of the suite folders; a run two folders hold is taken from the later one."""
-    from conr.io import read_jsonl
+    from conr_vs_byol import suite_rows
 
-    runs = {}
-    for folder in folders:
-        path = folder / "suite-runs.jsonl"
-        if not path.exists():
-            raise SystemExit(f"no suite runs at {path}: run benchmarks/suite.py with --out {folder} first")
-        runs.update(((r["dataset"], r["row"], r["seed"]), r) for r in read_jsonl(path))
-    return runs
+    return {(r["dataset"], r["row"], r["seed"]): r for r in suite_rows(folders)}
 
 
 def _seed(run: dict) -> dict:

@@ -200,8 +200,14 @@ def run_deep(method: str, folder: Path, k: int, seed: int, minutes: float | None
 
             buf = io.BytesIO()
             names = list(part.candidate_labels)
+            seeds = {}   # stage 2's seed's candidates, apart: a replay of the ending reads names and labels only
+            if part.seed_candidate_labels:
+                seed_names = list(part.seed_candidate_labels)
+                seeds = {"seed_names": np.array(seed_names), "seed_labels": np.stack(
+                    [part.seed_candidate_labels[n].numpy() for n in seed_names]).astype(np.int16)}
             np.savez_compressed(buf, truth=model.data_.labels.numpy(), names=np.array(names),
-                                labels=np.stack([part.candidate_labels[n].numpy() for n in names]).astype(np.int16))
+                                labels=np.stack([part.candidate_labels[n].numpy() for n in names]).astype(np.int16),
+                                **seeds)
             labels_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(labels_file, buf.getvalue())
     if overrides:

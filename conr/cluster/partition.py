@@ -54,7 +54,8 @@ class Partition:
     cluster has no single centre). ``candidates``: the final stage's table (one dict
     per candidate: name, criterion value, chosen), empty without a final stage;
     ``candidate_labels``: each of those candidates' labels, by name (a user may take
-    another candidate than the rule's; benchmarks replay rules on them)."""
+    another candidate than the rule's; benchmarks replay rules on them);
+    ``seed_candidate_labels``: the same for the candidates stage 2's seed was chosen from."""
     labels: Tensor
     centers: Tensor
     source: str = "kmeans"
@@ -65,6 +66,7 @@ class Partition:
     first_choice: str | None = None      # the rule's choice before the self-labelling stage
     seed_candidates: list[dict] = field(default_factory=list)  # the stage-2 seed's table (CoNR)
     candidate_labels: dict = field(default_factory=dict)  # name -> labels [N] of every candidate of the table
+    seed_candidate_labels: dict = field(default_factory=dict)  # name -> labels [N] of the seed's candidates
 
     def __post_init__(self):
         if self.assign not in ASSIGN_RULES:
@@ -73,6 +75,8 @@ class Partition:
         self.centers = self.centers.float().cpu()
         self.candidate_labels = {str(k): torch.as_tensor(v).to(torch.int32).cpu()
                                  for k, v in dict(self.candidate_labels).items()}
+        self.seed_candidate_labels = {str(k): torch.as_tensor(v).to(torch.int32).cpu()
+                                      for k, v in dict(self.seed_candidate_labels).items()}
 
     @property
     def n_clusters(self) -> int:
@@ -85,7 +89,7 @@ class Partition:
 
     def to_dict(self) -> dict:
         return {"labels": self.labels, "centers": self.centers, "candidate_labels": dict(self.candidate_labels),
-                **self.summary()}
+                "seed_candidate_labels": dict(self.seed_candidate_labels), **self.summary()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Partition":
@@ -93,7 +97,8 @@ class Partition:
                    assign=d.get("assign", "nearest_center"), rule=d.get("rule"),
                    candidates=list(d.get("candidates", [])), notes=list(d.get("notes", [])),
                    first_choice=d.get("first_choice"), seed_candidates=list(d.get("seed_candidates", [])),
-                   candidate_labels=dict(d.get("candidate_labels", {})))
+                   candidate_labels=dict(d.get("candidate_labels", {})),
+                   seed_candidate_labels=dict(d.get("seed_candidate_labels", {})))
 
     def summary(self) -> dict:
         """What a report or a JSON record shows of it (no tensors)."""

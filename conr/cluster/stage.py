@@ -11,6 +11,7 @@ where CoNR's stage 2 starts. Both return their results; the trainer keeps them.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,10 +23,10 @@ from .final import Candidate, FinalStage
 from .kmeans import KMeansResult
 from .manifold import pixel_vectors
 from .partition import Partition, cluster_means, labels_result
-from .policy import CONSENSUS, MAX_INPUT_ROWS, consensus_allowance, seed_rule
+from .policy import CONSENSUS, MAX_INPUT_ROWS, WARMUP, consensus_allowance, seed_rule, warmup_voters
 from .self_label import margin_confidence, self_label
 
-__all__ = ["build_final_stage", "input_rows", "final_stage_for", "seed_partition", "carry_partition",
+__all__ = ["build_final_stage", "input_rows", "final_stage_for", "SeedChoice", "seed_partition", "carry_partition",
            "final_partition"]
 
 
@@ -98,15 +99,24 @@ def candidate_table(data, cands: list[Candidate], chosen: str) -> list[dict]:
     return rows
 
 
+class SeedChoice(NamedTuple):
+    """Stage 2's seed: the chosen partition (``result``), the chosen candidate's name
+    (``source``), the candidate table it was chosen from (``table``) and every candidate's
+    labels by name (``labels``: kept with the run's partition, so that seeds can be replayed)."""
+    result: KMeansResult
+    source: str
+    table: list[dict]
+    labels: dict
+
+
 def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
-                   kmeans_labels: Tensor | None = None) -> tuple[KMeansResult, str, list[dict]]:
+                   kmeans_labels: Tensor | None = None) -> SeedChoice:
     """Stage 2's first pseudo-labels: the final stage's choice (by the run's
     :func:`~conr.cluster.policy.seed_rule`: one candidate, never a vote) on the warm-up's features
     (k-means of them given as one candidate: ``kmeans_labels`` where the caller has just made
     it with the run's settings); centres are the cluster means of the unit features. With
     ``carried`` (a refresh inside stage 2, ``cluster.stage2_refreshes``), the carried
-    partition is the given candidate instead of k-means. Returns the result, the chosen
-    candidate's name and the candidate table."""
+    partition is the given candidate instead of k-means. Returns a :class:`SeedChoice`."""
     c = trainer.cfg.cluster
     from .kmeans import kmeans
 
@@ -119,7 +129,8 @@ def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
         given = {"seeded_kmeans": carried.cpu().numpy()}
     best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=seed_rule(c.final_rule, c.seed_rule))
     table = candidate_table(trainer.data, cands, best.name)
-    return labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name, table
+    return SeedChoice(labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name, table,
+                      {cand.name: torch.as_tensor(cand.labels) for cand in cands})
 
 
 def carry_partition(feats: Tensor, labels: Tensor, n_clusters: int, iters: int = 1,
@@ -139,13 +150,16 @@ def carry_partition(feats: Tensor, labels: Tensor, n_clusters: int, iters: int =
 
 
 def final_partition(trainer, feats: Tensor) -> Partition:
-    """The run's partition: the final stage's choice, then self-labelling from it."""
+    """The run's partition: the final stage's choice, then self-labelling from it. Under the
+    ``consensus`` rule the warm-up's candidates on its features vote too (``cluster.warmup_votes``)."""
     c = trainer.cfg.cluster
     stage = final_stage_for(trainer)
     x = feats.cpu().float().numpy()
     # the training's last pseudo-labels: k-means of the features, or the stage-2 seed carried on by it
     name = "seeded_kmeans" if trainer.stage2_seeded else "kmeans"
-    best, cands = stage.run(x, given={name: trainer.pseudo_labels.cpu().numpy()})
+    warm = [Candidate(algorithm, WARMUP, np.asarray(labels, dtype=np.int64))   # the seed's error is not theirs
+            for algorithm, labels in warmup_voters(trainer.seed_candidate_labels, stage.rule, c.warmup_votes).items()]
+    best, cands = stage.run(x, given={name: trainer.pseudo_labels.cpu().numpy()}, extra=warm)
     notes = []
     first_choice = best.name  # the rule's choice before self-labelling
     net = trainer.method.feature_network() if c.self_label_epochs > 0 else None
@@ -170,4 +184,5 @@ def final_partition(trainer, feats: Tensor) -> Partition:
     return Partition(labels=labels, centers=cluster_means(feats, labels, c.n_clusters), source=best.name,
                      assign=assign, rule=c.final_rule, candidates=candidate_table(trainer.data, cands, best.name),
                      notes=notes, first_choice=first_choice, seed_candidates=list(trainer.seed_candidates),
-                     candidate_labels={c.name: torch.as_tensor(c.labels) for c in cands})
+                     candidate_labels={c.name: torch.as_tensor(c.labels) for c in cands},
+                     seed_candidate_labels=dict(trainer.seed_candidate_labels))

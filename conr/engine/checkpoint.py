@@ -91,6 +91,8 @@ def trainer_state(trainer) -> dict:
         "final_features": final[2] if final else None,
         "partition": trainer.partition.to_dict() if trainer.partition is not None else None,
         "stage2_seeded": trainer.stage2_seeded,
+        "seed_candidates": list(trainer.seed_candidates),   # the seed's table and its candidates' labels: the
+        "seed_candidate_labels": {k: torch.as_tensor(v).cpu() for k, v in trainer.seed_candidate_labels.items()},
         "warmup_values": list(trainer.warmup_values),
         "warmup_ended": trainer.warmup_ended,
         "history": trainer.history,
@@ -136,6 +138,8 @@ def restore(trainer, ckpt: dict, full: bool, quiet: bool = False) -> None:
         trainer.centers = ckpt["centers"].to(trainer.device)
         trainer.cluster_epoch = int(ckpt.get("cluster_epoch", -1))
         trainer.stage2_seeded = bool(ckpt.get("stage2_seeded", False))
+        trainer.seed_candidates = list(ckpt.get("seed_candidates", []))   # the ending's warm-up votes
+        trainer.seed_candidate_labels = dict(ckpt.get("seed_candidate_labels", {}))
         if trainer.centers.shape[0] != trainer.cfg.cluster.n_clusters:
             # a clustering with another K (the provisional one of a run that estimated K at the
             # end of stage 1 and stopped before clustering again): stale, cluster before use

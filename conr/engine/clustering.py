@@ -48,13 +48,14 @@ def cluster_step(trainer) -> dict:
         if seeding:  # stage 2 starts from the best label-free partition there is (conr/cluster/final.py)
             from ..cluster.stage import seed_partition
 
-            result, source, trainer.seed_candidates = seed_partition(trainer, feats)
+            seed = seed_partition(trainer, feats)
+            result, source, trainer.seed_candidates, trainer.seed_candidate_labels = seed
         elif carrying:
             from ..cluster.stage import carry_partition, seed_partition
 
             result = carry_partition(feats, trainer.pseudo_labels, c.n_clusters, c.stage2_update_iters, c.metric)
             if refreshing:  # the final stage chooses afresh, the carried partition among its candidates
-                result, source, _ = seed_partition(trainer, feats, carried=result.labels)
+                result, source, _, _ = seed_partition(trainer, feats, carried=result.labels)
         else:
             result = kmeans(feats, c.n_clusters, metric=c.metric, max_iter=c.max_iter, tol=c.tol,
                             n_init=c.n_init, seed=trainer.cfg.train.seed)
@@ -64,7 +65,8 @@ def cluster_step(trainer) -> dict:
             from ..cluster.stage import seed_partition
 
             seeding = True
-            result, source, trainer.seed_candidates = seed_partition(trainer, feats, kmeans_labels=result.labels)
+            seed = seed_partition(trainer, feats, kmeans_labels=result.labels)
+            result, source, trainer.seed_candidates, trainer.seed_candidate_labels = seed
         record = {"kmeans_iters": result.n_iter, "cluster_seconds": time.perf_counter() - start,
                   "feature_std": float(feats.std(dim=0).mean()), **warmup}  # ~1/sqrt(D) healthy, ~0 collapsed
         if seeding:

@@ -107,6 +107,7 @@ class Trainer:
         self.final_stage = final_stage    # conr/cluster/final.py FinalStage (input candidates); None: built when needed
         self.stage2_seeded = False        # cluster.stage2_seed=final: stage 2 started from the final stage's choice
         self.seed_candidates: list[dict] = []  # the candidate table stage 2's seed was chosen from
+        self.seed_candidate_labels: dict = {}  # ... and its candidates' labels, by name
         self.warmup_values: list[float] = []   # stage2.warmup_end=signal: the signal at each stage-1 step ...
         self.warmup_ended: int | None = None   # ... and the epoch after which it started stage 2, if it did
         self.k_provisional = k_provisional  # K is estimated after stage 1 (set_n_clusters): no seed before it

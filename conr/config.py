@@ -195,6 +195,9 @@ class ClusterConfig:
                                      # vectors and an encoder's features alike) | directions | as_given
     seed_rule: str = "auto"          # stage2_seed=final: the rule that chooses the seed: auto (final_rule, but away
                                      # under consensus: conr/cluster/policy.py seed_rule) | any final_rule name
+    warmup_votes: bool = True        # stage2_seed=final, final_rule=consensus: the warm-up's candidates on its
+                                     # features (those the seed was chosen among) vote in the ending too, as
+                                     # <algorithm>/warmup (conr/cluster/policy.py warmup_voters)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 0     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition

@@ -3,7 +3,8 @@ counted by hand: benchmarks/final_rule.py's seed-against-end table and where-the
 benchmarks/joint_union.py's choice with one joint candidate or both, and
 benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds, and
 benchmarks/joint_noise.py's table, benchmarks/vote_rules.py's cluster vote and table, and
-benchmarks/seed_rule.py's pairing of whole runs by their warm-up."""
+benchmarks/seed_rule.py's pairing of whole runs by their warm-up, and benchmarks/warmup_vote.py's votes
+with the warm-up's candidates."""
 import importlib.util
 from pathlib import Path
 
@@ -270,3 +271,50 @@ def test_seed_rule_pairs_runs_only_where_their_warm_up_is_the_same():
     (t,) = mod.summary(rows)
     assert (t["runs"], t["ahead"], t["behind"]) == (3, 1, 1)
     assert t["base_acc"] == pytest.approx(0.75) and t["variant_acc"] == pytest.approx((0.77 + 0.75 + 0.7405) / 3, abs=1e-4)
+
+
+def test_warmup_vote_on_a_run_whose_end_carries_the_seeds_error(tmp_path):
+    """Three clusters of 20; the end's two feature candidates move half of cluster 2 into cluster 1
+    (ACC 50/60), the input's k-means is right, and so are the warm-up's three feature candidates and
+    its k-means of the input (the same partition as the end's: counted once). The end's vote keeps
+    the error; every vote with the warm-up's candidates, and theirs alone, is right."""
+    import numpy as np
+
+    mod = load("warmup_vote")
+    truth = np.repeat([0, 1, 2], 20)
+    wrong = np.repeat([0, 1, 2], [20, 30, 10])
+    np.savez(tmp_path / "run.npz", truth=truth, names=np.array(["spectral/features", "umap_gmm/features",
+                                                               "kmeans/pixels", "consensus/candidates"]),
+             labels=np.stack([wrong, wrong, truth, wrong]),
+             seed_names=np.array(["kmeans/features", "spectral/features", "umap_gmm/features", "kmeans/pixels"]),
+             seed_labels=np.stack([truth, (truth + 1) % 3, truth, truth]))
+    row = mod.replay(tmp_path / "run.npz", {"dataset": "toy", "row": "conr_scratch", "seed": 0, "k": 3, "acc": 0.8333})
+    assert row["end"] == pytest.approx(50 / 60, abs=1e-4) and row["best end"] == 1.0 and row["best warm-up"] == 1.0
+    assert row["end + warm-up"] == row["end + warm-up's features"] == row["warm-up alone"] == 1.0
+    assert len(mod.joined({"kmeans/pixels": truth}, {"kmeans/pixels": (truth + 2) % 3, "x": wrong})) == 2
+    assert len(mod.joined({"umap_gmm/joint": truth}, {"umap_gmm/joint": wrong})) == 2   # the same name, another partition
+    lines = mod.table([row])
+    assert row["end + warm-up's features nmi"] == 1.0 and row["end nmi"] < 1.0
+    assert lines[2].startswith("| toy | conr_scratch | 1 | 0.833 | 0.833 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |")
+    assert "| end + warm-up's features | 1.0000 | 1 | 0 | 1 of 1 |" in lines
+
+
+def test_vote_variants_weights_by_hand():
+    """The evenness of cluster sizes (1 for equal clusters, 0 for one, log 2 / log 4 for two equal
+    of four), weights shared within a group, and every variant of the vote on candidates that all
+    hold the same partition (under other cluster ids) returning it."""
+    import math
+
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score
+
+    mod = load("vote_variants")
+    assert mod.size_evenness(np.repeat([0, 1, 2, 3], 5), 4) == pytest.approx(1.0)
+    assert mod.size_evenness(np.zeros(20, dtype=int), 4) == 0.0
+    assert mod.size_evenness(np.repeat([0, 1], 10), 4) == pytest.approx(math.log(2) / math.log(4))
+    assert mod.shared_weights(np.array([1.0, 1.0, 0.6]), ["a", "a", "b"]).tolist() == [0.5, 0.5, 0.6]
+    truth = np.repeat([0, 1, 2], 10)
+    names = ["kmeans/features", "umap_gmm/features", "spectral/pixels", "self_label/umap_gmm/joint"]
+    made = mod.variants(names, [truth, (truth + 1) % 3, (truth + 2) % 3, truth], 3, seed=0)
+    assert set(made) == set(mod.VARIANTS)
+    assert all(adjusted_rand_score(truth, lab) == 1.0 for lab in made.values())

@@ -203,7 +203,7 @@ def _final_stage_section(partition: dict | None) -> list[str]:
     """The final stage's candidates, each criterion value and the choice (conr/cluster/final.py)."""
     if not partition or not partition.get("candidates"):
         return []
-    from ..cluster.policy import CONSENSUS, RULES
+    from ..cluster.policy import CONSENSUS, RULES, WARMUP
 
     rows = partition["candidates"]
     crit = [k for k in RULES if any(k in r for r in rows)]   # stability: only where it was measured
@@ -226,6 +226,11 @@ def _final_stage_section(partition: dict | None) -> list[str]:
            + (" NMI / ACC use the ground truth, for you only: the rule never sees them." if truth else "")
            + "</p>", _table(header, body, num_cols=tuple(range(1, len(header) - 1)))]
     out += [f"<p class=\"note\">{html.escape(n)}</p>" for n in partition.get("notes", [])]
+    warm = [r["name"] for r in rows if r["name"].endswith("/" + WARMUP)]
+    if warm:
+        out.append(f"<p class=\"note\">{html.escape(', '.join(warm))}: made on the features of the end of the "
+                   "warm-up, where stage 2's seed was chosen; they vote too, so that an error of the seed, which stage 2 "
+                   "carries into every partition of the end, is not the only voice.</p>")
     out += [f"<p class=\"note\">{html.escape(r['name'])}: the two representations share {r['shared']:.0%} of a "
             f"point's neighbours, so it clusters {JOINT_WAYS.get(r['combined'], r['combined'])}.</p>"
             for r in rows if r.get("combined")]

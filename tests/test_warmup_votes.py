@@ -1,0 +1,76 @@
+"""The warm-up's candidates in the ending's vote (cluster.warmup_votes,
+conr.cluster.policy.warmup_voters): which of them vote and when, and a small CoNR run on vectors
+whose ending is the weighted consensus of the end's candidates and the warm-up's, checked against
+conr.cluster.consensus made by hand from the labels the run kept."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from conr.cluster.policy import WARMUP_VOTERS, warmup_voters
+
+
+def test_only_the_warm_ups_features_candidates_vote_and_only_in_a_vote():
+    seed = {name: np.arange(6) % 2 for name in (*WARMUP_VOTERS, "kmeans/pixels", "umap_gmm/joint")}
+    voters = warmup_voters(seed, "consensus")
+    assert sorted(voters) == ["kmeans", "spectral", "umap_gmm"]          # the input's and the joint one left out
+    assert warmup_voters(seed, "away") == {}                             # a rule that chooses one candidate
+    assert warmup_voters(seed, "consensus", votes=False) == {}           # cluster.warmup_votes=false
+    assert warmup_voters({}, "consensus") == {}                          # no stage 2, no seed
+
+
+def test_the_setting_is_checked():
+    from conr.config import ConfigError, load_config
+
+    assert load_config().cluster.warmup_votes is True
+    assert load_config(None, ["cluster.warmup_votes=false"]).cluster.warmup_votes is False
+    with pytest.raises(ConfigError, match="did you mean 'cluster.warmup_votes'"):
+        load_config(None, ["cluster.warmup_vote=false"])
+    with pytest.raises(ConfigError, match="cluster.warmup_votes expects true/false"):
+        load_config(None, ["cluster.warmup_votes=maybe"])
+
+
+def _run(votes: bool):
+    """A small CoNR run on three blobs of vectors, with the vector path's automatic settings
+    (the final stage, stage 2 seeded by it, the consensus ending)."""
+    from conr.auto.resolve import vector_settings
+    from conr.cluster.stage import build_final_stage
+    from conr.data.vectors import VectorData
+    from conr.engine.vectors import VectorTrainer
+
+    x, y = make_blobs(n_samples=150, centers=3, n_features=8, cluster_std=2.5, random_state=0)
+    data = VectorData(images=torch.from_numpy(x.astype(np.float32)), labels=torch.as_tensor(y))
+    user = {"method": "conr", "train": {"epochs": 10, "seed": 0, "device": "cpu", "batch_size": 32},
+            "cluster": {"n_clusters": 3, "consensus_runs": 1, "warmup_votes": votes}, "run": {"progress": False}}
+    cfg, _, _ = vector_settings(user, len(data), k=3)
+    assert cfg.cluster.final == "auto" and cfg.cluster.stage2_seed == "final" and cfg.cluster.final_rule == "consensus"
+    stage = build_final_stage(data, cfg.cluster, 0)
+    stage.prepare()
+    trainer = VectorTrainer(cfg, data, final_stage=stage, write=False, log=lambda *a: None)
+    trainer.fit()
+    return trainer
+
+
+@pytest.mark.slow  # two small trainings with their final stages
+def test_the_ending_is_the_vote_of_the_end_and_the_warm_up():
+    from conr.cluster.consensus import agreement, consensus_partition
+    from conr.cluster.policy import vote_weights
+
+    trainer = _run(votes=True)
+    part = trainer.partition
+    names = [r["name"] for r in part.candidates]
+    assert [n for n in names if n.endswith("/warmup")] == ["kmeans/warmup", "spectral/warmup", "umap_gmm/warmup"]
+    for algorithm in ("kmeans", "spectral", "umap_gmm"):   # the very labels stage 2's seed was chosen among
+        assert torch.equal(part.candidate_labels[f"{algorithm}/warmup"],
+                           part.seed_candidate_labels[f"{algorithm}/features"])
+    assert part.source == "consensus/candidates"
+    voters = [part.candidate_labels[n].numpy() for n in names if n != "consensus/candidates"]
+    by_hand = consensus_partition(voters, 3, seed=0, weights=vote_weights(agreement(voters)))
+    assert adjusted_rand_score(by_hand, part.labels.numpy()) == 1.0
+
+    without = _run(votes=False).partition
+    assert not any(r["name"].endswith("/warmup") for r in without.candidates)
+    assert without.seed_candidate_labels.keys() == part.seed_candidate_labels.keys()   # the same warm-up

@@ -43,9 +43,9 @@ DEFAULT = f"consensus, weights agreement^{AGREEMENT_POWER}"
 VOTES = (*(f"consensus, weights agreement^{p}" for p in POWERS), "medoid by agreement", "cluster vote")
 
 
-def kept_runs() -> list[tuple[Path, dict | None]]:
-    """(labels file, the run's record from its folder's suite-runs.jsonl or None), for every kept run
-    but those made under the ``consensus`` rule (variants/consensus-weighted)."""
+def labelled_runs() -> list[tuple[Path, dict | None]]:
+    """(labels file, the run's record from its folder's suite-runs.jsonl or None), for every run of
+    results/ and variants/*/ that kept its candidates' labels."""
     out = []
     for folder in [RESULTS, *sorted((RESULTS / "variants").glob("*"))]:
         records = {}
@@ -53,9 +53,33 @@ def kept_runs() -> list[tuple[Path, dict | None]]:
             for line in (folder / "suite-runs.jsonl").read_text().splitlines():
                 r = json.loads(line)
                 records[f"{r['dataset']}-{r['row']}-{r['seed']}"] = r
-        out += [(p, records.get(p.stem)) for p in sorted((folder / "labels").glob("*.npz"))
-                if (records.get(p.stem) or {}).get("rule") != "consensus"]   # their choice is a vote already
+        out += [(p, records.get(p.stem)) for p in sorted((folder / "labels").glob("*.npz"))]
     return out
+
+
+def kept_runs() -> list[tuple[Path, dict | None]]:
+    """:func:`labelled_runs` but those made under the ``consensus`` rule (their choice is a vote already)."""
+    return [(p, record) for p, record in labelled_runs() if (record or {}).get("rule") != "consensus"]
+
+
+def write_results(out: Path, lines: list[str], rows: list[dict]) -> None:
+    """OUT.md (``lines``) and OUT.json (``rows``), each written whole or not at all; the table printed."""
+    from conr.io import atomic_write_text
+
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(rows, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+def replayed(runs: list[tuple[Path, dict | None]], replay) -> list[dict]:
+    """``replay(path, record)`` of each run, the runs it returns None for left out; each row printed."""
+    rows = []
+    for path, record in runs:
+        row = replay(path, record)
+        if row is not None:
+            rows.append(row)
+            print(row, flush=True)
+    return rows
 
 
 def cluster_vote(labelings: list[np.ndarray], k: int, unclaimed: float = 0.5) -> np.ndarray:
@@ -192,15 +216,8 @@ def main_table(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from conr.io import atomic_write_text
-
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
-    rows = []
-    for path, record in kept_runs():
-        row = replay(path, record)
-        if row is not None:
-            rows.append(row)
-            print(row, flush=True)
+    rows = replayed(kept_runs(), replay)
     lines = ["# Votes of the candidates, replayed on the kept runs", "",
              "`python benchmarks/vote_rules.py` (docstring). ACC; \"chosen\": the run's own final choice.", "",
              *table(rows), "", "## The default's change (2026-12-06), on the runs made under `away`", "",
@@ -212,9 +229,7 @@ def main(argv=None) -> int:
              "exact; from scratch (`conr_scratch`, digits' `byol`) a run under the new default starts its "
              "self-labelled candidate from the consensus, so there the replay is not the run.", "",
              *main_table(rows)]
-    atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
-    atomic_write_text(OUT.with_suffix(".json"), json.dumps(rows, indent=1) + "\n")
-    print("\n".join(lines))
+    write_results(OUT, lines, rows)
     return 0
 
 

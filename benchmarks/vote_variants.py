@@ -29,7 +29,6 @@ Writes benchmarks/results/vote_variants.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -37,25 +36,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from vote_rules import RESULTS, labelled_runs, replayed, write_results  # noqa: E402  (the same kept runs, read the same way)
+
 OUT = RESULTS / "vote_variants"
 INPUTS = ("pixels", "encoder", "vectors")
 FAMILIES = {"umap_gmm": "manifold", "self_label": "manifold", "seeded_kmeans": "kmeans"}
 VARIANTS = ("default", "cluster sizes^4", "cluster sizes^16", "one vote a family", "one vote a representation",
             "the input's at half", "no input", "weights from the vote", "the candidate closest to the vote")
-
-
-def kept_runs() -> list[tuple[Path, dict | None]]:
-    """(labels file, its run's record or None) of every suite folder that kept labels."""
-    out = []
-    for folder in [RESULTS, *sorted((RESULTS / "variants").glob("*"))]:
-        records = {}
-        if (folder / "suite-runs.jsonl").exists():
-            for line in (folder / "suite-runs.jsonl").read_text().splitlines():
-                r = json.loads(line)
-                records[f"{r['dataset']}-{r['row']}-{r['seed']}"] = r
-        out += [(p, records.get(p.stem)) for p in sorted((folder / "labels").glob("*.npz"))]
-    return out
 
 
 def size_evenness(labels: np.ndarray, k: int) -> float:
@@ -127,21 +115,12 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from conr.io import atomic_write_text
-
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
-    rows = []
-    for path, record in kept_runs():
-        row = replay(path, record)
-        if row is not None:
-            rows.append(row)
-            print(row, flush=True)
+    rows = replayed(labelled_runs(), replay)
     lines = ["# Other weights for the ending's vote, replayed on the kept runs", "",
              "`python benchmarks/vote_variants.py` (docstring). ACC; each run weighs the same; ahead / behind: by "
              "more than 0.001.", "", *table(rows)]
-    atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")
-    atomic_write_text(OUT.with_suffix(".json"), json.dumps(rows, indent=1) + "\n")
-    print("\n".join(lines))
+    write_results(OUT, lines, rows)
     return 0
 
 

@@ -13,7 +13,8 @@ vote (``conr.cluster.policy.vote_weights``, the run's seed) on
 * the end's candidates and the warm-up's on the features only (k-means, spectral, UMAP + GMM);
 * the warm-up's candidates alone (the seed ``cluster.seed_rule=consensus`` gives);
 
-against the best candidate of the end and of the warm-up. The true labels serve only for the
+against the best candidate of the end and of the warm-up; and, beside them, the ACC of stage 2's seed
+(``away``'s choice) and of the seed the vote of the warm-up's three on its features would have made. The true labels serve only for the
 scores. The self-labelled candidate of a run starts from the run's own ending, so where
 self-labelling runs (from scratch) a replayed vote is close to what a run would end with, not it.
 
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 FEATURE_CANDIDATES = ("kmeans/features", "spectral/features", "umap_gmm/features")
 VOTES = ("end", "end + warm-up", "end + warm-up's features", "warm-up alone")
 NMI_OF = ("end", "end + warm-up's features")   # the ending before and since cluster.warmup_votes
+SEEDS = ("seed: away", "seed: vote of the warm-up's features")   # stage 2's seed, and one it could have had
 
 
 def joined(end: dict, warm: dict) -> list[np.ndarray]:
@@ -83,6 +85,11 @@ def replay(path: Path, record: dict) -> dict | None:
             "warm-up alone": list(warm.values())}
     row = {"set": record["dataset"], "row": record["row"], "seed": seed, "ending": record["acc"],
            "best end": max(acc(lab) for lab in end.values()), "best warm-up": max(acc(lab) for lab in warm.values())}
+    chosen = next((c["name"] for c in record.get("seed_candidates") or [] if c.get("chosen")), None)
+    if chosen in warm:   # stage 2's seed, and the seed the vote of the warm-up's own three would have been
+        row["seed: away"] = acc(warm[chosen])
+        row["seed: vote of the warm-up's features"] = acc(vote([warm[n] for n in FEATURE_CANDIDATES if n in warm],
+                                                                k, seed))
     for name, labelings in sets.items():
         made = vote(labelings, k, seed)
         row[name] = acc(made)
@@ -92,14 +99,14 @@ def replay(path: Path, record: dict) -> dict | None:
 
 
 def table(rows: list[dict]) -> list[str]:
-    cols = ("ending", *VOTES, "best end", "best warm-up", *(f"{c} nmi" for c in NMI_OF))
+    cols = ("ending", *VOTES, "best end", "best warm-up", *(f"{c} nmi" for c in NMI_OF), *SEEDS)
     lines = ["| set | row | runs | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
     cells = defaultdict(list)
     for r in rows:
         cells[(r["set"], r["row"])].append(r)
     for (name, row), got in sorted(cells.items()):
-        lines.append(f"| {name} | {row} | {len(got)} | "
-                     + " | ".join(f"{np.mean([r[c] for r in got]):.3f}" for c in cols) + " |")
+        lines.append(f"| {name} | {row} | {len(got)} | " + " | ".join(
+            f"{np.mean([r[c] for r in got if c in r]):.3f}" if any(c in r for r in got) else "–" for c in cols) + " |")
     lines += ["", "| vote | mean ACC | runs ahead of the end's vote | behind | within 0.01 of the best end candidate |",
               "|---|---|---|---|---|"]
     for c in VOTES:

@@ -195,6 +195,7 @@ class ClusterConfig:
                                      # vectors and an encoder's features alike) | directions | as_given
     seed_rule: str = "auto"          # stage2_seed=final: the rule that chooses the seed: auto (final_rule, but away
                                      # under consensus: conr/cluster/policy.py seed_rule) | any final_rule name
+                                     # | features_consensus (the vote of the candidates on the features alone)
     warmup_votes: bool = True        # stage2_seed=final, final_rule=consensus: the warm-up's candidates on its
                                      # features (those the seed was chosen among) vote in the ending too, as
                                      # <algorithm>/warmup (conr/cluster/policy.py warmup_voters)

@@ -33,7 +33,7 @@ def test_the_setting_is_checked():
         load_config(None, ["cluster.warmup_votes=maybe"])
 
 
-def _run(votes: bool):
+def _run(votes: bool, **cluster):
     """A small CoNR run on three blobs of vectors, with the vector path's automatic settings
     (the final stage, stage 2 seeded by it, the consensus ending)."""
     from conr.auto.resolve import vector_settings
@@ -44,7 +44,8 @@ def _run(votes: bool):
     x, y = make_blobs(n_samples=150, centers=3, n_features=8, cluster_std=2.5, random_state=0)
     data = VectorData(images=torch.from_numpy(x.astype(np.float32)), labels=torch.as_tensor(y))
     user = {"method": "conr", "train": {"epochs": 10, "seed": 0, "device": "cpu", "batch_size": 32},
-            "cluster": {"n_clusters": 3, "consensus_runs": 1, "warmup_votes": votes}, "run": {"progress": False}}
+            "cluster": {"n_clusters": 3, "consensus_runs": 1, "warmup_votes": votes, **cluster},
+            "run": {"progress": False}}
     cfg, _, _ = vector_settings(user, len(data), k=3)
     assert cfg.cluster.final == "auto" and cfg.cluster.stage2_seed == "final" and cfg.cluster.final_rule == "consensus"
     stage = build_final_stage(data, cfg.cluster, 0)
@@ -74,3 +75,42 @@ def test_the_ending_is_the_vote_of_the_end_and_the_warm_up():
     without = _run(votes=False).partition
     assert not any(r["name"].endswith("/warmup") for r in without.candidates)
     assert without.seed_candidate_labels.keys() == part.seed_candidate_labels.keys()   # the same warm-up
+
+
+def test_the_features_vote_seed_is_the_vote_of_the_features_candidates_alone():
+    """cluster.seed_rule=features_consensus: the vote of the candidates on the features (two hold
+    the truth, one moves half a cluster: the vote is the truth); one candidate alone is itself; the
+    name is a seed rule only."""
+    from conr.cluster.final import Candidate
+    from conr.cluster.policy import RULES, SEED_RULES, seed_rule
+    from conr.cluster.stage import features_consensus
+    from conr.config import ConfigError, load_config
+
+    truth = np.repeat([0, 1, 2], 10)
+    moved = np.repeat([0, 1, 2], [10, 15, 5])
+    made = features_consensus([Candidate("kmeans", "features", truth), Candidate("spectral", "features", (truth + 1) % 3),
+                               Candidate("umap_gmm", "features", moved)], 3)
+    assert made.name == "consensus/features" and adjusted_rand_score(truth, made.labels) == 1.0
+    one = Candidate("kmeans", "features", moved)
+    assert features_consensus([one], 3) is one
+    assert seed_rule("consensus", "features_consensus") == "features_consensus"
+    assert "features_consensus" in SEED_RULES and "features_consensus" not in RULES
+    assert load_config(None, ["cluster.seed_rule=features_consensus"]).cluster.seed_rule == "features_consensus"
+    with pytest.raises(ConfigError, match="cluster.final_rule"):
+        load_config(None, ["cluster.final_rule=features_consensus"])
+
+
+@pytest.mark.slow  # a small training with its final stage
+def test_a_run_seeded_by_the_features_vote():
+    """The seed's table holds the vote of the warm-up's candidates on the features, chosen; its
+    labels are conr.cluster.consensus's of those candidates' labels, made by hand."""
+    from conr.cluster.consensus import agreement, consensus_partition
+    from conr.cluster.policy import vote_weights
+
+    trainer = _run(votes=True, seed_rule="features_consensus")
+    chosen = [r["name"] for r in trainer.seed_candidates if r["chosen"]]
+    assert chosen == ["consensus/features"]
+    labels = trainer.seed_candidate_labels
+    voters = [labels[n].numpy() for n in ("kmeans/features", "spectral/features", "umap_gmm/features")]
+    by_hand = consensus_partition(voters, 3, seed=0, weights=vote_weights(agreement(voters)))
+    assert adjusted_rand_score(by_hand, labels["consensus/features"].numpy()) == 1.0

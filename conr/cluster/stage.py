@@ -19,14 +19,15 @@ from torch import Tensor
 
 from ..encoders.directions import feature_directions
 from ..ops.metrics import evaluate
-from .final import Candidate, FinalStage
+from .final import Candidate, FinalStage, consensus_candidate
 from .kmeans import KMeansResult
 from .manifold import pixel_vectors
 from .partition import Partition, cluster_means, labels_result
-from .policy import CONSENSUS, MAX_INPUT_ROWS, WARMUP, consensus_allowance, seed_rule, warmup_voters
+from .policy import (CHOICE_RULE, CONSENSUS, FEATURES_VOTE, MAX_INPUT_ROWS, WARMUP, consensus_allowance, seed_rule,
+                     warmup_voters)
 from .self_label import margin_confidence, self_label
 
-__all__ = ["build_final_stage", "input_rows", "final_stage_for", "SeedChoice", "seed_partition", "carry_partition",
+__all__ = ["build_final_stage", "input_rows", "final_stage_for", "features_consensus", "SeedChoice", "seed_partition", "carry_partition",
            "final_partition"]
 
 
@@ -99,6 +100,16 @@ def candidate_table(data, cands: list[Candidate], chosen: str) -> list[dict]:
     return rows
 
 
+def features_consensus(cands: list[Candidate], n_clusters: int, seed: int = 0) -> Candidate:
+    """``consensus/features``: the weighted vote (:func:`~conr.cluster.final.consensus_candidate`) of
+    ``cands`` (the candidates on the features), the seed of ``cluster.seed_rule=features_consensus``;
+    the one candidate itself where there is only one."""
+    if len(cands) == 1:
+        return cands[0]
+    made = consensus_candidate(cands, n_clusters, seed)
+    return Candidate("consensus", "features", made.labels, made.seconds)
+
+
 class SeedChoice(NamedTuple):
     """Stage 2's seed: the chosen partition (``result``), the chosen candidate's name
     (``source``), the candidate table it was chosen from (``table``) and every candidate's
@@ -112,7 +123,8 @@ class SeedChoice(NamedTuple):
 def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
                    kmeans_labels: Tensor | None = None) -> SeedChoice:
     """Stage 2's first pseudo-labels: the final stage's choice (by the run's
-    :func:`~conr.cluster.policy.seed_rule`: one candidate, never a vote) on the warm-up's features
+    :func:`~conr.cluster.policy.seed_rule`: one candidate, or under ``features_consensus`` the vote of
+    the candidates on the features, :func:`features_consensus`) on the warm-up's features
     (k-means of them given as one candidate: ``kmeans_labels`` where the caller has just made
     it with the run's settings); centres are the cluster means of the unit features. With
     ``carried`` (a refresh inside stage 2, ``cluster.stage2_refreshes``), the carried
@@ -127,7 +139,14 @@ def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
         given = {"kmeans": kmeans_labels.cpu().numpy()}
     else:
         given = {"seeded_kmeans": carried.cpu().numpy()}
-    best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=seed_rule(c.final_rule, c.seed_rule))
+    rule = seed_rule(c.final_rule, c.seed_rule)
+    if rule == FEATURES_VOTE:   # the vote of the features' own candidates, made beside the others
+        _, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=CHOICE_RULE)
+        best = features_consensus([cand for cand in cands if cand.representation == "features"], c.n_clusters,
+                                  trainer.cfg.train.seed)
+        cands = cands + [best]
+    else:
+        best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=rule)
     table = candidate_table(trainer.data, cands, best.name)
     return SeedChoice(labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name, table,
                       {cand.name: torch.as_tensor(cand.labels) for cand in cands})

@@ -37,7 +37,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FEATURE_CANDIDATES = ("kmeans/features", "spectral/features", "umap_gmm/features")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from vote_rules import replayed, write_results  # noqa: E402  (read, replay and write as the other vote replays)
+
+from conr.cluster.final import weighted_vote  # noqa: E402  (the default's own vote)
+from conr.cluster.policy import WARMUP, WARMUP_VOTERS  # noqa: E402  (the default's own voters)
 VOTES = ("end", "end + warm-up", "end + warm-up's features", "warm-up alone")
 NMI_OF = ("end", "end + warm-up's features")   # the ending before and since cluster.warmup_votes
 SEEDS = ("seed: away", "seed: vote of the warm-up's features")   # stage 2's seed, and one it could have had
@@ -50,14 +54,6 @@ def joined(end: dict, warm: dict) -> list[np.ndarray]:
 
     return [*end.values(), *(lab for n, lab in warm.items()
                              if n not in end or adjusted_rand_score(lab, end[n]) < 1.0)]
-
-
-def vote(labelings: list[np.ndarray], k: int, seed: int) -> np.ndarray:
-    """The default's weighted co-association vote of ``labelings``."""
-    from conr.cluster.consensus import agreement, consensus_partition
-    from conr.cluster.policy import vote_weights
-
-    return consensus_partition(labelings, k, seed=seed, weights=vote_weights(agreement(labelings)))
 
 
 def replay(path: Path, record: dict) -> dict | None:
@@ -73,7 +69,7 @@ def replay(path: Path, record: dict) -> dict | None:
     scored = truth >= 0
     k, seed = int(record["k"]), int(record["seed"])
     end = {n: lab for n, lab in end.items()   # the vote itself, and the warm-up's votes a run made since they vote
-           if not n.startswith("consensus/") and not n.endswith("/warmup")}
+           if not n.startswith("consensus/") and not n.endswith("/" + WARMUP)}
     warm = {n: lab for n, lab in warm.items() if not n.startswith("consensus/")}
 
     def acc(lab) -> float:
@@ -81,17 +77,17 @@ def replay(path: Path, record: dict) -> dict | None:
 
     sets = {"end": list(end.values()),
             "end + warm-up": joined(end, warm),
-            "end + warm-up's features": [*end.values(), *(lab for n, lab in warm.items() if n in FEATURE_CANDIDATES)],
+            "end + warm-up's features": [*end.values(), *(lab for n, lab in warm.items() if n in WARMUP_VOTERS)],
             "warm-up alone": list(warm.values())}
     row = {"set": record["dataset"], "row": record["row"], "seed": seed, "ending": record["acc"],
            "best end": max(acc(lab) for lab in end.values()), "best warm-up": max(acc(lab) for lab in warm.values())}
     chosen = next((c["name"] for c in record.get("seed_candidates") or [] if c.get("chosen")), None)
     if chosen in warm:   # stage 2's seed, and the seed the vote of the warm-up's own three would have been
         row["seed: away"] = acc(warm[chosen])
-        row["seed: vote of the warm-up's features"] = acc(vote([warm[n] for n in FEATURE_CANDIDATES if n in warm],
-                                                                k, seed))
+        row["seed: vote of the warm-up's features"] = acc(weighted_vote([warm[n] for n in WARMUP_VOTERS if n in warm],
+                                                                         k, seed))
     for name, labelings in sets.items():
-        made = vote(labelings, k, seed)
+        made = weighted_vote(labelings, k, seed)
         row[name] = acc(made)
         if name in NMI_OF:
             row[f"{name} nmi"] = round(float(evaluate(truth[scored], made[scored])["nmi"]), 4)
@@ -117,30 +113,24 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> None:
-    from conr.io import atomic_write_text
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folders", nargs="+", type=Path, help="suite folders whose labels files keep the warm-up's")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "warmup_vote")
     args = ap.parse_args(argv)
-    rows = []
+    runs = []
     for folder in args.folders:
-        records = [json.loads(line) for line in (folder / "suite-runs.jsonl").read_text().splitlines()]
-        for rec in records:
+        for rec in (json.loads(line) for line in (folder / "suite-runs.jsonl").read_text().splitlines()):
             path = folder / "labels" / f"{rec['dataset']}-{rec['row']}-{rec['seed']}.npz"
-            row = replay(path, rec) if path.exists() else None
-            if row is not None:
-                rows.append(row)
-                print(row, flush=True)
+            if path.exists():
+                runs.append((path, rec))
+    rows = replayed(runs, replay)
     if not rows:
         raise SystemExit(f"no run in {[str(f) for f in args.folders]} kept its warm-up's candidates: run the suite "
                          "(its labels files keep them since 2026-12-06)")
     lines = ["# The warm-up's candidates in the ending's vote (ACC but where named NMI, mean over runs)", "",
              f"`python benchmarks/warmup_vote.py {' '.join(str(f.resolve().relative_to(ROOT)) for f in args.folders)}`", "",
-             *table(rows), ""]
-    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines))
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(rows, indent=1))
-    print("\n".join(lines))
+             *table(rows)]
+    write_results(args.out, lines, rows)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_JOINT_GRAPH, DEFAULT_RUL
                      best_by, derived_score, joint_way, preferred_for, vote_weights)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
-           "consensus_candidate", "choose", "unit_rows", "normalized_cut", "sampled_silhouette", "FinalStage"]
+           "weighted_vote", "consensus_candidate", "choose", "unit_rows", "normalized_cut", "sampled_silhouette", "FinalStage"]
 
 ALGORITHMS = ("kmeans", "spectral", "umap_gmm")
 
@@ -221,17 +221,21 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
             c.scores["ncut"] = 1.0 - (normalized_cut(graph, c.labels) + empty) / n_clusters
 
 
-def consensus_candidate(cands: list[Candidate], n_clusters: int, seed: int = 0) -> Candidate:
-    """``consensus/candidates``: ``n_clusters`` clusters of the co-association matrix of every
-    candidate's labels (:func:`~conr.cluster.consensus.consensus_partition`): two images
-    belong together as often as the candidates put them together, so an error only some
-    candidates make is outvoted. A candidate's vote counts by its agreement with the others
-    (:func:`conr.cluster.policy.vote_weights`)."""
+def weighted_vote(labelings, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """``n_clusters`` clusters of the co-association matrix of ``labelings``
+    (:func:`~conr.cluster.consensus.consensus_partition`), each labeling's vote counted by its
+    agreement with the others (:func:`conr.cluster.policy.vote_weights`): the default ending's vote."""
     from .consensus import agreement, consensus_partition
 
+    return consensus_partition(labelings, n_clusters, seed=seed, weights=vote_weights(agreement(labelings)))
+
+
+def consensus_candidate(cands: list[Candidate], n_clusters: int, seed: int = 0) -> Candidate:
+    """``consensus/candidates``: the :func:`weighted_vote` of every candidate's labels: two images
+    belong together as often as the candidates put them together, so an error only some
+    candidates make is outvoted."""
     start = time.perf_counter()
-    labelings = [c.labels for c in cands]
-    labels = consensus_partition(labelings, n_clusters, seed=seed, weights=vote_weights(agreement(labelings)))
+    labels = weighted_vote([c.labels for c in cands], n_clusters, seed)
     algorithm, representation = CONSENSUS.split("/")
     return Candidate(algorithm, representation, labels, time.perf_counter() - start)
 

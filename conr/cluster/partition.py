@@ -42,6 +42,11 @@ def cluster_means(features: Tensor, labels: Tensor, n_clusters: int) -> Tensor:
     return torch.zeros(n_clusters, x.shape[1]).index_add_(0, labels, x) / counts
 
 
+def _labels_by_name(labels: dict) -> dict:
+    """{name: labels} as int32 CPU tensors under string names (how a Partition keeps candidates' labels)."""
+    return {str(k): torch.as_tensor(v).to(torch.int32).cpu() for k, v in dict(labels).items()}
+
+
 @dataclass
 class Partition:
     """Labels [N] of the training images and their centres [K, D] in feature space.
@@ -73,10 +78,8 @@ class Partition:
             raise ValueError(f"assign={self.assign!r}: choose one of {ASSIGN_RULES}")
         self.labels = self.labels.long().cpu()
         self.centers = self.centers.float().cpu()
-        self.candidate_labels = {str(k): torch.as_tensor(v).to(torch.int32).cpu()
-                                 for k, v in dict(self.candidate_labels).items()}
-        self.seed_candidate_labels = {str(k): torch.as_tensor(v).to(torch.int32).cpu()
-                                      for k, v in dict(self.seed_candidate_labels).items()}
+        self.candidate_labels = _labels_by_name(self.candidate_labels)
+        self.seed_candidate_labels = _labels_by_name(self.seed_candidate_labels)
 
     @property
     def n_clusters(self) -> int:

@@ -140,13 +140,12 @@ def seed_partition(trainer, feats: Tensor, carried: Tensor | None = None,
     else:
         given = {"seeded_kmeans": carried.cpu().numpy()}
     rule = seed_rule(c.final_rule, c.seed_rule)
+    best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given,
+                                               rule=CHOICE_RULE if rule == FEATURES_VOTE else rule)
     if rule == FEATURES_VOTE:   # the vote of the features' own candidates, made beside the others
-        _, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=CHOICE_RULE)
         best = features_consensus([cand for cand in cands if cand.representation == "features"], c.n_clusters,
                                   trainer.cfg.train.seed)
         cands = cands + [best]
-    else:
-        best, cands = final_stage_for(trainer).run(feats.cpu().numpy(), given=given, rule=rule)
     table = candidate_table(trainer.data, cands, best.name)
     return SeedChoice(labels_result(feats, torch.as_tensor(best.labels), c.n_clusters), best.name, table,
                       {cand.name: torch.as_tensor(cand.labels) for cand in cands})

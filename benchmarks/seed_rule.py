@@ -18,6 +18,15 @@ out and named). The true labels serve only for the scores.
     python benchmarks/seed_rule.py --base benchmarks/results/variants/consensus-default-2026-12-06 \\
         --variant benchmarks/results/variants/seed-consensus --out benchmarks/results/seed_rule-2026-12-06
 
+A base folder made before a change of the ending (``cluster.warmup_votes``, 2026-12-06) is scored as
+the default ends it now with ``--base-replay``: the JSON of ``benchmarks/warmup_vote.py`` on the same
+runs, whose ``end + warm-up's features`` vote is the default's ending, replayed from the labels.
+
+    python benchmarks/seed_rule.py --base benchmarks/results/variants/seed-labels-2026-12-06 \
+        --base-replay benchmarks/results/warmup_vote.json \
+        --variant benchmarks/results/variants/seed-features-vote-2026-12-06 \
+        --names away features_consensus --out benchmarks/results/seed_rule-features-2026-12-06
+
 Writes OUT.md and OUT.json: per run, the seed's ACC under each rule and the best single seed candidate,
 the run's ending (ACC / NMI) under each; per set, the means and the runs ahead and behind.
 """
@@ -50,6 +59,17 @@ def _seed(run: dict) -> dict:
     chosen = next((c for c in table if c.get("chosen")), None)
     return {"accs": accs, "chosen": chosen["name"] if chosen else None,
             "chosen_acc": chosen.get("true_acc") if chosen else None}
+
+
+REPLAYED = "end + warm-up's features"   # warmup_vote.py's column: the default's ending since cluster.warmup_votes
+
+
+def replayed_endings(base: dict, replay: Path) -> dict:
+    """``base`` with each run's ending (ACC, NMI) replaced by the vote ``replay`` (warmup_vote.py's JSON)
+    made from its labels; a run the replay does not hold is left out."""
+    made = {(r["set"], r["row"], r["seed"]): r for r in json.loads(replay.read_text())}
+    return {key: {**run, "acc": made[key][REPLAYED], "nmi": made[key][f"{REPLAYED} nmi"]}
+            for key, run in base.items() if key in made}
 
 
 def pair(base: dict, variant: dict) -> tuple[list[dict], list[str]]:
@@ -90,11 +110,13 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(rows: list[dict], table: list[dict], skipped: list[str], names: tuple[str, str], command: str) -> str:
+def markdown(rows: list[dict], table: list[dict], skipped: list[str], names: tuple[str, str], command: str,
+             replayed: bool = False) -> str:
     base, variant = names
     lines = [f"Stage 2's seed: `{base}` against `{variant}`, whole runs paired by set, row and seed (the same "
              f"warm-up, checked by their seed candidates); `{command}`. ACC / NMI; the seed columns are the seed's "
-             f"ACC (true labels, which no rule sees).", "",
+             f"ACC (true labels, which no rule sees)." + (f" The `{base}` endings are the default's vote replayed from "
+             f"the runs' labels (`benchmarks/warmup_vote.py`, \"{REPLAYED}\")." if replayed else ""), "",
              f"| set | row | runs | seed: {base} | seed: {variant} | best single seed candidate | ending: {base} | "
              f"ending: {variant} | {variant} ahead / behind |", "|---|---|---|---|---|---|---|---|---|"]
     for t in table:
@@ -115,17 +137,20 @@ def markdown(rows: list[dict], table: list[dict], skipped: list[str], names: tup
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", type=Path, nargs="+", required=True, help="suite folders of the reference seed rule")
+    p.add_argument("--base-replay", type=Path, help="warmup_vote.py's JSON of the base's runs: their endings as "
+                   "the default votes them now")
     p.add_argument("--variant", type=Path, nargs="+", required=True, help="suite folders of the other seed rule")
     p.add_argument("--names", nargs=2, default=("away", "consensus"), help="the two seed rules, as the table names them")
     p.add_argument("--out", type=Path, required=True, help="output stem: writes STEM.md and STEM.json")
     a = p.parse_args(argv)
-    rows, skipped = pair(_runs(a.base), _runs(a.variant))
+    base = _runs(a.base)
+    rows, skipped = pair(replayed_endings(base, a.base_replay) if a.base_replay else base, _runs(a.variant))
     if not rows:
         raise SystemExit("no run of the two folders shares its warm-up: run the variant with the base's seeds "
                          "and epochs (its runs' repeat_overrides)")
     table = summary(rows)
     command = "python benchmarks/seed_rule.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    md = markdown(rows, table, skipped, tuple(a.names), command)
+    md = markdown(rows, table, skipped, tuple(a.names), command, replayed=a.base_replay is not None)
     from conr.io import atomic_write_text
 
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -273,6 +273,28 @@ def test_seed_rule_pairs_runs_only_where_their_warm_up_is_the_same():
     assert t["base_acc"] == pytest.approx(0.75) and t["variant_acc"] == pytest.approx((0.77 + 0.75 + 0.7405) / 3, abs=1e-4)
 
 
+def test_seed_rule_scores_the_base_as_the_default_votes_it_now(tmp_path):
+    """``--base-replay``: each base run's ending (ACC and NMI) is the replay's "end + warm-up's features"
+    vote, not the one it was made with; a base run the replay does not hold is left out, so it is not
+    paired with the variant's."""
+    import json
+
+    mod = load("seed_rule")
+    base = {("orl", "conr_encoder", s): _seed_run(s, 100, {"umap_gmm/joint": 0.72}, "umap_gmm/joint", 0.70, 0.80)
+            for s in (0, 1)}
+    replay = tmp_path / "warmup_vote.json"
+    replay.write_text(json.dumps([{"set": "orl", "row": "conr_encoder", "seed": 0, "end": 0.70,
+                                   "end + warm-up's features": 0.78, "end + warm-up's features nmi": 0.88}]))
+    made = mod.replayed_endings(base, replay)
+    assert list(made) == [("orl", "conr_encoder", 0)]
+    assert (made[("orl", "conr_encoder", 0)]["acc"], made[("orl", "conr_encoder", 0)]["nmi"]) == (0.78, 0.88)
+    assert base[("orl", "conr_encoder", 0)]["acc"] == 0.70   # the runs read are not changed
+    variant = {("orl", "conr_encoder", s): _seed_run(s, 100, {"umap_gmm/joint": 0.72}, "umap_gmm/joint", 0.75)
+               for s in (0, 1)}
+    rows, _ = mod.pair(made, variant)
+    assert [(r["seed"], r["base_acc"], r["variant_acc"]) for r in rows] == [(0, 0.78, 0.75)]
+
+
 def test_warmup_vote_on_a_run_whose_end_carries_the_seeds_error(tmp_path):
     """Three clusters of 20; the end's two feature candidates move half of cluster 2 into cluster 1
     (ACC 50/60), the input's k-means is right, and so are the warm-up's three feature candidates and

@@ -20,7 +20,8 @@ out and named). The true labels serve only for the scores.
 
 A base folder made before a change of the ending (``cluster.warmup_votes``, 2026-12-06) is scored as
 the default ends it now with ``--base-replay``: the JSON of ``benchmarks/warmup_vote.py`` on the same
-runs, whose ``end + warm-up's features`` vote is the default's ending, replayed from the labels.
+runs, whose ``end + warm-up's features`` vote is the default's ending of that day (the warm-up's
+candidates by count, ``cluster.warmup_weight=count``), replayed from the labels.
 
     python benchmarks/seed_rule.py --base benchmarks/results/variants/seed-labels-2026-12-06 \
         --base-replay benchmarks/results/warmup_vote.json \

@@ -10,7 +10,10 @@ vote (``conr.cluster.policy.vote_weights``, the run's seed) on
 
 * the end's candidates (the run's own ending, replayed as a check);
 * the end's candidates and the warm-up's (the input's, which both hold, counted once);
-* the end's candidates and the warm-up's on the features only (k-means, spectral, UMAP + GMM);
+* the end's candidates and the warm-up's on the features only (k-means, spectral, UMAP + GMM), each
+  candidate by its own weight (``cluster.warmup_weight=count``), and with the warm-up's three holding
+  half of the vote (``half``, the default since the evening of 2026-12-06:
+  ``conr.cluster.policy.shared_weights``);
 * the warm-up's candidates alone (the seed ``cluster.seed_rule=consensus`` gives);
 
 against the best candidate of the end and of the warm-up; and, beside them, the ACC of stage 2's seed
@@ -41,9 +44,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from vote_rules import replayed, write_results  # noqa: E402  (read, replay and write as the other vote replays)
 
 from conr.cluster.final import weighted_vote  # noqa: E402  (the default's own vote)
-from conr.cluster.policy import WARMUP, WARMUP_VOTERS  # noqa: E402  (the default's own voters)
-VOTES = ("end", "end + warm-up", "end + warm-up's features", "warm-up alone")
-NMI_OF = ("end", "end + warm-up's features")   # the ending before and since cluster.warmup_votes
+from conr.cluster.policy import WARMUP, WARMUP_VOTERS, WARMUP_WEIGHTS  # noqa: E402  (the default's own voters)
+HALF = "end + warm-up's features, half"
+VOTES = ("end", "end + warm-up", "end + warm-up's features", HALF, "warm-up alone")
+NMI_OF = ("end", "end + warm-up's features", HALF)   # the ending before and since cluster.warmup_votes, and since
+# cluster.warmup_weight=half
 SEEDS = ("seed: away", "seed: vote of the warm-up's features")   # stage 2's seed, and one it could have had
 
 
@@ -86,8 +91,10 @@ def replay(path: Path, record: dict) -> dict | None:
         row["seed: away"] = acc(warm[chosen])
         row["seed: vote of the warm-up's features"] = acc(weighted_vote([warm[n] for n in WARMUP_VOTERS if n in warm],
                                                                          k, seed))
+    sets[HALF] = sets["end + warm-up's features"]
     for name, labelings in sets.items():
-        made = weighted_vote(labelings, k, seed)
+        marks = [i >= len(end) for i in range(len(labelings))] if name == HALF else ()
+        made = weighted_vote(labelings, k, seed, warmup=marks, warmup_share=WARMUP_WEIGHTS["half"])
         row[name] = acc(made)
         if name in NMI_OF:
             row[f"{name} nmi"] = round(float(evaluate(truth[scored], made[scored])["nmi"]), 4)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .cluster.policy import CONSENSUS_RUNS, DEFAULT_JOINT_GRAPH, DEFAULT_RULE
+from .cluster.policy import CONSENSUS_RUNS, DEFAULT_JOINT_GRAPH, DEFAULT_RULE, DEFAULT_WARMUP_WEIGHT
 from .config_checks import validate_config
 from .errors import ConfigError
 
@@ -199,6 +199,9 @@ class ClusterConfig:
     warmup_votes: bool = True        # stage2_seed=final, final_rule=consensus: the warm-up's candidates on its
                                      # features (those the seed was chosen among) vote in the ending too, as
                                      # <algorithm>/warmup (conr/cluster/policy.py warmup_voters)
+    warmup_weight: str = DEFAULT_WARMUP_WEIGHT  # warmup_votes: their part of the vote: half (the warm-up's candidates and the
+                                     # end's each hold half, the end's sharing its seed's errors) | count (each
+                                     # candidate by its own weight; conr/cluster/policy.py shared_weights)
     stage2_seed: str = "kmeans"      # stage 2's first pseudo-labels: kmeans (of the warm-up's features) | final
                                      # (the final stage's choice, carried on as the features improve)
     stage2_update_iters: int = 0     # stage2_seed=final: Lloyd steps a stage-2 epoch moves the carried partition

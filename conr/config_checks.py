@@ -59,10 +59,12 @@ def validate_config(cfg: Config) -> None:
     _choice(s.ratio_variant, ("code", "paper"), "stage2.ratio_variant")
     _choice(c.metric, ("cosine", "euclidean"), "cluster.metric")
     _choice(c.final, ("kmeans", "spectral", "auto"), "cluster.final")
-    from .cluster.policy import JOINT_GRAPHS, RULES, SEED_RULES  # plain data at import: the names live in the policy
+    from .cluster.policy import (JOINT_GRAPHS, RULES, SEED_RULES,  # plain data at import: the names live in the policy
+                                 WARMUP_WEIGHTS)
 
     _choice(c.final_rule, RULES, "cluster.final_rule")
     _choice(c.seed_rule, ("auto", *SEED_RULES), "cluster.seed_rule")
+    _choice(c.warmup_weight, tuple(WARMUP_WEIGHTS), "cluster.warmup_weight")
     _choice(c.stage2_seed, ("kmeans", "final"), "cluster.stage2_seed")
     _choice(c.joint_graph, JOINT_GRAPHS, "cluster.joint_graph")
     _choice(c.input_geometry, ("auto", "directions", "as_given"), "cluster.input_geometry")

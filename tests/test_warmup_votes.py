@@ -1,5 +1,6 @@
 """The warm-up's candidates in the ending's vote (cluster.warmup_votes,
-conr.cluster.policy.warmup_voters): which of them vote and when, and a small CoNR run on vectors
+conr.cluster.policy.warmup_voters): which of them vote and when, their half of the vote
+(cluster.warmup_weight, conr.cluster.policy.shared_weights) by hand, and a small CoNR run on vectors
 whose ending is the weighted consensus of the end's candidates and the warm-up's, checked against
 conr.cluster.consensus made by hand from the labels the run kept."""
 from __future__ import annotations
@@ -33,6 +34,46 @@ def test_the_setting_is_checked():
         load_config(None, ["cluster.warmup_votes=maybe"])
 
 
+def test_shared_weights_by_hand():
+    from conr.cluster.policy import shared_weights
+
+    # the end's three weigh 1, 1, 1 and the warm-up's two 1, 2: each side holds half, in its own proportions
+    assert shared_weights([1, 1, 1, 1, 2], [0, 0, 0, 1, 1], 0.5) == pytest.approx([1 / 6, 1 / 6, 1 / 6, 1 / 6, 2 / 6])
+    assert shared_weights(None, [0, 1, 1, 1], 0.5) == pytest.approx([0.5, 1 / 6, 1 / 6, 1 / 6])   # None: equal votes
+    assert shared_weights([1, 2, 3], [0, 0, 1], None) == [1, 2, 3]          # count: each by its own weight
+    assert shared_weights([1, 2, 3], [1, 1, 1], 0.5) == [1, 2, 3]          # one side only: nothing to share
+    assert shared_weights([1, 2, 0], [0, 0, 1], 0.5) == [1, 2, 0]          # a side with no weight: unchanged
+    assert shared_weights(None, [0, 0], 0.5) is None
+
+
+def test_half_the_vote_outweighs_an_error_the_end_shares():
+    """Six of the end's eight candidates carry the seed's error (five images of the second cluster
+    moved into the third), two and the warm-up's three do not. Counted one by one the error wins
+    (six against five, and the six agree most); with the warm-up holding half the vote the truth wins."""
+    from conr.cluster.final import Candidate, consensus_candidate, weighted_vote
+
+    truth = np.repeat([0, 1, 2], 10)
+    moved = truth.copy()
+    moved[15:20] = 2
+    end = [moved] * 6 + [truth] * 2
+    marks = [False] * 8 + [True] * 3
+    labelings = end + [truth] * 3
+    assert adjusted_rand_score(weighted_vote(labelings, 3, 0), moved) == 1.0
+    assert adjusted_rand_score(weighted_vote(labelings, 3, 0, warmup=marks, warmup_share=0.5), truth) == 1.0
+    cands = [Candidate("kmeans", "features" if not m else "warmup", lab) for lab, m in zip(labelings, marks)]
+    assert adjusted_rand_score(consensus_candidate(cands, 3).labels, truth) == 1.0               # the default: half
+    assert adjusted_rand_score(consensus_candidate(cands, 3, warmup_share=None).labels, moved) == 1.0   # count
+
+
+def test_the_weight_setting_is_checked():
+    from conr.config import ConfigError, load_config
+
+    assert load_config().cluster.warmup_weight == "half"
+    assert load_config(None, ["cluster.warmup_weight=count"]).cluster.warmup_weight == "count"
+    with pytest.raises(ConfigError, match="cluster.warmup_weight='third' is not one of 'half', 'count'"):
+        load_config(None, ["cluster.warmup_weight=third"])
+
+
 def _run(votes: bool, **cluster):
     """A small CoNR run on three blobs of vectors, with the vector path's automatic settings
     (the final stage, stage 2 seeded by it, the consensus ending)."""
@@ -58,7 +99,7 @@ def _run(votes: bool, **cluster):
 @pytest.mark.slow  # two small trainings with their final stages
 def test_the_ending_is_the_vote_of_the_end_and_the_warm_up():
     from conr.cluster.consensus import agreement, consensus_partition
-    from conr.cluster.policy import vote_weights
+    from conr.cluster.policy import shared_weights, vote_weights
 
     trainer = _run(votes=True)
     part = trainer.partition
@@ -68,8 +109,11 @@ def test_the_ending_is_the_vote_of_the_end_and_the_warm_up():
         assert torch.equal(part.candidate_labels[f"{algorithm}/warmup"],
                            part.seed_candidate_labels[f"{algorithm}/features"])
     assert part.source == "consensus/candidates"
-    voters = [part.candidate_labels[n].numpy() for n in names if n != "consensus/candidates"]
-    by_hand = consensus_partition(voters, 3, seed=0, weights=vote_weights(agreement(voters)))
+    voting = [n for n in names if n != "consensus/candidates"]
+    voters = [part.candidate_labels[n].numpy() for n in voting]
+    weights = shared_weights(vote_weights(agreement(voters)), [n.endswith("/warmup") for n in voting], 0.5)
+    assert sum(w for w, n in zip(weights, voting) if n.endswith("/warmup")) == pytest.approx(sum(weights) / 2)
+    by_hand = consensus_partition(voters, 3, seed=0, weights=weights)
     assert adjusted_rand_score(by_hand, part.labels.numpy()) == 1.0
 
     without = _run(votes=False).partition

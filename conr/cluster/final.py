@@ -37,7 +37,8 @@ import numpy as np
 
 from .policy import (CONSENSUS, CONSENSUS_RUNS, DEFAULT_JOINT_GRAPH, DEFAULT_RULE, GRAPH_NEIGHBORS, JOINT_GRAPHS,
                      JOINT_RULES, RULES, SILHOUETTE_SAMPLES, STABILITY_RESAMPLES, STABILITY_SHARE, away_silhouette,
-                     best_by, derived_score, joint_way, preferred_for, vote_weights)
+                     DEFAULT_WARMUP_WEIGHT, WARMUP, WARMUP_WEIGHTS, best_by, derived_score, joint_way, preferred_for,
+                     shared_weights, vote_weights)
 
 __all__ = ["Candidate", "ALGORITHMS", "cluster_representation", "algorithm_labels", "score_candidates",
            "weighted_vote", "consensus_candidate", "choose", "unit_rows", "normalized_cut", "sampled_silhouette", "FinalStage"]
@@ -221,21 +222,30 @@ def score_candidates(cands: list[Candidate], embeddings: dict[str, np.ndarray], 
             c.scores["ncut"] = 1.0 - (normalized_cut(graph, c.labels) + empty) / n_clusters
 
 
-def weighted_vote(labelings, n_clusters: int, seed: int = 0) -> np.ndarray:
+def weighted_vote(labelings, n_clusters: int, seed: int = 0, warmup=(), warmup_share: float | None = None
+                  ) -> np.ndarray:
     """``n_clusters`` clusters of the co-association matrix of ``labelings``
     (:func:`~conr.cluster.consensus.consensus_partition`), each labeling's vote counted by its
-    agreement with the others (:func:`conr.cluster.policy.vote_weights`): the default ending's vote."""
+    agreement with the others (:func:`conr.cluster.policy.vote_weights`): the default ending's vote.
+    ``warmup``: one mark a labeling, true for the warm-up's; together they hold ``warmup_share`` of
+    the vote (:func:`conr.cluster.policy.shared_weights`; None: each by its own weight)."""
     from .consensus import agreement, consensus_partition
 
-    return consensus_partition(labelings, n_clusters, seed=seed, weights=vote_weights(agreement(labelings)))
+    weights = vote_weights(agreement(labelings))
+    if len(warmup):
+        weights = shared_weights(weights, warmup, warmup_share)
+    return consensus_partition(labelings, n_clusters, seed=seed, weights=weights)
 
 
-def consensus_candidate(cands: list[Candidate], n_clusters: int, seed: int = 0) -> Candidate:
+def consensus_candidate(cands: list[Candidate], n_clusters: int, seed: int = 0,
+                        warmup_share: float | None = WARMUP_WEIGHTS[DEFAULT_WARMUP_WEIGHT]) -> Candidate:
     """``consensus/candidates``: the :func:`weighted_vote` of every candidate's labels: two images
     belong together as often as the candidates put them together, so an error only some
-    candidates make is outvoted."""
+    candidates make is outvoted. The warm-up's candidates (representation ``warmup``) hold
+    ``warmup_share`` of the vote between them."""
     start = time.perf_counter()
-    labels = weighted_vote([c.labels for c in cands], n_clusters, seed)
+    labels = weighted_vote([c.labels for c in cands], n_clusters, seed, warmup=[c.representation == WARMUP for c in cands],
+                           warmup_share=warmup_share)
     algorithm, representation = CONSENSUS.split("/")
     return Candidate(algorithm, representation, labels, time.perf_counter() - start)
 
@@ -259,7 +269,8 @@ class FinalStage:
     def __init__(self, inputs: np.ndarray | None, n_clusters: int, seed: int = 0, rule: str = DEFAULT_RULE,
                  algorithms=ALGORITHMS, log=None, consensus_runs: int = CONSENSUS_RUNS,
                  consensus_seconds: float | None = None, input_name: str = "pixels", mixture_starts: bool = True,
-                 joint_graph: str = DEFAULT_JOINT_GRAPH, joint_inputs: np.ndarray | None = None):
+                 joint_graph: str = DEFAULT_JOINT_GRAPH, joint_inputs: np.ndarray | None = None,
+                 warmup_share: float | None = WARMUP_WEIGHTS[DEFAULT_WARMUP_WEIGHT]):
         if rule not in RULES:
             raise ValueError(f"unknown final-stage rule {rule!r}; choose one of {RULES}")
         if int(consensus_runs) < 1:
@@ -273,6 +284,7 @@ class FinalStage:
         joint_way(1.0, joint_graph)                  # an unknown graph is named here, not after the training
         self.joint_graph = joint_graph               # how the joint candidate combines the views' graphs
         self.n_clusters, self.seed, self.rule, self.algorithms = int(n_clusters), int(seed), rule, tuple(algorithms)
+        self.warmup_share = warmup_share             # the warm-up's candidates' part of the vote (None: by count)
         # the layouts every consensus of the run is made of: the input's consensus may make fewer where
         # consensus_seconds is short (it is timed first), and the later ones then make as many
         self.consensus_runs, self.consensus_seconds = int(consensus_runs), consensus_seconds
@@ -291,7 +303,7 @@ class FinalStage:
         """The same stage for another K (the input kept; its candidates made again when asked)."""
         return FinalStage(self.inputs, n_clusters, self.seed, self.rule, self.algorithms, self.log,
                           self.consensus_runs, self.consensus_seconds, self.input_name, self.mixture_starts,
-                          self.joint_graph, self.joint_inputs)
+                          self.joint_graph, self.joint_inputs, self.warmup_share)
 
     def prepare(self) -> float:
         """Compile UMAP (once a process) and make the input's candidates, timed; returns the
@@ -421,7 +433,7 @@ class FinalStage:
         rule = rule or self.rule
         cands = [c for c in cands if c.name != CONSENSUS]
         if rule == "consensus" and len(cands) >= 2:
-            cands.append(consensus_candidate(cands, self.n_clusters, self.seed))
+            cands.append(consensus_candidate(cands, self.n_clusters, self.seed, self.warmup_share))
         for c in cands:
             c.scores = {}
         score_candidates(cands, self._embeddings, self._reps, self.n_clusters, self.seed)

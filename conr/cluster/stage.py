@@ -23,7 +23,7 @@ from .final import Candidate, FinalStage, consensus_candidate
 from .kmeans import KMeansResult
 from .manifold import pixel_vectors
 from .partition import Partition, cluster_means, labels_result
-from .policy import (CHOICE_RULE, CONSENSUS, FEATURES_VOTE, MAX_INPUT_ROWS, WARMUP, consensus_allowance, seed_rule,
+from .policy import (CHOICE_RULE, CONSENSUS, FEATURES_VOTE, MAX_INPUT_ROWS, WARMUP, WARMUP_WEIGHTS, consensus_allowance, seed_rule,
                      warmup_voters)
 from .self_label import margin_confidence, self_label
 
@@ -69,7 +69,7 @@ def build_final_stage(data, cluster_cfg, seed: int, log=None, minutes: float | N
     name = getattr(data, "representation", "pixels") if getattr(data, "kind", "images") == "vectors" else "pixels"
     return FinalStage(inputs, c.n_clusters, seed=seed, rule=c.final_rule, log=log, consensus_runs=c.consensus_runs,
                       consensus_seconds=consensus_allowance(minutes), input_name=name, mixture_starts=c.mixture_starts,
-                      joint_graph=c.joint_graph)
+                      joint_graph=c.joint_graph, warmup_share=WARMUP_WEIGHTS[c.warmup_weight])
 
 
 def final_stage_for(trainer) -> FinalStage:
@@ -82,6 +82,7 @@ def final_stage_for(trainer) -> FinalStage:
         stage = build_final_stage(trainer.data, c, trainer.cfg.train.seed, log=trainer.log)
     elif stage.n_clusters != c.n_clusters:
         stage = stage.with_k(c.n_clusters)
+    stage.warmup_share = WARMUP_WEIGHTS[c.warmup_weight]   # a weight of the vote only: nothing made depends on it
     trainer.final_stage = stage
     return stage
 

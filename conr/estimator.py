@@ -216,7 +216,9 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
     def cluster(self, X) -> "CoNR":
         """Cluster ``X`` with the trained network, without training: features, then the
         run's final clustering with ``n_clusters`` (the final stage without its
-        self-labelling, which would train; sets ``labels_`` and the other fitted attributes)."""
+        self-labelling, which would train; sets ``labels_`` and the other fitted attributes).
+        The run's own images in its order, with its K, get the run's own partition (saved with a
+        checkpoint): the same assignments as the run, its warm-up's votes and self-labelling included."""
         self._check_fitted()
         self._check_params()
         if getattr(self, "input_kind_", "images") == "vectors":
@@ -246,7 +248,12 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         trainer.run_dir = old.run_dir
         record = trainer.cluster_step()
         metrics = dict(record)
-        labels, centers = trainer.final_clustering(trainer.last_features)
+        own = self._own_ending(trainer.last_features, k)
+        if own is not None:   # the run's own images, in its order: its own ending (self-labelling and the
+            trainer.partition = own   # warm-up's votes included, which a final stage made here would not have)
+            labels, centers = own.labels, own.centers
+        else:
+            labels, centers = trainer.final_clustering(trainer.last_features)
         if trainer.data.n_labelled:
             from .ops.metrics import evaluate
 
@@ -255,6 +262,19 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
         if selection is not None:
             self.k_selection_ = selection
         return self
+
+    def _own_ending(self, feats: Tensor, k: int):
+        """The saved run's Partition where ``feats`` are the run's own final features (the same images in
+        the same order, K unchanged), else None."""
+        saved = getattr(self, "_run_ending", None)
+        if saved is None:
+            return None
+        run_feats, partition = saved
+        feats = feats.float().cpu()
+        if k != int(partition.centers.shape[0]) or feats.shape != run_feats.shape \
+                or not torch.allclose(feats, run_feats, atol=1e-4):
+            return None
+        return partition
 
     @classmethod
     def from_checkpoint(cls, path, n_clusters: int | None = None, device: str = "auto",
@@ -292,6 +312,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
             from .cluster.partition import Partition
 
             est.partition_ = Partition.from_dict(ckpt["partition"])
+            if ckpt.get("final_features") is not None:   # cluster(X) of the run's own images gives this ending
+                est._run_ending = (ckpt["final_features"].float(), est.partition_)
             if est.partition_.assign == "nearest_center":
                 est._reference = None
         if n_clusters is not None and not isinstance(n_clusters, (int, np.integer)):

@@ -230,7 +230,8 @@ def _final_stage_section(partition: dict | None) -> list[str]:
     if warm:
         out.append(f"<p class=\"note\">{html.escape(', '.join(warm))}: made on the features of the end of the "
                    "warm-up, where stage 2's seed was chosen; they vote too, so that an error of the seed, which stage 2 "
-                   "carries into every partition of the end, is not the only voice.</p>")
+                   "carries into every partition of the end, is not the only voice (by default the three together "
+                   "hold half of the vote: cluster.warmup_weight).</p>")
     out += [f"<p class=\"note\">{html.escape(r['name'])}: the two representations share {r['shared']:.0%} of a "
             f"point's neighbours, so it clusters {JOINT_WAYS.get(r['combined'], r['combined'])}.</p>"
             for r in rows if r.get("combined")]

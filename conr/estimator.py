@@ -204,6 +204,8 @@ class CoNR(ClusterMixin, TransformerMixin, BaseEstimator):
                                     survey=survey, more_reasons={"data.encoder": reason})
         self._set_fitted(result.trainer, result.features, result.labels, result.centers, result.metrics,
                          result.history)
+        partition = getattr(result.trainer, "partition", None)   # cluster(X) of the run's own images gives it
+        self._run_ending = (result.features.float().cpu(), partition) if partition is not None else None
         self.run_record_ = result.record
         self.budget_ = result.budget
         self.timings_ = dict(result.timings)

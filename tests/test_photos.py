@@ -60,6 +60,8 @@ def test_fits_take_the_path_the_rule_chose_and_say_why(tmp_path, cache):
     grey = conr.CoNR(n_clusters=3, image_size=16, overrides=["model.width=8"], **{
         k: v for k, v in TINY_VEC.items() if k != "overrides"}).fit(grey_folder(tmp_path / "grey"))
     assert grey.input_kind_ == "images" and grey.config_.data.encoder is None
+    fitted = grey.labels_.copy()   # cluster(X) of the run's own images: the run's own partition, not a new one
+    assert np.array_equal(grey.cluster(tmp_path / "grey").labels_, fitted)
     assert "grey" in grey.run_record_.reasons["data.encoder"]
     colour = conr.CoNR(n_clusters=3, **TINY_VEC).fit(make_folder(tmp_path / "colour", per_class=6))
     record = colour.run_record_

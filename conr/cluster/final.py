@@ -231,9 +231,7 @@ def weighted_vote(labelings, n_clusters: int, seed: int = 0, warmup=(), warmup_s
     the vote (:func:`conr.cluster.policy.shared_weights`; None: each by its own weight)."""
     from .consensus import agreement, consensus_partition
 
-    weights = vote_weights(agreement(labelings))
-    if len(warmup):
-        weights = shared_weights(weights, warmup, warmup_share)
+    weights = shared_weights(vote_weights(agreement(labelings)), warmup, warmup_share)
     return consensus_partition(labelings, n_clusters, seed=seed, weights=weights)
 
 

@@ -145,6 +145,51 @@ def test_the_sparse_path_finds_the_dense_paths_partition(monkeypatch):
     assert adjusted_rand_score(truth, sparse) > 0.9
 
 
+def test_an_svd_that_does_not_converge_falls_back_to_the_gram_matrix(monkeypatch):
+    """LAPACK's SVD can fail to converge on a legitimate vote; the vote then comes from the
+    eigenvectors of the small Gram matrix, the sparse path's way: the same partition as the SVD's
+    where it converges (noisy copies of a known truth), and a partition, not an error, on the
+    recorded vote that made it fail (digits seed 1 of 2026-12-06: its better half by agreement,
+    the warm-up's one candidate holding half), whose vote the SVD of scipy's other driver repeats."""
+    from pathlib import Path
+
+    import scipy.linalg
+    from sklearn.cluster import KMeans
+
+    import conr.cluster.consensus as consensus
+
+    truth = np.repeat(np.arange(5), [120, 60, 30, 200, 90])
+    labs = _noisy_copies(truth, 5, runs=7, flip=0.3, seed=2)
+    converged = consensus_partition(labs, 5, seed=0)
+
+    def no_convergence(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(consensus.np.linalg, "svd", no_convergence)
+        assert adjusted_rand_score(converged, consensus_partition(labs, 5, seed=0)) == 1.0
+
+    record = Path(__file__).resolve().parents[1] / "benchmarks/results/variants/seed-labels-2026-12-06/labels/digits-conr_scratch-1.npz"
+    if not record.exists():
+        pytest.skip(f"the recorded run {record} is not in this checkout")
+    with np.load(record) as z:
+        names = [str(n) for n in z["names"]]
+        labels = {n: lab.astype(np.int64) for n, lab in zip(names, z["labels"])}
+    voters = [labels[n] for n in ("spectral/features", "umap_gmm/features", "seeded_kmeans/features", "umap_gmm/joint",
+                                  "self_label/consensus/candidates")]
+    with np.load(record) as z:
+        voters.append(dict(zip([str(n) for n in z["seed_names"]], z["seed_labels"].astype(np.int64)))["umap_gmm/features"])
+    weights = [0.10752598643611712, 0.10639217056013937, 0.09163646114976497, 0.10594331469291375,
+               0.08850206716106476, 0.5]
+    made = consensus_partition(voters, 10, seed=1, weights=weights)
+    cols, width = consensus._membership_columns(voters)
+    h = consensus._dense_membership(cols, width, weights)
+    m = h / np.sqrt(h @ (h.T @ np.ones(h.shape[0])))[:, None]
+    u = scipy.linalg.svd(m, full_matrices=False, lapack_driver="gesvd")[0][:, :10]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    assert adjusted_rand_score(KMeans(10, n_init=10, random_state=1).fit_predict(u), made) == 1.0
+
+
 @pytest.mark.parametrize("path", ["dense", "sparse"])
 def test_weights_count_each_labelings_vote(monkeypatch, path):
     """Weighted co-association: brute-force sums Σ w_r [same cluster in r] / Σ w; equal weights are

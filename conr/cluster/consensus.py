@@ -65,8 +65,14 @@ def _top_vectors_sparse(cols: np.ndarray, width: int, n_clusters: int, weights=N
     h = sparse.csr_matrix((np.repeat(_labeling_scales(r, weights), n), (np.tile(np.arange(n), r), cols.ravel())),
                           shape=(n, width))
     degree = h @ (h.T @ np.ones(n))
-    m = sparse.diags(1 / np.sqrt(degree)) @ h
-    w, v = np.linalg.eigh((m.T @ m).toarray())
+    return _top_vectors_gram(sparse.diags(1 / np.sqrt(degree)) @ h, n_clusters)
+
+
+def _top_vectors_gram(m, n_clusters: int) -> np.ndarray:
+    """The top ``n_clusters`` left singular vectors of ``m`` [N, C] (dense or sparse) from the
+    eigenvectors of its small Gram matrix ``mᵀ m`` [C, C]: ``u = m v / σ``."""
+    gram = m.T @ m
+    w, v = np.linalg.eigh(gram.toarray() if hasattr(gram, "toarray") else gram)
     top = np.argsort(-w)[:n_clusters]
     return (m @ v[:, top]) / np.sqrt(np.maximum(w[top], 1e-12))
 
@@ -94,7 +100,10 @@ def consensus_partition(labelings, n_clusters: int, seed: int = 0, weights=None)
         h = _dense_membership(cols, width, weights)
         degree = h @ (h.T @ np.ones(n))            # row sums of A = H Hᵀ (every entry ≥ 1/R: A[i, i] = 1)
         m = h / np.sqrt(degree)[:, None]
-        u, _, _ = np.linalg.svd(m, full_matrices=False)
+        try:
+            u, _, _ = np.linalg.svd(m, full_matrices=False)
+        except np.linalg.LinAlgError:  # LAPACK's SVD can fail to converge on a legitimate vote (digits seed 1
+            u = _top_vectors_gram(m, n_clusters)  # of 2026-12-06, five candidates and one at half): the Gram way
     u = u[:, :n_clusters]
     u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
     return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(u).astype(np.int64)

@@ -57,3 +57,24 @@ def test_pairs_byol_with_conr_of_the_same_path_and_later_folders_win(script, tmp
 def test_missing_runs_name_the_command_that_makes_them(script, tmp_path):
     with pytest.raises(SystemExit, match="run benchmarks/suite.py"):
         script.main(["--runs", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")])
+
+
+def test_best_candidate_leaves_the_vote_out_and_counts_the_warmups(script, tmp_path):
+    """The column of what an ending could have kept: each run's best candidate (the warm-up's
+    included), never the vote itself, averaged over the seeds by hand: CoNR (0.9 + 0.8) / 2,
+    BYOL (0.7 + 0.6) / 2."""
+    def cands(*pairs):
+        return [{"name": n, "true_acc": a} for n, a in pairs]
+
+    rows = [run("coil20", "conr_encoder", 0, 0.85, 0.9, "encoder"), run("coil20", "conr_encoder", 1, 0.75, 0.9, "encoder"),
+            run("coil20", "byol", 0, 0.65, 0.9, "encoder"), run("coil20", "byol", 1, 0.55, 0.9, "encoder")]
+    rows[0]["candidates"] = cands(("consensus/candidates", 0.99), ("kmeans/warmup", 0.9), ("umap_gmm/features", 0.5))
+    rows[1]["candidates"] = cands(("spectral/features", 0.8), ("consensus/candidates", 0.95))
+    rows[2]["candidates"] = cands(("kmeans/features", 0.7), ("consensus/candidates", 0.99))
+    rows[3]["candidates"] = cands(("umap_gmm/features", 0.6))
+    out = tmp_path / "table"
+    assert script.main(["--runs", str(write(tmp_path / "runs", rows)), "--vectors", "none", "--out", str(out)]) == 0
+    (entry,) = json.loads(out.with_suffix(".json").read_text())
+    assert entry["conr"]["best candidate"] == pytest.approx(0.85)
+    assert entry["byol"]["best candidate"] == pytest.approx(0.65)
+    assert "| 0.650 / 0.850 |" in out.with_suffix(".md").read_text()

@@ -3,8 +3,8 @@ counted by hand: benchmarks/final_rule.py's seed-against-end table and where-the
 benchmarks/joint_union.py's choice with one joint candidate or both, and
 benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds, and
 benchmarks/joint_noise.py's table, benchmarks/vote_rules.py's cluster vote and table, and
-benchmarks/seed_rule.py's pairing of whole runs by their warm-up, and benchmarks/warmup_vote.py's votes
-with the warm-up's candidates."""
+benchmarks/seed_rule.py's pairing of whole runs by their warm-up, benchmarks/warmup_vote.py's votes
+with the warm-up's candidates, and benchmarks/vote_witnesses.py's endings for CoNR and BYOL alike."""
 import importlib.util
 from pathlib import Path
 
@@ -340,3 +340,34 @@ def test_vote_variants_weights_by_hand():
     made = mod.variants(names, [truth, (truth + 1) % 3, (truth + 2) % 3, truth], 3, seed=0)
     assert set(made) == set(mod.VARIANTS)
     assert all(adjusted_rand_score(truth, lab) == 1.0 for lab in made.values())
+
+
+def test_vote_witnesses_by_hand():
+    """Groups sharing the vote equally (each keeping its own proportions; a group without weight
+    gives its share away), the choice of the labeling closest to the others (a lone dissenter loses
+    to the vote), every variant returning the partition all candidates hold, and the count of sets
+    where CoNR is level with BYOL alone, on hand-made rows."""
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score
+
+    mod = load("vote_witnesses")
+    assert mod.group_weights([1.0, 3.0, 2.0], ["a", "a", "b"]) == pytest.approx([0.125, 0.375, 0.5])
+    assert mod.group_weights([1.0, 0.0, 2.0], ["a", "b", "c"]) == pytest.approx([0.5, 0.0, 0.5])
+    assert mod.group_weights(None, ["a", "b", "b", "b"]) == pytest.approx([0.5, 1 / 6, 1 / 6, 1 / 6])
+    truth = np.repeat([0, 1, 2], 10)
+    odd = np.tile([0, 1, 2], 10)
+    chosen = mod.closest([truth, (truth + 1) % 3, odd], None, truth, adjusted_rand_score)
+    assert chosen is truth
+    assert mod.closest([odd, truth, truth], None, odd, adjusted_rand_score) is not odd   # two agree, the vote did not
+    end = {"kmeans/features": truth, "umap_gmm/pixels": (truth + 1) % 3, "spectral/features": (truth + 2) % 3}
+    made = mod.variants(end, [truth, (truth + 1) % 3], truth, 3, seed=0)
+    assert set(made) == set(mod.VARIANTS)
+    assert all(adjusted_rand_score(truth, lab) == 1.0 for lab in made.values())
+    byol_only = mod.variants(end, [], None, 3, seed=0)
+    assert "seed in the warm-up's half" not in byol_only
+    rows = [{"set": s, "row": m, "seed": 0, "own": a, "best": a, **{v: a for v in mod.VARIANTS}}
+            for s, m, a in (("x", "conr", 0.9), ("x", "byol", 0.8), ("y", "conr", 0.5), ("y", "byol", 0.6))]
+    rows[0]["no input"] = 0.7
+    lines = mod.table(rows)
+    assert "| default | 1 of 2 |" in lines and "| no input | 0 of 2 |" in lines
+    assert "| x | conr | 1 | 0.900 | 0.700 |" in "\n".join(lines)

@@ -33,6 +33,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 FEATURE_CANDIDATES = ("own/features", "spectral/features", "umap_gmm/features")
 BEST = "best candidate"   # the best of a run's candidates but the vote itself (the warm-up's included): what the
 # ending could have kept
+COLUMNS = (*FEATURE_CANDIDATES, BEST)   # the per-candidate columns of the table, in order
 OWN = ("seeded_kmeans/features", "kmeans/features")  # the training's own labels: CoNR's carried stage-2
 # partition, or BYOL's k-means of its features
 
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     mean = statistics.mean
     table = []
     head = ["set", "path", "seeds", "BYOL ACC / NMI", "CoNR ACC / NMI", "CoNR - BYOL (ACC)",
-            *[f"{n} BYOL / CoNR" for n in (*FEATURE_CANDIDATES, BEST)]]
+            *[f"{n} BYOL / CoNR" for n in COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     runs = _runs(args.runs, args.vectors)
     for (name, path), methods in sorted(runs.items(), key=lambda kv: (kv[0][1] == "vectors", kv[0][0])):
@@ -113,13 +114,13 @@ def main(argv=None) -> int:
             rs = [methods[m][s] for s in seeds]
             entry[m] = {"acc": round(mean(r["acc"] for r in rs), 4), "nmi": round(mean(r["nmi"] for r in rs), 4),
                         "acc_by_seed": [r["acc"] for r in rs], "sources": sorted({r.get("source", "") for r in rs})}
-            for c in (*FEATURE_CANDIDATES, BEST):
+            for c in COLUMNS:
                 got = [_cand(r, c) for r in rs]
                 entry[m][c] = round(mean(got), 4) if all(g is not None for g in got) else None
         table.append(entry)
         b, c = entry["byol"], entry["conr"]
         cells = [f"{b[n]:.3f} / {c[n]:.3f}" if b[n] is not None and c[n] is not None else "-"
-                 for n in (*FEATURE_CANDIDATES, BEST)]
+                 for n in COLUMNS]
         lines.append(f"| {name} | {path} | {len(seeds)} | {b['acc']:.3f} / {b['nmi']:.3f} | "
                      f"{c['acc']:.3f} / {c['nmi']:.3f} | {c['acc'] - b['acc']:+.3f} | " + " | ".join(cells) + " |")
     md = "\n".join(lines)

@@ -95,15 +95,15 @@ def variants(end: dict, warm: list[np.ndarray], seed_labels: np.ndarray | None, 
         return vote(labs, shared_weights(weights, warm_marks, share if any(warm_marks) else None))
 
     out = {}
-    weights = shared_weights(vote_weights(agreement(labelings)), marks, share)
+    agree = agreement(labelings)   # every candidate's mean ARI with the others, read by four of the variants
+    weights = shared_weights(vote_weights(agree), marks, share)
     out["default"] = vote(labelings, weights)
     kept = [i for i in range(len(labelings)) if not is_input[i]]
     out["no input"] = default_vote([labelings[i] for i in kept], [marks[i] for i in kept])
     groups = ["input" if is_input[i] else ("warm-up" if marks[i] else "end") for i in range(len(labelings))]
-    out["three witnesses"] = vote(labelings, group_weights(vote_weights(agreement(labelings)), groups))
-    power8 = [max(0.0, float(a)) ** 8 for a in agreement(labelings)]
+    out["three witnesses"] = vote(labelings, group_weights(vote_weights(agree), groups))
+    power8 = [max(0.0, float(a)) ** 8 for a in agree]
     out["agreement^8"] = default_vote(labelings, marks, power8 if sum(power8) > 0 else None)
-    agree = agreement(labelings)
     upper = [i for i in range(len(labelings)) if agree[i] >= np.median(agree)]
     out["better half"] = default_vote([labelings[i] for i in upper], [marks[i] for i in upper])
     if seed_labels is not None and warm:

@@ -62,6 +62,19 @@ def kept_runs() -> list[tuple[Path, dict | None]]:
     return [(p, record) for p, record in labelled_runs() if (record or {}).get("rule") != "consensus"]
 
 
+def suite_runs(folders: list[Path]) -> list[tuple[Path, dict]]:
+    """(labels file, record) of each run in the suite folders that kept its candidates' labels; a
+    run (dataset, row, seed) that two folders hold counts once: the later
+    folder's run, in the earlier one's place."""
+    runs = {}
+    for folder in folders:
+        for rec in (json.loads(line) for line in (folder / "suite-runs.jsonl").read_text().splitlines()):
+            path = folder / "labels" / f"{rec['dataset']}-{rec['row']}-{rec['seed']}.npz"
+            if path.exists():
+                runs[(rec["dataset"], rec["row"], rec["seed"])] = (path, rec)
+    return list(runs.values())
+
+
 def write_results(out: Path, lines: list[str], rows: list[dict]) -> None:
     """OUT.md (``lines``) and OUT.json (``rows``), each written whole or not at all; the table printed."""
     from conr.io import atomic_write_text

@@ -30,7 +30,6 @@ A run both folders hold is taken from the later one. Writes benchmarks/results/v
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from vote_rules import replayed, write_results  # noqa: E402  (read, replay and write as the other vote replays)
+from vote_rules import replayed, suite_runs, write_results  # noqa: E402  (read, replay and write as the other vote replays)
 
 from conr.cluster.consensus import agreement, consensus_partition  # noqa: E402
 from conr.cluster.policy import WARMUP, WARMUP_VOTERS, WARMUP_WEIGHTS, shared_weights, vote_weights  # noqa: E402
@@ -170,13 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("folders", nargs="+", type=Path, help="suite folders with the byol and CoNR rows' labels files")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    runs = {}
-    for folder in args.folders:
-        for rec in (json.loads(line) for line in (folder / "suite-runs.jsonl").read_text().splitlines()):
-            path = folder / "labels" / f"{rec['dataset']}-{rec['row']}-{rec['seed']}.npz"
-            if path.exists():
-                runs[(rec["dataset"], rec["row"], rec["seed"])] = (path, rec)
-    rows = replayed(list(runs.values()), replay)
+    rows = replayed(suite_runs(args.folders), replay)
     if not rows:
         raise SystemExit(f"no run in {[str(f) for f in args.folders]} kept its candidates' labels: run the suite")
     shown = " ".join(str(f.resolve().relative_to(ROOT)) if f.resolve().is_relative_to(ROOT) else str(f)

@@ -31,7 +31,6 @@ Writes benchmarks/results/warmup_vote.{md,json} (``--out`` for another stem).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from vote_rules import replayed, write_results  # noqa: E402  (read, replay and write as the other vote replays)
+from vote_rules import replayed, suite_runs, write_results  # noqa: E402  (read, replay and write as the other vote replays)
 
 from conr.cluster.final import weighted_vote  # noqa: E402  (the default's own vote)
 from conr.cluster.policy import WARMUP, WARMUP_VOTERS, WARMUP_WEIGHTS  # noqa: E402  (the default's own voters)
@@ -124,13 +123,7 @@ def main(argv=None) -> None:
     ap.add_argument("folders", nargs="+", type=Path, help="suite folders whose labels files keep the warm-up's")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "warmup_vote")
     args = ap.parse_args(argv)
-    runs = []
-    for folder in args.folders:
-        for rec in (json.loads(line) for line in (folder / "suite-runs.jsonl").read_text().splitlines()):
-            path = folder / "labels" / f"{rec['dataset']}-{rec['row']}-{rec['seed']}.npz"
-            if path.exists():
-                runs.append((path, rec))
-    rows = replayed(runs, replay)
+    rows = replayed(suite_runs(args.folders), replay)
     if not rows:
         raise SystemExit(f"no run in {[str(f) for f in args.folders]} kept its warm-up's candidates: run the suite "
                          "(its labels files keep them since 2026-12-06)")

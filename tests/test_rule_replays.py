@@ -4,7 +4,8 @@ benchmarks/joint_union.py's choice with one joint candidate or both, and
 benchmarks/candidate_noise.py's summary of the final stage drawn again with other seeds, and
 benchmarks/joint_noise.py's table, benchmarks/vote_rules.py's cluster vote and table, and
 benchmarks/seed_rule.py's pairing of whole runs by their warm-up, benchmarks/warmup_vote.py's votes
-with the warm-up's candidates, and benchmarks/vote_witnesses.py's endings for CoNR and BYOL alike."""
+with the warm-up's candidates, benchmarks/vote_witnesses.py's endings for CoNR and BYOL alike, and the
+suite folders' reader they share."""
 import importlib.util
 from pathlib import Path
 
@@ -371,3 +372,27 @@ def test_vote_witnesses_by_hand():
     lines = mod.table(rows)
     assert "| default | 1 of 2 |" in lines and "| no input | 0 of 2 |" in lines
     assert "| x | conr | 1 | 0.900 | 0.700 |" in "\n".join(lines)
+
+
+def test_suite_runs_reads_each_run_once_from_the_later_folder(tmp_path):
+    """The replays' shared reader: a run two folders hold counts once, the later folder's; a run
+    whose labels file is missing is left out; the order is the records'."""
+    import json
+
+    mod = load("vote_rules")
+    folders = []
+    for name, records in (("a", [("orl", 0, 0.70), ("orl", 1, 0.71), ("coil20", 0, 0.90)]),
+                          ("b", [("orl", 1, 0.81), ("digits", 0, 0.95)])):
+        folder = tmp_path / name
+        (folder / "labels").mkdir(parents=True)
+        lines = []
+        for dataset, seed, acc in records:
+            lines.append(json.dumps({"dataset": dataset, "row": "conr_encoder", "seed": seed, "acc": acc}))
+            if (dataset, seed) != ("coil20", 0):   # its labels were not kept
+                (folder / "labels" / f"{dataset}-conr_encoder-{seed}.npz").write_bytes(b"")
+        (folder / "suite-runs.jsonl").write_text("\n".join(lines) + "\n")
+        folders.append(folder)
+    runs = mod.suite_runs(folders)
+    assert [(r["dataset"], r["seed"], r["acc"]) for _, r in runs] == [("orl", 0, 0.70), ("orl", 1, 0.81),
+                                                                      ("digits", 0, 0.95)]
+    assert runs[1][0] == folders[1] / "labels" / "orl-conr_encoder-1.npz"

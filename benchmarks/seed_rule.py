@@ -28,6 +28,14 @@ candidates by count, ``cluster.warmup_weight=count``), replayed from the labels.
         --variant benchmarks/results/variants/seed-features-vote-2026-12-06 \
         --names away features_consensus --out benchmarks/results/seed_rule-features-2026-12-06
 
+Any other change that leaves the warm-up and stage 2's seed alone pairs the same way (``--subject``
+names it), e.g. stage 2's neighbourhood size:
+
+    python benchmarks/seed_rule.py --base benchmarks/results/variants/warmup-half-2026-12-06 \
+        benchmarks/results/variants/warmup-votes-more-2026-12-06 \
+        --variant benchmarks/results/variants/neighbourhood-2026-12-06 --names "k=10" "half a cluster" \
+        --subject "Stage 2's neighbourhood on vectors" --out benchmarks/results/neighbourhood-2026-12-06
+
 Writes OUT.md and OUT.json: per run, the seed's ACC under each rule and the best single seed candidate,
 the run's ending (ACC / NMI) under each; per set, the means and the runs ahead and behind.
 """
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from collections import defaultdict
@@ -112,9 +121,9 @@ def summary(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], table: list[dict], skipped: list[str], names: tuple[str, str], command: str,
-             replayed: bool = False) -> str:
+             replayed: bool = False, subject: str = "Stage 2's seed") -> str:
     base, variant = names
-    lines = [f"Stage 2's seed: `{base}` against `{variant}`, whole runs paired by set, row and seed (the same "
+    lines = [f"{subject}: `{base}` against `{variant}`, whole runs paired by set, row and seed (the same "
              f"warm-up, checked by their seed candidates); `{command}`. ACC / NMI; the seed columns are the seed's "
              f"ACC (true labels, which no rule sees)." + (f" The `{base}` endings are the default's vote replayed from "
              f"the runs' labels (`benchmarks/warmup_vote.py`, \"{REPLAYED}\")." if replayed else ""), "",
@@ -142,6 +151,9 @@ def main(argv=None) -> None:
                    "the default votes them now")
     p.add_argument("--variant", type=Path, nargs="+", required=True, help="suite folders of the other seed rule")
     p.add_argument("--names", nargs=2, default=("away", "consensus"), help="the two seed rules, as the table names them")
+    p.add_argument("--subject", default="Stage 2's seed",
+                   help="what the two folders' runs differ in, as the table's first line names it (any change "
+                        "that leaves the warm-up and the seed candidates alone pairs the same way)")
     p.add_argument("--out", type=Path, required=True, help="output stem: writes STEM.md and STEM.json")
     a = p.parse_args(argv)
     base = _runs(a.base)
@@ -150,8 +162,9 @@ def main(argv=None) -> None:
         raise SystemExit("no run of the two folders shares its warm-up: run the variant with the base's seeds "
                          "and epochs (its runs' repeat_overrides)")
     table = summary(rows)
-    command = "python benchmarks/seed_rule.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    md = markdown(rows, table, skipped, tuple(a.names), command, replayed=a.base_replay is not None)
+    command = "python benchmarks/seed_rule.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    md = markdown(rows, table, skipped, tuple(a.names), command, replayed=a.base_replay is not None,
+                  subject=a.subject)
     from conr.io import atomic_write_text
 
     a.out.parent.mkdir(parents=True, exist_ok=True)

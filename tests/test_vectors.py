@@ -176,6 +176,36 @@ def test_the_trainer_draws_views_from_the_configured_neighbours():
         validate_config(cfg)
 
 
+@pytest.mark.parametrize("n,k,batch,expected", [
+    (400, 40, 256, 3),     # ORL through the encoder: ~6.4 faces of a person in a batch
+    (1440, 20, 256, 6),    # COIL-20: ~12.8 views of an object in a batch
+    (10000, 10, 256, 10),  # CIFAR-10: 25.6 of a class, capped at the paper's 10
+    (2000, 100, 256, 1),   # 100 palm classes of 20: 2.6 in a batch, the sample alone
+    (12, 3, 12, 2),        # a batch of all 12 rows
+])
+def test_vector_runs_size_the_neighbourhood_to_a_cluster_in_a_batch(n, k, batch, expected):
+    """Vectors (an encoder's features included) follow the images' rule: CoNR's neighbourhood
+    (self included) is half the members a cluster expects in a batch, within 1..10, so that a
+    sample's neighbours can be its own cluster's; the paper's fixed 10 gave a face of ORL at
+    most ~5 of its own among 10."""
+    from conr.auto.resolve import vector_settings
+    from conr.auto.settings import auto_settings
+    from conr.data.survey import survey_images
+
+    cfg, _, reasons = vector_settings({}, n, k=k)
+    assert cfg.train.batch_size == batch
+    s = cfg.stage2
+    assert (s.k, s.k1, s.k2) == (expected, expected, min(2, expected))
+    members = batch / k
+    assert s.k <= max(1, members) and "members of a cluster in a batch" in reasons["stage2.k"]
+    # the same batch and K give images the same neighbourhood
+    raw, _ = auto_settings(survey_images(torch.zeros(n, 1, 16, 16, dtype=torch.uint8)), k, batch_size=batch)
+    assert raw["stage2"]["k"] == s.k
+    # a user's choice still wins
+    cfg, _, _ = vector_settings({"stage2": {"k": 5, "k1": 8}}, n, k=k)
+    assert (cfg.stage2.k, cfg.stage2.k1) == (5, 8)
+
+
 def test_the_joint_graph_is_the_intersection_unless_the_user_asks_for_the_union():
     """Vector runs keep the config's intersection (the union cost CIFAR-10 3.9 points); a
     user's union reaches the run's config."""

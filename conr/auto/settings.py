@@ -19,7 +19,8 @@ shown in the report. The rules, in short:
 * **batch and neighbourhood**: the batch holds ~4 images of each cluster on average
   (64..256 on a CPU, 256..512 on a GPU, never more than the images); the
   CoNR neighbourhood k is half the expected members of a cluster in a batch (1..10),
-  so 40 clusters of 10 images still get true neighbours;
+  so 40 clusters of 10 images still get true neighbours (:func:`neighbourhood_k`, for
+  vectors too);
 * **length**: epochs from the time budget (:mod:`conr.auto.budget` measures the step) or,
   without one, from a budget of image passes; CoNR's stage 2 takes the last 40 % of
   the epochs (its boundary filter relaxed over the first half of it);
@@ -36,7 +37,7 @@ import math
 from ..cluster.policy import SELF_LABEL_MIN_MEMBERS
 from ..data.survey import CPU_MAX_SIZE, GPU_MAX_SIZE, MIN_NET_SIZE, ImageSurvey, pick_image_size
 
-__all__ = ["auto_settings",
+__all__ = ["auto_settings", "neighbourhood_k",
            "self_label_epochs",
            "default_minutes", "default_vector_minutes", "schedule_for_epochs", "MIN_BUDGET_EPOCHS"]
 
@@ -66,6 +67,16 @@ def default_vector_minutes(n_rows: int, device_type: str = "cpu") -> float:
     if device_type == "cuda":
         return float(min(20.0, max(2.0, n_rows / 10_000)))
     return float(min(10.0, max(3.0, n_rows / 1_000)))
+
+
+def neighbourhood_k(batch: int, n_clusters: int) -> tuple[int, str]:
+    """CoNR's neighbourhood size in a batch (self included) and the reason for it: half the
+    members a cluster expects in a batch of ``batch`` (``batch / n_clusters``), within 1..10,
+    so that most of a sample's neighbours can come from its own cluster (40 clusters of 10
+    images in a batch of 256 hold ~6 of each: k = 3). Images and vectors alike."""
+    per_cluster = batch / max(1, int(n_clusters))
+    k = int(min(10, max(1, round(per_cluster / 2))))
+    return k, f"half of the ~{per_cluster:.1f} members of a cluster in a batch of {batch} (1..10)"
 
 
 def self_label_epochs(epochs: int) -> int:
@@ -116,9 +127,7 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
         why["train.batch_size"] = (f"~4 images per cluster on average (K={k_clusters}), within "
                                    f"{min_batch}..{cap_batch}"
                                    + (f", at most the {n} images" if batch == n else ""))
-    per_cluster = batch / k_clusters
-    k = int(min(10, max(1, round(per_cluster / 2))))
-    why["stage2.k"] = f"half of the ~{per_cluster:.1f} members of a cluster in a batch of {batch} (1..10)"
+    k, why["stage2.k"] = neighbourhood_k(batch, k_clusters)
 
     s_min = float(min(0.5, max(0.08, (12.0 / max(1, native)) ** 2)))
     why["augment.scale"] = f"smallest crop keeps a side of ~12 of the {native} native px"

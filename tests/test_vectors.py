@@ -206,6 +206,52 @@ def test_vector_runs_size_the_neighbourhood_to_a_cluster_in_a_batch(n, k, batch,
     assert (cfg.stage2.k, cfg.stage2.k1) == (5, 8)
 
 
+def _half_a_cluster(batch, k):
+    """The rule written out by hand: half of batch / K, rounded, within 1..10."""
+    return max(1, min(10, int(round(batch / k / 2))))
+
+
+def test_an_estimated_k_resizes_the_neighbourhood_the_rules_sized():
+    """K unknown: the settings are made with the provisional K (10), so the record made once K
+    is estimated sizes stage 2's neighbourhood for it, unless the user set one of its sizes."""
+    from conr.auto.record import RunRecord
+    from conr.auto.resolve import vector_settings
+
+    selection = {"k": 40, "criterion": "silhouette", "k_range": [2, 50], "table": []}
+    cfg, auto, reasons = vector_settings({}, 400, k=10)
+    assert (cfg.stage2.k, cfg.stage2.k1) == (10, 10)          # 25.6 of a cluster in 256: capped at 10
+    record = RunRecord(input_kind="vectors", input_reason="an array", user={}, automatic=auto,
+                       reasons=reasons, config=cfg).with_k(selection)
+    expected = _half_a_cluster(256, 40)
+    s = record.config.stage2
+    assert expected == 3 and (s.k, s.k1, s.k2) == (3, 3, 2) and record.config.cluster.n_clusters == 40
+    assert "K = 40 as estimated" in record.reasons["stage2.k"]
+    user = {"stage2": {"k1": 8}}
+    cfg, auto, reasons = vector_settings(user, 400, k=10)
+    mine = RunRecord(input_kind="vectors", input_reason="an array", user=user, automatic=auto,
+                     reasons=reasons, config=cfg).with_k(selection)
+    assert (mine.config.stage2.k, mine.config.stage2.k1) == (cfg.stage2.k, 8)   # the user's choice stands
+
+
+@pytest.mark.slow  # trains an MLP on 400 vectors
+def test_a_vector_run_with_k_estimated_trains_stage_2_with_the_neighbourhood_of_that_k(tmp_path):
+    import conr
+
+    X, _ = make_blobs(n_samples=400, n_features=16, centers=40, cluster_std=0.5, center_box=(-10, 10),
+                      random_state=0)
+    run = tmp_path / "run"
+    model = conr.CoNR(n_clusters=(5, 60), input="vectors", epochs=6, seed=0, device="cpu",
+                      run_dir=str(run)).fit(X.astype(np.float32))
+    k = model.n_clusters_
+    assert k == model.k_selection_["k"] >= 20                 # far from the provisional 10
+    batch = model.config_.train.batch_size
+    expected = _half_a_cluster(batch, k)
+    assert model.config_.stage2.k == model.config_.stage2.k1 == expected < 10
+    assert model.trainer_.method.cfg.stage2.k == expected     # what stage 2 trained with
+    written = (run / "config.yaml").read_text()
+    assert f"n_clusters: {k}" in written and f"k: {expected}" in written
+
+
 def test_the_joint_graph_is_the_intersection_unless_the_user_asks_for_the_union():
     """Vector runs keep the config's intersection (the union cost CIFAR-10 3.9 points); a
     user's union reaches the run's config."""

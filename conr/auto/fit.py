@@ -97,7 +97,8 @@ def _train(record: RunRecord, trainer: Trainer, params: dict, started: float, lo
     n = len(trainer.data)
     before = time.perf_counter() - started
     if record.k_selection is None and fixed_k(params["n_clusters"]) is None:
-        record = record.with_k(select_k_after_stage1(trainer, k_range(params["n_clusters"], n), log=log))
+        record = record.with_k(select_k_after_stage1(trainer, k_range(params["n_clusters"], n), log=log,
+                                                     stage2_for_k=record.neighbourhood_for))
     result = trainer.fit()
     budget = None
     if record.budget is not None:  # the time taken, why it ended early if it did, budget.json

@@ -32,11 +32,13 @@ def estimate_selection(features, k_range: tuple[int, int], seed: int) -> dict:
     return {"k": int(k), "criterion": K_CRITERION, "k_range": [lo, hi], "table": table}
 
 
-def select_k_after_stage1(trainer, k_range: tuple[int, int], log=print) -> dict:
+def select_k_after_stage1(trainer, k_range: tuple[int, int], log=print, stage2_for_k=None) -> dict:
     """Train stage 1 (BYOL; K plays no part in it; the trainer was made with
     ``k_provisional=True``, so stage 2 is not seeded with the provisional K), estimate K
     from its features, record the choice in the run folder, and let the trainer go on with
-    it (:meth:`~conr.engine.Trainer.set_n_clusters`). Returns the K record."""
+    it (:meth:`~conr.engine.Trainer.set_n_clusters`); ``stage2_for_k(K)``: stage 2's fields
+    that follow K (the run record's :meth:`~conr.auto.record.RunRecord.neighbourhood_for`).
+    Returns the K record."""
     # methods with a stage 2 (CoNR, the ConNR* variants) estimate K where it starts; the others
     # after training
     start = trainer.method.stage2_start()
@@ -49,7 +51,7 @@ def select_k_after_stage1(trainer, k_range: tuple[int, int], log=print) -> dict:
     k, table = found["k"], found["table"]
     selection = {"k": k, "criterion": K_CRITERION, "k_range": [lo, hi], "epoch": trainer.epoch, "table": table}
     log(f"K = {k} ({K_CRITERION} {max(r[K_CRITERION] for r in table):.3f})")
-    trainer.set_n_clusters(k)
+    trainer.set_n_clusters(k, stage2_for_k(k) if stage2_for_k is not None else None)
     if trainer.write:
         atomic_write_text(Path(trainer.run_dir) / K_SELECTION_FILE, json.dumps(selection, indent=1) + "\n")
         write_config(trainer.run_dir, trainer.cfg, trainer.notes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import Mapping
 from pathlib import Path
 
 import torch
@@ -190,11 +191,17 @@ class Trainer:
         self._aug_cache.clear()
 
     # -------------------------------------------------------------- features
-    def set_n_clusters(self, k: int) -> None:
-        """Train on with K = ``k`` (estimated after stage 1): a config with that K, the
-        clustering forgotten (the next epoch that needs one clusters again, seeding stage 2
-        with this K where the config says so)."""
-        self.cfg = replace(self.cfg, cluster=replace(self.cfg.cluster, n_clusters=int(k)))
+    def set_n_clusters(self, k: int, stage2: Mapping | None = None) -> None:
+        """Train on with K = ``k`` (estimated after stage 1): a config with that K (and
+        ``stage2``'s fields, e.g. the neighbourhood sized for it), the clustering forgotten (the
+        next epoch that needs one clusters again, seeding stage 2 with this K where the config
+        says so)."""
+        self.cfg = replace(self.cfg, cluster=replace(self.cfg.cluster, n_clusters=int(k)),
+                           stage2=replace(self.cfg.stage2, **dict(stage2 or {})))
+        if stage2:
+            if hasattr(self.method, "validate_stage2"):  # a method with a stage 2 checks the sizes on the batch
+                self.method.validate_stage2(self.cfg)
+            self.method.cfg = replace(self.method.cfg, stage2=self.cfg.stage2)
         self.k_provisional = False
         self.until_epoch = None
         self.forget_clustering()

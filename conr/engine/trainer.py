@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 from pathlib import Path
 
 import torch
@@ -191,17 +190,14 @@ class Trainer:
         self._aug_cache.clear()
 
     # -------------------------------------------------------------- features
-    def set_n_clusters(self, k: int, stage2: Mapping | None = None) -> None:
-        """Train on with K = ``k`` (estimated after stage 1): a config with that K (and
-        ``stage2``'s fields, e.g. the neighbourhood sized for it), the clustering forgotten (the
-        next epoch that needs one clusters again, seeding stage 2 with this K where the config
-        says so)."""
+    def set_n_clusters(self, k: int, stage2: dict | None = None) -> None:
+        """Train on with K = ``k`` (estimated after stage 1) and ``stage2``'s fields (the
+        neighbourhood sized for it), the clustering forgotten (the next epoch that needs one
+        clusters again, seeding stage 2 with this K where the config says so)."""
         self.cfg = replace(self.cfg, cluster=replace(self.cfg.cluster, n_clusters=int(k)),
-                           stage2=replace(self.cfg.stage2, **dict(stage2 or {})))
-        if stage2:
-            if hasattr(self.method, "validate_stage2"):  # a method with a stage 2 checks the sizes on the batch
-                self.method.validate_stage2(self.cfg)
-            self.method.cfg = replace(self.method.cfg, stage2=self.cfg.stage2)
+                           stage2=replace(self.cfg.stage2, **(stage2 or {})))
+        getattr(self.method, "validate_stage2", lambda cfg: None)(self.cfg)   # a stage 2's sizes, on the batch
+        self.method.cfg = replace(self.method.cfg, stage2=self.cfg.stage2)
         self.k_provisional = False
         self.until_epoch = None
         self.forget_clustering()
@@ -227,8 +223,7 @@ class Trainer:
 
     @torch.no_grad()
     def features_of(self, images: Tensor) -> Tensor:
-        """L2-normalised features of ``images`` in this process (the evaluation transform);
-        a subclass with other data overrides it (conr/vectors.py)."""
+        """L2-normalised features of ``images`` in this process (the evaluation transform; engine/vectors.py's own)."""
         return features(self.method, images, cfg=self.cfg, device=self.device, mean=self.mean, std=self.std)
 
     def cluster_step(self) -> dict:
@@ -240,8 +235,7 @@ class Trainer:
         return autocast(self.cfg, self.device)
 
     def augmenter(self, epoch: int) -> BatchAugment:
-        """The training views of ``epoch`` (the method may change the crop scale by stage);
-        a subclass with other data overrides it (conr/vectors.py)."""
+        """The training views of ``epoch`` (the crop scale the method's stage asks; engine/vectors.py's own)."""
         scale = tuple(self.method.crop_scale(epoch) or self.cfg.augment.scale)
         if scale not in self._aug_cache:
             self._aug_cache[scale] = make_views(self.cfg, scale, self.mean, self.std)

@@ -173,12 +173,10 @@ def test_an_svd_that_does_not_converge_falls_back_to_the_gram_matrix(monkeypatch
     if not record.exists():
         pytest.skip(f"the recorded run {record} is not in this checkout")
     with np.load(record) as z:
-        names = [str(n) for n in z["names"]]
-        labels = {n: lab.astype(np.int64) for n, lab in zip(names, z["labels"])}
+        labels = {str(n): lab.astype(np.int64) for n, lab in zip(z["names"], z["labels"])}
+        warmup = {str(n): lab.astype(np.int64) for n, lab in zip(z["seed_names"], z["seed_labels"])}
     voters = [labels[n] for n in ("spectral/features", "umap_gmm/features", "seeded_kmeans/features", "umap_gmm/joint",
-                                  "self_label/consensus/candidates")]
-    with np.load(record) as z:
-        voters.append(dict(zip([str(n) for n in z["seed_names"]], z["seed_labels"].astype(np.int64)))["umap_gmm/features"])
+                                  "self_label/consensus/candidates")] + [warmup["umap_gmm/features"]]
     weights = [0.10752598643611712, 0.10639217056013937, 0.09163646114976497, 0.10594331469291375,
                0.08850206716106476, 0.5]
     made = consensus_partition(voters, 10, seed=1, weights=weights)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from ..config import Config, dotted_get
 from .budget import BudgetPlan
-from .settings import neighbourhood_k
+from .settings import neighbourhood_sizes
 
 __all__ = ["RunRecord", "INPUT_KINDS"]
 
@@ -77,20 +77,18 @@ class RunRecord:
         reasons = {**self.reasons, "cluster.n_clusters": f"estimated after stage 1 ({selection['criterion']} over "
                                                           f"K = {selection['k_range'][0]}..{selection['k_range'][1]})"}
         if sizes:
-            reasons["stage2.k"] = neighbourhood_k(self.config.train.batch_size, k)[1] + f", K = {k} as estimated"
+            reasons["stage2.k"] = neighbourhood_sizes(self.config.train.batch_size, k)[1] + f", K = {k} as estimated"
         return replace(self, config=cfg, reasons=reasons, k_selection=_frozen(selection))
 
     def neighbourhood_for(self, k: int) -> dict:
         """Stage 2's neighbourhood sizes ``{"k", "k1", "k2"}`` for K = ``k`` where the automatic
         rules chose them (half a cluster's expected members in a batch:
-        :func:`conr.auto.settings.neighbourhood_k`); ``{}`` where the user set any of the three
+        :func:`conr.auto.settings.neighbourhood_sizes`); ``{}`` where the user set any of the three
         or no rule sized them (a method's config file)."""
         if dotted_get(dict(self.automatic), "stage2.k") is None or any(
                 self.user_value(f"stage2.{name}") is not None for name in ("k", "k1", "k2")):
             return {}
-        batch = int(self.config.train.batch_size)
-        size = int(max(1, min(neighbourhood_k(batch, k)[0], batch - 1)))
-        return {"k": size, "k1": size, "k2": min(2, size)}
+        return neighbourhood_sizes(int(self.config.train.batch_size), k)[0]
 
     def user_value(self, key: str) -> Any:
         """The value the user gave ``key`` (dotted), or None."""

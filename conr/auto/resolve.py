@@ -14,7 +14,7 @@ from ..cluster.kselect import parse_k
 from ..config import AugmentSection, Config, apply_overrides, check_config_keys, config_from_dict, deep_merge, dotted_get, read_yaml, resolve_config_path
 from ..data.survey import ImageSurvey, pick_image_size
 from .budget import BudgetPlan
-from .settings import auto_settings, neighbourhood_k
+from .settings import auto_settings, neighbourhood_sizes
 
 __all__ = ["user_settings", "fixed_k", "provisional_k", "k_range", "image_settings", "vector_settings",
            "default_vector_epochs"]
@@ -146,7 +146,7 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
     for the first 60 % of the epochs, then CoNR (kept fraction relaxed to 1 over the next
     15 %), earlier where the warm-up's signal says so (``stage2.warmup_end``, checked every 5 %
     of the epochs); batch clamped to N; CoNR's neighbourhood as on images, half a cluster's
-    expected members in a batch (:func:`conr.auto.settings.neighbourhood_k`); views from the nearest rows, at
+    expected members in a batch (:func:`conr.auto.settings.neighbourhood_sizes`); views from the nearest rows, at
     most half a cluster's expected members (:func:`view_neighbors`); the final stage with the vectors
     themselves among its candidates. The ``budget`` (or the run it continues, ``epochs``)
     sizes the epochs where the user did not; ``data``: what the config's data section says of
@@ -158,8 +158,7 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
         raise ValueError(f"{n} vectors: training needs at least 2")
     e = int(t.get("epochs") or (budget.epochs if budget is not None else epochs or default_vector_epochs(n, b)))
     start = min(e - 1, int(0.6 * e))
-    kk, why_k = neighbourhood_k(b, k)
-    kk = min(kk, b - 1)
+    neighbourhood, why_k = neighbourhood_sizes(b, k)
     views = view_neighbors(n, k)
     why = {"model.backbone": "vectors: an MLP (D -> 512 -> 128) under BYOL's projector and predictor",
            "train.batch_size": f"256 vectors a batch, at most the {n} given",
@@ -185,8 +184,8 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
         "model": {"backbone": "mlp", "width": 512, "hidden_dim": 512, "proj_dim": 128},
         "train": {"epochs": e, "batch_size": b, "lr": 0.2, "warmup_epochs": max(1, min(10, e // 10)),
                   "ema_base": 0.99, "channels_last": False},
-        "stage2": {"start_epoch": start, "t_end": min(e, start + max(1, int(0.15 * e))), "k": kk, "k1": kk,
-                   "k2": min(2, kk), "lr_factor": 1.0, "predictor_lr_factor": 1.0, "warmup_end": "signal"},
+        "stage2": {"start_epoch": start, "t_end": min(e, start + max(1, int(0.15 * e))), **neighbourhood,
+                   "lr_factor": 1.0, "predictor_lr_factor": 1.0, "warmup_end": "signal"},
         "cluster": {"n_clusters": int(k), "flip_average": False, "n_init": 5, "eval_every": max(1, e // 20),
                     "final": "auto", "stage2_seed": "final", "self_label_epochs": 0},
         "run": {"tensorboard": False, "log_every": 50},

@@ -19,7 +19,7 @@ shown in the report. The rules, in short:
 * **batch and neighbourhood**: the batch holds ~4 images of each cluster on average
   (64..256 on a CPU, 256..512 on a GPU, never more than the images); the
   CoNR neighbourhood k is half the expected members of a cluster in a batch (1..10),
-  so 40 clusters of 10 images still get true neighbours (:func:`neighbourhood_k`, for
+  so 40 clusters of 10 images still get true neighbours (:func:`neighbourhood_sizes`, for
   vectors too);
 * **length**: epochs from the time budget (:mod:`conr.auto.budget` measures the step) or,
   without one, from a budget of image passes; CoNR's stage 2 takes the last 40 % of
@@ -37,7 +37,7 @@ import math
 from ..cluster.policy import SELF_LABEL_MIN_MEMBERS
 from ..data.survey import CPU_MAX_SIZE, GPU_MAX_SIZE, MIN_NET_SIZE, ImageSurvey, pick_image_size
 
-__all__ = ["auto_settings", "neighbourhood_k",
+__all__ = ["auto_settings", "neighbourhood_sizes",
            "self_label_epochs",
            "default_minutes", "default_vector_minutes", "schedule_for_epochs", "MIN_BUDGET_EPOCHS"]
 
@@ -69,14 +69,17 @@ def default_vector_minutes(n_rows: int, device_type: str = "cpu") -> float:
     return float(min(10.0, max(3.0, n_rows / 1_000)))
 
 
-def neighbourhood_k(batch: int, n_clusters: int) -> tuple[int, str]:
-    """CoNR's neighbourhood size in a batch (self included) and the reason for it: half the
-    members a cluster expects in a batch of ``batch`` (``batch / n_clusters``), within 1..10,
-    so that most of a sample's neighbours can come from its own cluster (40 clusters of 10
-    images in a batch of 256 hold ~6 of each: k = 3). Images and vectors alike."""
+def neighbourhood_sizes(batch: int, n_clusters: int) -> tuple[dict, str]:
+    """CoNR's neighbourhood in a batch, ``{"k", "k1", "k2"}``, and the reason for it: k (self
+    included) is half the members a cluster expects in a batch of ``batch`` (``batch /
+    n_clusters``), within 1..10, so that most of a sample's neighbours can come from its own
+    cluster (40 clusters of 10 images in a batch of 256 hold ~6 of each: k = 3); the ranking
+    lists as long (k1 = k), query expansion over two rows (k2, at most k). k stays under the
+    batch (at most half of it, rounded). Images and vectors alike."""
     per_cluster = batch / max(1, int(n_clusters))
     k = int(min(10, max(1, round(per_cluster / 2))))
-    return k, f"half of the ~{per_cluster:.1f} members of a cluster in a batch of {batch} (1..10)"
+    return ({"k": k, "k1": k, "k2": min(2, k)},
+            f"half of the ~{per_cluster:.1f} members of a cluster in a batch of {batch} (1..10)")
 
 
 def self_label_epochs(epochs: int) -> int:
@@ -127,7 +130,7 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
         why["train.batch_size"] = (f"~4 images per cluster on average (K={k_clusters}), within "
                                    f"{min_batch}..{cap_batch}"
                                    + (f", at most the {n} images" if batch == n else ""))
-    k, why["stage2.k"] = neighbourhood_k(batch, k_clusters)
+    neighbourhood, why["stage2.k"] = neighbourhood_sizes(batch, k_clusters)
 
     s_min = float(min(0.5, max(0.08, (12.0 / max(1, native)) ** 2)))
     why["augment.scale"] = f"smallest crop keeps a side of ~12 of the {native} native px"
@@ -180,7 +183,7 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
         "train": {"batch_size": int(batch), "lr": 0.2 if short else 0.05,
                   "ema_base": 0.99 if iters < 10_000 else 0.996, "ema_schedule": "cosine",
                   **sched["train"]},
-        "stage2": {"k": k, "k1": k, "k2": min(2, k), "loss_scale": 1.0, "crop_scale": [max(0.45, s_min), 1.0],
+        "stage2": {**neighbourhood, "loss_scale": 1.0, "crop_scale": [max(0.45, s_min), 1.0],
                    "lr_factor": lr_factor, "predictor_lr_factor": lr_factor,
                    **sched["stage2"]},
         "cluster": {"n_clusters": k_clusters, "n_init": 10, "final": "auto", "flip_average": flip,

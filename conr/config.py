@@ -119,6 +119,10 @@ class Stage2Config:
     k: int = 10                      # neighbourhood size (self included)
     k1: int = 10                     # initial ranking list length
     k2: int = 2                      # query-expansion rows; 1 switches propagation off
+    same_cluster: bool = False       # a neighbour of another pseudo-cluster than its anchor's is replaced by
+                                     # the anchor itself (conr.ops.neighbors.same_cluster_neighbors)
+    group_members: int = 0           # >1: stage-2 batches hold their pseudo-clusters in runs of this many
+                                     # members (conr/ops/grouped_order.py); 0: random batches, the paper's
     boundary_filter: bool = True
     fr0: float = 0.8                 # kept fraction at t0
     relax: bool = True               # progressive relaxation of the kept fraction to 1

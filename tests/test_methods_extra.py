@@ -324,3 +324,32 @@ def test_shipped_method_configs_load():
     for name in names:
         cfg = load_config(Path(packaged_config_dir()) / name)
         assert cfg.method in NEW_METHODS
+
+
+def test_conr_same_cluster_with_every_sample_alone_is_the_instance_loss():
+    """Each sample its own pseudo-cluster: every neighbour is replaced by the sample itself,
+    so CoNR's stage-2 loss is BYOL's instance loss (the neighbourhood "self"); with one
+    shared pseudo-cluster nothing is replaced and the ConAff loss stands."""
+    from conr.config import load_config
+    from conr.methods import StepContext, build_method
+
+    over = TINY + ["method=conr", "stage2.boundary_filter=false"]
+    g = torch.Generator().manual_seed(1)
+    v1, v2 = torch.randn(16, 3, 8, 8, generator=g), torch.randn(16, 3, 8, 8, generator=g)
+
+    def loss(extra, labels):
+        torch.manual_seed(0)
+        m = build_method(load_config(None, over + extra), 3)
+        ctx = StepContext(epoch=2, iteration=0, total_iterations=10, indices=torch.arange(16), pseudo_labels=labels)
+        return m.training_loss(v1, v2, ctx), ctx.stats
+
+    alone, shared = torch.arange(16), torch.zeros(16, dtype=torch.long)
+    instance, _ = loss(["stage2.neighborhood=self"], None)
+    same_alone, stats = loss(["stage2.same_cluster=true"], alone)
+    assert torch.allclose(same_alone, instance, atol=1e-6)
+    assert float(stats["same_cluster"]) == 0.0
+    conaff, _ = loss([], None)
+    same_shared, stats = loss(["stage2.same_cluster=true"], shared)
+    assert torch.allclose(same_shared, conaff, atol=1e-6)
+    assert float(stats["same_cluster"]) == 1.0
+    assert not torch.allclose(conaff, instance, atol=1e-4)

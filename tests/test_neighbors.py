@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conr.ops.neighbors import conaff_neighbors, contextual_similarity, euclidean_neighbors
+from conr.ops.neighbors import conaff_neighbors, contextual_similarity, euclidean_neighbors, same_cluster_neighbors
 
 
 # --------------------------------------------------------------------------- data
@@ -338,3 +338,21 @@ def test_errors_non_2d_input(shape):
         conaff_neighbors(x, 2, 3, 2)
     with pytest.raises(ValueError):
         euclidean_neighbors(x, 2)
+
+
+def test_same_cluster_neighbors_matches_a_loop():
+    g = torch.Generator().manual_seed(3)
+    neighbors = torch.randint(0, 30, (30, 6), generator=g)
+    labels = torch.randint(0, 4, (30,), generator=g)
+    out = same_cluster_neighbors(neighbors, labels)
+    for i in range(30):
+        for j in range(6):
+            n = int(neighbors[i, j])
+            assert int(out[i, j]) == (n if labels[n] == labels[i] else i)
+
+
+def test_same_cluster_neighbors_hand_made():
+    # two pseudo-clusters {0, 1} and {2, 3}; sample 1's second neighbour (2) is of the other one
+    neighbors = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 0]])
+    labels = torch.tensor([5, 5, 7, 7])
+    assert same_cluster_neighbors(neighbors, labels).tolist() == [[0, 1], [1, 1], [2, 3], [3, 3]]

@@ -297,12 +297,7 @@ class Trainer:
         order_gen, aug_gen = self._epoch_generators(epoch)
         # losses that draw from the global RNG (HaDis' latent noise) replay exactly on resume too
         torch.manual_seed((((self.cfg.train.seed * 1_000_003 + epoch) * 7919 + self.dist.rank) * 31 + 17) % 2**63)
-        weights = self.method.sampling_weights(epoch, self.pseudo_labels)
-        if weights is None:
-            perm = torch.randperm(len(self.data), generator=order_gen).to(self.device)
-        else:
-            perm = torch.multinomial(weights.double().cpu(), len(self.data), replacement=True,
-                                     generator=order_gen).to(self.device)
+        perm = self.method.epoch_order(epoch, self.pseudo_labels, len(self.data), order_gen).to(self.device)
         augment = self.augmenter(epoch)
         # streamed data: DataLoader workers decode this epoch's batches in the same order as perm
         streamed = (self.images.epoch_batches(perm, t.batch_size, lo=self.dist.rank * self.local_batch,

@@ -110,3 +110,11 @@ class Method(nn.Module):
         """Per-image sampling weights [N] for ``epoch`` (None = uniform shuffling).
         The trainer then draws the epoch's order with replacement in proportion."""
         return None
+
+    def epoch_order(self, epoch: int, pseudo_labels: Tensor | None, n: int, generator: torch.Generator) -> Tensor:
+        """The order [n] (CPU) in which ``epoch`` visits the data, cut into batches by the
+        trainer: a shuffle, or a draw in proportion to :meth:`sampling_weights`."""
+        weights = self.sampling_weights(epoch, pseudo_labels)
+        if weights is None:
+            return torch.randperm(n, generator=generator)
+        return torch.multinomial(weights.double().cpu(), n, replacement=True, generator=generator)

@@ -8,9 +8,11 @@ import torch
 from torch import Tensor
 
 from ..ops.boundary import boundary_ratio, keep_mask
+from ..ops.grouped_order import grouped_permutation
 from ..errors import ConfigError
 from ..losses import full_precision
-from ..ops.neighbors import check_neighborhood_sizes, conaff_neighbors, euclidean_neighbors
+from ..ops.neighbors import (check_neighborhood_sizes, conaff_neighbors, euclidean_neighbors,
+                             same_cluster_neighbors)
 from .base import StepContext
 
 __all__ = ["ConNRPlugin", "batch_neighbors"]
@@ -56,10 +58,19 @@ class ConNRPlugin:
         return epoch >= self.stage2_start()
 
     def needs_clusters(self, epoch: int) -> bool:
-        return self.in_stage2(epoch) and self.cfg.stage2.boundary_filter
+        return self.in_stage2(epoch) and (self.cfg.stage2.boundary_filter or self.cfg.stage2.same_cluster)
 
     def uses_keep_fraction(self) -> bool:
         return self.cfg.stage2.boundary_filter
+
+    def epoch_order(self, epoch: int, pseudo_labels: Tensor | None, n: int, generator: torch.Generator) -> Tensor:
+        """Stage 2 with ``stage2.group_members`` > 1 visits the data in runs of that many
+        members of one pseudo-cluster (:func:`grouped_permutation`), so that a batch holds
+        neighbours for each sample; otherwise the baseline's order."""
+        group = self.cfg.stage2.group_members
+        if group > 1 and pseudo_labels is not None and self.in_stage2(epoch):
+            return grouped_permutation(pseudo_labels, group, generator)
+        return super().epoch_order(epoch, pseudo_labels, n, generator)
 
     def crop_scale(self, epoch: int):
         return tuple(self.cfg.stage2.crop_scale) if self.in_stage2(epoch) else None
@@ -78,18 +89,28 @@ class ConNRPlugin:
         boundary filter's [B] keep mask (None when the filter is off)."""
         s = self.cfg.stage2
         neighbors = batch_neighbors(feats, s.neighborhood, s.k, s.k1, s.k2)
-        keep = None
-        if s.boundary_filter:
-            if ctx.pseudo_labels is None or ctx.centers is None:
-                raise RuntimeError("stage2.boundary_filter needs the pseudo-labels of the last clustering "
-                                   "step, but the trainer passed none")
+        keep = labels = None
+        if s.boundary_filter or s.same_cluster:
+            if ctx.pseudo_labels is None or (s.boundary_filter and ctx.centers is None):
+                raise RuntimeError("stage2.boundary_filter and stage2.same_cluster need the pseudo-labels of "
+                                   "the last clustering step, but the trainer passed none")
             labels = ctx.gather(ctx.pseudo_labels[ctx.indices])
+        if s.boundary_filter:
             ratios = boundary_ratio(feats, ctx.centers, labels, s.ratio_variant)
             keep = keep_mask(ratios, ctx.keep_fraction, s.keep_rule)
             ctx.stats["kept"] = keep.float().mean()
-        if ctx.true_labels is not None and s.neighborhood != "self":
-            truth = ctx.gather(ctx.true_labels[ctx.indices])
-            others = neighbors != torch.arange(neighbors.shape[0], device=neighbors.device).unsqueeze(1)
-            same = (truth[neighbors] == truth.unsqueeze(1)) & others
-            ctx.stats["purity"] = same.sum() / others.sum().clamp_min(1)
+        own = torch.arange(neighbors.shape[0], device=neighbors.device).unsqueeze(1)
+        truth = None if ctx.true_labels is None else ctx.gather(ctx.true_labels[ctx.indices])
+        if truth is not None and s.neighborhood != "self":   # monitors: neighbours of the sample's class
+            others = neighbors != own
+            right = (truth[neighbors] == truth.unsqueeze(1)) & others
+            ctx.stats["purity"] = right.sum() / others.sum().clamp_min(1)
+        if s.same_cluster and s.neighborhood != "self":
+            before = (neighbors != own).sum().clamp_min(1)
+            neighbors = same_cluster_neighbors(neighbors, labels)
+            others = neighbors != own
+            ctx.stats["same_cluster"] = others.sum() / before
+            if truth is not None:
+                right = (truth[neighbors] == truth.unsqueeze(1)) & others
+                ctx.stats["purity_same_cluster"] = right.sum() / others.sum().clamp_min(1)
         return neighbors, keep

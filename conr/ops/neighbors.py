@@ -15,6 +15,7 @@ __all__ = [
     "contextual_similarity",
     "conaff_neighbors",
     "euclidean_neighbors",
+    "same_cluster_neighbors",
 ]
 
 
@@ -110,3 +111,11 @@ def euclidean_neighbors(feats: Tensor, k: int) -> Tensor:
     # ‖fi − fj‖² = ‖fi‖² − 2 fi·fj + ‖fj‖²; the ‖fi‖² term does not change row i's order.
     score = 2.0 * (f @ f.t()) - f.square().sum(dim=1).unsqueeze(0)
     return score.topk(k, dim=1, largest=True, sorted=True).indices
+
+
+def same_cluster_neighbors(neighbors: Tensor, labels: Tensor) -> Tensor:
+    """``neighbors`` [B, k] with every neighbour whose pseudo-label differs from its anchor's
+    (``labels`` [B]) replaced by the anchor itself: the slot then pulls the sample toward its
+    own other view, as the instance loss does."""
+    anchors = torch.arange(neighbors.shape[0], device=neighbors.device).unsqueeze(1).expand_as(neighbors)
+    return torch.where(labels[neighbors] == labels.unsqueeze(1), neighbors, anchors)

@@ -57,8 +57,9 @@ def suite_rows(sources: list[Path]) -> list[dict]:
     return list(rows.values())
 
 
-def _runs(sources: list[Path], vectors: Path | None) -> dict:
-    """{(set, path): {method: {seed: row}}} from the suite's runs and the vectors benchmark."""
+def _runs(sources: list[Path], vectors: list[Path]) -> dict:
+    """{(set, path): {method: {seed: row}}} from the suite's runs and the vectors benchmark's
+    files (a run two files hold is taken from the later one)."""
     out: dict = defaultdict(lambda: defaultdict(dict))
     rows = suite_rows(sources)
     byol_paths = {(r["dataset"], r["seed"]): _kind(r) for r in rows if r["row"] == "byol"}
@@ -67,8 +68,10 @@ def _runs(sources: list[Path], vectors: Path | None) -> dict:
             out[(r["dataset"], _kind(r))]["byol"][r["seed"]] = r
         elif r["row"] in ("conr_scratch", "conr_encoder") and byol_paths.get((r["dataset"], r["seed"])) == _kind(r):
             out[(r["dataset"], _kind(r))]["conr"][r["seed"]] = r
-    if vectors is not None and str(vectors) != "none" and vectors.exists():
-        for r in json.loads(vectors.read_text())["runs"]:
+    for path in vectors:
+        if str(path) == "none" or not path.exists():
+            continue
+        for r in json.loads(path.read_text())["runs"]:
             if r["method"] in ("conr_vectors", "byol_vectors"):
                 out[(r["vectors"], "vectors")][r["method"].split("_")[0]][r["seed"]] = r
     return out
@@ -93,8 +96,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, nargs="+", default=[RESULTS / "suite-runs.jsonl"],
                     help="suite-runs.jsonl files or result folders (default: the suite's own)")
-    ap.add_argument("--vectors", type=Path, default=RESULTS / "embeddings.json",
-                    help="the vectors benchmark's runs (embeddings.json); 'none': the image runs alone")
+    ap.add_argument("--vectors", type=Path, nargs="+", default=[RESULTS / "embeddings.json"],
+                    help="the vectors benchmark's runs (embeddings.json files; a later file wins a run both "
+                         "hold); 'none': the image runs alone")
     ap.add_argument("--out", type=Path, default=RESULTS / "conr_vs_byol",
                     help="writes OUT.md and OUT.json (default: benchmarks/results/conr_vs_byol)")
     args = ap.parse_args(argv)

@@ -78,3 +78,22 @@ def test_best_candidate_leaves_the_vote_out_and_counts_the_warmups(script, tmp_p
     assert entry["conr"]["best candidate"] == pytest.approx(0.85)
     assert entry["byol"]["best candidate"] == pytest.approx(0.65)
     assert "| 0.650 / 0.850 |" in out.with_suffix(".md").read_text()
+
+
+def test_vector_files_later_wins_a_run_both_hold(script, tmp_path):
+    """Two vectors files: BYOL's runs from the first, CoNR's run of seed 0 replaced by the
+    second's, so CoNR's mean is (0.9 + 0.7) / 2 and BYOL's (0.6 + 0.8) / 2."""
+    def vec(method, seed, acc):
+        return {"vectors": "coil20-conr", "method": method, "seed": seed, "acc": acc, "nmi": acc, "candidates": []}
+
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"runs": [vec("byol_vectors", 0, 0.6), vec("byol_vectors", 1, 0.8),
+                                          vec("conr_vectors", 0, 0.1), vec("conr_vectors", 1, 0.7)]}))
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps({"runs": [vec("conr_vectors", 0, 0.9), vec("umap_gmm", 0, 0.5)]}))
+    out = tmp_path / "table"
+    runs = write(tmp_path / "runs", [])
+    assert script.main(["--runs", str(runs), "--vectors", str(first), str(second), "--out", str(out)]) == 0
+    (entry,) = json.loads(out.with_suffix(".json").read_text())
+    assert (entry["set"], entry["path"], entry["seeds"]) == ("coil20-conr", "vectors", [0, 1])
+    assert entry["conr"]["acc"] == pytest.approx(0.8) and entry["byol"]["acc"] == pytest.approx(0.7)

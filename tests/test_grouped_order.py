@@ -78,5 +78,11 @@ def test_conr_groups_only_in_stage_2():
     order = grouped.epoch_order(3, labels, 48, torch.Generator().manual_seed(3))
     assert sorted(order.tolist()) == list(range(48))
     assert all(len(set(labels[order[i:i + 6]].tolist())) == 1 for i in range(0, 48, 6))
+    # the grouping needs the pseudo-labels, so stage 2 clusters for it even without the boundary filter
+    unfiltered = build_method(load_config(None, tiny + ["stage2.boundary_filter=false"]), 3)
+    grouped_unfiltered = build_method(load_config(None, tiny + ["stage2.boundary_filter=false",
+                                                                "stage2.group_members=6"]), 3)
+    assert not unfiltered.needs_clusters(3) and grouped_unfiltered.needs_clusters(3)
+    assert not grouped_unfiltered.needs_clusters(2)
     shuffled = plain.epoch_order(3, labels, 48, torch.Generator().manual_seed(3))
     assert torch.equal(shuffled, torch.randperm(48, generator=torch.Generator().manual_seed(3)))

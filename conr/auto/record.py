@@ -71,13 +71,13 @@ class RunRecord:
         """The record once K was estimated after stage 1 (``selection``: the K record), with
         stage 2's neighbourhood sized for that K where the rules sized it (:meth:`neighbourhood_for`)."""
         k = int(selection["k"])
-        sizes = self.neighbourhood_for(k)
+        sizes, why = self._rule_neighbourhood(k)
         cfg = replace(self.config, cluster=replace(self.config.cluster, n_clusters=k),
                       stage2=replace(self.config.stage2, **sizes))
         reasons = {**self.reasons, "cluster.n_clusters": f"estimated after stage 1 ({selection['criterion']} over "
                                                           f"K = {selection['k_range'][0]}..{selection['k_range'][1]})"}
         if sizes:
-            reasons["stage2.k"] = neighbourhood_sizes(self.config.train.batch_size, k)[1] + f", K = {k} as estimated"
+            reasons["stage2.k"] = why + f", K = {k} as estimated"
         return replace(self, config=cfg, reasons=reasons, k_selection=_frozen(selection))
 
     def neighbourhood_for(self, k: int) -> dict:
@@ -85,10 +85,14 @@ class RunRecord:
         rules chose them (half a cluster's expected members in a batch:
         :func:`conr.auto.settings.neighbourhood_sizes`); ``{}`` where the user set any of the three
         or no rule sized them (a method's config file)."""
+        return self._rule_neighbourhood(k)[0]
+
+    def _rule_neighbourhood(self, k: int) -> tuple[dict, str | None]:
+        """:meth:`neighbourhood_for`'s sizes and the rule's reason for them (None where it gives none)."""
         if dotted_get(dict(self.automatic), "stage2.k") is None or any(
                 self.user_value(f"stage2.{name}") is not None for name in ("k", "k1", "k2")):
-            return {}
-        return neighbourhood_sizes(int(self.config.train.batch_size), k)[0]
+            return {}, None
+        return neighbourhood_sizes(int(self.config.train.batch_size), k)
 
     def user_value(self, key: str) -> Any:
         """The value the user gave ``key`` (dotted), or None."""

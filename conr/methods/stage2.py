@@ -29,6 +29,13 @@ def batch_neighbors(feats: Tensor, mode: str, k: int, k1: int, k2: int) -> Tenso
     raise ValueError(f"unknown neighbourhood {mode!r}; choose conaff, euclidean or self")
 
 
+def _class_share(neighbors: Tensor, others: Tensor, truth: Tensor) -> Tensor:
+    """The share of the ``others`` slots of ``neighbors`` [B, k] that hold a sample of the
+    anchor's class (``truth`` [B]): a monitor, never part of the loss."""
+    right = (truth[neighbors] == truth.unsqueeze(1)) & others
+    return right.sum() / others.sum().clamp_min(1)
+
+
 class ConNRPlugin:
     """The stage switch of CoNR and of the ConNR* variants (mixed in before the
     baseline class): the baseline loss up to stage2.start_epoch, then a
@@ -58,7 +65,8 @@ class ConNRPlugin:
         return epoch >= self.stage2_start()
 
     def needs_clusters(self, epoch: int) -> bool:
-        return self.in_stage2(epoch) and (self.cfg.stage2.boundary_filter or self.cfg.stage2.same_cluster)
+        s = self.cfg.stage2
+        return self.in_stage2(epoch) and (s.boundary_filter or s.same_cluster or s.group_members > 1)
 
     def uses_keep_fraction(self) -> bool:
         return self.cfg.stage2.boundary_filter
@@ -100,17 +108,16 @@ class ConNRPlugin:
             keep = keep_mask(ratios, ctx.keep_fraction, s.keep_rule)
             ctx.stats["kept"] = keep.float().mean()
         own = torch.arange(neighbors.shape[0], device=neighbors.device).unsqueeze(1)
-        truth = None if ctx.true_labels is None else ctx.gather(ctx.true_labels[ctx.indices])
-        if truth is not None and s.neighborhood != "self":   # monitors: neighbours of the sample's class
-            others = neighbors != own
-            right = (truth[neighbors] == truth.unsqueeze(1)) & others
-            ctx.stats["purity"] = right.sum() / others.sum().clamp_min(1)
+        others = neighbors != own                            # the neighbours but the sample itself
+        truth = (ctx.gather(ctx.true_labels[ctx.indices])   # monitors: neighbours of the sample's class
+                 if ctx.true_labels is not None and s.neighborhood != "self" else None)
+        if truth is not None:
+            ctx.stats["purity"] = _class_share(neighbors, others, truth)
         if s.same_cluster and s.neighborhood != "self":
-            before = (neighbors != own).sum().clamp_min(1)
+            before = others.sum().clamp_min(1)
             neighbors = same_cluster_neighbors(neighbors, labels)
             others = neighbors != own
             ctx.stats["same_cluster"] = others.sum() / before
             if truth is not None:
-                right = (truth[neighbors] == truth.unsqueeze(1)) & others
-                ctx.stats["purity_same_cluster"] = right.sum() / others.sum().clamp_min(1)
+                ctx.stats["purity_same_cluster"] = _class_share(neighbors, others, truth)
         return neighbors, keep

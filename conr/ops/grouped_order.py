@@ -5,7 +5,8 @@ members of each cluster (40 faces of 10 in a batch of 256: ~6 of each; 10 digits
 of 64: ~6 of each), a sample's k nearest in the batch are mostly strangers. Ordering the epoch
 by the pseudo-labels the boundary filter already uses, in runs of ``group`` members of one
 cluster, gives each sample ``group - 1`` likely neighbours in its batch while every sample is
-still seen once an epoch."""
+still seen once an epoch (``stage2.group_members``; measured level on ORL and left off:
+docs/results.md, "Neighbours of one pseudo-cluster")."""
 from __future__ import annotations
 
 import torch

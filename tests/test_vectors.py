@@ -248,6 +248,8 @@ def test_a_vector_run_with_k_estimated_trains_stage_2_with_the_neighbourhood_of_
     expected = _half_a_cluster(batch, k)
     assert model.config_.stage2.k == model.config_.stage2.k1 == expected < 10
     assert model.trainer_.method.cfg.stage2.k == expected     # what stage 2 trained with
+    # 400 rows in >= 20 clusters expect <= 20 members: small clusters, neighbours kept within them
+    assert model.config_.stage2.same_cluster is model.trainer_.method.cfg.stage2.same_cluster is True
     written = (run / "config.yaml").read_text()
     assert f"n_clusters: {k}" in written and f"k: {expected}" in written
 

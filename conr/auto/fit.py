@@ -189,7 +189,8 @@ def fit_images(X, params: dict, user: dict, *, started: float, log=print, input_
                                  else None, reduced_from_size=reduced_from)
         cfg, auto, reasons = settings(data, budget=plan)
     record = RunRecord(input_kind="images", input_reason=input_reason, user=user, automatic=auto,
-                       reasons={**(more_reasons or {}), **reasons}, config=cfg, budget=plan, k_selection=selection)
+                       reasons={**(more_reasons or {}), **reasons}, config=cfg, budget=plan, k_selection=selection,
+                       n_rows=len(data))
     trainer = Trainer(record.config, data=data, run_dir=params["run_dir"], resume=params["resume"],
                       write=params["run_dir"] is not None, log=log, notes=record.notes(), final_stage=stage,
                       k_provisional=given_k is None and selection is None)
@@ -235,7 +236,7 @@ def fit_vectors(data, params: dict, user: dict, *, started: float, log=print, in
         cfg, auto, reasons = vector_settings(user, n, k=k, epochs=_saved_epochs(params["run_dir"]), data=data_section)
     record = RunRecord(input_kind="encoder" if encoder is not None else "vectors", input_reason=input_reason,
                        user=user, automatic=auto, reasons={**(more_reasons or {}), **reasons}, config=cfg,
-                       budget=plan, encoder=encoder)
+                       budget=plan, encoder=encoder, n_rows=n)
     log(f"input: {record.input_kind} ({input_reason}); {n} x {data.n_features}, mlp backbone, "
         f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}")
     trainer = VectorTrainer(record.config, data, run_dir=params["run_dir"], resume=params["resume"],

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from ..config import Config, dotted_get
 from .budget import BudgetPlan
-from .settings import neighbourhood_sizes
+from .settings import neighbourhood_sizes, within_clusters
 
 __all__ = ["RunRecord", "INPUT_KINDS"]
 
@@ -47,7 +47,8 @@ class RunRecord:
     decisions included); ``config``: the resolved configuration the run trains with (do not
     change it: make a new record); ``budget``: the time budget's plan (None: the epochs were
     given or the run resumed); ``encoder``: the spec of the encoder whose features the run
-    clusters (None: none); ``k_selection``: K estimated after stage 1 (None: K given)."""
+    clusters (None: none); ``k_selection``: K estimated after stage 1 (None: K given); ``n_rows``:
+    the images or rows clustered (None: not known to the record)."""
     input_kind: str
     input_reason: str
     user: Mapping
@@ -57,6 +58,7 @@ class RunRecord:
     budget: BudgetPlan | None = None
     encoder: Mapping | None = None
     k_selection: Mapping | None = None
+    n_rows: int | None = None
 
     def __post_init__(self):
         if self.input_kind not in INPUT_KINDS:
@@ -76,23 +78,29 @@ class RunRecord:
                       stage2=replace(self.config.stage2, **sizes))
         reasons = {**self.reasons, "cluster.n_clusters": f"estimated after stage 1 ({selection['criterion']} over "
                                                           f"K = {selection['k_range'][0]}..{selection['k_range'][1]})"}
-        if sizes:
-            reasons["stage2.k"] = why + f", K = {k} as estimated"
+        for key, reason in why.items():
+            reasons[key] = reason + f", K = {k} as estimated"
         return replace(self, config=cfg, reasons=reasons, k_selection=_frozen(selection))
 
     def neighbourhood_for(self, k: int) -> dict:
-        """Stage 2's neighbourhood sizes ``{"k", "k1", "k2"}`` for K = ``k`` where the automatic
-        rules chose them (half a cluster's expected members in a batch:
-        :func:`conr.auto.settings.neighbourhood_sizes`); ``{}`` where the user set any of the three
-        or no rule sized them (a method's config file)."""
+        """Stage 2's neighbourhood for K = ``k`` where the automatic rules chose it: its sizes
+        ``{"k", "k1", "k2"}`` (half a cluster's expected members in a batch:
+        :func:`conr.auto.settings.neighbourhood_sizes`) and ``same_cluster`` (where a cluster expects
+        few members: :func:`conr.auto.settings.within_clusters`); a setting the user gave (any of the
+        three sizes, or ``same_cluster``) or no rule chose (a method's config file) is left out."""
         return self._rule_neighbourhood(k)[0]
 
-    def _rule_neighbourhood(self, k: int) -> tuple[dict, str | None]:
-        """:meth:`neighbourhood_for`'s sizes and the rule's reason for them (None where it gives none)."""
-        if dotted_get(dict(self.automatic), "stage2.k") is None or any(
-                self.user_value(f"stage2.{name}") is not None for name in ("k", "k1", "k2")):
-            return {}, None
-        return neighbourhood_sizes(int(self.config.train.batch_size), k)
+    def _rule_neighbourhood(self, k: int) -> tuple[dict, dict]:
+        """:meth:`neighbourhood_for`'s settings and the rules' reasons for them ({dotted key: why})."""
+        settings, why = {}, {}
+        if dotted_get(dict(self.automatic), "stage2.k") is not None and all(
+                self.user_value(f"stage2.{name}") is None for name in ("k", "k1", "k2")):
+            sizes, why["stage2.k"] = neighbourhood_sizes(int(self.config.train.batch_size), k)
+            settings.update(sizes)
+        if (self.n_rows is not None and dotted_get(dict(self.automatic), "stage2.same_cluster") is not None
+                and self.user_value("stage2.same_cluster") is None):
+            settings["same_cluster"], why["stage2.same_cluster"] = within_clusters(self.n_rows, k)
+        return settings, why
 
     def user_value(self, key: str) -> Any:
         """The value the user gave ``key`` (dotted), or None."""

@@ -14,7 +14,7 @@ from ..cluster.kselect import parse_k
 from ..config import AugmentSection, Config, apply_overrides, check_config_keys, config_from_dict, deep_merge, dotted_get, read_yaml, resolve_config_path
 from ..data.survey import ImageSurvey, pick_image_size
 from .budget import BudgetPlan
-from .settings import auto_settings, neighbourhood_sizes
+from .settings import auto_settings, neighbourhood_sizes, within_clusters
 
 __all__ = ["user_settings", "fixed_k", "provisional_k", "k_range", "image_settings", "vector_settings",
            "default_vector_epochs"]
@@ -146,7 +146,8 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
     for the first 60 % of the epochs, then CoNR (kept fraction relaxed to 1 over the next
     15 %), earlier where the warm-up's signal says so (``stage2.warmup_end``, checked every 5 %
     of the epochs); batch clamped to N; CoNR's neighbourhood as on images, half a cluster's
-    expected members in a batch (:func:`conr.auto.settings.neighbourhood_sizes`); views from the nearest rows, at
+    expected members in a batch (:func:`conr.auto.settings.neighbourhood_sizes`), kept within a
+    pseudo-cluster where clusters are small (:func:`conr.auto.settings.within_clusters`); views from the nearest rows, at
     most half a cluster's expected members (:func:`view_neighbors`); the final stage with the vectors
     themselves among its candidates. The ``budget`` (or the run it continues, ``epochs``)
     sizes the epochs where the user did not; ``data``: what the config's data section says of
@@ -159,10 +160,12 @@ def vector_settings(user: dict, n: int, *, k: int, budget: BudgetPlan | None = N
     e = int(t.get("epochs") or (budget.epochs if budget is not None else epochs or default_vector_epochs(n, b)))
     start = min(e - 1, int(0.6 * e))
     neighbourhood, why_k = neighbourhood_sizes(b, k)
+    neighbourhood["same_cluster"], why_same = within_clusters(n, k)
     views = view_neighbors(n, k)
     why = {"model.backbone": "vectors: an MLP (D -> 512 -> 128) under BYOL's projector and predictor",
            "train.batch_size": f"256 vectors a batch, at most the {n} given",
            "stage2.k": why_k,
+           "stage2.same_cluster": why_same,
            "train.epochs": ("chosen by the user" if t.get("epochs") else
                             f"sized to the {budget.minutes:g}-min time budget" if budget is not None else
                             "the length of the run it continues" if epochs else

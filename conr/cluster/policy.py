@@ -50,7 +50,7 @@ from __future__ import annotations
 
 __all__ = ["RULES", "DEFAULT_RULE", "JOINT_GRAPHS", "DEFAULT_JOINT_GRAPH", "PREFERRED", "JOINT", "PRIOR_MARGIN", "MANIFOLD_MARGIN", "MANIFOLD_ALGORITHMS", "JOINT_RULES",
            "GRAPH_NEIGHBORS", "JOINT_MIN_SHARED", "STABILITY_SHARE", "STABILITY_RESAMPLES", "SILHOUETTE_SAMPLES",
-           "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "AGREEMENT_POWER", "TWO_STAGE_METHODS",
+           "CONSENSUS_RUNS", "CLUSTERING_SHARE", "CONSENSUS_SHARE", "MAX_INPUT_ROWS", "SMALL_CLUSTER_MEMBERS", "SELF_LABEL_MIN_MEMBERS", "CONSENSUS", "AGREEMENT_POWER", "TWO_STAGE_METHODS",
            "CHOICE_RULE", "WARMUP", "WARMUP_VOTERS", "WARMUP_WEIGHTS", "DEFAULT_WARMUP_WEIGHT", "FEATURES_VOTE", "SEED_RULES", "seed_rule", "warmup_voters", "preferred_for", "vote_weights", "shared_weights", "joint_way", "derived_score", "away_silhouette", "eligible", "best_by", "affordable_runs",
            "consensus_allowance", "reserved_seconds", "refresh_epochs", "seed_fits"]
 
@@ -249,7 +249,9 @@ CONSENSUS_RUNS = 5          # UMAP layouts (seeds) a UMAP + GMM consensus is mad
 CLUSTERING_SHARE = 1 / 3    # two passes of the candidates (stage 2's seed and the end) may take this share
 CONSENSUS_SHARE = CLUSTERING_SHARE / 8   # one consensus's layouts may take this share of the budget
 MAX_INPUT_ROWS = 200_000    # beyond this the input's own candidates are skipped (memory and UMAP time)
-SELF_LABEL_MIN_MEMBERS = 40  # a cluster head learns from a cluster's confident half: fewer members, no self-labelling
+SMALL_CLUSTER_MEMBERS = 40   # a cluster expecting fewer members (N / K) is small: no self-labelling, and stage 2
+                             # keeps its neighbours within a pseudo-cluster (conr.auto.settings.within_clusters)
+SELF_LABEL_MIN_MEMBERS = SMALL_CLUSTER_MEMBERS  # a cluster head learns from a cluster's confident half
 TWO_STAGE_METHODS = ("conr", "simsiam_connr", "moco_connr")   # methods with a stage 2 to seed
 
 

@@ -120,7 +120,9 @@ class Stage2Config:
     k1: int = 10                     # initial ranking list length
     k2: int = 2                      # query-expansion rows; 1 switches propagation off
     same_cluster: bool = False       # a neighbour of another pseudo-cluster than its anchor's is replaced by
-                                     # the anchor itself (conr.ops.neighbors.same_cluster_neighbors)
+                                     # the anchor itself (conr.ops.neighbors.same_cluster_neighbors); off in
+                                     # the paper's configs, on in automatic settings where a cluster expects
+                                     # fewer than 40 members (conr.auto.settings.within_clusters)
     group_members: int = 0           # >1: stage-2 batches hold their pseudo-clusters in runs of this many
                                      # members (conr/ops/grouped_order.py); 0: random batches, the paper's
     boundary_filter: bool = True

@@ -87,6 +87,8 @@ def test_many_small_clusters_get_a_working_batch_and_k(tmp_path):
     model = conr.CoNR(n_clusters=40, epochs=3, device="cpu", overrides=SMALL_NET).fit(root)
     assert model.labels_.shape == (400,) and len(np.unique(model.labels_)) > 20
     assert model.config_.train.batch_size == batch and model.config_.stage2.k == k
+    # 10 faces a person: small clusters, stage 2 kept its neighbours within the pseudo-clusters
+    assert raw["stage2"]["same_cluster"] is model.trainer_.method.cfg.stage2.same_cluster is True
 
 
 def test_schedule_follows_the_epochs():

@@ -131,7 +131,8 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
     gpu = device_type == "cuda"
     n, k_clusters = survey.n_images, int(n_clusters)
     members = n / k_clusters                    # images a cluster expects
-    self_label = members >= SELF_LABEL_MIN_MEMBERS  # enough of them for a cluster head to learn from
+    small, why_small = within_clusters(n, k_clusters)
+    self_label = not small                      # enough of them for a cluster head to learn from
     why: dict[str, str] = {}
     native = survey.native_size
     size = int(image_size or pick_image_size(native, device_type))
@@ -151,7 +152,7 @@ def auto_settings(survey: ImageSurvey, n_clusters: int, device_type: str = "cpu"
                                    f"{min_batch}..{cap_batch}"
                                    + (f", at most the {n} images" if batch == n else ""))
     neighbourhood, why["stage2.k"] = neighbourhood_sizes(batch, k_clusters)
-    neighbourhood["same_cluster"], why["stage2.same_cluster"] = within_clusters(n, k_clusters)
+    neighbourhood["same_cluster"], why["stage2.same_cluster"] = small, why_small
 
     s_min = float(min(0.5, max(0.08, (12.0 / max(1, native)) ** 2)))
     why["augment.scale"] = f"smallest crop keeps a side of ~12 of the {native} native px"

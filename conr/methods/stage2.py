@@ -107,13 +107,16 @@ class ConNRPlugin:
             ratios = boundary_ratio(feats, ctx.centers, labels, s.ratio_variant)
             keep = keep_mask(ratios, ctx.keep_fraction, s.keep_rule)
             ctx.stats["kept"] = keep.float().mean()
-        own = torch.arange(neighbors.shape[0], device=neighbors.device).unsqueeze(1)
-        others = neighbors != own                            # the neighbours but the sample itself
+        same = s.same_cluster and s.neighborhood != "self"
         truth = (ctx.gather(ctx.true_labels[ctx.indices])   # monitors: neighbours of the sample's class
                  if ctx.true_labels is not None and s.neighborhood != "self" else None)
+        if truth is None and not same:
+            return neighbors, keep
+        own = torch.arange(neighbors.shape[0], device=neighbors.device).unsqueeze(1)
+        others = neighbors != own                            # the neighbours but the sample itself
         if truth is not None:
             ctx.stats["purity"] = _class_share(neighbors, others, truth)
-        if s.same_cluster and s.neighborhood != "self":
+        if same:
             before = others.sum().clamp_min(1)
             neighbors = same_cluster_neighbors(neighbors, labels)
             others = neighbors != own
